@@ -1,0 +1,194 @@
+"""The native checkpoint format and atomic writes.
+
+A checkpoint is a directory ``step-NNNNNN/`` holding ``model.safetensors`` (the
+weights; a tied output head is stored once), ``config.json`` (model config,
+gptkit version, step) and ``trainer_state.pt`` (optimizer and loop state, read
+back with ``torch.load(weights_only=True)``, which cannot run code). A checkpoint
+is written into a temporary sibling directory, each file fsynced, then renamed
+into place: a crash or a full disk leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from gptkit.core.config import GPTConfig
+from gptkit.core.errors import GptkitError
+
+FORMAT = "gptkit"
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+TRAINER_STATE = "trainer_state.pt"
+_STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON to ``path`` through a temporary file and a rename."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def model_tensors(model: torch.nn.Module, cfg: GPTConfig) -> dict[str, torch.Tensor]:
+    """The state dict to store: parameters only, a tied head stored once."""
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    if cfg.tie_embeddings:
+        state.pop("out_head.weight", None)
+    return state
+
+
+def save_checkpoint(
+    checkpoints_dir: Path,
+    step: int,
+    model: torch.nn.Module,
+    cfg: GPTConfig,
+    trainer_state: dict[str, Any] | None = None,
+    info: dict[str, Any] | None = None,
+    keep_last: int | None = None,
+) -> Path:
+    """Write ``checkpoints_dir/step-{step:06d}`` atomically; return its path."""
+    from gptkit import __version__
+
+    checkpoints_dir.mkdir(parents=True, exist_ok=True)
+    final = checkpoints_dir / f"step-{step:06d}"
+    tmp = checkpoints_dir / f".tmp-step-{step:06d}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        save_file(model_tensors(model, cfg), tmp / WEIGHTS, metadata={"format": "pt"})
+        _fsync_file(tmp / WEIGHTS)
+        if trainer_state is not None:
+            torch.save(trainer_state, tmp / TRAINER_STATE)
+            _fsync_file(tmp / TRAINER_STATE)
+        meta = {
+            "format": FORMAT,
+            "gptkit_version": __version__,
+            "step": step,
+            "model": cfg.to_dict(),
+            **(info or {}),
+        }
+        write_json_atomic(tmp / CONFIG, meta)
+        _fsync_dir(tmp)
+        if final.exists():
+            old = checkpoints_dir / f".old-step-{step:06d}-{os.getpid()}"
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+        _fsync_dir(checkpoints_dir)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        previous = latest_checkpoint(checkpoints_dir)
+        kept = f"; {previous} is intact" if previous else ""
+        raise GptkitError(
+            f"could not write checkpoint {final.name}: {exc}{kept}"
+        ) from exc
+    if keep_last is not None:
+        prune_checkpoints(checkpoints_dir, keep_last)
+    return final
+
+
+def list_checkpoints(checkpoints_dir: Path) -> list[Path]:
+    """Complete checkpoints, oldest first."""
+    if not checkpoints_dir.is_dir():
+        return []
+    found = []
+    for path in checkpoints_dir.iterdir():
+        match = _STEP_DIR.match(path.name)
+        if match and (path / WEIGHTS).is_file() and (path / CONFIG).is_file():
+            found.append((int(match.group(1)), path))
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(checkpoints_dir: Path) -> Path | None:
+    found = list_checkpoints(checkpoints_dir)
+    return found[-1] if found else None
+
+
+def prune_checkpoints(checkpoints_dir: Path, keep_last: int) -> None:
+    """Delete all but the newest ``keep_last`` checkpoints."""
+    for path in list_checkpoints(checkpoints_dir)[: -keep_last or None]:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def resolve_checkpoint_dir(path: Path) -> Path:
+    """A checkpoint directory, or a run directory (its newest checkpoint)."""
+    if (path / WEIGHTS).is_file():
+        return path
+    if path.is_dir():
+        latest = latest_checkpoint(path / "checkpoints")
+        if latest is not None:
+            return latest
+        raise GptkitError(f"{path} is neither a checkpoint nor a run with checkpoints")
+    raise GptkitError(f"weights not found: {path}")
+
+
+def read_config(ckpt_dir: Path) -> dict[str, Any]:
+    path = ckpt_dir / CONFIG
+    if not path.is_file():
+        raise GptkitError(f"checkpoint {ckpt_dir} has no {CONFIG}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise GptkitError(f"corrupt {path}: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
+        raise GptkitError(f"{path} is not a gptkit checkpoint config")
+    return data
+
+
+def load_checkpoint(ckpt_dir: Path) -> tuple[GPTConfig, dict[str, torch.Tensor], dict]:
+    """Config, weights (CPU) and the config.json metadata of a checkpoint."""
+    meta = read_config(ckpt_dir)
+    cfg = GPTConfig.from_dict(meta["model"])
+    try:
+        state = load_file(ckpt_dir / WEIGHTS, device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise GptkitError(
+            f"corrupt checkpoint weights {ckpt_dir / WEIGHTS}: {exc}"
+        ) from None
+    return cfg, state, meta
+
+
+def load_trainer_state(ckpt_dir: Path) -> dict[str, Any]:
+    """The trainer state (optimizer, step, RNG), loaded without running code."""
+    path = ckpt_dir / TRAINER_STATE
+    if not path.is_file():
+        raise GptkitError(
+            f"checkpoint {ckpt_dir} has no {TRAINER_STATE}; cannot resume"
+        )
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle errors come in many types
+        raise GptkitError(f"corrupt or unsafe {path}: {type(exc).__name__}") from None

@@ -1,0 +1,62 @@
+"""Device and dtype choice (``--device auto|cpu|cuda|mps``, ``--dtype``)."""
+
+from __future__ import annotations
+
+import torch
+
+from gptkit.core.errors import GptkitError
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` picks CUDA, then Apple's MPS, then the CPU (as the book does)."""
+    if name in ("auto", "cpu"):
+        tune_cpu_allocator()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise GptkitError("--device cuda: no CUDA device is available")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise GptkitError("--device mps: Apple's MPS backend is not available")
+    if name not in DEVICES:
+        raise GptkitError(
+            f"unknown device {name!r}; choose one of {', '.join(DEVICES)}"
+        )
+    return torch.device(name)
+
+
+def tune_cpu_allocator() -> bool:
+    """Ask glibc to keep large freed blocks instead of returning them to the
+    kernel. Training allocates logits of batch x context x 50257 floats (hundreds
+    of MB) every step; by default glibc maps and unmaps them each time and the
+    kernel zeroes fresh pages, which on a 2-core CPU costs about a third of the
+    step time (see benchmarks/test_training.py). Returns whether it applied."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # musl or no glibc
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    one_gib, two_gib = 1 << 30, (1 << 31) - 1
+    ok = libc.mallopt(m_mmap_threshold, ctypes.c_int(one_gib))
+    ok &= libc.mallopt(m_trim_threshold, ctypes.c_int(two_gib))
+    return bool(ok)
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    try:
+        return DTYPES[name]
+    except KeyError:
+        raise GptkitError(
+            f"unknown dtype {name!r}; choose one of {', '.join(DTYPES)}"
+        ) from None

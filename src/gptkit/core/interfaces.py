@@ -1,0 +1,229 @@
+"""Base classes of the pluggable components (torch-free at import time).
+
+Every component class has a unique ``name`` (lowercase, dashes), a one-line
+``summary`` and a nested frozen dataclass ``Options``. Construct a component with
+keyword options (``TopK(temperature=0.8)``) or a mapping of strings from the CLI
+(``TopK.from_options({"temperature": "0.8"})``); both are validated.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from gptkit.core.options import build_options
+
+if TYPE_CHECKING:
+    import torch
+
+    from gptkit.core.config import GPTConfig
+
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]*$")
+
+
+def import_target(target: str) -> Any:
+    """Import ``"package.module:Attribute"``."""
+    module, sep, attr = target.partition(":")
+    if not sep or not module or not attr:
+        raise ValueError(f"{target!r} is not of the form 'module:Class'")
+    obj: Any = importlib.import_module(module)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+@dataclass(frozen=True)
+class Component:
+    """A lazily imported component: what a ``register_*`` hook may return.
+
+    ``target`` is ``"module:Class"`` (imported only when the component is used) or
+    the class itself.
+    """
+
+    name: str
+    target: str | type
+    summary: str = ""
+
+    def load(self) -> type:
+        return (
+            import_target(self.target) if isinstance(self.target, str) else self.target
+        )
+
+
+class ComponentBase:
+    """Common shape of every component: name, summary, validated options."""
+
+    kind: ClassVar[str] = "component"
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+
+    @dataclass(frozen=True)
+    class Options:
+        """No options."""
+
+    def __init__(self, options: Any = None, **kwargs: Any) -> None:
+        if options is None or isinstance(options, Mapping):
+            values = {**(options or {}), **kwargs}
+            options = build_options(type(self).Options, values, self.describe())
+        elif kwargs:
+            raise TypeError("pass either an Options instance or keyword options")
+        self.options = options
+
+    @classmethod
+    def describe(cls) -> str:
+        return f"{cls.kind} {cls.name}"
+
+
+# -- samplers -----------------------------------------------------------------
+
+
+class Sampler(ComponentBase):
+    """A per-token sampler: logits of the last position -> next token ids.
+
+    The generation engine owns the decode loop (prompt prefill, key/value cache,
+    stop conditions, batching, streaming) and calls :meth:`sample` once per step.
+    Override :meth:`process` to transform logits (temperature, top-k, ...) and keep
+    the default :meth:`sample`, which draws from ``softmax(process(logits))``
+    (or takes the argmax when :attr:`deterministic`).
+    """
+
+    kind = "sampler"
+    #: True when :meth:`sample` takes the argmax (no random draw).
+    deterministic: ClassVar[bool] = False
+
+    def process(self, logits: torch.Tensor) -> torch.Tensor:
+        """Processed logits (B, V); ``-inf`` removes a token. Default: unchanged."""
+        return logits
+
+    def sample(
+        self, logits: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Next ids (B,) from last-position logits (B, V) (float32)."""
+        import torch
+
+        processed = self.process(logits)
+        if self.deterministic:
+            return processed.argmax(dim=-1)
+        probs = torch.softmax(processed, dim=-1)
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+class SearchStrategy(ComponentBase):
+    """A whole-sequence decoding strategy (beam search): implements ``generate``."""
+
+    kind = "sampler"
+
+    def generate(self, model: Any, request: Any) -> Any:
+        raise NotImplementedError
+
+
+# -- schedulers ---------------------------------------------------------------
+
+
+class Scheduler(ComponentBase):
+    """A learning-rate schedule: a pure function of the optimizer step."""
+
+    kind = "scheduler"
+
+    def lr_at(self, step: int, total_steps: int, base_lr: float) -> float:
+        """Learning rate for optimizer step ``step`` (0-based) of ``total_steps``;
+        ``base_lr`` is ``--lr``."""
+        raise NotImplementedError
+
+
+# -- weight loaders -----------------------------------------------------------
+
+
+@dataclass
+class LoadedWeights:
+    """What a weight loader returns: the model's config and its state dict
+    (in gptkit's parameter names), plus anything else it found."""
+
+    config: GPTConfig
+    state_dict: dict[str, torch.Tensor]
+    source: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class WeightLoader(ComponentBase):
+    """Reads weights named by a spec ``<name>:<location>`` (``hf:gpt2``).
+
+    Tensors are returned on the CPU in the file's dtype unless the loader says
+    otherwise; the caller moves them to ``--device`` and casts to ``--dtype``.
+    """
+
+    kind = "weight loader"
+
+    @classmethod
+    def accepts(cls, location: str) -> bool:
+        """Whether a bare path (no prefix) is in this loader's format."""
+        return False
+
+    def load(self, location: str) -> LoadedWeights:
+        raise NotImplementedError
+
+
+# -- loggers ------------------------------------------------------------------
+
+
+@dataclass
+class RunInfo:
+    """What a logger learns when training starts."""
+
+    run_dir: Path | None
+    config: dict[str, Any]
+    total_steps: int
+    steps_per_epoch: int
+    epochs: int
+    num_parameters: int
+    train_tokens: int
+    val_tokens: int
+    start_step: int = 0
+
+
+class Logger(ComponentBase):
+    """Receives training events. Rows are plain JSON-ready dicts:
+
+    - step rows: ``step, epoch, tokens_seen, lr, loss`` (one per optimizer step);
+    - eval rows: ``step, epoch, tokens_seen, train_loss, val_loss``;
+    - sample rows: ``epoch, step, tokens_seen, prompt, text``.
+    """
+
+    kind = "logger"
+
+    def start(self, run: RunInfo) -> None:
+        """Training begins (or resumes at ``run.start_step``)."""
+
+    def log_step(self, row: dict[str, Any]) -> None:
+        """After every optimizer step."""
+
+    def log_eval(self, row: dict[str, Any]) -> None:
+        """After every evaluation (every ``--eval-freq`` steps)."""
+
+    def log_sample(self, row: dict[str, Any]) -> None:
+        """After each epoch's sample."""
+
+    def message(self, text: str) -> None:
+        """A line of information for the user (checkpoints, warnings)."""
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        """Training ended (also after an interruption); flush and close."""
+
+
+# -- corpora ------------------------------------------------------------------
+
+
+class Corpus(ComponentBase):
+    """A text corpus: yields documents (strings). Documents are joined with
+    ``<|endoftext|>`` before the train/validation split."""
+
+    kind = "corpus"
+    #: The prompt of the per-epoch sample when ``--start-context`` is not given.
+    sample_prompt: ClassVar[str] = "Every effort moves you"
+
+    def documents(self) -> Iterator[str]:
+        raise NotImplementedError

@@ -1,0 +1,169 @@
+"""Component options: a nested frozen dataclass per component, validated here.
+
+A field declares its help text and bounds in ``metadata``::
+
+    @dataclass(frozen=True)
+    class Options:
+        temperature: float = field(
+            default=1.0, metadata={"help": "softmax temperature", "ge": 0.0}
+        )
+
+Recognised metadata: ``help``, ``ge``, ``gt``, ``le``, ``lt``, ``choices``. Values
+may be Python objects or strings from the command line (``-o temperature=0.8``);
+strings are converted to the field's type. A ``validate(self)`` method on the
+class runs last, for checks across fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from gptkit.core.errors import OptionError
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+_NONE = {"none", "null"}
+
+
+def parse_pairs(pairs: Iterable[str]) -> dict[str, str]:
+    """``["a=1", "b=x"]`` -> ``{"a": "1", "b": "x"}`` (the CLI's ``-o`` values)."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise OptionError(f"option {pair!r} is not of the form key=value")
+        out[key.strip().replace("-", "_")] = value.strip()
+    return out
+
+
+def _convert(value: Any, annotation: Any, key: str, owner: str) -> Any:
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if isinstance(value, str) and value.lower() in _NONE and type(None) in args:
+            return None
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(value, inner[0], key, owner)
+    if origin in (tuple, list):
+        items = value.split(",") if isinstance(value, str) else list(value)
+        inner = args[0] if args else str
+        converted = [_convert(v, inner, key, owner) for v in items if v != ""]
+        return tuple(converted) if origin is tuple else converted
+    if annotation is typing.Any:
+        return value
+    try:
+        if annotation is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).lower()
+            if text in _TRUE:
+                return True
+            if text in _FALSE:
+                return False
+            raise ValueError
+        if annotation is int:
+            if isinstance(value, bool) or (
+                isinstance(value, float) and not value.is_integer()
+            ):
+                raise ValueError
+            return int(value)
+        if annotation is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if annotation is str:
+            return str(value)
+    except (TypeError, ValueError):
+        name = getattr(annotation, "__name__", str(annotation))
+        raise OptionError(
+            f"option {key} of {owner}: {value!r} is not a valid {name}"
+        ) from None
+    return value
+
+
+def _check_bounds(value: Any, meta: Mapping[str, Any], key: str, owner: str) -> None:
+    if value is None:
+        return
+    checks = (
+        ("ge", lambda v, b: v >= b, ">="),
+        ("gt", lambda v, b: v > b, ">"),
+        ("le", lambda v, b: v <= b, "<="),
+        ("lt", lambda v, b: v < b, "<"),
+    )
+    for name, ok, symbol in checks:
+        if name in meta and not ok(value, meta[name]):
+            raise OptionError(
+                f"option {key} of {owner} must be {symbol} {meta[name]}, got {value}"
+            )
+    choices = meta.get("choices")
+    if choices is not None and value not in choices:
+        raise OptionError(
+            f"option {key} of {owner} must be one of {', '.join(map(str, choices))},"
+            f" got {value!r}"
+        )
+
+
+def build_options(options_cls: type, values: Mapping[str, Any], owner: str) -> Any:
+    """Instantiate ``options_cls`` from ``values``, converting and validating.
+
+    :param owner: how to name the component in errors, e.g. ``"sampler top-k"``.
+    :raises OptionError: an unknown key (the message lists the valid ones) or a
+        value of the wrong type or out of range.
+    """
+    fields = {f.name: f for f in dataclasses.fields(options_cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        valid = ", ".join(fields) or "(none)"
+        raise OptionError(
+            f"unknown option {', '.join(unknown)} for {owner}; valid options: {valid}"
+        )
+    hints = typing.get_type_hints(options_cls)
+    kwargs = {}
+    for key, raw in values.items():
+        value = _convert(raw, hints[key], key, owner)
+        _check_bounds(value, fields[key].metadata, key, owner)
+        kwargs[key] = value
+    try:
+        options = options_cls(**kwargs)
+    except OptionError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise OptionError(f"options of {owner}: {exc}") from None
+    for f in fields.values():  # defaults must respect the bounds too
+        _check_bounds(getattr(options, f.name), f.metadata, f.name, owner)
+    validate = getattr(options, "validate", None)
+    if callable(validate):
+        try:
+            validate()
+        except OptionError:
+            raise
+        except ValueError as exc:
+            raise OptionError(f"options of {owner}: {exc}") from None
+    return options
+
+
+def describe_options(options_cls: type) -> list[dict[str, Any]]:
+    """One dict per field: name, type, default, help (for ``--help`` and docs)."""
+    hints = typing.get_type_hints(options_cls)
+    rows = []
+    for f in dataclasses.fields(options_cls):
+        default: Any = f.default
+        if f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        elif f.default is dataclasses.MISSING:
+            default = None
+        rows.append(
+            {
+                "name": f.name,
+                "type": getattr(hints[f.name], "__name__", str(hints[f.name])),
+                "default": default,
+                "help": f.metadata.get("help", ""),
+            }
+        )
+    return rows

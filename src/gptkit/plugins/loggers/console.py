@@ -1,0 +1,100 @@
+"""Console output: what the run is, the book's evaluation lines, the samples,
+and a tqdm progress bar on stderr."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from gptkit.core.interfaces import Logger, RunInfo
+
+
+def _millions(n: int) -> str:
+    return f"{n / 1e6:.1f}M" if n >= 1e5 else f"{n:,}"
+
+
+class ConsoleLogger(Logger):
+    """Prints ``Ep 1 (Step 000000): Train loss 9.781, Val loss 9.933`` lines."""
+
+    name = "console"
+    summary = "The book's progress lines, per-epoch samples and a progress bar."
+
+    @dataclass(frozen=True)
+    class Options:
+        progress: bool = field(
+            default=True, metadata={"help": "show a progress bar on stderr"}
+        )
+
+    def start(self, run: RunInfo) -> None:
+        from tqdm.auto import tqdm
+
+        cfg = run.config
+        model = cfg.get("model", {})
+        data = cfg.get("data", {})
+        lines = [
+            f"model: {cfg.get('preset', 'custom')}, {_millions(run.num_parameters)}"
+            f" parameters ({model.get('n_layers')} layers, {model.get('emb_dim')} wide,"
+            f" {model.get('n_heads')} heads, context {model.get('context_length')})",
+            f"corpus: {', '.join(data.get('corpus', []))}: "
+            f"{data.get('characters', 0):,} characters,"
+            f" {data.get('tokens', 0):,} tokens"
+            f" ({run.train_tokens:,} training tokens per epoch, {run.val_tokens:,}"
+            " validation)",
+            f"training: {run.epochs} epochs x {run.steps_per_epoch} steps ="
+            f" {run.total_steps} steps on {cfg.get('device', '?')}"
+            + (f", resuming at step {run.start_step}" if run.start_step else ""),
+        ]
+        if run.run_dir is not None:
+            lines.append(f"run directory: {run.run_dir}")
+        for line in lines:
+            print(line, flush=True)
+        self._bar = None
+        if self.options.progress:
+            self._bar = tqdm(
+                total=run.total_steps,
+                initial=run.start_step,
+                unit="step",
+                file=sys.stderr,
+                dynamic_ncols=True,
+                leave=False,
+            )
+
+    def _print(self, text: str) -> None:
+        if self._bar is not None:
+            self._bar.write(text, file=sys.stdout)
+        else:
+            print(text, flush=True)
+
+    def log_step(self, row: dict[str, Any]) -> None:
+        if self._bar is not None:
+            self._bar.update(1)
+            self._bar.set_postfix(loss=f"{row['loss']:.3f}", lr=f"{row['lr']:.2e}")
+
+    def log_eval(self, row: dict[str, Any]) -> None:
+        self._print(
+            f"Ep {row['epoch']} (Step {row['step']:06d}): "
+            f"Train loss {row['train_loss']:.3f}, Val loss {row['val_loss']:.3f}"
+        )
+
+    def log_sample(self, row: dict[str, Any]) -> None:
+        self._print(row["text"].replace("\n", " "))
+
+    def message(self, text: str) -> None:
+        self._print(text)
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        if summary.get("status") == "completed":
+            tail = ""
+            if "train_loss" in summary:
+                tail = (
+                    f"; train loss {summary['train_loss']:.3f},"
+                    f" val loss {summary['val_loss']:.3f}"
+                )
+            print(
+                f"done: {summary['steps']} steps, {summary['tokens_seen']:,} tokens"
+                f" in {summary['seconds']:.1f}s{tail}",
+                flush=True,
+            )

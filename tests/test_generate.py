@@ -1,0 +1,85 @@
+import pytest
+import torch
+
+from gptkit.core.errors import GptkitError
+from gptkit.core.generate import generate_text, generate_tokens
+from gptkit.core.tokenizer import EOT_ID
+from gptkit.plugins.samplers.token import Greedy, TopK
+from tests.helpers import greedy_without_cache, tiny_model
+
+
+def favour(model, token: int) -> None:
+    """Give the output head a bias that makes ``token`` the argmax."""
+    bias = torch.zeros(model.cfg.vocab_size)
+    bias[token] = 1000.0
+    model.out_head.bias = torch.nn.Parameter(bias)
+
+
+def test_cached_greedy_equals_the_no_cache_loop_while_the_window_slides():
+    model = tiny_model()  # context 32: 40 new tokens slide the window
+    prompt = [464, 3290, 318, 257, 2829]
+    out = generate_tokens(model, [prompt], Greedy(), max_new_tokens=40, eos_id=None)
+    assert out[0].new_ids == greedy_without_cache(model, prompt, 40)
+
+
+def test_a_batch_gives_each_prompt_its_own_text():
+    model = tiny_model(seed=3)
+    prompts = [[464], [464, 3290, 318, 257, 2829, 11, 290], [50, 60, 70]]
+    batch = generate_tokens(model, prompts, Greedy(), max_new_tokens=30, eos_id=None)
+    for prompt, result in zip(prompts, batch, strict=True):
+        assert result.new_ids == greedy_without_cache(model, prompt, 30)
+
+
+def test_stops_at_end_of_text():
+    model = tiny_model()
+    favour(model, EOT_ID)
+    out = generate_tokens(model, [[1, 2, 3]], Greedy(), max_new_tokens=10)
+    assert out[0].new_ids == [EOT_ID] and out[0].finish_reason == "eos"
+
+
+def test_empty_prompt_starts_from_end_of_text():
+    out = generate_tokens(tiny_model(), [[]], Greedy(), max_new_tokens=1, eos_id=None)
+    assert out[0].prompt_ids == [EOT_ID]
+
+
+def test_long_prompt_is_cut_or_refused():
+    model = tiny_model()
+    long = list(range(100, 150))
+    out = generate_tokens(model, [long], Greedy(), max_new_tokens=2, eos_id=None)
+    assert out[0].prompt_ids == long[-32:]
+    with pytest.raises(GptkitError, match="more than the context length 32"):
+        generate_tokens(model, [long], Greedy(), max_new_tokens=2, truncate=False)
+
+
+def test_padded_vocabulary_ids_are_never_emitted():
+    model = tiny_model(vocab_size=50304)  # padded to a multiple of 64
+    favour(model, 50300)
+    out = generate_tokens(model, [[1, 2]], Greedy(), max_new_tokens=5, eos_id=None)
+    assert all(t < 50257 for t in out[0].new_ids)
+
+
+def test_seeded_sampling_is_reproducible_and_stop_strings_cut_text():
+    model = tiny_model()
+    sampler = TopK(temperature=1.5, top_k=50)
+    a = generate_text(model, ["Hello"], sampler, max_new_tokens=20, seed=7)
+    b = generate_text(model, ["Hello"], sampler, max_new_tokens=20, seed=7)
+    assert a[0].new_ids == b[0].new_ids
+    text = a[0].completion
+    stop = text[5:8]
+    c = generate_text(
+        model, ["Hello"], sampler, max_new_tokens=20, seed=7, stop_strings=[stop]
+    )
+    assert c[0].finish_reason == "stop"
+    assert c[0].completion == text[: text.find(stop)]
+
+
+def test_top_k_keeps_k_tokens_and_temperature_zero_is_greedy():
+    logits = torch.tensor([[1.0, 3.0, 2.0, 0.5]])
+    processed = TopK(top_k=2, temperature=1.0).process(logits)
+    assert (
+        torch.isinf(processed[0, [0, 3]]).all()
+        and torch.isfinite(processed[0, [1, 2]]).all()
+    )
+    assert TopK(temperature=0.0).sample(logits).tolist() == [1]
+    draws = {int(TopK(top_k=2).sample(logits)) for _ in range(200)}
+    assert draws == {1, 2}

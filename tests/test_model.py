@@ -1,0 +1,118 @@
+import torch
+
+from gptkit.core.config import PRESETS
+from gptkit.core.model import GPTModel, KVCache
+from tests.helpers import tiny_config, tiny_model
+
+
+def test_book_parameter_names_in_creation_order():
+    model = GPTModel(tiny_config(n_layers=1, qkv_bias=True))
+    names = [name for name, _ in model.named_parameters()]
+    assert names == [
+        "tok_emb.weight",
+        "pos_emb.weight",
+        "trf_blocks.0.att.W_query.weight",
+        "trf_blocks.0.att.W_query.bias",
+        "trf_blocks.0.att.W_key.weight",
+        "trf_blocks.0.att.W_key.bias",
+        "trf_blocks.0.att.W_value.weight",
+        "trf_blocks.0.att.W_value.bias",
+        "trf_blocks.0.att.out_proj.weight",
+        "trf_blocks.0.att.out_proj.bias",
+        "trf_blocks.0.ff.layers.0.weight",
+        "trf_blocks.0.ff.layers.0.bias",
+        "trf_blocks.0.ff.layers.2.weight",
+        "trf_blocks.0.ff.layers.2.bias",
+        "trf_blocks.0.norm1.scale",
+        "trf_blocks.0.norm1.shift",
+        "trf_blocks.0.norm2.scale",
+        "trf_blocks.0.norm2.shift",
+        "final_norm.scale",
+        "final_norm.shift",
+        "out_head.weight",
+    ]
+
+
+def test_logits_shape_and_book_init_values():
+    torch.manual_seed(123)
+    model = GPTModel(PRESETS["tiny"])
+    logits = model(torch.tensor([[6109, 3626, 6100, 345], [6109, 1110, 6622, 257]]))
+    assert logits.shape == (2, 4, 50257)
+    # PyTorch's default init: LayerNorm starts at scale 1, shift 0.
+    assert torch.equal(model.final_norm.scale, torch.ones(64))
+
+
+def _explicit_attention_reference(model, ids):
+    """The book's attention (explicit mask + softmax), to check SDPA against."""
+
+    cfg = model.cfg
+    x = model.tok_emb(ids) + model.pos_emb(torch.arange(ids.shape[1]))
+    for block in model.trf_blocks:
+        h = block.norm1(x)
+        att = block.att
+        b, t, d = h.shape
+        q = att.W_query(h).view(b, t, cfg.n_heads, -1).transpose(1, 2)
+        k = att.W_key(h).view(b, t, cfg.n_heads, -1).transpose(1, 2)
+        v = att.W_value(h).view(b, t, cfg.n_heads, -1).transpose(1, 2)
+        scores = q @ k.transpose(2, 3)
+        mask = torch.triu(torch.ones(t, t, dtype=torch.bool), diagonal=1)
+        scores = scores.masked_fill(mask, float("-inf"))
+        w = torch.softmax(scores / k.shape[-1] ** 0.5, dim=-1)
+        ctx = (w @ v).transpose(1, 2).reshape(b, t, d)
+        x = x + att.out_proj(ctx)
+        h = block.norm2(x)
+        m = h.mean(-1, keepdim=True)
+        var = h.var(-1, keepdim=True, unbiased=False)
+        normed = (
+            block.norm2.scale * (h - m) / torch.sqrt(var + 1e-5) + block.norm2.shift
+        )
+        ff = block.ff.layers
+        hidden = ff[0](normed)
+        gelu = (
+            0.5
+            * hidden
+            * (1 + torch.tanh((2 / torch.pi) ** 0.5 * (hidden + 0.044715 * hidden**3)))
+        )
+        x = x + ff[2](gelu)
+    return model.out_head(model.final_norm(x))
+
+
+def test_fused_attention_matches_the_books_explicit_attention():
+    model = tiny_model()
+    ids = torch.randint(0, 50257, (2, 16))
+    with torch.no_grad():
+        assert torch.allclose(
+            model(ids), _explicit_attention_reference(model, ids), atol=1e-5
+        )
+
+
+def test_kv_cache_gives_the_same_logits_as_a_full_pass():
+    model = tiny_model()
+    ids = torch.randint(0, 50257, (2, 20))
+    with torch.no_grad():
+        full = model(ids)
+        cache = KVCache.allocate(model.cfg, 2, 20, "cpu", torch.float32)
+        first = model(ids[:, :12], cache=cache)  # prefill
+        rest = [model(ids[:, i : i + 1], cache=cache) for i in range(12, 17)]  # decode
+        chunk = model(ids[:, 17:], cache=cache)  # a chunk after a prefix
+    stepped = torch.cat([first, *rest, chunk], dim=1)
+    assert cache.length == 20
+    assert torch.allclose(full, stepped, atol=1e-5)
+
+
+def test_left_padding_with_mask_matches_unpadded():
+    model = tiny_model()
+    ids = torch.randint(0, 50257, (1, 10))
+    padded = torch.cat([torch.zeros(1, 3, dtype=torch.long), ids], dim=1)
+    mask = torch.tensor([[False] * 3 + [True] * 10])
+    positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
+    with torch.no_grad():
+        plain = model(ids)
+        masked = model(padded, attention_mask=mask, position_ids=positions)
+    assert torch.allclose(plain, masked[:, 3:], atol=1e-5)
+    assert torch.isfinite(masked).all()
+
+
+def test_tied_embeddings_share_one_tensor():
+    model = GPTModel(tiny_config(tie_embeddings=True))
+    assert model.out_head.weight is model.tok_emb.weight
