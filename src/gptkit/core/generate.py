@@ -130,6 +130,7 @@ def _generate(
     cache_len = min(ids.shape[1] + max_new_tokens, ctx)
     dtype = next(model.parameters()).dtype
     cache: KVCache | None = KVCache.allocate(model.cfg, batch, cache_len, device, dtype)
+    sampler.start(batch)
     padded = not bool(mask.all())
     logits = model(
         ids,

@@ -95,6 +95,9 @@ class Sampler(ComponentBase):
     #: True when :meth:`sample` takes the argmax (no random draw).
     deterministic: ClassVar[bool] = False
 
+    def start(self, batch_size: int) -> None:
+        """Called before each generation: reset any per-row state here."""
+
     def process(self, logits: torch.Tensor) -> torch.Tensor:
         """Processed logits (B, V); ``-inf`` removes a token. Default: unchanged."""
         return logits
