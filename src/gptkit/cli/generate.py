@@ -10,24 +10,41 @@ import click
 from gptkit.cli.options import device_option, echo_json, parse_option_pairs
 from gptkit.core.errors import GptkitError
 
+SHORTCUTS = ("temperature", "top_k", "top_p", "min_p", "num_beams")
+ENGINE_OPTIONS = ("repetition_penalty", "no_repeat_ngram_size")
 
-def choose_sampler(opts: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """The sampler name and options from --sampler, -o and the shortcut flags.
 
-    Without --sampler: top-k when --temperature > 0 or --top-k is given, else
-    greedy (the book's ``generate``). Shortcut flags become sampler options.
+def choose_sampler(opts: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """(sampler name, sampler options, engine options) from the command's flags.
+
+    Without --sampler: beam when --num-beams > 1, top-p with --top-p, min-p with
+    --min-p, top-k when --temperature > 0 or --top-k is given (the book's
+    ``generate``), else greedy. Shortcut flags become sampler options; the
+    penalties (flags or -o) are engine options that work with every sampler.
     """
-    shortcuts = {
-        k: opts[k] for k in ("temperature", "top_k") if opts.get(k) is not None
-    }
+    given = {k: opts[k] for k in SHORTCUTS if opts.get(k) is not None}
     name = opts["sampler"]
     if name is None:
-        sampling = shortcuts.get("temperature", 0) > 0 or "top_k" in shortcuts
-        name = "top-k" if sampling else "greedy"
-        if name == "greedy":
-            shortcuts.pop("temperature", None)
-    options: dict[str, Any] = {**shortcuts, **parse_option_pairs(tuple(opts["option"]))}
-    return name, options
+        if given.get("num_beams", 1) > 1:
+            name = "beam"
+        elif "top_p" in given:
+            name = "top-p"
+        elif "min_p" in given:
+            name = "min-p"
+        elif given.get("temperature", 0) > 0 or "top_k" in given:
+            name = "top-k"
+        else:
+            name = "greedy"
+    if name == "greedy" and given.get("temperature") == 0:
+        given.pop("temperature")
+    if given.get("num_beams") == 1 and name != "beam":
+        given.pop("num_beams")
+    options: dict[str, Any] = {**given, **parse_option_pairs(tuple(opts["option"]))}
+    engine = {k: opts[k] for k in ENGINE_OPTIONS if opts.get(k) is not None}
+    for key in ENGINE_OPTIONS:
+        if key in options:
+            engine[key] = options.pop(key)
+    return name, options, engine
 
 
 def read_prompts(prompts: tuple[str, ...]) -> list[str]:
@@ -67,6 +84,31 @@ def read_prompts(prompts: tuple[str, ...]) -> list[str]:
 )
 @click.option("--top-k", type=click.IntRange(min=1), help="Shortcut for -o top_k=K.")
 @click.option(
+    "--top-p",
+    type=click.FloatRange(0, 1, min_open=True),
+    help="Nucleus sampling (sampler top-p) with this top_p.",
+)
+@click.option(
+    "--min-p",
+    type=click.FloatRange(0, 1, min_open=True),
+    help="Min-p sampling (sampler min-p) with this min_p.",
+)
+@click.option(
+    "--num-beams",
+    type=click.IntRange(min=1),
+    help="Beam search (sampler beam) with this many beams.",
+)
+@click.option(
+    "--repetition-penalty",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Penalise tokens already in the text (> 1; any sampler).",
+)
+@click.option(
+    "--no-repeat-ngram-size",
+    type=click.IntRange(min=0),
+    help="Never repeat an n-gram of this size (any sampler).",
+)
+@click.option(
     "--max-new-tokens", type=click.IntRange(min=0), default=50, show_default=True
 )
 @click.option("--stop", "stops", multiple=True, help="Stop at this string; repeatable.")
@@ -101,6 +143,10 @@ def generate(**opts: Any) -> None:
       gptkit generate --weights runs/20261128-101500 "Every effort moves you"
       gptkit generate --weights hf:gpt2 "Every effort moves you" \\
           --temperature 1.4 --top-k 25 --seed 123
+      gptkit generate --weights hf:gpt2 "Every effort moves you" --sampler top-p \\
+          -o top_p=0.9 -o temperature=0.8 --stream
+      gptkit generate --weights hf:gpt2 "Every effort moves you" --num-beams 4 \\
+          -o length_penalty=0.6 -o num_return_sequences=2 --json
       printf 'The list\\nA dictionary\\n' | gptkit generate --weights RUN -
     """
     import torch
@@ -113,8 +159,10 @@ def generate(**opts: Any) -> None:
     prompts = read_prompts(opts["prompts"])
     if opts["stream"] and (len(prompts) > 1 or opts["json_"]):
         raise GptkitError("--stream works with one prompt and without --json")
-    name, options = choose_sampler(opts)
+    name, options, engine = choose_sampler(opts)
     sampler = get_registry().samplers.create(name, options)
+    if opts["stream"] and name == "beam":
+        raise GptkitError("--stream needs a per-token sampler, not beam search")
     device = resolve_device(opts["device"])
     model, _ = model_from_spec(
         opts["weights"], device=device, dtype=resolve_dtype(opts["dtype"])
@@ -136,6 +184,7 @@ def generate(**opts: Any) -> None:
         seed=opts["seed"],
         truncate=not opts["no_truncate"],
         on_text=stream if opts["stream"] else None,
+        **engine,
     )
     if opts["json_"]:
         echo_json({"sampler": name, "results": [r.to_dict() for r in results]})

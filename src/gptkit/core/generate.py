@@ -19,8 +19,9 @@ import torch
 from torch import Tensor
 
 from gptkit.core.errors import GptkitError
-from gptkit.core.interfaces import Sampler
+from gptkit.core.interfaces import Sampler, SearchStrategy
 from gptkit.core.model import GPTModel, KVCache
+from gptkit.core.penalties import Penalties
 from gptkit.core.tokenizer import EOT_ID, N_VOCAB
 
 #: Called after every step with (row, new token id) for rows still running.
@@ -34,6 +35,8 @@ class Generated:
     prompt_ids: list[int]
     new_ids: list[int] = field(default_factory=list)
     finish_reason: str = "length"  # "length" | "eos" | "stop"
+    score: float | None = None  # beam search: length-normalised log-probability
+    prompt_index: int = 0  # which prompt (beam search may return several per prompt)
 
 
 def prepare_prompt(
@@ -68,11 +71,93 @@ def _positions(mask: Tensor) -> Tensor:
     return (mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
+@dataclass
+class GenerationRequest:
+    """Everything a decoding strategy needs besides the model.
+
+    ``prompts`` are already prepared (non-empty, within the context length).
+    """
+
+    prompts: list[list[int]]
+    max_new_tokens: int
+    eos_id: int | None = EOT_ID
+    stop: Callable[[int, list[int]], bool] | None = None
+    generator: torch.Generator | None = None
+    on_token: TokenCallback | None = None
+    vocab_limit: int = N_VOCAB
+    repetition_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
+
+    def penalties(
+        self, rows: Sequence[Sequence[int]], vocab: int, device: torch.device
+    ) -> Penalties:
+        return Penalties(
+            rows, vocab, device, self.repetition_penalty, self.no_repeat_ngram_size
+        )
+
+
+def next_token_logits(logits: Tensor, vocab_limit: int) -> Tensor:
+    """Last-position logits (B, V) in float32, ids past the tokenizer's masked."""
+    last = logits[:, -1, :].float()
+    if last.shape[-1] > vocab_limit:
+        last[:, vocab_limit:] = float("-inf")
+    return last
+
+
+class Decoder:
+    """Feeds a growing batch of sequences to the model: a prefill, then one token
+    per step from the key/value cache, or the sliding window once the sequences
+    outgrow the context. Handles left padding (``mask``) and positions."""
+
+    def __init__(
+        self, model: GPTModel, rows: list[list[int]], max_new_tokens: int
+    ) -> None:
+        self.model = model
+        self.ctx = model.cfg.context_length
+        device = next(model.parameters()).device
+        self.ids, self.mask = _left_pad(rows, device)  # (B, P)
+        capacity = min(self.ids.shape[1] + max_new_tokens, self.ctx)
+        dtype = next(model.parameters()).dtype
+        self.cache: KVCache | None = KVCache.allocate(
+            model.cfg, len(rows), capacity, device, dtype
+        )
+
+    def _forward(self, ids: Tensor, mask: Tensor, cache: KVCache | None) -> Tensor:
+        padded = not bool(mask.all())
+        positions = _positions(mask)[:, -ids.shape[1] :] if padded else None
+        return self.model(
+            ids,
+            cache=cache,
+            position_ids=positions,
+            attention_mask=mask if padded else None,
+        )
+
+    def prefill(self) -> Tensor:
+        return self._forward(self.ids, self.mask, self.cache)
+
+    def step(self, next_ids: Tensor) -> Tensor:
+        """Append ``next_ids`` (B,) and return the logits that follow them."""
+        self.ids = torch.cat([self.ids, next_ids[:, None]], dim=1)
+        self.mask = torch.cat([self.mask, torch.ones_like(self.mask[:, :1])], dim=1)
+        if self.cache is not None and self.cache.length < self.cache.capacity:
+            return self._forward(next_ids[:, None], self.mask, self.cache)
+        # Past the context length: slide the window and recompute it.
+        self.cache = None
+        return self._forward(self.ids[:, -self.ctx :], self.mask[:, -self.ctx :], None)
+
+    def reorder(self, index: Tensor) -> None:
+        """Row i continues old row ``index[i]`` (beam search)."""
+        self.ids = self.ids[index]
+        self.mask = self.mask[index]
+        if self.cache is not None:
+            self.cache.reorder(index)
+
+
 @torch.inference_mode()
 def generate_tokens(
     model: GPTModel,
     prompts: Sequence[Sequence[int]],
-    sampler: Sampler,
+    sampler: Sampler | SearchStrategy,
     *,
     max_new_tokens: int,
     eos_id: int | None = EOT_ID,
@@ -81,101 +166,76 @@ def generate_tokens(
     truncate: bool = True,
     on_token: TokenCallback | None = None,
     vocab_limit: int = N_VOCAB,
+    repetition_penalty: float = 1.0,
+    no_repeat_ngram_size: int = 0,
 ) -> list[Generated]:
     """Generate up to ``max_new_tokens`` for each prompt (a batch).
 
     :param stop: ``stop(row, new_ids)`` returning True ends that row (stop strings).
     :param vocab_limit: ids at or above it are never produced (padded vocabularies).
+    :param repetition_penalty: > 1 discourages tokens already in the sequence.
+    :param no_repeat_ngram_size: n > 0 forbids repeating any n-gram.
     """
+    if repetition_penalty <= 0:
+        raise GptkitError(f"repetition_penalty must be > 0, got {repetition_penalty}")
+    if no_repeat_ngram_size < 0:
+        raise GptkitError("no_repeat_ngram_size must be >= 0")
+    ctx = model.cfg.context_length
+    request = GenerationRequest(
+        prompts=[prepare_prompt(p, ctx, truncate) for p in prompts],
+        max_new_tokens=max_new_tokens,
+        eos_id=eos_id,
+        stop=stop,
+        generator=generator,
+        on_token=on_token,
+        vocab_limit=min(vocab_limit, model.cfg.vocab_size),
+        repetition_penalty=repetition_penalty,
+        no_repeat_ngram_size=no_repeat_ngram_size,
+    )
     was_training = model.training
     model.eval()
     try:
-        return _generate(
-            model,
-            prompts,
-            sampler,
-            max_new_tokens,
-            eos_id,
-            stop,
-            generator,
-            truncate,
-            on_token,
-            vocab_limit,
-        )
+        if isinstance(sampler, SearchStrategy):
+            return sampler.generate(model, request)
+        return _sample_tokens(model, sampler, request)
     finally:
         model.train(was_training)
 
 
-def _generate(
-    model: GPTModel,
-    prompts: Sequence[Sequence[int]],
-    sampler: Sampler,
-    max_new_tokens: int,
-    eos_id: int | None,
-    stop: Callable[[int, list[int]], bool] | None,
-    generator: torch.Generator | None,
-    truncate: bool,
-    on_token: TokenCallback | None,
-    vocab_limit: int,
+def _sample_tokens(
+    model: GPTModel, sampler: Sampler, req: GenerationRequest
 ) -> list[Generated]:
-    ctx = model.cfg.context_length
-    device = next(model.parameters()).device
-    rows = [prepare_prompt(p, ctx, truncate) for p in prompts]
-    results = [Generated(prompt_ids=r) for r in rows]
-    if max_new_tokens <= 0:
+    """The decode loop of every per-token sampler."""
+    results = [
+        Generated(prompt_ids=r, prompt_index=i) for i, r in enumerate(req.prompts)
+    ]
+    if req.max_new_tokens <= 0:
         return results
-    ids, mask = _left_pad(rows, device)  # (B, P)
-    batch = len(rows)
-    running = torch.ones(batch, dtype=torch.bool, device=device)
-    cache_len = min(ids.shape[1] + max_new_tokens, ctx)
-    dtype = next(model.parameters()).dtype
-    cache: KVCache | None = KVCache.allocate(model.cfg, batch, cache_len, device, dtype)
-    sampler.start(batch)
-    padded = not bool(mask.all())
-    logits = model(
-        ids,
-        cache=cache,
-        position_ids=_positions(mask) if padded else None,
-        attention_mask=mask if padded else None,
-    )
-    for step in range(max_new_tokens):
-        last = logits[:, -1, :].float()
-        if last.shape[-1] > vocab_limit:
-            last[:, vocab_limit:] = float("-inf")
-        next_ids = sampler.sample(last, generator)  # (B,)
+    decoder = Decoder(model, req.prompts, req.max_new_tokens)
+    penalties = req.penalties(req.prompts, model.cfg.vocab_size, decoder.ids.device)
+    running = torch.ones(len(results), dtype=torch.bool)
+    sampler.start(len(results))
+    logits = decoder.prefill()
+    for step in range(req.max_new_tokens):
+        last = penalties.apply(next_token_logits(logits, req.vocab_limit))
+        next_ids = sampler.sample(last, req.generator)  # (B,)
+        tokens = next_ids.tolist()
+        penalties.update(tokens)
         for row in running.nonzero().flatten().tolist():
-            token = int(next_ids[row])
+            token = tokens[row]
             result = results[row]
             result.new_ids.append(token)
-            if on_token is not None:
-                on_token(row, token)
-            if eos_id is not None and token == eos_id:
+            if req.on_token is not None:
+                req.on_token(row, token)
+            if req.eos_id is not None and token == req.eos_id:
                 result.finish_reason = "eos"
                 running[row] = False
-            elif stop is not None and stop(row, result.new_ids):
+            elif req.stop is not None and req.stop(row, result.new_ids):
                 result.finish_reason = "stop"
                 running[row] = False
-        if not running.any() or step == max_new_tokens - 1:
+        if not running.any() or step == req.max_new_tokens - 1:
             break
-        ids = torch.cat([ids, next_ids[:, None]], dim=1)
-        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-        if cache is not None and cache.length < cache.capacity:
-            logits = model(
-                next_ids[:, None],
-                cache=cache,
-                position_ids=_positions(mask)[:, -1:] if padded else None,
-                attention_mask=mask if padded else None,
-            )
-        else:
-            # Past the context length: slide the window and recompute it.
-            cache = None
-            window, window_mask = ids[:, -ctx:], mask[:, -ctx:]
-            padded = not bool(window_mask.all())
-            logits = model(
-                window,
-                position_ids=_positions(window_mask) if padded else None,
-                attention_mask=window_mask if padded else None,
-            )
+        logits = decoder.step(next_ids)
     return results
 
 
@@ -188,6 +248,7 @@ class TextResult:
     prompt_ids: list[int]
     new_ids: list[int]
     finish_reason: str
+    score: float | None = None
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -197,6 +258,7 @@ class TextResult:
             "prompt_ids": self.prompt_ids,
             "token_ids": self.new_ids,
             "finish_reason": self.finish_reason,
+            "score": self.score,
         }
 
 
@@ -233,6 +295,8 @@ def generate_text(
     truncate: bool = True,
     stop_at_eos: bool = True,
     on_text: Callable[[int, str], None] | None = None,
+    repetition_penalty: float = 1.0,
+    no_repeat_ngram_size: int = 0,
 ) -> list[TextResult]:
     """Continue each prompt (batched); ``on_text(row, delta)`` streams text."""
     from gptkit.core.tokenizer import decode, encode
@@ -257,9 +321,12 @@ def generate_text(
         generator=generator,
         truncate=truncate,
         on_token=_Streamer(on_text) if on_text is not None else None,
+        repetition_penalty=repetition_penalty,
+        no_repeat_ngram_size=no_repeat_ngram_size,
     )
     out = []
-    for prompt, r in zip(prompts, results, strict=True):
+    for r in results:
+        prompt = prompts[r.prompt_index]
         ids = r.new_ids[:-1] if r.finish_reason == "eos" else r.new_ids
         completion = decode(ids)
         if r.finish_reason == "stop":
@@ -269,6 +336,8 @@ def generate_text(
             )
             completion = completion[:cut]
         out.append(
-            TextResult(prompt, completion, r.prompt_ids, r.new_ids, r.finish_reason)
+            TextResult(
+                prompt, completion, r.prompt_ids, r.new_ids, r.finish_reason, r.score
+            )
         )
     return out

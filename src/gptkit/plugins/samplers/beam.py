@@ -1,0 +1,170 @@
+"""Beam search as a search strategy: it owns the whole decode loop.
+
+Scoring follows transformers' beam search, so both return the same sequences
+and scores on the same weights: each step keeps the ``2 x num_beams`` best
+continuations of all beams by summed log-probability; candidates that end in
+end-of-text (or reach ``max_new_tokens``) become hypotheses scored
+``sum_logprobs / generated_length ** length_penalty``, where the length counts
+the new tokens including end-of-text; the best ``num_beams`` hypotheses are
+kept. ``early_stopping``: ``true`` stops once ``num_beams`` hypotheses are
+finished; ``false`` also stops when the best running beam, normalised at its
+current length, cannot beat the worst kept hypothesis; ``never`` estimates
+that bound at the maximum length when ``length_penalty`` > 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from gptkit.core.generate import (
+    Decoder,
+    Generated,
+    GenerationRequest,
+    next_token_logits,
+)
+from gptkit.core.interfaces import SearchStrategy
+from gptkit.core.model import GPTModel
+
+_FLOOR = -1.0e9  # the score of an empty slot or a forbidden candidate
+
+
+class BeamSearch(SearchStrategy):
+    """Deterministic beam search over the model's log-probabilities."""
+
+    name = "beam"
+    summary = "Beam search with length penalty and early stopping."
+
+    @dataclass(frozen=True)
+    class Options:
+        num_beams: int = field(default=4, metadata={"help": "beams kept", "ge": 1})
+        length_penalty: float = field(
+            default=1.0,
+            metadata={"help": "exponent of the length normalisation (>0 favours long)"},
+        )
+        early_stopping: str = field(
+            default="false",
+            metadata={
+                "help": "false, true or never (see the module docs)",
+                "choices": ("false", "true", "never"),
+            },
+        )
+        num_return_sequences: int = field(
+            default=1, metadata={"help": "hypotheses returned per prompt", "ge": 1}
+        )
+
+        def validate(self) -> None:
+            if self.num_return_sequences > self.num_beams:
+                raise ValueError("num_return_sequences must be <= num_beams")
+
+    def generate(self, model: GPTModel, request: GenerationRequest) -> list[Generated]:
+        results: list[Generated] = []
+        for index, prompt in enumerate(request.prompts):
+            for new_ids, score in self._search(model, prompt, request):
+                finish = (
+                    "eos"
+                    if request.eos_id is not None
+                    and new_ids
+                    and new_ids[-1] == request.eos_id
+                    else "length"
+                )
+                results.append(Generated(prompt, new_ids, finish, score, index))
+        return results
+
+    def _search(
+        self, model: GPTModel, prompt: list[int], req: GenerationRequest
+    ) -> list[tuple[list[int], float]]:
+        opts = self.options
+        beams, keep = opts.num_beams, 2 * opts.num_beams
+        lp = opts.length_penalty
+        prompt_len, max_new = len(prompt), req.max_new_tokens
+        if max_new <= 0:
+            return [([], 0.0)] * opts.num_return_sequences
+        decoder = Decoder(model, [prompt] * beams, max_new)
+        device = decoder.ids.device
+        vocab = model.cfg.vocab_size
+        penalties = req.penalties([prompt] * beams, vocab, device)
+        running = torch.full((beams,), _FLOOR, device=device)
+        running[0] = 0.0  # all beams start identical: expand only the first
+        done_seqs: list[Tensor | None] = [None] * beams
+        done_scores = torch.full((beams,), _FLOOR, device=device)
+        done = torch.zeros(beams, dtype=torch.bool, device=device)
+        top_slots = torch.arange(keep, device=device) < beams
+        improvable = True
+        logits = decoder.prefill()
+        for step in range(max_new):
+            generated = step + 1  # new tokens in every candidate
+            logprobs = torch.log_softmax(next_token_logits(logits, req.vocab_limit), -1)
+            logprobs = penalties.apply(logprobs)  # (beams, V)
+            total = (logprobs + running[:, None]).view(-1)  # (beams * V)
+            cand_scores, flat = torch.topk(total, keep)
+            parent = flat // logprobs.shape[-1]
+            token = flat % logprobs.shape[-1]
+            hits = torch.full_like(token, generated >= max_new, dtype=torch.bool)
+            if req.eos_id is not None:
+                hits |= token == req.eos_id
+            # Finished candidates among the first `beams` may enter the hypotheses.
+            if improvable and not (opts.early_stopping == "true" and bool(done.all())):
+                normalised = cand_scores / (generated**lp)
+                normalised = torch.where(
+                    hits & top_slots, normalised, normalised + _FLOOR
+                )
+                merged = torch.cat([done_scores, normalised])
+                best = torch.topk(merged, beams).indices.tolist()
+                candidates = decoder.ids[parent]  # (keep, len) before the new token
+                new_seqs: list[Tensor | None] = []
+                for i in best:
+                    if i < beams:
+                        new_seqs.append(done_seqs[i])
+                    else:
+                        j = i - beams
+                        new_seqs.append(torch.cat([candidates[j], token[j : j + 1]]))
+                done = torch.cat([done, hits & top_slots])[best]
+                done_scores = merged[best]
+                done_seqs = new_seqs
+            # The best unfinished candidates continue.
+            open_scores = cand_scores + hits.float() * _FLOOR
+            chosen = torch.topk(open_scores, beams).indices
+            running = open_scores[chosen]
+            improvable = improvable and self._can_improve(
+                running, done_scores, done, generated, max_new, lp
+            )
+            stop_now = (
+                not improvable
+                or (opts.early_stopping == "true" and bool(done.all()))
+                or bool(hits.all())
+            )
+            if stop_now:
+                break
+            decoder.reorder(parent[chosen])
+            penalties.reorder(parent[chosen].tolist())
+            penalties.update(token[chosen].tolist())
+            logits = decoder.step(token[chosen])
+        order = torch.argsort(done_scores, descending=True, stable=True)
+        out = []
+        for i in order[: opts.num_return_sequences].tolist():
+            seq = done_seqs[i]
+            new_ids = [] if seq is None else seq[prompt_len:].tolist()
+            out.append((new_ids, float(done_scores[i])))
+        return out
+
+    def _can_improve(
+        self,
+        running: Tensor,
+        done_scores: Tensor,
+        done: Tensor,
+        generated: int,
+        max_new: int,
+        lp: float,
+    ) -> bool:
+        """Whether the best running beam could still beat the worst hypothesis."""
+        if not bool(done.all()):
+            return True
+        length = (
+            max_new
+            if (self.options.early_stopping == "never" and lp > 0)
+            else generated
+        )
+        return bool(running[0] / (length**lp) > done_scores.min())

@@ -1,0 +1,63 @@
+"""Logits warpers: temperature, top-k, nucleus (top-p) and min-p filtering.
+
+They follow the definitions of Fan et al. (2018, top-k), Holtzman et al. (2020,
+nucleus sampling) and Nguyen et al. (2024, min-p), with the conventions of
+Hugging Face transformers' logits warpers so the two give the same
+distributions: top-p removes the tokens whose cumulative probability, counted
+from the least likely, stays within ``1 - top_p``; min-p removes tokens less
+likely than ``min_p`` times the most likely one; each keeps at least one token.
+Removed tokens get ``-inf``. All functions take and return logits (B, V).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+NEG_INF = float("-inf")
+
+
+def temperature(logits: Tensor, value: float) -> Tensor:
+    """Divide by ``value`` (> 0); 1.0 leaves the logits unchanged."""
+    return logits if value == 1.0 else logits / value
+
+
+def top_k(logits: Tensor, k: int | None) -> Tensor:
+    """Keep the ``k`` largest logits of each row (ties at the k-th all stay)."""
+    if k is None or k <= 0 or k >= logits.shape[-1]:
+        return logits
+    kth = torch.topk(logits, k, dim=-1).values[..., -1:]  # (B, 1)
+    return logits.masked_fill(logits < kth, NEG_INF)
+
+
+def top_p(logits: Tensor, p: float | None) -> Tensor:
+    """Keep the smallest set of most likely tokens whose probability reaches ``p``."""
+    if p is None or p >= 1.0:
+        return logits
+    ascending, order = torch.sort(logits, dim=-1)
+    cumulative = ascending.softmax(dim=-1).cumsum(dim=-1)
+    drop_sorted = cumulative <= (1.0 - p)
+    drop_sorted[..., -1] = False  # the most likely token always stays
+    drop = drop_sorted.scatter(-1, order, drop_sorted)
+    return logits.masked_fill(drop, NEG_INF)
+
+
+def min_p(logits: Tensor, p: float | None) -> Tensor:
+    """Drop tokens whose probability is below ``p`` x the top token's."""
+    if p is None or p <= 0.0:
+        return logits
+    probs = logits.softmax(dim=-1)
+    threshold = p * probs.amax(dim=-1, keepdim=True)
+    return logits.masked_fill(probs < threshold, NEG_INF)
+
+
+def warp(
+    logits: Tensor,
+    *,
+    temp: float = 1.0,
+    k: int | None = None,
+    p: float | None = None,
+    minp: float | None = None,
+) -> Tensor:
+    """Temperature, then top-k, then top-p, then min-p (transformers' order)."""
+    return min_p(top_p(top_k(temperature(logits, temp), k), p), minp)
