@@ -52,7 +52,9 @@ def test_top_k_equals_transformers(t, k):
     assert same(ours, reference(logits, *warpers))
 
 
-@pytest.mark.parametrize(("p", "t", "k"), [(0.9, 0.8, None), (0.5, 1.0, None), (0.95, 1.2, 20)])
+@pytest.mark.parametrize(
+    ("p", "t", "k"), [(0.9, 0.8, None), (0.5, 1.0, None), (0.95, 1.2, 20)]
+)
 def test_top_p_equals_transformers(p, t, k):
     logits = random_logits()
     ours = TopP(top_p=p, temperature=t, top_k=k).process(logits)
@@ -66,7 +68,9 @@ def test_top_p_equals_transformers(p, t, k):
 def test_min_p_equals_transformers(m, t):
     logits = random_logits()
     ours = MinP(min_p=m, temperature=t).process(logits)
-    assert same(ours, reference(logits, TemperatureLogitsWarper(t), MinPLogitsWarper(m)))
+    assert same(
+        ours, reference(logits, TemperatureLogitsWarper(t), MinPLogitsWarper(m))
+    )
 
 
 @pytest.mark.parametrize(

@@ -24,4 +24,14 @@ def register_loggers() -> list[Component]:
             "gptkit.plugins.loggers.plot:PlotLogger",
             "plots/loss.png, plots/perplexity.png and plots/lr.png (matplotlib).",
         ),
+        Component(
+            "csv",
+            "gptkit.plugins.loggers.csv_logger:CsvLogger",
+            "metrics.csv: one row per step (or per evaluation) with the losses.",
+        ),
+        Component(
+            "tensorboard",
+            "gptkit.plugins.loggers.tensorboard_logger:TensorBoardLogger",
+            "TensorBoard event files in RUN_DIR/tensorboard (gptkit[tensorboard]).",
+        ),
     ]
