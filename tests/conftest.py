@@ -71,3 +71,120 @@ def assert_clean_error(result, *fragments: str) -> None:
     assert "Traceback" not in result.stderr
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
+
+
+# -- the network and the Hugging Face Hub -------------------------------------
+
+
+def _network_unavailable() -> str | None:
+    """Why ``network`` tests cannot run here, or None when they can."""
+    import socket
+
+    if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False"):
+        return "offline (HF_HUB_OFFLINE is set; HF_HUB_OFFLINE=0 runs network tests)"
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=3).close()
+    except OSError as exc:
+        return f"huggingface.co is unreachable ({exc})"
+    return None
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Skip tests marked ``network`` when offline."""
+    if item.get_closest_marker("network") is not None:
+        reason = _network_unavailable()
+        if reason:
+            pytest.skip(reason)
+
+
+@pytest.fixture
+def hf_hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty Hugging Face Hub cache, used offline: ``hf_hub_download`` (the
+    code path of a real download) finds files only here. huggingface_hub reads
+    its environment at import time, so its constants are patched too; the
+    environment is set for subprocesses."""
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hf-hub-cache"
+    cache.mkdir()
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return cache
+
+
+HUB_COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def put_in_hub_cache(
+    cache: Path,
+    repo_id: str,
+    model_dir: Path,
+    *,
+    commit: str = HUB_COMMIT,
+    refs: tuple[str, ...] = ("main",),
+) -> Path:
+    """Lay out ``model_dir``'s files as the Hub cache stores a download:
+    ``models--org--name/blobs/<sha256>``, ``snapshots/<commit>/<file>`` links to
+    the blobs, and ``refs/<branch>`` holding the commit. Returns the snapshot."""
+    import hashlib
+
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / commit
+    (repo / "blobs").mkdir(parents=True, exist_ok=True)
+    snapshot.mkdir(parents=True, exist_ok=True)
+    for file in sorted(model_dir.iterdir()):
+        data = file.read_bytes()
+        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.write_bytes(data)
+        (snapshot / file.name).symlink_to(os.path.relpath(blob, snapshot))
+    for ref in refs:
+        (repo / "refs" / ref).parent.mkdir(parents=True, exist_ok=True)
+        (repo / "refs" / ref).write_text(commit)
+    return snapshot
+
+
+def save_transformers_gpt2(
+    path: Path, *, layout: str = "save_pretrained", seed: int = 0, **config
+):
+    """A random ``transformers`` GPT-2 saved to ``path`` (safetensors) in one of
+    the two key layouts; returns the model (eval mode).
+
+    ``save_pretrained``: ``GPT2LMHeadModel.save_pretrained`` (``transformer.``
+    prefixed keys, ``lm_head.weight`` when untied). ``hub``: the layout of
+    ``openai-community/gpt2``'s ``model.safetensors``: ``GPT2Model`` keys with
+    no prefix, no ``lm_head.weight``, and ``h.N.attn.bias`` mask buffers.
+    """
+    import torch
+    from safetensors.torch import save_file
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    settings = dict(n_embd=32, n_layer=2, n_head=4, n_positions=32, vocab_size=101)
+    settings.update(config)
+    if settings["vocab_size"] <= 50256:  # GPT-2's <|endoftext|> is not in it
+        settings.setdefault("bos_token_id", 0)
+        settings.setdefault("eos_token_id", 0)
+    torch.manual_seed(seed)
+    model = GPT2LMHeadModel(GPT2Config(**settings)).eval()
+    with torch.no_grad():  # non-trivial biases and norms, so mapping bugs show
+        for name, param in model.named_parameters():
+            if name.endswith("bias") or ".ln_" in name:
+                param.normal_(0, 0.1).add_(1.0 if name.endswith("weight") else 0.0)
+        if not model.config.tie_word_embeddings:
+            model.lm_head.weight.normal_(0, 0.02)
+    if layout == "save_pretrained":
+        model.save_pretrained(path)
+    elif layout == "hub":
+        assert model.config.tie_word_embeddings, "the Hub layout has no lm_head"
+        path.mkdir(parents=True)
+        n = model.config.n_positions
+        mask = torch.tril(torch.ones(n, n)).view(1, 1, n, n)  # (1, 1, n, n)
+        tensors = {k: v.contiguous() for k, v in model.transformer.state_dict().items()}
+        for i in range(model.config.n_layer):
+            tensors[f"h.{i}.attn.bias"] = mask.clone()
+        save_file(tensors, path / "model.safetensors", metadata={"format": "pt"})
+        model.config.to_json_file(path / "config.json")
+    else:
+        raise ValueError(layout)
+    return model

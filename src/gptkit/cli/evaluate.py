@@ -16,6 +16,21 @@ from gptkit.cli.options import (
 )
 
 
+def weight_hints(opts: dict[str, Any]) -> dict[str, Any]:
+    """Model settings given explicitly on the command line, for loaders that
+    cannot read them from the file (the book's .pth files lack the number of
+    heads): ``--n-heads``, and ``--preset`` unless it is only the default."""
+    ctx = click.get_current_context(silent=True)
+    explicit_preset = ctx is not None and ctx.get_parameter_source("preset") in (
+        click.core.ParameterSource.COMMANDLINE,
+        click.core.ParameterSource.ENVIRONMENT,
+    )
+    return {
+        "n_heads": opts.get("n_heads"),
+        "preset": opts.get("preset") if explicit_preset else None,
+    }
+
+
 @click.command("eval")
 @click.option(
     "--weights",
@@ -33,6 +48,13 @@ from gptkit.cli.options import (
 )
 @click.option("--seed", type=int, default=123, show_default=True)
 @device_option
+@click.option(
+    "--dtype",
+    type=click.Choice(["fp32", "bf16", "fp16"]),
+    default="fp32",
+    show_default=True,
+    help="Precision of the weights and activations (the loss is computed in fp32).",
+)
 @click.option("--json", "json_", is_flag=True, help="Print one JSON object.")
 def evaluate(**opts: Any) -> None:
     """Training and validation loss and perplexity on a corpus.
@@ -46,17 +68,21 @@ def evaluate(**opts: Any) -> None:
       gptkit eval --preset gpt2-124m --context-length 256 \\
           --corpus the-verdict --seed 123 --json   # the book's 10.98758 / 10.98110
       gptkit eval --weights runs/20261128-101500 --corpus notes.txt
+      gptkit eval --weights hf:gpt2 --corpus the-verdict \\
+          --context-length 256                       # exercise 5.5: 3.7547 / 3.5596
+      gptkit eval --weights book:model.pth --n-heads 16 --corpus the-verdict
     """
     import torch
 
     from gptkit.core.data import load_text, make_loaders
-    from gptkit.core.device import resolve_device
+    from gptkit.core.device import resolve_device, resolve_dtype
     from gptkit.core.loss import loader_loss, perplexity
     from gptkit.core.weights import build_model, load_weights
 
     device = resolve_device(opts["device"])
+    dtype = resolve_dtype(opts["dtype"])
     if opts["weights"]:
-        loaded = load_weights(opts["weights"])
+        loaded = load_weights(opts["weights"], weight_hints(opts))
         cfg = loaded.config
         state = loaded.state_dict
         context = opts["context_length"] or cfg.context_length
@@ -79,7 +105,7 @@ def evaluate(**opts: Any) -> None:
         seed=opts["seed"],
     )
     torch.manual_seed(opts["seed"])
-    model = build_model(cfg, state, device=device, dtype=torch.float32).eval()
+    model = build_model(cfg, state, device=device, dtype=dtype, consume=True).eval()
     n = opts["eval_iter"]
     train_loss = loader_loss(data.train_eval_loader, model, device, n)
     val_loss = loader_loss(data.val_loader, model, device, n)

@@ -16,6 +16,8 @@ BUILTIN_COMMANDS = {
     "train": "gptkit.cli.train:train",
     "eval": "gptkit.cli.evaluate:evaluate",
     "generate": "gptkit.cli.generate:generate",
+    "download": "gptkit.cli.download:download",
+    "export": "gptkit.cli.export:export",
     "plugins": "gptkit.cli.plugins:plugins",
 }
 

@@ -3,11 +3,20 @@
 A spec names its loader by prefix (``hf:gpt2``, ``book:model.pth``); a bare path
 goes to the first loader whose ``accepts`` says yes, else to ``native`` (gptkit
 run and checkpoint directories).
+
+Loaders return CPU tensors in the file's dtype; :func:`build_model` casts and
+moves them one tensor at a time and assigns them to a model built on the meta
+device, so the weights are never held twice.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
 import torch
+from torch.overrides import TorchFunctionMode
 
 from gptkit.core.config import GPTConfig
 from gptkit.core.errors import GptkitError
@@ -29,19 +38,66 @@ def split_spec(spec: str) -> tuple[str, str]:
     return "native", spec
 
 
-def load_weights(spec: str) -> LoadedWeights:
-    """Read the weights a spec names (CPU tensors, in the file's dtype)."""
+def load_weights(spec: str, hints: Mapping[str, Any] | None = None) -> LoadedWeights:
+    """Read the weights a spec names (CPU tensors, in the file's dtype).
+
+    ``hints`` are model settings the user gave explicitly (``n_heads``,
+    ``preset``, ...). A loader whose ``Options`` has a field of that name gets
+    the value (the book's .pth files do not record the number of heads). A
+    model setting the loader reads from the file instead must agree with the
+    hint, else it is an error. ``None`` values are dropped.
+    """
     from gptkit.core.registry import get_registry
 
     name, location = split_spec(spec)
-    loader = get_registry().loaders.create(name)
-    return loader.load(location)
+    loader_cls = get_registry().loaders.get(name)
+    fields = {f.name for f in dataclasses.fields(loader_cls.Options)}
+    given = {k: v for k, v in (hints or {}).items() if v is not None}
+    loader = loader_cls({k: v for k, v in given.items() if k in fields})
+    loaded = loader.load(location)
+    model_fields = {f.name for f in dataclasses.fields(GPTConfig)}
+    for key, value in given.items():
+        actual = getattr(loaded.config, key, value)
+        if key not in fields and key in model_fields and actual != value:
+            raise GptkitError(
+                f"{key} {value} does not match the weights: {spec} has {key}"
+                f" {actual} (the {name} loader reads it from the file)"
+            )
+    return loaded
+
+
+class _SkipInitOnMeta(TorchFunctionMode):
+    """Skips random initialisation of meta tensors: there is nothing to fill,
+    and the first ``normal_`` on the meta device imports torch's Python
+    decompositions (hundreds of modules, seconds at every start-up)."""
+
+    def __torch_function__(
+        self,
+        func: Any,
+        types: Any,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
+        kwargs = kwargs or {}
+        target = args[0] if args else kwargs.get("tensor")  # init passes tensor=...
+        is_init = getattr(func, "__module__", None) == "torch.nn.init" or func in (
+            torch.Tensor.normal_,
+            torch.Tensor.uniform_,
+        )
+        if is_init and isinstance(target, torch.Tensor) and target.is_meta:
+            return target
+        return func(*args, **kwargs)
+
+
+def meta_model(cfg: GPTConfig) -> GPTModel:
+    """A GPTModel on the meta device: shapes and names, no memory, no init."""
+    with torch.device("meta"), _SkipInitOnMeta():
+        return GPTModel(cfg)
 
 
 def check_state_dict(cfg: GPTConfig, state: dict[str, torch.Tensor]) -> None:
     """Every expected tensor present with the expected shape, nothing extra."""
-    with torch.device("meta"):
-        reference = GPTModel(cfg).state_dict()
+    reference = meta_model(cfg).state_dict()
     if cfg.tie_embeddings:
         reference.pop("out_head.weight")
         state = {k: v for k, v in state.items() if k != "out_head.weight"}
@@ -65,24 +121,48 @@ def build_model(
     *,
     device: torch.device | str = "cpu",
     dtype: torch.dtype | None = None,
+    consume: bool = False,
 ) -> GPTModel:
     """A model with ``state`` loaded, without a second copy of the weights:
-    modules are created on the meta device and the tensors assigned."""
+    modules are created on the meta device and the tensors assigned.
+
+    Floating-point tensors are cast to ``dtype`` (``None``: keep theirs) and
+    moved to ``device`` one at a time. With ``consume=True`` each tensor is
+    removed from ``state`` as it is converted, so a cast or a move frees the
+    original as it goes (peak memory: one copy plus one tensor).
+    """
     if state is None:
-        model = GPTModel(cfg)
-    else:
-        check_state_dict(cfg, state)
-        with torch.device("meta"):
-            model = GPTModel(cfg)
-        model.load_state_dict(state, strict=False, assign=True)
-        if cfg.tie_embeddings:
-            model.out_head.weight = model.tok_emb.weight
-    return model.to(device=device, dtype=dtype)
+        return GPTModel(cfg).to(device=device, dtype=dtype)
+    check_state_dict(cfg, state)
+    source = state if consume else dict(state)
+    converted: dict[str, torch.Tensor] = {}
+    for key in list(source):
+        tensor = source.pop(key)
+        if cfg.tie_embeddings and key == "out_head.weight":
+            continue
+        cast = dtype if tensor.is_floating_point() else None
+        converted[key] = tensor.to(device=device, dtype=cast)
+        del tensor
+    model = meta_model(cfg)
+    model.load_state_dict(converted, strict=False, assign=True)
+    if cfg.tie_embeddings:
+        model.out_head.weight = model.tok_emb.weight
+    return model
 
 
 def model_from_spec(
-    spec: str, *, device: torch.device | str = "cpu", dtype: torch.dtype | None = None
+    spec: str,
+    *,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype | None = None,
+    hints: Mapping[str, Any] | None = None,
 ) -> tuple[GPTModel, LoadedWeights]:
-    loaded = load_weights(spec)
-    model = build_model(loaded.config, loaded.state_dict, device=device, dtype=dtype)
+    """The model a weight spec names, on ``device`` in ``dtype`` (``None``: the
+    file's), and what its loader returned; ``loaded.state_dict`` is then the
+    model's own state dict (no copy). ``hints``: see :func:`load_weights`."""
+    loaded = load_weights(spec, hints)
+    model = build_model(
+        loaded.config, loaded.state_dict, device=device, dtype=dtype, consume=True
+    )
+    loaded.state_dict = model.state_dict()
     return model, loaded
