@@ -69,6 +69,11 @@ def read_prompts(prompts: tuple[str, ...]) -> list[str]:
     metavar="SPEC",
     help="RUN_DIR or checkpoint dir, hf:gpt2, book:model.pth, ...",
 )
+@click.option(
+    "--n-heads",
+    type=click.IntRange(min=1),
+    help="Attention heads, for weights whose file does not say (book: .pth files).",
+)
 @click.option("--sampler", help="Sampler plugin (greedy, top-k, ...).")
 @click.option(
     "-o",
@@ -165,7 +170,10 @@ def generate(**opts: Any) -> None:
         raise GptkitError("--stream needs a per-token sampler, not beam search")
     device = resolve_device(opts["device"])
     model, _ = model_from_spec(
-        opts["weights"], device=device, dtype=resolve_dtype(opts["dtype"])
+        opts["weights"],
+        device=device,
+        dtype=resolve_dtype(opts["dtype"]),
+        hints={"n_heads": opts["n_heads"]},
     )
     if opts["seed"] is not None:
         torch.manual_seed(opts["seed"])
