@@ -18,6 +18,7 @@ BUILTIN_COMMANDS = {
     "generate": "gptkit.cli.generate:generate",
     "download": "gptkit.cli.download:download",
     "export": "gptkit.cli.export:export",
+    "prepare": "gptkit.cli.prepare:prepare",
     "plugins": "gptkit.cli.plugins:plugins",
 }
 

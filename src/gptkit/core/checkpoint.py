@@ -5,7 +5,14 @@ weights; a tied output head is stored once), ``config.json`` (model config,
 gptkit version, step) and ``trainer_state.pt`` (optimizer and loop state, read
 back with ``torch.load(weights_only=True)``, which cannot run code). A checkpoint
 is written into a temporary sibling directory, each file fsynced, then renamed
-into place: a crash or a full disk leaves the previous checkpoint intact.
+into place: a crash or a full disk leaves the previous checkpoint intact, and
+:func:`recover_incomplete` tidies what a killed writer left behind.
+
+Test hook (off unless set; used by tests/test_train_resume.py to stop a writer
+in the middle of a checkpoint): ``GPTKIT_TEST_SAVE_FAULT=kill:N`` makes the
+process SIGKILL itself, and ``pause:N`` makes it sleep (so that the test can kill
+it), while checkpoint ``step-N`` is half written (weights in the temporary
+directory, no trainer state yet).
 """
 
 from __future__ import annotations
@@ -14,6 +21,8 @@ import json
 import os
 import re
 import shutil
+import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +38,22 @@ WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 TRAINER_STATE = "trainer_state.pt"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
+_PARTIAL_DIR = re.compile(r"^\.(tmp|old)-step-(\d+)-\d+$")
+FAULT_ENV = "GPTKIT_TEST_SAVE_FAULT"
+
+
+def _test_fault(step: int) -> None:
+    """The test hook described in the module docstring."""
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    action, _, at = spec.partition(":")
+    if not at.isdigit() or int(at) != step:
+        return
+    if action == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif action == "pause":
+        time.sleep(600)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -88,6 +113,7 @@ def save_checkpoint(
     try:
         save_file(model_tensors(model, cfg), tmp / WEIGHTS, metadata={"format": "pt"})
         _fsync_file(tmp / WEIGHTS)
+        _test_fault(step)
         if trainer_state is not None:
             torch.save(trainer_state, tmp / TRAINER_STATE)
             _fsync_file(tmp / TRAINER_STATE)
@@ -118,6 +144,30 @@ def save_checkpoint(
     if keep_last is not None:
         prune_checkpoints(checkpoints_dir, keep_last)
     return final
+
+
+def recover_incomplete(checkpoints_dir: Path) -> list[str]:
+    """Tidy what a writer killed mid-save left: a temporary directory is
+    deleted; a checkpoint moved aside to be replaced (``.old-step-N``) is moved
+    back when its replacement never arrived. Returns what was done, one line
+    each."""
+    done: list[str] = []
+    if not checkpoints_dir.is_dir():
+        return done
+    for path in sorted(checkpoints_dir.iterdir()):
+        match = _PARTIAL_DIR.match(path.name)
+        if not match:
+            continue
+        final = checkpoints_dir / f"step-{match.group(2)}"
+        if match.group(1) == "old" and not final.exists():
+            os.replace(path, final)
+            done.append(f"restored {final.name} from an interrupted replacement")
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+            done.append(f"removed the unfinished checkpoint write {path.name}")
+    if done:
+        _fsync_dir(checkpoints_dir)
+    return done
 
 
 def list_checkpoints(checkpoints_dir: Path) -> list[Path]:

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -72,13 +74,77 @@ class TokenWindows(torch.utils.data.Dataset):
         ]
 
 
+_MASK64 = (1 << 64) - 1
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser (Steele, Lea & Flood, 2014) on uint64 arrays."""
+    x = x ^ (x >> np.uint64(30))
+    x = x * np.uint64(0xBF58476D1CE4E5B9)
+    x = x ^ (x >> np.uint64(27))
+    x = x * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+class FeistelPermutation:
+    """A pseudo-random permutation of ``range(n)`` evaluated index by index, in
+    O(1) memory: a four-round balanced Feistel network over the smallest even
+    number of bits that holds ``n - 1``, with cycle walking to stay below ``n``
+    (Black & Rogaway, 2002, "Ciphers with arbitrary finite domains"). Keys come
+    from ``seed``; the same seed gives the same permutation everywhere."""
+
+    ROUNDS = 4
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n = n
+        bits = max(2, (n - 1).bit_length())
+        bits += bits % 2
+        self.half = np.uint64(bits // 2)
+        self.mask = np.uint64((1 << (bits // 2)) - 1)
+        base = seed & _MASK64
+        self.keys = [
+            _mix64(
+                np.array(
+                    [(base + 0x9E3779B97F4A7C15 * (i + 1)) & _MASK64], dtype=np.uint64
+                )
+            )[0]
+            for i in range(self.ROUNDS)
+        ]
+
+    def _encrypt(self, x: np.ndarray) -> np.ndarray:
+        left, right = x >> self.half, x & self.mask
+        for key in self.keys:
+            left, right = right, left ^ (_mix64(right ^ key) & self.mask)
+        return (left << self.half) | right
+
+    def __call__(self, positions: np.ndarray) -> np.ndarray:
+        """The images of ``positions`` (each in ``range(n)``), as int64."""
+        out = self._encrypt(positions.astype(np.uint64))
+        outside = out >= np.uint64(self.n)
+        while outside.any():  # cycle walking: at most a few rounds on average
+            out[outside] = self._encrypt(out[outside])
+            outside = out >= np.uint64(self.n)
+        return out.astype(np.int64)
+
+
 class EpochSampler(torch.utils.data.Sampler[int]):
     """Indices in a seeded per-epoch order, optionally one shard of a process group.
 
     The order of epoch ``e`` is ``randperm(n)`` from a generator seeded with
-    ``seed + e`` (identity order when not shuffling); ``start`` skips indices
-    already consumed (resuming mid-epoch).
+    ``seed + e`` (identity order when not shuffling). With ``lazy=True`` (corpora
+    larger than memory) it is a :class:`FeistelPermutation` keyed by ``(seed,
+    e)`` instead, computed as it is consumed, so memory does not grow with ``n``.
+
+    Process ``rank`` of ``world_size`` takes positions ``rank, rank +
+    world_size, ...`` of that order, after dropping the last ``n % world_size``
+    so every process has as many batches. Batch ``b`` of the ``world_size``
+    processes together then holds positions ``b * B * W ... (b + 1) * B * W - 1``
+    (``B`` the per-process batch size): exactly batch ``b`` of a single process
+    with batch size ``B * W``. ``start`` skips this process's first positions
+    (resuming mid-epoch).
     """
+
+    CHUNK = 8192
 
     def __init__(
         self,
@@ -88,12 +154,14 @@ class EpochSampler(torch.utils.data.Sampler[int]):
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        lazy: bool = False,
     ) -> None:
         self.n = n
         self.shuffle = shuffle
         self.seed = seed
         self.rank = rank
         self.world_size = world_size
+        self.lazy = lazy
         self.epoch = 0
         self.start = 0
 
@@ -101,24 +169,52 @@ class EpochSampler(torch.utils.data.Sampler[int]):
         self.epoch = epoch
         self.start = start
 
+    @property
+    def per_rank(self) -> int:
+        """Positions of one epoch that fall to each process."""
+        return self.n // self.world_size
+
     def order(self) -> list[int]:
+        """This process's indices of the epoch (materialised; small ``n`` only)."""
+        if self.lazy:
+            return list(self._lazy_iter(0))
         if self.shuffle:
             g = torch.Generator().manual_seed(self.seed + self.epoch)
             order = torch.randperm(self.n, generator=g).tolist()
         else:
             order = list(range(self.n))
-        return order[self.rank :: self.world_size]
+        usable = self.per_rank * self.world_size
+        return order[:usable][self.rank :: self.world_size]
+
+    def _lazy_iter(self, start: int) -> Iterator[int]:
+        perm = (
+            FeistelPermutation(self.n, self.seed * 1_000_003 + self.epoch)
+            if self.shuffle
+            else None
+        )
+        for first in range(start, self.per_rank, self.CHUNK):
+            last = min(first + self.CHUNK, self.per_rank)
+            positions = np.arange(first, last, dtype=np.int64)
+            positions = positions * self.world_size + self.rank
+            yield from (perm(positions) if perm is not None else positions).tolist()
 
     def __iter__(self) -> Iterator[int]:
+        if self.lazy:
+            return self._lazy_iter(self.start)
         return iter(self.order()[self.start :])
 
     def __len__(self) -> int:
-        return len(self.order()) - self.start
+        return self.per_rank - self.start
 
 
 @dataclass
 class DataSplits:
-    """Train and validation loaders plus what the user wants to know about them."""
+    """Train and validation loaders plus what the user wants to know about them.
+
+    Under DDP the training loader yields this process's batches; the evaluation
+    loaders yield global batches (batch size x processes), which the trainer
+    splits between the processes.
+    """
 
     train_loader: torch.utils.data.DataLoader
     # The training windows in their fixed order, for evaluation: losses over the
@@ -128,8 +224,9 @@ class DataSplits:
     train_sampler: EpochSampler
     characters: int
     total_tokens: int
-    train_tokens: int  # tokens in the training batches of one epoch
+    train_tokens: int  # tokens in the training batches of one epoch (all processes)
     val_tokens: int  # tokens in the validation batches
+    world_size: int = 1
 
 
 def make_loaders(
@@ -142,59 +239,213 @@ def make_loaders(
     seed: int = 123,
     rank: int = 0,
     world_size: int = 1,
+    order: str = "seeded",
 ) -> DataSplits:
-    """Split, tokenize and window ``text``; check there is enough of it."""
+    """Split, tokenize and window ``text``; check there is enough of it.
+
+    ``order``: ``seeded`` (a permutation per epoch from ``seed``: any number of
+    processes) or ``book`` (the book's DataLoader shuffling, exactly)."""
     if not 0.0 < train_ratio < 1.0:
         raise GptkitError(f"--train-ratio must be between 0 and 1, got {train_ratio}")
-    if batch_size < 1:
-        raise GptkitError(f"--batch-size must be at least 1, got {batch_size}")
+    _check_batching(batch_size, stride)
     stride = stride or context_length
-    if stride < 1:
-        raise GptkitError(f"--stride must be at least 1, got {stride}")
     split = int(train_ratio * len(text))
     train_ids = torch.tensor(encode(text[:split]), dtype=torch.long)
     val_ids = torch.tensor(encode(text[split:]), dtype=torch.long)
+    _check_length(len(train_ids), len(val_ids), context_length)
+    return _splits(
+        TokenWindows(train_ids, context_length, stride),
+        TokenWindows(val_ids, context_length, stride),
+        batch_size=batch_size,
+        seed=seed,
+        rank=rank,
+        world_size=world_size,
+        lazy=False,
+        characters=len(text),
+        total_tokens=len(train_ids) + len(val_ids),
+        order=order,
+    )
+
+
+def make_prepared_loaders(
+    directory: Path,
+    *,
+    context_length: int,
+    batch_size: int,
+    stride: int | None = None,
+    seed: int = 123,
+    rank: int = 0,
+    world_size: int = 1,
+) -> DataSplits:
+    """Loaders that stream windows from a corpus made by ``gptkit prepare``.
+
+    The token file is memory-mapped and the training order is computed as it is
+    consumed, so memory stays bounded whatever the corpus size; the split into
+    training and validation tokens is the one ``gptkit prepare`` recorded.
+    """
+    from gptkit.core.prepared import open_tokens, read_meta
+
+    _check_batching(batch_size, stride)
+    stride = stride or context_length
+    meta = read_meta(directory)
+    tokens = open_tokens(directory, meta)
+    n_train = int(meta["train_tokens"])
+    _check_length(n_train, len(tokens) - n_train, context_length)
+    return _splits(
+        MemmapWindows(tokens[:n_train], context_length, stride),
+        MemmapWindows(tokens[n_train:], context_length, stride),
+        batch_size=batch_size,
+        seed=seed,
+        rank=rank,
+        world_size=world_size,
+        lazy=True,
+        characters=int(meta.get("characters", 0)),
+        total_tokens=len(tokens),
+    )
+
+
+class MemmapWindows(torch.utils.data.Dataset):
+    """``TokenWindows`` over a memory-mapped uint16 token array: a window is
+    read from the file (the page cache) only when it is used."""
+
+    def __init__(self, tokens: np.ndarray, context_length: int, stride: int) -> None:
+        self.tokens = tokens
+        self.context_length = context_length
+        self.stride = stride
+        self.count = len(range(0, max(0, len(tokens) - context_length), stride))
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        s = i * self.stride
+        chunk = torch.from_numpy(
+            self.tokens[s : s + self.context_length + 1].astype(np.int64)
+        )
+        return chunk[:-1], chunk[1:]
+
+
+def _check_batching(batch_size: int, stride: int | None) -> None:
+    if batch_size < 1:
+        raise GptkitError(f"--batch-size must be at least 1, got {batch_size}")
+    if stride is not None and stride < 1:
+        raise GptkitError(f"--stride must be at least 1, got {stride}")
+
+
+def _check_length(n_train: int, n_val: int, context_length: int) -> None:
     need = context_length + 1
-    for part, ids in (("training", train_ids), ("validation", val_ids)):
-        if len(ids) < need:
+    for part, n in (("training", n_train), ("validation", n_val)):
+        if n < need:
             raise GptkitError(
-                f"corpus too short: the {part} part has {len(ids)} tokens, but"
+                f"corpus too short: the {part} part has {n} tokens, but"
                 f" --context-length {context_length} needs at least {need}; use a"
                 " longer text, a smaller --context-length or another --train-ratio"
             )
-    train_set = TokenWindows(train_ids, context_length, stride)
-    val_set = TokenWindows(val_ids, context_length, stride)
-    per_process = len(train_set) // world_size
-    if per_process < batch_size:
+
+
+def _splits(
+    train_set: torch.utils.data.Dataset,
+    val_set: torch.utils.data.Dataset,
+    *,
+    batch_size: int,
+    seed: int,
+    rank: int,
+    world_size: int,
+    lazy: bool,
+    characters: int,
+    total_tokens: int,
+    order: str = "seeded",
+) -> DataSplits:
+    """The loaders over two window datasets (see :class:`DataSplits`)."""
+    if order == "book":
+        return _book_splits(
+            train_set, val_set, batch_size, characters, total_tokens, world_size, lazy
+        )
+    n_train = len(train_set)  # type: ignore[arg-type]
+    context_length = train_set.context_length  # type: ignore[attr-defined]
+    if n_train // world_size < batch_size:
         raise GptkitError(
-            f"corpus too short: {len(train_set)} training windows of"
+            f"corpus too short: {n_train} training windows of"
             f" {context_length} tokens make no full batch of --batch-size {batch_size}"
             + (f" on each of {world_size} processes" if world_size > 1 else "")
         )
     sampler = EpochSampler(
-        len(train_set), shuffle=True, seed=seed, rank=rank, world_size=world_size
+        n_train, shuffle=True, seed=seed, rank=rank, world_size=world_size, lazy=lazy
     )
 
     # Each loader gets its own generator: creating an iterator draws a seed from
     # it, and drawing from the global one would shift the dropout masks of a
     # resumed run.
-    def loader(dataset: TokenWindows, **kwargs: object) -> torch.utils.data.DataLoader:
+    def loader(
+        dataset: torch.utils.data.Dataset, size: int, **kwargs: object
+    ) -> torch.utils.data.DataLoader:
         return torch.utils.data.DataLoader(
-            dataset, batch_size=batch_size, generator=torch.Generator(), **kwargs
+            dataset, batch_size=size, generator=torch.Generator(), **kwargs
         )
 
-    train_loader = loader(train_set, sampler=sampler, drop_last=True)
-    val_loader = loader(val_set, shuffle=False, drop_last=False)
-    train_batches = len(train_loader)
+    global_batch = batch_size * world_size
+    train_loader = loader(train_set, batch_size, sampler=sampler, drop_last=True)
     return DataSplits(
         train_loader=train_loader,
-        train_eval_loader=loader(train_set, shuffle=False, drop_last=True),
-        val_loader=val_loader,
+        train_eval_loader=loader(
+            train_set, global_batch, shuffle=False, drop_last=True
+        ),
+        val_loader=loader(val_set, global_batch, shuffle=False, drop_last=False),
         train_sampler=sampler,
-        characters=len(text),
-        total_tokens=len(train_ids) + len(val_ids),
-        train_tokens=train_batches * batch_size * context_length * world_size,
-        val_tokens=len(val_set) * context_length,
+        characters=characters,
+        total_tokens=total_tokens,
+        train_tokens=len(train_loader) * global_batch * context_length,
+        val_tokens=len(val_set) * context_length,  # type: ignore[arg-type]
+        world_size=world_size,
+    )
+
+
+def _book_splits(
+    train_set: torch.utils.data.Dataset,
+    val_set: torch.utils.data.Dataset,
+    batch_size: int,
+    characters: int,
+    total_tokens: int,
+    world_size: int,
+    lazy: bool,
+) -> DataSplits:
+    """The book's loaders: shuffled with the global RNG (see core/order.py); the
+    evaluation reads the first --eval-iter batches of another shuffled pass."""
+    from gptkit.core.order import BookOrderSampler
+
+    if world_size > 1 or lazy:
+        raise GptkitError(
+            "--data-order book is for one process and in-memory corpora;"
+            " use --data-order seeded"
+        )
+    n_train = len(train_set)  # type: ignore[arg-type]
+    context_length = train_set.context_length  # type: ignore[attr-defined]
+    if n_train < batch_size:
+        raise GptkitError(
+            f"corpus too short: {n_train} training windows of {context_length}"
+            f" tokens make no full batch of --batch-size {batch_size}"
+        )
+    sampler = BookOrderSampler(n_train)
+    train_loader = torch.utils.data.DataLoader(
+        train_set, batch_size=batch_size, sampler=sampler, drop_last=True
+    )
+    return DataSplits(
+        train_loader=train_loader,
+        train_eval_loader=torch.utils.data.DataLoader(
+            train_set,
+            batch_size=batch_size,
+            sampler=BookOrderSampler(n_train),
+            drop_last=True,
+        ),
+        val_loader=torch.utils.data.DataLoader(
+            val_set, batch_size=batch_size, shuffle=False, drop_last=False
+        ),
+        train_sampler=sampler,  # type: ignore[arg-type]
+        characters=characters,
+        total_tokens=total_tokens,
+        train_tokens=len(train_loader) * batch_size * context_length,
+        val_tokens=len(val_set) * context_length,  # type: ignore[arg-type]
+        world_size=1,
     )
 
 

@@ -1,6 +1,14 @@
 """The training loop: the book's ``train_model_simple`` (chapter 5) with the
 pieces of appendix D (learning-rate schedule, gradient clipping) and the plumbing
-a real run needs (gradient accumulation, checkpoints, interruption, loggers).
+a real run needs (gradient accumulation, mixed precision, ``torch.compile``,
+DistributedDataParallel, checkpoints, interruption, loggers).
+
+Mixed precision is ``torch.autocast`` (bf16 or fp16 matrix products, fp32
+weights and optimizer) with a gradient scaler for fp16 (Micikevicius et al.,
+2018, "Mixed precision training"). Under DDP (a process group started by
+torchrun) every process trains on its shard of each global batch, the gradients
+are averaged by DDP, the logged loss and the evaluation are averaged over the
+processes, and only rank 0 logs and writes checkpoints.
 
 Step numbering follows the book: ``step`` in logged rows is the 0-based index of
 the optimizer step just taken, and an evaluation runs when ``step % eval_freq ==
@@ -9,12 +17,13 @@ the optimizer step just taken, and an evaluation runs when ``step % eval_freq ==
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import signal
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -23,13 +32,26 @@ import numpy as np
 import torch
 
 from gptkit.core.checkpoint import latest_checkpoint, save_checkpoint
-from gptkit.core.data import DataSplits
+from gptkit.core.data import DataSplits, eval_batches
+from gptkit.core.distributed import (
+    DistContext,
+    all_gather_objects,
+    all_reduce_sum,
+    broadcast_object,
+)
 from gptkit.core.errors import GptkitError
 from gptkit.core.generate import generate_tokens
 from gptkit.core.interfaces import Logger, RunInfo, Scheduler
 from gptkit.core.loss import batch_loss, loader_loss
 from gptkit.core.model import GPTModel
 from gptkit.core.tokenizer import decode, encode
+
+#: --precision values and the autocast dtype of each (None: plain fp32).
+PRECISIONS: dict[str, torch.dtype | None] = {
+    "fp32": None,
+    "bf16-mixed": torch.bfloat16,
+    "fp16-mixed": torch.float16,
+}
 
 
 @dataclass
@@ -48,6 +70,8 @@ class TrainSettings:
     max_steps: int | None = None
     checkpoint_every: int | None = None
     keep_last: int | None = None
+    precision: str = "fp32"
+    compile: bool = False
 
     def validate(self) -> None:
         checks = [
@@ -65,6 +89,11 @@ class TrainSettings:
                 "--checkpoint-every must be at least 1",
             ),
             (self.keep_last is None or self.keep_last >= 1, "--keep-last must be >= 1"),
+            (
+                self.precision in PRECISIONS,
+                f"unknown --precision {self.precision!r}; choose one of"
+                f" {', '.join(PRECISIONS)}",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -89,9 +118,12 @@ class _StopFlag:
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.signal is not None:  # a second Ctrl-C: stop now
+        # A second Ctrl-C stops now. A different signal does not: torchrun's
+        # agent sends SIGTERM to workers that already got the terminal's SIGINT.
+        if self.signal == signum:
             raise KeyboardInterrupt
-        self.signal = signum
+        if self.signal is None:
+            self.signal = signum
 
     def __exit__(self, *exc: Any) -> None:
         for sig, handler in self._previous.items():
@@ -126,9 +158,26 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def make_adamw(params: Any, *, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """AdamW (Loshchilov & Hutter, 2019), with the fused implementation (one
+    kernel for the whole update) where the device has one: CUDA, and the CPU
+    since PyTorch 2.4, where it is several times faster than the per-tensor
+    loop. Falls back to PyTorch's default implementation elsewhere."""
+    params = list(params)
+    try:
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+
+
 class Trainer:
     """Trains ``model`` on ``data``; reports to ``loggers``; writes checkpoints
-    under ``run_dir/checkpoints``."""
+    under ``run_dir/checkpoints``.
+
+    ``dist`` describes the process group when torchrun started several
+    processes: the model is then wrapped in DistributedDataParallel, and only
+    rank 0 should be given loggers (it alone writes checkpoints).
+    """
 
     def __init__(
         self,
@@ -141,6 +190,7 @@ class Trainer:
         loggers: Sequence[Logger] = (),
         run_dir: Path | None = None,
         run_config: dict[str, Any] | None = None,
+        dist: DistContext | None = None,
     ) -> None:
         settings.validate()
         self.model = model
@@ -151,6 +201,7 @@ class Trainer:
         self.loggers = list(loggers)
         self.run_dir = run_dir
         self.run_config = run_config or {}
+        self.dist = dist or DistContext()
         self.steps_per_epoch = len(data.train_loader) // settings.grad_accum
         if self.steps_per_epoch < 1:
             raise GptkitError(
@@ -160,56 +211,155 @@ class Trainer:
         self.total_steps = settings.epochs * self.steps_per_epoch
         if settings.max_steps is not None:
             self.total_steps = min(self.total_steps, settings.max_steps)
-        fused = device.type == "cuda"
-        self.optimizer = torch.optim.AdamW(
-            model.parameters(),
-            lr=settings.lr,
-            weight_decay=settings.weight_decay,
-            fused=fused or None,
+        self.autocast_dtype = PRECISIONS[settings.precision]
+        self.scaler = self._grad_scaler()
+        self.optimizer = make_adamw(
+            model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay
         )
-        # Loop position: steps completed, epoch (0-based), batches of it consumed.
+        self._ddp: torch.nn.Module | None = None
+        self.train_model = self._wrap(model)
+        # Loop position: steps completed, epoch (0-based), batches of it consumed
+        # (by this process).
         self.step = 0
         self.epoch = 0
         self.batch_in_epoch = 0
         self.tokens_seen = 0
+        self._rng_after_iter: dict[str, Any] | None = None
         self.last_checkpoint: Path | None = None
+        self.stop_requested = False
+
+    # -- set-up ----------------------------------------------------------------
+
+    def _grad_scaler(self) -> torch.amp.GradScaler:
+        """Check the precision fits the device; a gradient scaler for fp16 (a
+        disabled one, whose calls do nothing, otherwise)."""
+        device_type = self.device.type
+        precision = self.settings.precision
+        if self.autocast_dtype is not None:
+            if not torch.amp.is_autocast_available(device_type):
+                raise GptkitError(
+                    f"--precision {precision}: no autocast on {device_type}"
+                )
+            if (
+                device_type == "cuda"
+                and self.autocast_dtype is torch.bfloat16
+                and not torch.cuda.is_bf16_supported()
+            ):
+                raise GptkitError(
+                    "--precision bf16-mixed: this GPU has no bfloat16; use fp16-mixed"
+                )
+        try:
+            return torch.amp.GradScaler(device_type, enabled=precision == "fp16-mixed")
+        except (RuntimeError, AttributeError, TypeError) as exc:
+            raise GptkitError(
+                f"--precision {precision}: no gradient scaler on {device_type} ({exc})"
+            ) from None
+
+    def _wrap(self, model: GPTModel) -> torch.nn.Module:
+        """The module the training steps call: DDP around the model under
+        torchrun, then ``torch.compile`` around that with ``--compile``. The
+        plain model stays ``self.model``: checkpoints store its keys (no
+        ``module.`` or ``_orig_mod.`` prefixes), evaluation and samples use it."""
+        wrapped: torch.nn.Module = model
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            wrapped = self._ddp = DistributedDataParallel(model, device_ids=ids)
+        if self.settings.compile:
+            wrapped = torch.compile(wrapped)  # type: ignore[assignment]
+        return wrapped
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def _no_sync(self, sync: bool) -> contextlib.AbstractContextManager[Any]:
+        """DDP's ``no_sync`` for the micro-batches of an accumulation that do
+        not end it (their gradients are summed locally, reduced once)."""
+        if self._ddp is None or sync:
+            return contextlib.nullcontext()
+        return self._ddp.no_sync()  # type: ignore[operator]
 
     # -- state ---------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        return {
+        """Optimizer, grad scaler, loop position and RNG states (every
+        process's under DDP: call it on all processes)."""
+        rng = rng_state()
+        state = {
             "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
             "step": self.step,
             "epoch": self.epoch,
             "batch_in_epoch": self.batch_in_epoch,
             "tokens_seen": self.tokens_seen,
-            "rng": rng_state(),
+            "rng": rng,
+            "world_size": self.dist.world_size,
             "settings": asdict(self.settings),
         }
+        epoch_seed = getattr(self.data.train_sampler, "seed", None)
+        if isinstance(epoch_seed, int) and not hasattr(self.data.train_sampler, "rank"):
+            state["epoch_order_seed"] = epoch_seed  # the book order's current pass
+        if self.dist.enabled:
+            state["rng_per_rank"] = all_gather_objects(rng, self.dist)
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        world = int(state.get("world_size", 1))
+        if world != self.dist.world_size:
+            raise GptkitError(
+                f"the run was trained by {world} process(es) and this is"
+                f" {self.dist.world_size}; resume it with as many (--devices"
+                f" {world}, or torchrun --nproc-per-node)"
+            )
         self.optimizer.load_state_dict(state["optimizer"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         self.step = int(state["step"])
         self.epoch = int(state["epoch"])
         self.batch_in_epoch = int(state["batch_in_epoch"])
         self.tokens_seen = int(state["tokens_seen"])
-        set_rng_state(state["rng"])
+        per_rank = state.get("rng_per_rank")
+        rng = per_rank[self.dist.rank] if per_rank else state["rng"]
+        set_rng_state(rng)
+        sampler = self.data.train_sampler
+        if hasattr(sampler, "replay") and self.batch_in_epoch > 0:
+            # Mid-epoch in the book's order: replay this pass's permutation, and
+            # restore the RNG again once the loader's iterator has drawn its seed.
+            sampler.replay(
+                int(state["epoch_order_seed"]),
+                self.batch_in_epoch * self.data.train_loader.batch_size,
+            )
+            self._rng_after_iter = rng
 
     def save(self) -> Path | None:
+        """Write a checkpoint (rank 0); every process learns whether it worked."""
         if self.run_dir is None:
             return None
-        path = save_checkpoint(
-            self.run_dir / "checkpoints",
-            self.step,
-            self.model,
-            self.model.cfg,
-            trainer_state=self.state_dict(),
-            info={"epoch": self.epoch, "tokens_seen": self.tokens_seen},
-            keep_last=self.settings.keep_last,
-        )
-        self.last_checkpoint = path
-        self._tell(f"saved checkpoint {path}")
-        return path
+        state = self.state_dict()
+        outcome: tuple[str | None, str | None] = (None, None)
+        if self.dist.is_main:
+            try:
+                path = save_checkpoint(
+                    self.run_dir / "checkpoints",
+                    self.step,
+                    self.model,
+                    self.model.cfg,
+                    trainer_state=state,
+                    info={"epoch": self.epoch, "tokens_seen": self.tokens_seen},
+                    keep_last=self.settings.keep_last,
+                )
+                outcome = (str(path), None)
+            except GptkitError as exc:
+                outcome = (None, str(exc))
+        saved, error = broadcast_object(outcome, self.dist)
+        if error is not None:
+            raise GptkitError(error)
+        self.last_checkpoint = Path(saved) if saved else None
+        self._tell(f"saved checkpoint {saved}")
+        return self.last_checkpoint
 
     # -- the loop ------------------------------------------------------------
 
@@ -219,13 +369,51 @@ class Trainer:
 
     def evaluate(self) -> tuple[float, float]:
         """Training and validation loss over ``eval_iter`` batches (book's
-        ``evaluate_model``); training batches in their fixed order."""
+        ``evaluate_model``); training batches in their fixed order. Under DDP
+        each process computes its share of every batch and the sums are
+        reduced, so all processes get the single-process numbers."""
         self.model.eval()
         n = self.settings.eval_iter
-        train = loader_loss(self.data.train_eval_loader, self.model, self.device, n)
-        val = loader_loss(self.data.val_loader, self.model, self.device, n)
+        with self._autocast():
+            if self.dist.enabled:
+                train = self._sharded_loss(self.data.train_eval_loader, n)
+                val = self._sharded_loss(self.data.val_loader, n)
+            else:
+                train = loader_loss(
+                    self.data.train_eval_loader, self.model, self.device, n
+                )
+                val = loader_loss(self.data.val_loader, self.model, self.device, n)
         self.model.train()
         return train, val
+
+    @torch.no_grad()
+    def _sharded_loss(
+        self, loader: torch.utils.data.DataLoader, limit: int | None
+    ) -> float:
+        """Mean batch loss over the first ``limit`` global batches of
+        ``loader``; this process evaluates rows ``rank::world_size`` of each."""
+        import torch.nn.functional as F
+
+        rank, world = self.dist.rank, self.dist.world_size
+        count = eval_batches(loader, limit)
+        sums = torch.zeros(count, 2, dtype=torch.float64)  # (loss sum, tokens)
+        for i, (inputs, targets) in enumerate(loader):
+            if i >= count:
+                break
+            x, y = inputs[rank::world], targets[rank::world]
+            if len(x) == 0:
+                continue
+            logits = self.model(x.to(self.device))  # (b, T, V)
+            sums[i, 0] = F.cross_entropy(
+                logits.flatten(0, 1).float(),
+                y.to(self.device).flatten(),
+                reduction="sum",
+            ).item()
+            sums[i, 1] = y.numel()
+        sums = all_reduce_sum(sums, self.device)
+        if count == 0:
+            return float("nan")
+        return float((sums[:, 0] / sums[:, 1]).mean())
 
     def sample(self) -> str:
         """Greedy continuation of ``start_context`` (the per-epoch sample)."""
@@ -267,7 +455,7 @@ class Trainer:
         try:
             with _StopFlag() as stop:
                 last_eval = self._run(stop)
-                if stop.signal is not None:
+                if self.stop_requested:
                     status = "interrupted"
             self.save()
         except BaseException:
@@ -294,44 +482,78 @@ class Trainer:
             )
         return summary
 
+    def train_step(self, batches: Iterator[Any], *, stop: bool = False) -> float:
+        """One optimizer step over the next ``grad_accum`` batches of
+        ``batches`` (forward and backward under autocast, DDP's gradient
+        averaging, clipping, the grad scaler, AdamW). Returns the mean batch
+        loss over all processes; ``stop``: this process was asked to stop
+        (sets ``stop_requested`` when any process was)."""
+        loss, self.stop_requested = self._agree(self._forward_backward(batches), stop)
+        self._check_finite(loss)
+        if self.settings.max_norm is not None:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(
+                self.model.parameters(), self.settings.max_norm
+            )
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return loss
+
+    def _forward_backward(self, batches: Iterator[Any]) -> float:
+        """Gradients of the mean loss over ``grad_accum`` batches; the mean
+        batch loss (this process's)."""
+        s = self.settings
+        self.optimizer.zero_grad(set_to_none=True)
+        total = 0.0
+        for micro in range(s.grad_accum):
+            inputs, targets = next(batches)
+            with self._no_sync(micro == s.grad_accum - 1):
+                with self._autocast():
+                    loss = batch_loss(inputs, targets, self.train_model, self.device)
+                self.scaler.scale(loss / s.grad_accum).backward()
+            total += loss.item()
+            self.tokens_seen += inputs.numel() * self.dist.world_size
+        return total / s.grad_accum
+
+    def _agree(self, loss: float, stop: bool) -> tuple[float, bool]:
+        """The mean loss over the processes, and whether any of them was asked
+        to stop (so that all stop at the same step)."""
+        if not self.dist.enabled:
+            return loss, stop
+        both = torch.tensor([loss, float(stop)], dtype=torch.float64)
+        reduced = all_reduce_sum(both, self.device)
+        return float(reduced[0]) / self.dist.world_size, bool(reduced[1] > 0)
+
+    def _check_finite(self, loss: float) -> None:
+        if math.isfinite(loss):
+            return
+        kept = latest_checkpoint(self.run_dir / "checkpoints") if self.run_dir else None
+        raise GptkitError(
+            f"the loss became {loss} at step {self.step}; stopping"
+            + (f" (last good checkpoint: {kept})" if kept else "")
+            + "; try a lower --lr or --max-norm"
+        )
+
     def _run(self, stop: _StopFlag) -> dict[str, Any]:
         s = self.settings
-        model, loader = self.model, self.data.train_loader
-        model.train()
+        loader = self.data.train_loader
+        self.train_model.train()
         last_eval: dict[str, Any] = {}
         while self.epoch < s.epochs and self.step < self.total_steps:
-            self.data.train_sampler.set_epoch(
-                self.epoch, self.batch_in_epoch * loader.batch_size
-            )
+            if hasattr(self.data.train_sampler, "set_epoch"):
+                self.data.train_sampler.set_epoch(
+                    self.epoch, self.batch_in_epoch * loader.batch_size
+                )
             batches = iter(loader)
+            if self._rng_after_iter is not None:
+                set_rng_state(self._rng_after_iter)
+                self._rng_after_iter = None
             while (
                 self.batch_in_epoch + s.grad_accum
                 <= self.steps_per_epoch * s.grad_accum
             ):
                 lr = self._lr()
-                self.optimizer.zero_grad(set_to_none=True)
-                total = 0.0
-                for _ in range(s.grad_accum):
-                    inputs, targets = next(batches)
-                    loss = batch_loss(inputs, targets, model, self.device)
-                    (loss / s.grad_accum).backward()
-                    total += loss.item()
-                    self.tokens_seen += inputs.numel()
-                loss_value = total / s.grad_accum
-                if not math.isfinite(loss_value):
-                    kept = (
-                        latest_checkpoint(self.run_dir / "checkpoints")
-                        if self.run_dir
-                        else None
-                    )
-                    raise GptkitError(
-                        f"the loss became {loss_value} at step {self.step}; stopping"
-                        + (f" (last good checkpoint: {kept})" if kept else "")
-                        + "; try a lower --lr or --max-norm"
-                    )
-                if s.max_norm is not None:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), s.max_norm)
-                self.optimizer.step()
+                loss_value = self.train_step(batches, stop=stop.signal is not None)
                 self.batch_in_epoch += s.grad_accum
                 self.step += 1
                 global_step = self.step - 1
@@ -357,9 +579,11 @@ class Trainer:
                         logger.log_eval(eval_row)
                 if s.checkpoint_every and self.step % s.checkpoint_every == 0:
                     self.save()
-                if stop.signal is not None or self.step >= self.total_steps:
+                if not self.dist.enabled and stop.signal is not None:
+                    self.stop_requested = True  # (under DDP: agreed next step)
+                if self.stop_requested or self.step >= self.total_steps:
                     break
-            if stop.signal is not None:
+            if self.stop_requested:
                 return last_eval
             epoch_done = self.batch_in_epoch >= self.steps_per_epoch * s.grad_accum
             if epoch_done or self.step >= self.total_steps:
@@ -370,14 +594,17 @@ class Trainer:
         return last_eval
 
     def _epoch_sample(self) -> None:
-        if not self.settings.start_context or self.settings.sample_tokens == 0:
+        settings = self.settings
+        if not settings.start_context or settings.sample_tokens == 0:
+            return
+        if not self.dist.is_main:  # only rank 0 has loggers to show it
             return
         text = self.sample()
         row = {
             "epoch": self.epoch + 1,
             "step": self.step - 1,
             "tokens_seen": self.tokens_seen,
-            "prompt": self.settings.start_context,
+            "prompt": settings.start_context,
             "text": text,
         }
         for logger in self.loggers:
