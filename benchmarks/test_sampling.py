@@ -5,6 +5,9 @@ against fp32 — all in one run, reported as ratios.
 
     pytest benchmarks/test_sampling.py --benchmark-only
     GPTKIT_BENCH_PRESET=tiny GPTKIT_BENCH_TOKENS=50 pytest benchmarks/test_sampling.py
+
+Threads follow ``gptkit bench``: one on the CPU (``GPTKIT_BENCH_THREADS=0`` for
+torch's default), see ``gptkit.bench.measure``.
 """
 
 from __future__ import annotations
@@ -15,8 +18,10 @@ import pytest
 import torch
 
 from benchmarks.conftest import ratio
+from gptkit.bench.measure import torch_threads
 from gptkit.benchmarking import (
     PROMPT,
+    SAMPLER_OPTIONS,
     bench_model,
     gptkit_runner,
     no_cache_runner,
@@ -28,16 +33,18 @@ from gptkit.core.registry import get_registry
 PRESET = os.environ.get("GPTKIT_BENCH_PRESET", "gpt2-124m")
 NEW_TOKENS = int(os.environ.get("GPTKIT_BENCH_TOKENS", "200"))
 ROUNDS = int(os.environ.get("GPTKIT_BENCH_ROUNDS", "2"))
-# Options that make each built-in sampler match the transformers contender.
-SAMPLER_OPTIONS = {
-    "top-p": {"top_p": 0.9, "temperature": 0.8},
-    "beam": {"num_beams": 4},
-}
+THREADS = os.environ.get("GPTKIT_BENCH_THREADS")
 
 ratio("gptkit greedy", "no-cache greedy (book)", 5.0)
 for _mode in ("greedy", "top-p", "beam"):
     ratio(f"gptkit {_mode}", f"transformers {_mode}", 1.5)
 ratio("gptkit greedy bf16", "gptkit greedy", 1.6)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _threads():
+    with torch_threads(int(THREADS) if THREADS else None, "cpu"):
+        yield
 
 
 @pytest.fixture(scope="module")

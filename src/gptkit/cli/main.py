@@ -20,6 +20,7 @@ BUILTIN_COMMANDS = {
     "export": "gptkit.cli.export:export",
     "prepare": "gptkit.cli.prepare:prepare",
     "plugins": "gptkit.cli.plugins:plugins",
+    "bench": "gptkit.cli.bench:bench",
 }
 
 

@@ -8,11 +8,10 @@ is written into a temporary sibling directory, each file fsynced, then renamed
 into place: a crash or a full disk leaves the previous checkpoint intact, and
 :func:`recover_incomplete` tidies what a killed writer left behind.
 
-Test hook (off unless set; used by tests/test_train_resume.py to stop a writer
-in the middle of a checkpoint): ``GPTKIT_TEST_SAVE_FAULT=kill:N`` makes the
-process SIGKILL itself, and ``pause:N`` makes it sleep (so that the test can kill
-it), while checkpoint ``step-N`` is half written (weights in the temporary
-directory, no trainer state yet).
+Test hook (off unless set; used by tests/test_train_resume.py to kill a writer
+in the middle of a checkpoint): ``GPTKIT_TEST_SAVE_FAULT=pause:N`` makes the
+process sleep while checkpoint ``step-N`` is half written (weights in the
+temporary directory, no trainer state yet), so that the test can kill it there.
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -48,11 +46,7 @@ def _test_fault(step: int) -> None:
     if not spec:
         return
     action, _, at = spec.partition(":")
-    if not at.isdigit() or int(at) != step:
-        return
-    if action == "kill":
-        os.kill(os.getpid(), signal.SIGKILL)
-    elif action == "pause":
+    if action == "pause" and at.isdigit() and int(at) == step:
         time.sleep(600)
 
 

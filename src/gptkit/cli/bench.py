@@ -1,0 +1,377 @@
+"""``gptkit bench``: speed and quality of samplers, training throughput, and
+comparisons of saved results. Torch-free at import time: the benchmarks live in
+:mod:`gptkit.bench` and are imported when a command runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from gptkit.cli.options import PRESET_NAMES, device_option, echo_json
+from gptkit.core.errors import GptkitError
+
+
+def _progress(text: str) -> None:
+    click.echo(f"bench: {text}", err=True)
+
+
+def split_names(text: str | None, flag: str) -> list[str] | None:
+    """``"a, b,a"`` -> ``["a", "b"]``; None when not given."""
+    if text is None:
+        return None
+    names = list(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    if not names:
+        raise GptkitError(f"{flag} needs at least one name (comma-separated)")
+    return names
+
+
+def parse_sampler_options(pairs: tuple[str, ...]) -> dict[str, dict[str, str]]:
+    """``("top-p.top_p=0.95",)`` -> ``{"top-p": {"top_p": "0.95"}}``."""
+    out: dict[str, dict[str, str]] = {}
+    for pair in pairs:
+        target, sep, value = pair.partition("=")
+        sampler, dot, key = target.strip().partition(".")
+        if not sep or not dot or not sampler or not key.strip():
+            raise GptkitError(
+                f"-o {pair!r} is not of the form SAMPLER.KEY=VALUE"
+                " (e.g. -o top-p.top_p=0.95)"
+            )
+        out.setdefault(sampler, {})[key.strip().replace("-", "_")] = value.strip()
+    return out
+
+
+def read_prompts_file(path: Path) -> list[str]:
+    """One prompt per line; blank lines are skipped."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise GptkitError(f"prompts file {path} is not UTF-8 text") from None
+    except OSError as exc:
+        raise GptkitError(f"cannot read prompts file {path}: {exc.strerror}") from None
+    prompts = [line.rstrip("\r") for line in text.split("\n") if line.strip()]
+    if not prompts:
+        raise GptkitError(
+            f"prompts file {path} has no prompts (one per line; blank lines are"
+            " skipped)"
+        )
+    return prompts
+
+
+def _finish(result: dict[str, Any], opts: dict[str, Any], text: str) -> None:
+    """Print the table or the JSON; write --out and --plot."""
+    from gptkit.bench.measure import busy_warning
+    from gptkit.bench.report import plot_result
+    from gptkit.bench.results import save_result
+
+    if opts["out"] is not None:
+        save_result(result, opts["out"])
+        _progress(f"wrote {opts['out']}")
+    if opts["plot"] is not None:
+        plot_result(result, opts["plot"])
+        _progress(f"wrote {opts['plot']}")
+    warning = busy_warning(result["machine"])
+    if warning:
+        click.echo(warning, err=True)
+    if opts["json_"]:
+        echo_json(result)
+    else:
+        click.echo(text)
+
+
+_output_options = [
+    click.option(
+        "--threads",
+        type=click.IntRange(min=0),
+        help="torch CPU threads; 0: torch's default (one per core)."
+        " [default: 1 on the CPU: small batch-1 steps gain little from more, and"
+        " on a shared machine threads that wait for a busy core stall whole steps]",
+    ),
+    click.option(
+        "--json", "json_", is_flag=True, help="Print the full result as JSON."
+    ),
+    click.option(
+        "--out",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Write the result (JSON) here, for `gptkit bench compare`.",
+    ),
+    click.option(
+        "--plot",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Write a PNG chart here.",
+    ),
+]
+
+
+def output_options(f: Any) -> Any:
+    for decorator in reversed(_output_options):
+        f = decorator(f)
+    return f
+
+
+@click.group()
+def bench() -> None:
+    """Benchmark samplers and training throughput; compare saved results.
+
+    \b
+    Examples:
+      gptkit bench sampling                  # every installed sampler, small model
+      gptkit bench sampling --weights hf:gpt2 \\
+          --samplers greedy,top-k,top-p,beam,min-p \\
+          --prompts prompts.txt --max-new-tokens 200 --repeats 3 \\
+          --baseline no-cache --baseline transformers --out a.json --plot a.png
+      gptkit bench training --preset mini --precisions fp32,bf16-mixed --compile
+      gptkit bench compare a.json b.json
+    """
+
+
+@bench.command("sampling")
+@click.option(
+    "--weights",
+    metavar="SPEC",
+    help="Weights to benchmark (hf:gpt2, RUN_DIR, ...) instead of a preset.",
+)
+@click.option(
+    "--preset",
+    type=click.Choice(PRESET_NAMES),
+    help="Preset shape with random weights (tied head) [default: mini].",
+)
+@click.option(
+    "--samplers",
+    metavar="A,B,...",
+    help="Samplers to run, comma-separated [default: every installed one].",
+)
+@click.option(
+    "-o",
+    "--option",
+    "options",
+    multiple=True,
+    metavar="SAMPLER.KEY=VALUE",
+    help="A sampler option, repeatable (-o top-p.top_p=0.95).",
+)
+@click.option(
+    "--prompts",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A text file, one prompt per line [default: 8 built-in short prompts].",
+)
+@click.option(
+    "--max-new-tokens",
+    type=click.IntRange(min=1),
+    default=32,
+    show_default=True,
+    help="Tokens generated per prompt (no end-of-text stop).",
+)
+@click.option(
+    "--repeats",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Timed passes over the prompts (also the samples per prompt for self-BLEU).",
+)
+@click.option(
+    "--warmup",
+    type=click.IntRange(min=0),
+    default=1,
+    show_default=True,
+    help="Untimed passes first.",
+)
+@click.option(
+    "--baseline",
+    "baselines",
+    multiple=True,
+    type=click.Choice(["no-cache", "transformers"]),
+    help="Also run the book's no-cache loop or transformers' generate on the same"
+    " weights; repeatable. Adds a ratio column.",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--dtype",
+    type=click.Choice(["fp32", "bf16", "fp16"]),
+    default="fp32",
+    show_default=True,
+)
+@device_option
+@output_options
+def sampling(**opts: Any) -> None:
+    """Speed and quality of samplers, side by side.
+
+    Per sampler: tokens/s, time to first token, per-token latency p50/p90,
+    peak memory, the fraction of the memory-bandwidth bound reached, and the
+    quality of the text: mean NLL of the generated tokens under the model,
+    distinct-1/2/3, repeated 4-grams and self-BLEU across the repeats' samples.
+    Installed third-party samplers are included automatically.
+
+    \b
+    Examples:
+      gptkit bench sampling
+      gptkit bench sampling --preset gpt2-124m --samplers greedy,top-p,beam \\
+          --max-new-tokens 50 --repeats 2 --baseline no-cache --baseline transformers
+      gptkit bench sampling --weights hf:gpt2 --prompts prompts.txt \\
+          -o top-p.top_p=0.95 --json --out results.json
+    """
+    from gptkit.bench.sampling import DEFAULT_PRESET, SamplingSettings
+
+    if opts["weights"] is not None and opts["preset"] is not None:
+        raise GptkitError("give --weights or --preset, not both")
+    samplers = split_names(opts["samplers"], "--samplers")
+    if samplers is None:
+        from gptkit.core.registry import get_registry
+
+        samplers = get_registry().samplers.names()
+    settings = SamplingSettings(
+        samplers=samplers,
+        weights=opts["weights"],
+        preset=opts["preset"] or DEFAULT_PRESET,
+        options=parse_sampler_options(opts["options"]),
+        max_new_tokens=opts["max_new_tokens"],
+        repeats=opts["repeats"],
+        warmup=opts["warmup"],
+        seed=opts["seed"],
+        baselines=list(dict.fromkeys(opts["baselines"])),
+        device=opts["device"],
+        dtype=opts["dtype"],
+    )
+    if opts["prompts"] is not None:
+        settings.prompts = read_prompts_file(opts["prompts"])
+        settings.prompts_source = str(opts["prompts"])
+    from gptkit.bench.measure import torch_threads
+    from gptkit.bench.report import format_sampling
+    from gptkit.bench.sampling import run_sampling
+
+    with torch_threads(opts["threads"], opts["device"]):
+        result = run_sampling(settings, _progress)
+    _finish(result, opts, format_sampling(result))
+
+
+@bench.command("training")
+@click.option(
+    "--preset",
+    type=click.Choice(PRESET_NAMES),
+    default="mini",
+    show_default=True,
+    help="Model shape (random weights).",
+)
+@click.option(
+    "--precisions",
+    default="fp32,bf16-mixed",
+    show_default=True,
+    metavar="P,Q,...",
+    help="Comma-separated: fp32, bf16-mixed, fp16-mixed.",
+)
+@click.option(
+    "--compile/--no-compile",
+    "compile_",
+    default=False,
+    show_default=True,
+    help="Also measure every precision under torch.compile.",
+)
+@click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option(
+    "--context-length",
+    type=click.IntRange(min=1),
+    help="Tokens per sequence [default: the preset's].",
+)
+@click.option(
+    "--steps",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    help="Optimizer steps per timed repeat.",
+)
+@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@device_option
+@output_options
+def training(**opts: Any) -> None:
+    """Training throughput (tokens/s) and MFU across precisions and compile.
+
+    Each variant trains a fresh seeded model with AdamW on a fixed random batch
+    (the step only, no data loading) under torch.autocast for the mixed
+    precisions. MFU = (6N + 12LdT) x tokens/s / the matmul peak of the
+    precision's dtype (a GPU's datasheet, else measured here).
+
+    \b
+    Examples:
+      gptkit bench training
+      gptkit bench training --preset gpt2-124m --context-length 256 --batch-size 2
+      gptkit bench training --precisions fp32,bf16-mixed --compile --out train.json
+    """
+    from gptkit.bench.measure import torch_threads
+    from gptkit.bench.report import format_training
+    from gptkit.bench.training import TrainingSettings, run_training
+
+    settings = TrainingSettings(
+        preset=opts["preset"],
+        precisions=split_names(opts["precisions"], "--precisions") or [],
+        compile=opts["compile_"],
+        batch_size=opts["batch_size"],
+        context_length=opts["context_length"],
+        steps=opts["steps"],
+        repeats=opts["repeats"],
+        warmup=opts["warmup"],
+        seed=opts["seed"],
+        device=opts["device"],
+    )
+    with torch_threads(opts["threads"], opts["device"]):
+        result = run_training(settings, _progress)
+    _finish(result, opts, format_training(result))
+
+
+@bench.command("compare")
+@click.argument("a", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("b", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--min-band",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Floor of the noise band (0.05 = 5%).",
+)
+@click.option(
+    "--fail-on-slowdown",
+    is_flag=True,
+    help="Exit with code 1 when a row slowed down beyond its noise band.",
+)
+@click.option("--json", "json_", is_flag=True, help="Print the comparison as JSON.")
+@click.pass_context
+def compare(ctx: click.Context, **opts: Any) -> None:
+    """Changes from result A to result B, row by row.
+
+    A slowdown is flagged when B's time per token (best repeat) exceeds A's by
+    more than the noise band: the larger relative range (slowest - fastest) /
+    fastest of the two runs' repeats (at least --min-band).
+
+    \b
+    Examples:
+      gptkit bench sampling --out before.json   # ... change something ...
+      gptkit bench sampling --out after.json
+      gptkit bench compare before.json after.json --fail-on-slowdown
+    """
+    from gptkit.bench.results import compare_results, format_comparison, load_result
+
+    a, b = load_result(opts["a"]), load_result(opts["b"])
+    cmp = compare_results(a, b, opts["min_band"])
+    if opts["json_"]:
+        echo_json(cmp.to_dict())
+    else:
+        label = "{} ({}, {})".format
+        click.echo(
+            format_comparison(
+                cmp,
+                label(
+                    opts["a"],
+                    a.get("created", "?"),
+                    a.get("settings", {}).get("model", "?"),
+                ),
+                label(
+                    opts["b"],
+                    b.get("created", "?"),
+                    b.get("settings", {}).get("model", "?"),
+                ),
+            ),
+            nl=False,
+        )
+    if opts["fail_on_slowdown"] and cmp.slowdowns:
+        ctx.exit(1)
