@@ -5,6 +5,7 @@ import torch
 
 from gptkit.core import checkpoint as ckpt_module
 from gptkit.core.checkpoint import (
+    default_file_mode,
     list_checkpoints,
     load_checkpoint,
     load_trainer_state,
@@ -26,6 +27,8 @@ def test_round_trip_keeps_logits_and_a_tied_head_once(tmp_path):
     with torch.no_grad():
         assert torch.equal(model(ids), loaded.eval()(ids))
     assert load_trainer_state(path) == {"step": 7}
+    # readable like any file the user writes (safetensors creates it private)
+    assert (path / "model.safetensors").stat().st_mode & 0o777 == default_file_mode()
     assert load_weights(str(tmp_path / "step-000007")).config == model.cfg
 
 

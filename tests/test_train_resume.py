@@ -123,8 +123,10 @@ def test_killed_runs_resume_to_the_uninterrupted_metrics(
     # 1. Killed from outside in the middle of writing checkpoint 6 (the
     #    reference run goes on in this process meanwhile).
     first = start([*common, "--out", str(run)], fault="pause:6")
+    # Every run is a fresh process, so all run under the same conditions (the test
+    # process has run other tests, which may leave library state behind).
     reference = tmp_path / "reference"
-    assert cli_run("train", *common, "--out", str(reference)).exit_code == 0
+    assert start([*common, "--out", str(reference)]).wait(timeout=600) == 0
     wait_for(first, half_written(run, 6))
     sigkill(first)
     assert [p.name for p in (run / "checkpoints").glob("step-*")] == ["step-000003"]
@@ -141,8 +143,7 @@ def test_killed_runs_resume_to_the_uninterrupted_metrics(
     assert not list((run / "checkpoints").glob(".tmp-step-000006-*"))
 
     # 3. Resumed to the end.
-    resumed = cli_run("train", "--resume", str(run))
-    assert resumed.exit_code == 0, resumed.stderr
+    assert start(["--resume", str(run)]).wait(timeout=600) == 0
     expected, got = rows(reference / "metrics.jsonl"), rows(run / "metrics.jsonl")
     evals = [r for r in expected if "val_loss" in r]
     assert len(evals) == 6

@@ -28,13 +28,6 @@ def refuse_existing(out: Path) -> None:
         raise GptkitError(f"{out} exists and is not empty; choose another OUT_DIR")
 
 
-def _file_mode() -> int:
-    """The mode a new file gets under the current umask."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
 def _fsync(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -81,6 +74,7 @@ def write_hf_dir(
     ``state`` (checked, in gptkit's names) is emptied on the way."""
     from safetensors.torch import save_file
 
+    from gptkit.core.checkpoint import default_file_mode
     from gptkit.core.hf_format import config_to_hf, state_to_hf
 
     dtype = str(next(iter(state.values())).dtype).removeprefix("torch.")
@@ -97,7 +91,7 @@ def write_hf_dir(
             json.dumps(config, indent=2) + "\n", encoding="utf-8"
         )
         files = ["config.json", "model.safetensors", *_write_tokenizer(tmp, cfg)]
-        mode = _file_mode()
+        mode = default_file_mode()
         for name in files:
             os.chmod(tmp / name, mode)  # safetensors creates its file private
             _fsync(tmp / name)

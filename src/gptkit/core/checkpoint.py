@@ -68,6 +68,13 @@ def _fsync_file(path: Path) -> None:
         os.fsync(f.fileno())
 
 
+def default_file_mode() -> int:
+    """The mode a new file gets under the current umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON to ``path`` through a temporary file and a rename."""
     tmp = path.with_name(f".{path.name}.tmp")
@@ -106,6 +113,7 @@ def save_checkpoint(
     tmp.mkdir()
     try:
         save_file(model_tensors(model, cfg), tmp / WEIGHTS, metadata={"format": "pt"})
+        os.chmod(tmp / WEIGHTS, default_file_mode())  # safetensors makes it private
         _fsync_file(tmp / WEIGHTS)
         _test_fault(step)
         if trainer_state is not None:
