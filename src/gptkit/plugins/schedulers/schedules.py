@@ -54,40 +54,46 @@ class Constant(Scheduler):
         return base_lr
 
 
-class WarmupCosine(Scheduler):
+class _WarmupThenDecay(Scheduler):
+    """Linear warmup to the peak, then ``decay(progress)`` from 1 down to 0 over
+    the remaining steps, scaled between the peak and ``min_lr``."""
+
+    Options = WarmupOptions
+
+    @staticmethod
+    def decay(progress: float) -> float:
+        raise NotImplementedError
+
+    def lr_at(self, step: int, total_steps: int, base_lr: float) -> float:
+        opts = self.options
+        peak = opts.peak_lr or base_lr
+        warmup = opts.warmup_for(total_steps)
+        if step < warmup:
+            return _warmup(opts, step, warmup, peak)
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return opts.min_lr + (peak - opts.min_lr) * self.decay(progress)
+
+
+class WarmupCosine(_WarmupThenDecay):
     """Linear warmup, then half a cosine from the peak down to ``min_lr``."""
 
     name = "warmup-cosine"
     summary = "Linear warmup, then cosine decay to min_lr (the book's appendix D)."
-    Options = WarmupOptions
 
-    def lr_at(self, step: int, total_steps: int, base_lr: float) -> float:
-        opts = self.options
-        peak = opts.peak_lr or base_lr
-        warmup = opts.warmup_for(total_steps)
-        if step < warmup:
-            return _warmup(opts, step, warmup, peak)
-        progress = (step - warmup) / max(1, total_steps - warmup)
-        return opts.min_lr + (peak - opts.min_lr) * 0.5 * (
-            1 + math.cos(math.pi * min(1.0, progress))
-        )
+    @staticmethod
+    def decay(progress: float) -> float:
+        return 0.5 * (1 + math.cos(math.pi * progress))
 
 
-class Linear(Scheduler):
+class Linear(_WarmupThenDecay):
     """Linear warmup, then a straight line from the peak down to ``min_lr``."""
 
     name = "linear"
     summary = "Linear warmup, then linear decay."
-    Options = WarmupOptions
 
-    def lr_at(self, step: int, total_steps: int, base_lr: float) -> float:
-        opts = self.options
-        peak = opts.peak_lr or base_lr
-        warmup = opts.warmup_for(total_steps)
-        if step < warmup:
-            return _warmup(opts, step, warmup, peak)
-        progress = (step - warmup) / max(1, total_steps - warmup)
-        return peak + (opts.min_lr - peak) * min(1.0, progress)
+    @staticmethod
+    def decay(progress: float) -> float:
+        return 1.0 - progress
 
 
 @dataclass(frozen=True)
