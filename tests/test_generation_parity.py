@@ -186,24 +186,12 @@ def test_cli_stream_json_and_stdin(cli_run, hf_dir):
     )
     assert plain.exit_code == streamed.exit_code == 0, plain.stderr + streamed.stderr
     assert plain.output == streamed.output
-    batch = cli_run(
-        "generate",
-        "--weights",
-        spec,
-        "-",
-        "--json",
-        "--max-new-tokens",
-        "8",
-        "--sampler",
-        "top-p",
-        "-o",
-        "top_p=0.9",
-        "-o",
-        "temperature=0.8",
-        "--seed",
-        "3",
-        input="The list\nA dictionary is\n",
+    top_p_batch = (
+        *("generate", "--weights", spec, "-", "--json", "--max-new-tokens", "8"),
+        *("--sampler", "top-p", "-o", "top_p=0.9", "-o", "temperature=0.8"),
+        *("--seed", "3"),
     )
+    batch = cli_run(*top_p_batch, input="The list\nA dictionary is\n")
     data = json.loads(batch.output)
     assert data["sampler"] == "top-p"
     assert [r["prompt"] for r in data["results"]] == ["The list", "A dictionary is"]
@@ -211,24 +199,7 @@ def test_cli_stream_json_and_stdin(cli_run, hf_dir):
         len(r["token_ids"]) <= 8 and r["text"].startswith(r["prompt"])
         for r in data["results"]
     )
-    again = cli_run(
-        "generate",
-        "--weights",
-        spec,
-        "-",
-        "--json",
-        "--max-new-tokens",
-        "8",
-        "--sampler",
-        "top-p",
-        "-o",
-        "top_p=0.9",
-        "-o",
-        "temperature=0.8",
-        "--seed",
-        "3",
-        input="The list\nA dictionary is\n",
-    )
+    again = cli_run(*top_p_batch, input="The list\nA dictionary is\n")
     assert again.output == batch.output  # --seed makes sampling reproducible
     beams = cli_run(
         "generate",
