@@ -137,3 +137,18 @@ def parse_option_pairs(pairs: tuple[str, ...]) -> dict[str, str]:
 
 def echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2))
+
+
+def weight_hints(opts: dict[str, Any]) -> dict[str, Any]:
+    """Model settings given explicitly on the command line, for loaders that
+    cannot read them from the file (the book's .pth files lack the number of
+    heads): ``--n-heads``, and ``--preset`` unless it is only the default."""
+    ctx = click.get_current_context(silent=True)
+    explicit_preset = ctx is not None and ctx.get_parameter_source("preset") in (
+        click.core.ParameterSource.COMMANDLINE,
+        click.core.ParameterSource.ENVIRONMENT,
+    )
+    return {
+        "n_heads": opts.get("n_heads"),
+        "preset": opts.get("preset") if explicit_preset else None,
+    }

@@ -414,7 +414,7 @@ def run(opts: dict[str, Any]) -> dict[str, Any]:
 def _run(opts: dict[str, Any], dist: Any, device: Any) -> dict[str, Any]:
     import torch
 
-    from gptkit.cli.evaluate import weight_hints
+    from gptkit.cli.options import weight_hints
     from gptkit.core.checkpoint import write_json_atomic
     from gptkit.core.data import load_corpora, make_loaders, make_prepared_loaders
     from gptkit.core.distributed import barrier, broadcast_object
