@@ -19,7 +19,7 @@ import torch
 
 from benchmarks.conftest import ratio
 from gptkit.bench.measure import torch_threads
-from gptkit.benchmarking import (
+from gptkit.bench.runners import (
     PROMPT,
     SAMPLER_OPTIONS,
     bench_model,

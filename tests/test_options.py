@@ -2,8 +2,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from gptkit.core.component_options import build_options, describe_options, parse_pairs
 from gptkit.core.errors import OptionError
-from gptkit.core.options import build_options, describe_options, parse_pairs
 
 
 @dataclass(frozen=True)

@@ -3,10 +3,10 @@ checkpoint, resumed, killed again between checkpoints and resumed with
 ``gptkit train --resume RUN_DIR`` writes the same metrics.jsonl as a run that
 never stopped.
 
-The killed runs are real ``python -m gptkit train`` processes. To catch a writer
-in the middle of a checkpoint, the test uses the hook of gptkit.core.checkpoint:
-``GPTKIT_TEST_SAVE_FAULT=pause:N`` makes the process wait while ``step-N`` is
-half written, and the test kills it there.
+The killed runs are real ``gptkit train`` processes. To catch a writer in the
+middle of a checkpoint, a run is started through ``tests/pause_at_checkpoint.py
+N``, which makes the process wait while ``step-N`` is half written, and the test
+kills it there.
 """
 
 from __future__ import annotations
@@ -60,17 +60,18 @@ def rows(path: Path) -> list[dict]:
 
 @pytest.fixture
 def start():
-    """Start ``python -m gptkit train ARGS`` (with the fault hook set); any
-    process still running at the end of the test is killed."""
+    """Start ``gptkit train ARGS`` (pausing inside checkpoint ``step-N`` when
+    ``pause_at=N``); any process still running at the end of the test is
+    killed."""
     started: list[subprocess.Popen] = []
 
-    def run(args: list[str], fault: str | None = None) -> subprocess.Popen:
-        env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-        env.pop("GPTKIT_TEST_SAVE_FAULT", None)
-        if fault:
-            env["GPTKIT_TEST_SAVE_FAULT"] = fault
+    def run(args: list[str], pause_at: int | None = None) -> subprocess.Popen:
+        env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}"}
+        launcher = ["-m", "gptkit"]
+        if pause_at is not None:
+            launcher = [str(REPO / "tests" / "pause_at_checkpoint.py"), str(pause_at)]
         proc = subprocess.Popen(
-            [sys.executable, "-m", "gptkit", "train", *args],
+            [sys.executable, *launcher, "train", *args],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=tempfile.TemporaryFile(),  # read back if it fails early
@@ -122,7 +123,7 @@ def test_killed_runs_resume_to_the_uninterrupted_metrics(
     common = ["--corpus", str(verdict_path), *RUN]
     # 1. Killed from outside in the middle of writing checkpoint 6 (the
     #    reference run goes on in this process meanwhile).
-    first = start([*common, "--out", str(run)], fault="pause:6")
+    first = start([*common, "--out", str(run)], pause_at=6)
     # Every run is a fresh process, so all run under the same conditions (the test
     # process has run other tests, which may leave library state behind).
     reference = tmp_path / "reference"
@@ -133,8 +134,8 @@ def test_killed_runs_resume_to_the_uninterrupted_metrics(
 
     # 2. Resumed from step 3 (the half-written checkpoint is tidied away);
     #    killed from outside at whatever step it has reached after checkpoint 6
-    #    (pause:9 only makes sure it cannot finish before the kill).
-    second = start(["--resume", str(run)], fault="pause:9")
+    #    (pausing at 9 only makes sure it cannot finish before the kill).
+    second = start(["--resume", str(run)], pause_at=9)
     wait_for(
         second,
         lambda: any(r.get("step", 0) >= 6 for r in rows(run / "metrics.jsonl")),

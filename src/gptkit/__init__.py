@@ -9,9 +9,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from gptkit._version import __version__
 from gptkit.core.hookspecs import hookimpl
-
-__version__ = "0.1.0"
 
 # name -> "module:attribute", resolved on first access (PEP 562).
 _LAZY = {

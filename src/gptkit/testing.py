@@ -163,9 +163,9 @@ def check_component(cls: type) -> None:
     """A component class has a valid ``name``, a one-line ``summary``, and a
     frozen dataclass ``Options`` whose fields have help text and defaults within
     their bounds (``ge``, ``le``, ``choices``, ...)."""
+    from gptkit.core.component_options import _check_bounds
     from gptkit.core.errors import OptionError
     from gptkit.core.interfaces import NAME_PATTERN, ComponentBase
-    from gptkit.core.options import _check_bounds
 
     assert isinstance(cls, type) and issubclass(cls, ComponentBase), (
         f"{cls!r} is not a gptkit component class"

@@ -1,7 +1,7 @@
 """Benchmarks of samplers and training throughput (``gptkit bench``).
 
 The same code measures for the command line and for the pytest-benchmark
-suites in ``benchmarks/`` (through :mod:`gptkit.benchmarking`), so the two never
+suites in ``benchmarks/`` (which import these modules), so the two never
 disagree:
 
 - :mod:`gptkit.bench.measure`: warm-up and timed repeats, device synchronisation,

@@ -30,6 +30,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any
 
 #: dtype name -> matmul peak keys tried, in order
@@ -153,19 +154,40 @@ def measure_bandwidth(device: Any, mib: int = 256, repeats: int = 5) -> float:
 
 
 def measure_matmul(
-    device: Any, dtype: str, n: int | None = None, repeats: int = 3
+    device: Any,
+    dtype: str,
+    n: int | None = None,
+    repeats: int = 3,
+    budget_s: float = 0.05,
 ) -> float:
-    """Square-GEMM throughput in TFLOP/s for ``dtype`` (fp32, bf16, fp16)."""
+    """Square-GEMM throughput in TFLOP/s for ``dtype`` (fp32, bf16, fp16).
+
+    Without ``n`` the size adapts to the machine: it starts at 256 and doubles
+    (up to 8192 on a GPU, 2048 elsewhere) while one product takes less than
+    ``budget_s``, so that a CPU without bfloat16 units (where a 2048 bf16
+    product takes ~20 s) is measured in a second rather than a minute.
+    """
     import torch
 
     from gptkit.core.device import resolve_dtype
 
     kind = getattr(device, "type", str(device))
-    n = n or (8192 if kind == "cuda" else 2048)
     g = torch.Generator(device="cpu").manual_seed(0)
-    a = torch.randn(n, n, generator=g).to(device=device, dtype=resolve_dtype(dtype))
-    b = torch.randn(n, n, generator=g).to(device=device, dtype=resolve_dtype(dtype))
-    seconds = _best_seconds(lambda: a @ b, device, repeats)
+
+    def square(size: int) -> tuple[Any, Any]:
+        a = torch.randn(size, size, generator=g)
+        b = torch.randn(size, size, generator=g)
+        torch_dtype = resolve_dtype(dtype)
+        return a.to(device, torch_dtype), b.to(device, torch_dtype)
+
+    if n is None:
+        limit = 8192 if kind == "cuda" else 2048
+        n = 256
+        while n < limit:
+            if _best_seconds(partial(torch.matmul, *square(n)), device, 1) >= budget_s:
+                break
+            n *= 2
+    seconds = _best_seconds(partial(torch.matmul, *square(n)), device, repeats)
     return 2 * n**3 / seconds / 1e12
 
 

@@ -353,7 +353,7 @@ def machine_info(device: Any) -> dict[str, Any]:
     """What the numbers were measured on: CPU, cores, memory, GPU, versions."""
     import torch
 
-    from gptkit import __version__
+    from gptkit._version import __version__
 
     mem_kib = None
     try:

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from gptkit.cli.options import PRESET_NAMES, device_option, echo_json
+from gptkit.cli.flags import PRESET_NAMES, device_option, echo_json
 from gptkit.core.errors import GptkitError
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from gptkit.cli.options import (
+from gptkit.cli.flags import (
     corpus_option,
     data_options,
     device_option,

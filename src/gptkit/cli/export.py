@@ -28,16 +28,6 @@ def refuse_existing(out: Path) -> None:
         raise GptkitError(f"{out} exists and is not empty; choose another OUT_DIR")
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    except OSError:  # some filesystems cannot fsync a directory
-        pass
-    finally:
-        os.close(fd)
-
-
 def _write_tokenizer(tmp: Path, cfg: GPTConfig) -> list[str]:
     """GPT-2's tokenizer files (gptkit's only tokenizer) in transformers' names:
     OpenAI's ``encoder.json`` and ``vocab.bpe`` are ``vocab.json`` and
@@ -74,8 +64,8 @@ def write_hf_dir(
     ``state`` (checked, in gptkit's names) is emptied on the way."""
     from safetensors.torch import save_file
 
-    from gptkit.core.checkpoint import default_file_mode
     from gptkit.core.hf_format import config_to_hf, state_to_hf
+    from gptkit.core.storage import default_file_mode, fsync_dir
 
     dtype = str(next(iter(state.values())).dtype).removeprefix("torch.")
     tensors = state_to_hf(cfg, state)
@@ -94,13 +84,13 @@ def write_hf_dir(
         mode = default_file_mode()
         for name in files:
             os.chmod(tmp / name, mode)  # safetensors creates its file private
-            _fsync(tmp / name)
-        _fsync(tmp)
+            fsync_dir(tmp / name)
+        fsync_dir(tmp)
         refuse_existing(out)  # again: something may have appeared meanwhile
         if out.is_dir():
             out.rmdir()  # empty (checked); rename cannot replace it everywhere
         os.replace(tmp, out)
-        _fsync(out.parent)
+        fsync_dir(out.parent)
     except OSError as exc:
         raise GptkitError(f"could not write {out}: {exc}") from None
     finally:

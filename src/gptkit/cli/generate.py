@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from gptkit.cli.options import device_option, echo_json, parse_option_pairs
+from gptkit.cli.flags import device_option, echo_json, parse_option_pairs
 from gptkit.core.errors import GptkitError
 
 SHORTCUTS = ("temperature", "top_k", "top_p", "min_p", "num_beams")

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from gptkit import __version__
+from gptkit._version import __version__
 from gptkit.core.errors import GptkitError
 
 BUILTIN_COMMANDS = {

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from gptkit.cli.options import echo_json
+from gptkit.cli.flags import echo_json
 
 
 def _plugin_commands(reg: Any) -> tuple[dict[str, list[click.Command]], list[Any]]:

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from gptkit.cli.options import echo_json
+from gptkit.cli.flags import echo_json
 
 
 def _default_workers() -> int:

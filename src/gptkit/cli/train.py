@@ -16,7 +16,8 @@ from typing import Any
 
 import click
 
-from gptkit.cli.options import (
+from gptkit._version import __version__
+from gptkit.cli.flags import (
     MODEL_FIELDS,
     corpus_option,
     data_options,
@@ -414,11 +415,11 @@ def run(opts: dict[str, Any]) -> dict[str, Any]:
 def _run(opts: dict[str, Any], dist: Any, device: Any) -> dict[str, Any]:
     import torch
 
-    from gptkit.cli.options import weight_hints
-    from gptkit.core.checkpoint import write_json_atomic
+    from gptkit.cli.flags import weight_hints
     from gptkit.core.data import load_corpora, make_loaders, make_prepared_loaders
     from gptkit.core.distributed import barrier, broadcast_object
     from gptkit.core.interfaces import Corpus
+    from gptkit.core.storage import write_json_atomic
     from gptkit.core.train import Trainer
     from gptkit.core.weights import build_model, load_weights
 
@@ -492,7 +493,7 @@ def _run(opts: dict[str, Any], dist: Any, device: Any) -> dict[str, Any]:
         k: _json_value(v) for k, v in opts.items() if k in RESUMED or k in ADJUSTABLE
     }
     run_config = {
-        "gptkit_version": _version(),
+        "gptkit_version": __version__,
         "preset": preset,
         "model": cfg.to_dict(),
         "data": {
@@ -619,9 +620,3 @@ def _fit_context(state: dict[str, Any], cfg: Any) -> dict[str, Any]:
 
 def _jsonable(data: dict[str, Any]) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
-
-
-def _version() -> str:
-    from gptkit import __version__
-
-    return __version__

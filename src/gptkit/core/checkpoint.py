@@ -7,11 +7,6 @@ back with ``torch.load(weights_only=True)``, which cannot run code). A checkpoin
 is written into a temporary sibling directory, each file fsynced, then renamed
 into place: a crash or a full disk leaves the previous checkpoint intact, and
 :func:`recover_incomplete` tidies what a killed writer left behind.
-
-Test hook (off unless set; used by tests/test_train_resume.py to kill a writer
-in the middle of a checkpoint): ``GPTKIT_TEST_SAVE_FAULT=pause:N`` makes the
-process sleep while checkpoint ``step-N`` is half written (weights in the
-temporary directory, no trainer state yet), so that the test can kill it there.
 """
 
 from __future__ import annotations
@@ -20,7 +15,6 @@ import json
 import os
 import re
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +22,15 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from gptkit._version import __version__
 from gptkit.core.config import GPTConfig
 from gptkit.core.errors import GptkitError
+from gptkit.core.storage import (
+    default_file_mode,
+    fsync_dir,
+    fsync_file,
+    write_json_atomic,
+)
 
 FORMAT = "gptkit"
 WEIGHTS = "model.safetensors"
@@ -37,53 +38,6 @@ CONFIG = "config.json"
 TRAINER_STATE = "trainer_state.pt"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 _PARTIAL_DIR = re.compile(r"^\.(tmp|old)-step-(\d+)-\d+$")
-FAULT_ENV = "GPTKIT_TEST_SAVE_FAULT"
-
-
-def _test_fault(step: int) -> None:
-    """The test hook described in the module docstring."""
-    spec = os.environ.get(FAULT_ENV)
-    if not spec:
-        return
-    action, _, at = spec.partition(":")
-    if action == "pause" and at.isdigit() and int(at) == step:
-        time.sleep(600)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb+") as f:
-        os.fsync(f.fileno())
-
-
-def default_file_mode() -> int:
-    """The mode a new file gets under the current umask."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to ``path`` through a temporary file and a rename."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def model_tensors(model: torch.nn.Module, cfg: GPTConfig) -> dict[str, torch.Tensor]:
@@ -104,8 +58,6 @@ def save_checkpoint(
     keep_last: int | None = None,
 ) -> Path:
     """Write ``checkpoints_dir/step-{step:06d}`` atomically; return its path."""
-    from gptkit import __version__
-
     checkpoints_dir.mkdir(parents=True, exist_ok=True)
     final = checkpoints_dir / f"step-{step:06d}"
     tmp = checkpoints_dir / f".tmp-step-{step:06d}-{os.getpid()}"
@@ -114,11 +66,10 @@ def save_checkpoint(
     try:
         save_file(model_tensors(model, cfg), tmp / WEIGHTS, metadata={"format": "pt"})
         os.chmod(tmp / WEIGHTS, default_file_mode())  # safetensors makes it private
-        _fsync_file(tmp / WEIGHTS)
-        _test_fault(step)
+        fsync_file(tmp / WEIGHTS)
         if trainer_state is not None:
             torch.save(trainer_state, tmp / TRAINER_STATE)
-            _fsync_file(tmp / TRAINER_STATE)
+            fsync_file(tmp / TRAINER_STATE)
         meta = {
             "format": FORMAT,
             "gptkit_version": __version__,
@@ -127,7 +78,7 @@ def save_checkpoint(
             **(info or {}),
         }
         write_json_atomic(tmp / CONFIG, meta)
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         if final.exists():
             old = checkpoints_dir / f".old-step-{step:06d}-{os.getpid()}"
             os.replace(final, old)
@@ -135,7 +86,7 @@ def save_checkpoint(
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, final)
-        _fsync_dir(checkpoints_dir)
+        fsync_dir(checkpoints_dir)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         previous = latest_checkpoint(checkpoints_dir)
@@ -168,7 +119,7 @@ def recover_incomplete(checkpoints_dir: Path) -> list[str]:
             shutil.rmtree(path, ignore_errors=True)
             done.append(f"removed the unfinished checkpoint write {path.name}")
     if done:
-        _fsync_dir(checkpoints_dir)
+        fsync_dir(checkpoints_dir)
     return done
 
 

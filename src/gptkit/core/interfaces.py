@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from gptkit.core.options import build_options
+from gptkit.core.component_options import build_options
 
 if TYPE_CHECKING:
     import torch

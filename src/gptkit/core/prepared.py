@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
 import threading
@@ -42,7 +41,9 @@ from typing import Any
 
 import numpy as np
 
+from gptkit._version import __version__
 from gptkit.core.errors import GptkitError
+from gptkit.core.storage import atomic_open, atomic_write
 
 FORMAT = "gptkit-tokens"
 VERSION = 1
@@ -263,23 +264,14 @@ def tokenize_shard(shard: Shard, work: Path) -> dict[str, int]:
         "bytes": shard.size,
     }
     stem = work / f"shard-{shard.index:06d}"
-    _write_atomic(stem.with_suffix(".bin"), tokens.tobytes())
-    _write_atomic(stem.with_suffix(".json"), json.dumps(counts).encode())
+    atomic_write(stem.with_suffix(".bin"), tokens.tobytes())
+    atomic_write(stem.with_suffix(".json"), json.dumps(counts).encode())
     return counts
 
 
 def _worker(job: tuple[Shard, str]) -> tuple[int, dict[str, int]]:
     shard, work = job
     return shard.index, tokenize_shard(shard, Path(work))
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _shard_done(work: Path, index: int) -> dict[str, int] | None:
@@ -372,7 +364,7 @@ def prepare(
         )
     work.mkdir(parents=True, exist_ok=True)
     plan_record = {"key": key, "shard_bytes": shard_bytes, **identity}
-    _write_atomic(work / PLAN, json.dumps(plan_record).encode())
+    atomic_write(work / PLAN, json.dumps(plan_record).encode())
 
     done = {s.index: c for s in shards if (c := _shard_done(work, s.index))}
     todo = [s for s in shards if s.index not in done]
@@ -442,9 +434,9 @@ def prepare(
         ).hexdigest(),
         "shard_bytes": shard_bytes,
         "inputs_key": key,
-        "gptkit_version": _version(),
+        "gptkit_version": __version__,
     }
-    _write_atomic(out / META, (json.dumps(meta, indent=2) + "\n").encode())
+    atomic_write(out / META, (json.dumps(meta, indent=2) + "\n").encode())
     shutil.rmtree(work, ignore_errors=True)
     meta["seconds"] = round(time.perf_counter() - started, 3)
     return meta
@@ -458,17 +450,7 @@ def _collect(results: Any, done: dict[int, dict[str, int]], bar: Any) -> None:
 
 def _concatenate(work: Path, indices: list[int], target: Path) -> None:
     """Stream the shard files into ``target`` (temporary name, fsync, rename)."""
-    tmp = target.with_name(f".{target.name}.tmp")
-    with open(tmp, "wb") as out:
+    with atomic_open(target, "wb") as out:
         for index in indices:
             with open(work / f"shard-{index:06d}.bin", "rb") as f:
                 shutil.copyfileobj(f, out, 1 << 22)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, target)
-
-
-def _version() -> str:
-    from gptkit import __version__
-
-    return __version__

@@ -22,6 +22,7 @@ from typing import Any
 
 import pluggy
 
+from gptkit._version import __version__
 from gptkit.core import hookspecs
 from gptkit.core.errors import GptkitError, PluginError
 from gptkit.core.interfaces import (
@@ -280,7 +281,7 @@ def build_registry(
         pm.trace.root.setwriter(sys.stderr.write)
         pm.enable_tracing()
     reg = Registry(pm)
-    version = _own_version()
+    version = __version__
     candidates: list[tuple[PluginInfo, Any]] = []
     for module_name in BUILTIN_PLUGINS:
         info = PluginInfo(module_name, "gptkit", version, builtin=True)
@@ -312,12 +313,6 @@ def build_registry(
         if _register(reg, plugin, info):
             _collect(reg, info, plugin)
     return reg
-
-
-def _own_version() -> str:
-    from gptkit import __version__
-
-    return __version__
 
 
 def report_errors(reg: Registry) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from gptkit.core.errors import GptkitError
 from gptkit.core.interfaces import Corpus
+from gptkit.core.storage import atomic_write
 
 VERDICT_URL = (
     "https://raw.githubusercontent.com/rasbt/LLMs-from-scratch/main/"
@@ -124,9 +125,7 @@ class TheVerdict(Corpus):
                 "the-verdict download does not match its sha256; not saved"
             )
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        atomic_write(path, data)
 
 
 def _sha256(data: bytes) -> str:

@@ -12,12 +12,12 @@ never stopped (like ``metrics.jsonl``).
 from __future__ import annotations
 
 import csv
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from gptkit.core.interfaces import Logger, RunInfo
+from gptkit.core.storage import atomic_open
 
 METRICS_CSV = "metrics.csv"
 COLUMNS = ("step", "epoch", "tokens_seen", "lr", "loss", "train_loss", "val_loss")
@@ -63,12 +63,10 @@ class CsvLogger(Logger):
         path = run.run_dir / METRICS_CSV
         if run.start_step and path.is_file():
             kept = [r for r in read_csv_rows(path) if _step_of(r) < run.start_step]
-            tmp = path.with_name(f".{path.name}.tmp")
-            with open(tmp, "w", newline="", encoding="utf-8") as f:
+            with atomic_open(path, "w", newline="") as f:
                 writer = csv.DictWriter(f, COLUMNS, extrasaction="ignore")
                 writer.writeheader()
                 writer.writerows(kept)
-            os.replace(tmp, path)
             self._file = open(path, "a", newline="", encoding="utf-8")
         else:
             self._file = open(path, "w", newline="", encoding="utf-8")

@@ -130,7 +130,7 @@ def model_config(preset: str, overrides: dict[str, Any]) -> GPTConfig:
 
 
 def parse_option_pairs(pairs: tuple[str, ...]) -> dict[str, str]:
-    from gptkit.core.options import parse_pairs
+    from gptkit.core.component_options import parse_pairs
 
     return parse_pairs(pairs)
 
