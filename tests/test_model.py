@@ -100,6 +100,77 @@ def test_kv_cache_gives_the_same_logits_as_a_full_pass():
     assert torch.allclose(full, stepped, atol=1e-5)
 
 
+def _decode(model, cache, ids):
+    """Feed ``ids`` (1, T) one token at a time; the logits (1, T, V)."""
+    return torch.cat(
+        [model(ids[:, i : i + 1], cache=cache) for i in range(ids.shape[1])], 1
+    )
+
+
+def test_rows_of_one_cache_advance_independently():
+    """Continuous batching's primitive: a row prefilled on its own (through a
+    view of the shared cache) while another row is mid-decode, then both step
+    together, gives each row the logits it gets alone."""
+    model = tiny_model()
+    a = torch.randint(0, 50257, (1, 9))
+    b = torch.randint(0, 50257, (1, 5))
+    with torch.no_grad():
+        alone_a, alone_b = model(a), model(b)
+        cache = KVCache.allocate(model.cfg, 2, 16, "cpu", torch.float32)
+        row_a = cache.rows(0)
+        prefill_a = model(a[:, :6], cache=row_a)
+        cache.set_length(0, row_a.lengths[0])
+        row_b = cache.rows(1)
+        prefill_b = model(b[:, :2], cache=row_b)
+        cache.set_length(1, row_b.lengths[0])
+        assert cache.lengths == [6, 2]
+        together = [
+            model(torch.stack([a[0, i + 6 : i + 7], b[0, i + 2 : i + 3]]), cache=cache)
+            for i in range(3)
+        ]  # each (2, 1, V)
+    got_a = torch.cat([prefill_a, *(t[:1] for t in together)], 1)
+    got_b = torch.cat([prefill_b, *(t[1:] for t in together)], 1)
+    assert cache.lengths == [9, 5]
+    assert torch.allclose(got_a, alone_a, atol=1e-5)
+    assert torch.allclose(got_b, alone_b, atol=1e-5)
+
+
+def test_truncate_rolls_rejected_tokens_back():
+    model = tiny_model()
+    ids = torch.randint(0, 50257, (1, 12))
+    wrong = torch.randint(0, 50257, (1, 3))
+    with torch.no_grad():
+        full = model(ids)
+        cache = KVCache.allocate(model.cfg, 1, 16, "cpu", torch.float32)
+        model(ids[:, :8], cache=cache)
+        model(wrong, cache=cache)  # a draft's guesses, then rejected
+        cache.truncate([8])
+        rest = model(ids[:, 8:], cache=cache)
+    assert torch.allclose(rest, full[:, 8:], atol=1e-5)
+
+
+def test_static_cache_attends_over_its_whole_capacity_with_the_same_result():
+    model = tiny_model()
+    ids = torch.randint(0, 50257, (2, 10))
+    with torch.no_grad():
+        full = model(ids)
+        cache = KVCache.allocate(model.cfg, 2, 32, "cpu", torch.float32, static=True)
+        first = model(ids[:, :4], cache=cache)
+        rest = _decode(model, cache, ids[:, 4:])
+    assert torch.allclose(torch.cat([first, rest], 1), full, atol=1e-5)
+
+
+def test_logits_at_selects_one_position_per_row():
+    model = tiny_model()
+    ids = torch.randint(0, 50257, (2, 7))
+    with torch.no_grad():
+        full = model(ids)
+        picked = model(ids, logits_at=torch.tensor([6, 2]))
+    assert picked.shape == (2, 1, full.shape[-1])
+    assert torch.allclose(picked[0, 0], full[0, 6], atol=1e-6)
+    assert torch.allclose(picked[1, 0], full[1, 2], atol=1e-6)
+
+
 def test_left_padding_with_mask_matches_unpadded():
     model = tiny_model()
     ids = torch.randint(0, 50257, (1, 10))

@@ -1,19 +1,21 @@
 """The generation engine shared by every per-token sampler.
 
-The prompt is prefilled once into a preallocated :class:`KVCache`; each step then
-feeds one token. Prompts of different lengths are left-padded and batched (an
-attention mask hides the padding and positions count real tokens only), so each
-row gets the text it would get alone. When prompt + new tokens outgrow the
-context length, the engine keeps the most recent ``context_length`` tokens, as
-the book's ``generate`` does: positions shift with the window, so cached keys
-and values are stale, and every step past that point recomputes the window
-(quadratic, but only beyond the context length).
+The prompts are prefilled once into a preallocated :class:`KVCache`; each step
+then feeds one token per row. Every row of the cache keeps its own length, so
+prompts of different lengths are batched without left padding (a right-padded
+prefill, then each row continues from its own last token) and each row gets the
+text it would get alone. When prompt + new tokens outgrow the context length,
+the engine keeps the most recent ``context_length`` tokens, as the book's
+``generate`` does: positions shift with the window, so cached keys and values
+are stale, and every step past that point recomputes the window over
+left-padded rows (quadratic, but only beyond the context length).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -106,55 +108,92 @@ def next_token_logits(logits: Tensor, vocab_limit: int) -> Tensor:
 
 class Decoder:
     """Feeds a growing batch of sequences to the model: a prefill, then one token
-    per step from the key/value cache, or the sliding window once the sequences
-    outgrow the context. Handles left padding (``mask``) and positions."""
+    per row per step from the key/value cache, or the sliding window once a row
+    outgrows the context.
+
+    ``ids``/``mask`` (B, L) hold every row's tokens, left-padded (the window's
+    input, and what beam search reads its candidates from).
+    """
 
     def __init__(
-        self, model: GPTModel, rows: list[list[int]], max_new_tokens: int
+        self,
+        model: GPTModel,
+        rows: list[list[int]],
+        max_new_tokens: int,
+        *,
+        static: bool = False,
     ) -> None:
         self.model = model
         self.ctx = model.cfg.context_length
         device = next(model.parameters()).device
+        self.lengths = [len(r) for r in rows]
         self.ids, self.mask = _left_pad(rows, device)  # (B, P)
-        capacity = min(self.ids.shape[1] + max_new_tokens, self.ctx)
+        capacity = min(max(self.lengths) + max_new_tokens, self.ctx)
         dtype = next(model.parameters()).dtype
         self.cache: KVCache | None = KVCache.allocate(
-            model.cfg, len(rows), capacity, device, dtype
-        )
-
-    def _forward(self, ids: Tensor, mask: Tensor, cache: KVCache | None) -> Tensor:
-        padded = not bool(mask.all())
-        positions = _positions(mask)[:, -ids.shape[1] :] if padded else None
-        return self.model(
-            ids,
-            cache=cache,
-            position_ids=positions,
-            attention_mask=mask if padded else None,
+            model.cfg, len(rows), capacity, device, dtype, static=static
         )
 
     def prefill(self) -> Tensor:
-        return self._forward(self.ids, self.mask, self.cache)
+        """Logits (B, 1, V) after each row's prompt."""
+        assert self.cache is not None
+        if len(set(self.lengths)) == 1:
+            return self.model(self.ids, cache=self.cache, logits_at=self._last())
+        # Right-pad for the prefill: row b's tokens sit at positions 0..len-1.
+        right = torch.zeros_like(self.ids)
+        for b, n in enumerate(self.lengths):
+            right[b, :n] = self.ids[b, self.ids.shape[1] - n :]
+        logits = self.model(right, cache=self.cache, logits_at=self._last())
+        for b, n in enumerate(self.lengths):  # the padding's slots are free again
+            self.cache.set_length(b, n)
+        return logits
+
+    def _last(self) -> Tensor:
+        return torch.tensor([n - 1 for n in self.lengths], device=self.ids.device)
 
     def step(self, next_ids: Tensor) -> Tensor:
-        """Append ``next_ids`` (B,) and return the logits that follow them."""
+        """Append ``next_ids`` (B,) and return the logits (B, 1, V) after them."""
         self.ids = torch.cat([self.ids, next_ids[:, None]], dim=1)
         self.mask = torch.cat([self.mask, torch.ones_like(self.mask[:, :1])], dim=1)
+        self.lengths = [n + 1 for n in self.lengths]
         if self.cache is not None and self.cache.length < self.cache.capacity:
-            return self._forward(next_ids[:, None], self.mask, self.cache)
+            return self.model(next_ids[:, None], cache=self.cache)
         # Past the context length: slide the window and recompute it.
         self.cache = None
-        return self._forward(self.ids[:, -self.ctx :], self.mask[:, -self.ctx :], None)
+        ids, mask = self.ids[:, -self.ctx :], self.mask[:, -self.ctx :]
+        padded = not bool(mask.all())
+        return self.model(
+            ids,
+            position_ids=_positions(mask) if padded else None,
+            attention_mask=mask if padded else None,
+        )[:, -1:]
 
     def reorder(self, index: Tensor) -> None:
         """Row i continues old row ``index[i]`` (beam search)."""
         self.ids = self.ids[index]
         self.mask = self.mask[index]
+        order = index.tolist()
+        self.lengths = [self.lengths[i] for i in order]
         if self.cache is not None:
             self.cache.reorder(index)
 
 
-@torch.inference_mode()
 def generate_tokens(
+    model: GPTModel,
+    prompts: Sequence[Sequence[int]],
+    sampler: Sampler | SearchStrategy,
+    **settings: Any,
+) -> list[Generated]:
+    """Generate up to ``max_new_tokens`` for each prompt (a batch); the keyword
+    settings are :func:`iter_tokens`'."""
+    results: list[Generated] = []
+    for results in iter_tokens(model, prompts, sampler, **settings):  # noqa: B007
+        pass
+    return results
+
+
+@torch.inference_mode()
+def iter_tokens(
     model: GPTModel,
     prompts: Sequence[Sequence[int]],
     sampler: Sampler | SearchStrategy,
@@ -168,10 +207,13 @@ def generate_tokens(
     vocab_limit: int = N_VOCAB,
     repetition_penalty: float = 1.0,
     no_repeat_ngram_size: int = 0,
-) -> list[Generated]:
-    """Generate up to ``max_new_tokens`` for each prompt (a batch).
+) -> Iterator[list[Generated]]:
+    """Generate step by step: yields the results (one per prompt, growing) after
+    every decoding step, so that a caller can stream or stop early (closing the
+    iterator ends the generation). A search strategy yields once, at the end.
 
     :param stop: ``stop(row, new_ids)`` returning True ends that row (stop strings).
+    :param on_token: called with (row, token id) for every new token.
     :param vocab_limit: ids at or above it are never produced (padded vocabularies).
     :param repetition_penalty: > 1 discourages tokens already in the sequence.
     :param no_repeat_ngram_size: n > 0 forbids repeating any n-gram.
@@ -196,21 +238,23 @@ def generate_tokens(
     model.eval()
     try:
         if isinstance(sampler, SearchStrategy):
-            return sampler.generate(model, request)
-        return _sample_tokens(model, sampler, request)
+            yield sampler.generate(model, request)
+        else:
+            yield from _sample_steps(model, sampler, request)
     finally:
         model.train(was_training)
 
 
-def _sample_tokens(
+def _sample_steps(
     model: GPTModel, sampler: Sampler, req: GenerationRequest
-) -> list[Generated]:
-    """The decode loop of every per-token sampler."""
+) -> Iterator[list[Generated]]:
+    """The decode loop of every per-token sampler; yields after each step."""
     results = [
         Generated(prompt_ids=r, prompt_index=i) for i, r in enumerate(req.prompts)
     ]
     if req.max_new_tokens <= 0:
-        return results
+        yield results
+        return
     decoder = Decoder(model, req.prompts, req.max_new_tokens)
     penalties = req.penalties(req.prompts, model.cfg.vocab_size, decoder.ids.device)
     running = torch.ones(len(results), dtype=torch.bool)
@@ -233,10 +277,10 @@ def _sample_tokens(
             elif req.stop is not None and req.stop(row, result.new_ids):
                 result.finish_reason = "stop"
                 running[row] = False
+        yield results
         if not running.any() or step == req.max_new_tokens - 1:
             break
         logits = decoder.step(next_ids)
-    return results
 
 
 @dataclass

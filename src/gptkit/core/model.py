@@ -11,7 +11,7 @@ tanh approximation GPT-2 uses (Hendrycks & Gimpel, 2016).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -25,16 +25,32 @@ CAUSAL = "causal"
 
 @dataclass
 class KVCache:
-    """Preallocated keys and values of every layer.
+    """Preallocated keys and values of every layer, one row per sequence.
 
-    ``keys``/``values``: (n_layers, batch, n_heads, max_len, head_dim). ``length``
-    is how many positions are filled; a forward pass with the cache appends its
-    tokens at ``length`` and advances it.
+    ``keys``/``values``: (n_layers, batch, n_heads, capacity, head_dim). Row ``b``
+    keeps the token at position ``p`` in slot ``p``, and ``lengths[b]`` slots of it
+    are filled, so rows advance independently: a forward pass with the cache
+    places its ``T`` tokens at positions ``lengths[b] .. lengths[b] + T - 1`` of
+    each row and attends to every slot up to each query's position. That is what
+    batched prompts of different lengths (no left padding), continuous batching
+    (a row prefilled on its own while the others decode, through :meth:`rows`),
+    speculative decoding (:meth:`truncate` rolls rejected tokens back) and beam
+    search (:meth:`reorder`) need.
+
+    ``lengths`` is host-side bookkeeping (plain ints: no device synchronisation
+    per step). A ``static`` cache always attends over the whole capacity (a fixed
+    shape, for ``torch.compile`` and CUDA graphs); otherwise attention reads only
+    the filled prefix.
     """
 
     keys: Tensor
     values: Tensor
-    length: int = 0
+    lengths: list[int] = field(default_factory=list)
+    static: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.lengths:
+            self.lengths = [0] * self.keys.shape[1]
 
     @classmethod
     def allocate(
@@ -44,22 +60,92 @@ class KVCache:
         max_len: int,
         device: torch.device | str,
         dtype: torch.dtype,
+        *,
+        static: bool = False,
     ) -> KVCache:
         shape = (cfg.n_layers, batch_size, cfg.n_heads, max_len, cfg.head_dim)
         return cls(
             torch.empty(shape, device=device, dtype=dtype),
             torch.empty(shape, device=device, dtype=dtype),
+            static=static,
         )
 
     @property
     def capacity(self) -> int:
         return self.keys.shape[3]
 
+    @property
+    def batch_size(self) -> int:
+        return self.keys.shape[1]
+
+    @property
+    def length(self) -> int:
+        """The longest row's filled length."""
+        return max(self.lengths)
+
+    def positions(self, t: int, device: torch.device) -> Tensor:
+        """Positions (B, t) of ``t`` new tokens in each row."""
+        start = torch.tensor(self.lengths, device=device)
+        return start[:, None] + torch.arange(t, device=device)
+
+    def span(self, t: int) -> int:
+        """Slots attention reads when ``t`` tokens are added."""
+        return self.capacity if self.static else self.length + t
+
+    def write(
+        self, layer: int, k: Tensor, v: Tensor, positions: Tensor, span: int
+    ) -> tuple[Tensor, Tensor]:
+        """Store ``k``/``v`` (B, H, T, hd) at ``positions`` (B, T) of each row;
+        return the layer's keys and values over the first ``span`` slots."""
+        rows = torch.arange(k.shape[0], device=k.device)[:, None]  # (B, 1)
+        # (B, H, T, hd) -> (B, T, H, hd): the layout of keys[layer][rows, :, positions]
+        self.keys[layer][rows, :, positions] = k.transpose(1, 2)
+        self.values[layer][rows, :, positions] = v.transpose(1, 2)
+        return self.keys[layer, :, :, :span], self.values[layer, :, :, :span]
+
+    def advance(self, t: int) -> None:
+        self.lengths = [n + t for n in self.lengths]
+
+    def rows(self, index: int | slice) -> KVCache:
+        """A cache on some rows that shares this one's storage (prefill one
+        request's row while the others wait); copy its ``lengths`` back with
+        :meth:`set_length`."""
+        if isinstance(index, int):
+            index = slice(index, index + 1)
+        return KVCache(
+            self.keys[:, index],
+            self.values[:, index],
+            self.lengths[index],
+            self.static,
+        )
+
+    def set_length(self, row: int, length: int) -> None:
+        if not 0 <= length <= self.capacity:
+            raise ValueError(f"length {length} outside the cache's {self.capacity}")
+        self.lengths[row] = length
+
+    def truncate(self, lengths: list[int]) -> None:
+        """Forget every slot past ``lengths[b]`` in row ``b`` (a rollback)."""
+        if any(n > m for n, m in zip(lengths, self.lengths, strict=True)):
+            raise ValueError("truncate cannot lengthen a row")
+        self.lengths = list(lengths)
+
     def reorder(self, index: Tensor) -> None:
         """Select batch rows (beam search): row i becomes old row ``index[i]``."""
         filled = slice(0, self.length)
         self.keys[:, :, :, filled] = self.keys[:, index, :, filled]
         self.values[:, :, :, filled] = self.values[:, index, :, filled]
+        order = index.tolist()
+        self.lengths = [self.lengths[i] for i in order]
+
+
+@dataclass
+class _CacheStep:
+    """One forward pass's use of a :class:`KVCache`."""
+
+    cache: KVCache
+    positions: Tensor  # (B, T)
+    span: int
 
 
 class LayerNorm(nn.Module):
@@ -120,19 +206,15 @@ class MultiHeadAttention(nn.Module):
         self,
         x: Tensor,
         mask: Tensor | str | None = CAUSAL,
-        cache: KVCache | None = None,
+        step: _CacheStep | None = None,
         layer: int = 0,
     ) -> Tensor:
         b, t, d = x.shape
         q = self._heads(self.W_query(x))
         k = self._heads(self.W_key(x))
         v = self._heads(self.W_value(x))
-        if cache is not None:
-            start = cache.length
-            cache.keys[layer, :, :, start : start + t] = k
-            cache.values[layer, :, :, start : start + t] = v
-            k = cache.keys[layer, :, :, : start + t]
-            v = cache.values[layer, :, :, : start + t]
+        if step is not None:
+            k, v = step.cache.write(layer, k, v, step.positions, step.span)
         dropout = self.drop_rate if self.training else 0.0
         if isinstance(mask, str):  # CAUSAL: the fused kernels' fast path
             out = F.scaled_dot_product_attention(
@@ -159,9 +241,13 @@ class TransformerBlock(nn.Module):
         self.drop_shortcut = nn.Dropout(cfg.drop_rate)
 
     def forward(
-        self, x: Tensor, mask: Tensor | str | None, cache: KVCache | None, layer: int
+        self,
+        x: Tensor,
+        mask: Tensor | str | None,
+        step: _CacheStep | None,
+        layer: int,
     ) -> Tensor:
-        x = x + self.drop_shortcut(self.att(self.norm1(x), mask, cache, layer))
+        x = x + self.drop_shortcut(self.att(self.norm1(x), mask, step, layer))
         return x + self.drop_shortcut(self.ff(self.norm2(x)))
 
 
@@ -189,52 +275,73 @@ class GPTModel(nn.Module):
         cache: KVCache | None = None,
         position_ids: Tensor | None = None,
         attention_mask: Tensor | None = None,
+        logits_at: Tensor | None = None,
     ) -> Tensor:
         """Logits (B, T, vocab) for token ids ``in_idx`` (B, T).
 
-        ``cache``: append these tokens to a :class:`KVCache` and attend to its
-        prefix. ``attention_mask`` (B, cache.length + T) marks real tokens (True)
-        against left padding; ``position_ids`` (B, T) default to consecutive
-        positions after the cached prefix.
+        ``cache``: add these tokens to each row of a :class:`KVCache` at the
+        row's next positions and attend to everything before them (positions
+        come from the cache). Without a cache, ``attention_mask`` (B, T) marks
+        real tokens (True) against left padding and ``position_ids`` (B, T)
+        default to ``0 .. T-1``. ``logits_at`` (B,): return only the logits of
+        that position of each row, (B, 1, vocab) (the last real token of a
+        padded prefill: the output head is the largest matrix product).
         """
         t = in_idx.shape[1]
-        start = cache.length if cache is not None else 0
-        if cache is not None and start + t > cache.capacity:
-            raise ValueError(
-                f"KV cache holds {cache.capacity} positions; {start + t} needed"
-            )
-        if position_ids is None:
-            position_ids = torch.arange(start, start + t, device=in_idx.device)
+        step: _CacheStep | None = None
+        mask: Tensor | str | None = CAUSAL
+        if cache is not None:
+            if attention_mask is not None:
+                raise ValueError("a cached forward takes its positions from the cache")
+            if cache.length + t > cache.capacity:
+                raise ValueError(
+                    f"KV cache holds {cache.capacity} positions;"
+                    f" {cache.length + t} needed"
+                )
+            if position_ids is None:
+                position_ids = cache.positions(t, in_idx.device)
+            step = _CacheStep(cache, position_ids, cache.span(t))
+            mask = _cache_mask(cache, position_ids, t, step.span)
+        else:
+            if position_ids is None:
+                position_ids = torch.arange(t, device=in_idx.device)
+            if attention_mask is not None:
+                mask = _attention_mask(t, attention_mask, in_idx.device)
         x = self.tok_emb(in_idx) + self.pos_emb(position_ids)
         x = self.drop_emb(x)
-        mask: Tensor | str | None
-        if attention_mask is not None:
-            mask = _attention_mask(start, t, attention_mask, in_idx.device)
-        elif start == 0:
-            mask = CAUSAL
-        elif t == 1:
-            mask = None  # a single new token sees the whole cached prefix
-        else:
-            mask = _attention_mask(start, t, None, in_idx.device)
         for layer, block in enumerate(self.trf_blocks):
-            x = block(x, mask, cache, layer)
+            x = block(x, mask, step, layer)
         if cache is not None:
-            cache.length = start + t
+            cache.advance(t)
+        if logits_at is not None:
+            rows = torch.arange(x.shape[0], device=x.device)
+            x = x[rows, logits_at][:, None]  # (B, 1, D)
         return self.out_head(self.final_norm(x))
 
 
-def _attention_mask(
-    start: int, t: int, key_mask: Tensor | None, device: torch.device
-) -> Tensor:
-    """Boolean mask (B or 1, 1, T, start+T): query i sees key j when j <= start+i
-    and key j is a real token. Each query also sees itself, so rows of padding
-    never become all-masked (which would turn them into NaN)."""
-    total = start + t
-    query_pos = torch.arange(start, total, device=device)[:, None]
-    key_pos = torch.arange(total, device=device)[None, :]
-    causal = key_pos <= query_pos  # (T, S)
-    if key_mask is None:
-        return causal[None, None]
-    allowed = causal[None] & key_mask[:, None, :].bool()  # (B, T, S)
+def _cache_mask(
+    cache: KVCache, positions: Tensor, t: int, span: int
+) -> Tensor | str | None:
+    """The attention mask of a cached forward: slot j is visible to the query
+    at position p of its row when j <= p (every such slot is filled)."""
+    uniform = len(set(cache.lengths)) == 1
+    if not cache.static and uniform:
+        if t == 1:
+            return None  # one new token per row sees the whole filled prefix
+        if cache.length == 0:
+            return CAUSAL  # a prefill of equal rows: the fused kernels' fast path
+    slots = torch.arange(span, device=positions.device)
+    return slots[None, None, None, :] <= positions[:, None, :, None]  # (B, 1, T, S)
+
+
+def _attention_mask(t: int, key_mask: Tensor, device: torch.device) -> Tensor:
+    """Boolean mask (B, 1, T, T) of an uncached pass over left-padded rows:
+    query i sees key j when j <= i and key j is a real token. Each query also
+    sees itself, so rows of padding never become all-masked (which would turn
+    them into NaN)."""
+    query_pos = torch.arange(t, device=device)[:, None]
+    key_pos = torch.arange(t, device=device)[None, :]
+    causal = key_pos <= query_pos  # (T, T)
+    allowed = causal[None] & key_mask[:, None, :].bool()  # (B, T, T)
     allowed |= key_pos == query_pos
     return allowed[:, None]
