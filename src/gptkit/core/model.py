@@ -64,9 +64,11 @@ class KVCache:
         static: bool = False,
     ) -> KVCache:
         shape = (cfg.n_layers, batch_size, cfg.n_heads, max_len, cfg.head_dim)
+        # Zeros, not empty memory: a masked slot still enters attention as
+        # 0 x value, and uninitialised NaNs there would poison the whole row.
         return cls(
-            torch.empty(shape, device=device, dtype=dtype),
-            torch.empty(shape, device=device, dtype=dtype),
+            torch.zeros(shape, device=device, dtype=dtype),
+            torch.zeros(shape, device=device, dtype=dtype),
             static=static,
         )
 
