@@ -47,7 +47,8 @@ from gptkit.core.config import get_preset
 from gptkit.core.data import make_loaders
 from gptkit.core.device import tune_cpu_allocator
 from gptkit.core.model import GPTModel
-from gptkit.core.train import Trainer, TrainSettings
+from gptkit.core.settings import TrainSettings
+from gptkit.core.train import Trainer
 from gptkit.plugins.schedulers.schedules import Constant
 
 PRESET = os.environ.get("GPTKIT_BENCH_PRESET", "gpt2-124m")

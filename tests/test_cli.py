@@ -114,7 +114,7 @@ def bad_files(tmp_path):
         (["train", "--corpus", "no-such-corpus-name"], ["corpus file not found"]),
         (["train", "--logger", "nope"], ["unknown logger 'nope'", "console"]),
         (["train", "--scheduler", "nope"], ["unknown scheduler 'nope'"]),
-        (["train", "--lr", "-0.001"], ["--lr must be positive"]),
+        (["train", "--lr", "-0.001"], ["'--lr'", "x>0.0"]),
         (["train", "--epochs", "0"], ["--epochs"]),
         (
             ["train", "-s", "warmup=2", "--scheduler", "warmup-cosine"],

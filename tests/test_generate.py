@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from gptkit.core.errors import GptkitError
-from gptkit.core.generate import generate_text, generate_tokens
+from gptkit.core.generate import generate_tokens
+from gptkit.core.text import generate_text
 from gptkit.core.tokenizer import EOT_ID
 from gptkit.plugins.samplers.token import Greedy, TopK
 from tests.helpers import greedy_without_cache, tiny_model
@@ -83,3 +84,36 @@ def test_top_k_keeps_k_tokens_and_temperature_zero_is_greedy():
     assert TopK(temperature=0.0).sample(logits).tolist() == [1]
     draws = {int(TopK(top_k=2).sample(logits)) for _ in range(200)}
     assert draws == {1, 2}
+
+
+def test_streamed_pieces_add_up_to_the_returned_completion():
+    """Streaming holds back what may change (a stop string's start, half a
+    UTF-8 character), so the pieces always equal the non-streamed text."""
+    from gptkit.core.text import TextGeneration
+
+    model = tiny_model()
+    sampler = TopK(temperature=1.5, top_k=50)
+    prompts = ["Hello", "A somewhat longer prompt than the first"]
+    free = generate_text(model, prompts, sampler, max_new_tokens=25, seed=3)
+    stop = free[0].completion[6:9]
+    generation = TextGeneration(
+        model, prompts, sampler, max_new_tokens=25, seed=3, stop_strings=[stop]
+    )
+    pieces = {0: "", 1: ""}
+    for row, piece in generation:
+        pieces[row] += piece
+    results = generation.results
+    assert results[0].finish_reason == "stop" and stop not in results[0].completion
+    assert [pieces[0], pieces[1]] == [r.completion for r in results]
+
+
+def test_text_stream_holds_back_partial_characters_and_stop_prefixes():
+    from gptkit.core.text import TextStream
+    from gptkit.core.tokenizer import encode
+
+    ids = encode("naïve café")
+    stream = TextStream(stop_strings=["é!"])
+    out = "".join(stream.update(ids[: i + 1], False) for i in range(len(ids)))
+    assert "\ufffd" not in out
+    assert out == "naïve caf"  # "é" may still become "é!"
+    assert stream.update(ids, True) == "é"

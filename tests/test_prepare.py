@@ -149,7 +149,7 @@ def test_train_streams_windows_from_a_prepared_corpus(cli_run, tmp_path, verdict
     assert result.exit_code == 0, result.stderr
     config = json.loads((run / "config.json").read_text())
     assert config["data"]["prepared"] and config["data"]["tokens"] == len(ids)
-    assert config["cli"]["data"] == str(out)
+    assert config["settings"]["data"] == str(out)
     evals = [
         r for r in map(json.loads, (run / "metrics.jsonl").open()) if "val_loss" in r
     ]

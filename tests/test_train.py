@@ -168,7 +168,7 @@ def test_resume_continues_exactly(tmp_path, cli_run, verdict_path):
     with open(part / "metrics.jsonl", "a") as f:
         f.write(json.dumps({"step": 33, "loss": 0.0}) + "\n")
     config = json.loads((part / "config.json").read_text())
-    config["cli"]["max_steps"] = None
+    config["settings"]["max_steps"] = None
     (part / "config.json").write_text(json.dumps(config))
     resumed = cli_run("train", "--resume", str(part))
     assert resumed.exit_code == 0, resumed.stderr

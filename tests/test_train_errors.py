@@ -91,7 +91,7 @@ def test_resume_with_a_different_setting_names_it(cli_run, run_copy):
     assert_clean_error(result, "--precision bf16-mixed differs from the run's fp32")
     # The run's config.json disagrees with its checkpoint: say which setting.
     config = json.loads((run_copy / "config.json").read_text())
-    config["cli"]["drop_rate"] = 0.25
+    config["settings"]["drop_rate"] = 0.25
     (run_copy / "config.json").write_text(json.dumps(config))
     before = snapshot(run_copy)
     result = cli_run("train", "--resume", str(run_copy))

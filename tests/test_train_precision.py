@@ -12,7 +12,8 @@ from safetensors import safe_open
 from gptkit.core.config import get_preset
 from gptkit.core.data import make_loaders
 from gptkit.core.model import GPTModel
-from gptkit.core.train import Trainer, TrainSettings
+from gptkit.core.settings import TrainSettings
+from gptkit.core.train import Trainer
 from gptkit.plugins.schedulers.schedules import Constant
 
 SMALL = [
@@ -44,7 +45,7 @@ def trainer(verdict_text, **settings) -> Trainer:
     return Trainer(
         model,
         data,
-        TrainSettings(eval_iter=1, sample_tokens=0, **settings),
+        TrainSettings(eval_iter=1, max_new_tokens=0, **settings),
         device=torch.device("cpu"),
         scheduler=Constant(),
     )

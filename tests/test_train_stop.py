@@ -18,7 +18,8 @@ from gptkit.core.data import make_loaders
 from gptkit.core.errors import GptkitError
 from gptkit.core.interfaces import Logger
 from gptkit.core.model import GPTModel
-from gptkit.core.train import Trainer, TrainingInterrupted, TrainSettings
+from gptkit.core.settings import TrainSettings
+from gptkit.core.train import Trainer, TrainingInterrupted
 from gptkit.plugins.schedulers.schedules import Constant
 
 
@@ -44,7 +45,7 @@ def trainer(verdict_text, tmp_path, loggers=(), **settings) -> Trainer:
     return Trainer(
         model,
         data,
-        TrainSettings(eval_iter=1, eval_freq=100, sample_tokens=0, **settings),
+        TrainSettings(eval_iter=1, eval_freq=100, max_new_tokens=0, **settings),
         device=torch.device("cpu"),
         scheduler=Constant(),
         loggers=loggers,

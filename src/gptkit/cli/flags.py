@@ -1,39 +1,47 @@
-"""Options shared by several commands (the book's flag names), and helpers that
-turn them into core objects. Torch-free at import time."""
+"""Command-line options built from the settings dataclasses, and the helpers
+commands share. Torch-free at import time.
+
+A settings field (:mod:`gptkit.core.settings`) becomes an option with its name in
+dashes (or its ``flag``), its help, type, bounds and default; a command passes
+on only the options given on its command line (:func:`given_settings`), so the
+defaults live in one place.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+import types
+import typing
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 import click
 
-if TYPE_CHECKING:
-    from gptkit.core.config import GPTConfig
+from gptkit.core.settings import (
+    DEVICES,
+    PRESET_NAMES,
+    Settings,
+    flag_of,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-PRESET_NAMES = (
-    "gpt2-124m",
-    "gpt2-355m",
-    "gpt2-774m",
-    "gpt2-1558m",
-    "tiny",
-    "mini",
-    "small",
-)
-MODEL_FIELDS = (
-    "context_length",
-    "emb_dim",
-    "n_layers",
-    "n_heads",
-    "drop_rate",
-    "qkv_bias",
+__all__ = [
+    "PRESET_NAMES",
+    "device_option",
+    "echo_json",
+    "given_settings",
+    "settings_options",
+]
+
+_GIVEN = (
+    click.core.ParameterSource.COMMANDLINE,
+    click.core.ParameterSource.ENVIRONMENT,
 )
 
 
-def _stack(*decorators: Callable[[F], F]) -> Callable[[F], F]:
+def _stack(decorators: list[Callable[[F], F]]) -> Callable[[F], F]:
     def apply(f: F) -> F:
         for decorator in reversed(decorators):
             f = decorator(f)
@@ -42,113 +50,123 @@ def _stack(*decorators: Callable[[F], F]) -> Callable[[F], F]:
     return apply
 
 
-def model_options(default_preset: str | None) -> Callable[[F], F]:
-    """--preset plus per-field overrides of the model config."""
-    return _stack(
-        click.option(
-            "--preset",
-            type=click.Choice(PRESET_NAMES),
-            default=default_preset,
-            show_default=True,
-            help="Model size preset.",
-        ),
-        click.option(
-            "--context-length",
-            type=click.IntRange(min=1),
-            help="Context length in tokens (overrides the preset).",
-        ),
-        click.option("--emb-dim", type=click.IntRange(min=1), help="Embedding width."),
-        click.option(
-            "--n-layers", type=click.IntRange(min=1), help="Transformer blocks."
-        ),
-        click.option("--n-heads", type=click.IntRange(min=1), help="Attention heads."),
-        click.option(
-            "--drop-rate",
-            type=click.FloatRange(0.0, 1.0, max_open=True),
-            help="Dropout rate.",
-        ),
-        click.option(
-            "--qkv-bias/--no-qkv-bias",
-            default=None,
-            help="Bias in the query/key/value projections.",
-        ),
-    )
+def _plain(hint: Any) -> tuple[Any, bool]:
+    """(the type without ``None``, whether ``None`` is allowed)."""
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        return inner[0], len(inner) < len(args)
+    return hint, False
+
+
+def _click_type(hint: Any, meta: dict[str, Any]) -> Any:
+    if meta.get("choices") is not None:
+        return click.Choice([str(c) for c in meta["choices"]])
+    bounds = {
+        "min": meta.get("ge", meta.get("gt")),
+        "max": meta.get("le", meta.get("lt")),
+        "min_open": "gt" in meta,
+        "max_open": "lt" in meta,
+    }
+    if hint is int and (bounds["min"] is not None or bounds["max"] is not None):
+        return click.IntRange(**bounds)
+    if hint is float and (bounds["min"] is not None or bounds["max"] is not None):
+        return click.FloatRange(**bounds)
+    return {int: int, float: float, str: str}.get(hint, str)
+
+
+def _option(f: dataclasses.Field[Any], hint: Any, default: Any) -> Callable[[F], F]:
+    meta = dict(f.metadata)
+    flag = flag_of(f)
+    decls = [flag] + ([f"-{meta['short']}"] if meta.get("short") else [])
+    help_text = meta["help"]
+    kwargs: dict[str, Any] = {"help": help_text, "metavar": meta.get("metavar")}
+    plain, optional = _plain(hint)
+    origin = typing.get_origin(plain)
+    if meta.get("default_help"):
+        kwargs["help"] = f"{help_text} [default: {meta['default_help']}]"
+    if plain is bool:
+        if optional or default is True:  # --x/--no-x: None means "not given"
+            decls = [f"{flag}/--no-{flag[2:]}"]
+            kwargs["default"] = None if optional else default
+        else:
+            kwargs.update(default=default, is_flag=True)
+    elif origin in (tuple, list):
+        inner = typing.get_args(plain)[0] if typing.get_args(plain) else str
+        kwargs.update(multiple=True, type=_click_type(inner, meta), default=default)
+    elif plain is dict or origin is dict:
+        kwargs.update(multiple=True, type=str, default=())
+        kwargs["metavar"] = kwargs["metavar"] or "KEY=VALUE"
+    else:
+        kwargs.update(type=_click_type(plain, meta), default=default)
+    if not meta.get("default_help") and default not in (None, (), [], {}, False):
+        kwargs["show_default"] = True
+    return click.option(*decls, f.name, **kwargs)
+
+
+def settings_options(
+    cls: type[Settings],
+    *,
+    only: Iterable[str] | None = None,
+    exclude: Iterable[str] = (),
+    defaults: dict[str, Any] | None = None,
+) -> Callable[[F], F]:
+    """Click options for the fields of ``cls`` (``only`` some, in that order;
+    or all but ``exclude``); ``defaults`` replaces a field's default."""
+    hints = typing.get_type_hints(cls)
+    by_name = {f.name: f for f in dataclasses.fields(cls)}
+    names = list(only) if only is not None else list(by_name)
+    unknown = [n for n in [*names, *exclude] if n not in by_name]
+    if unknown:
+        raise ValueError(f"{cls.__name__} has no setting {unknown[0]}")
+    decorators = []
+    for name in names:
+        f = by_name[name]
+        if name in exclude or not f.metadata.get("cli", True):
+            continue
+        default = (defaults or {}).get(name, _default(f))
+        decorators.append(_option(f, hints[name], default))
+    return _stack(decorators)
+
+
+def _default(f: dataclasses.Field[Any]) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        value = f.default_factory()
+        return () if isinstance(value, dict) else value
+    return None
+
+
+def given_settings(
+    ctx: click.Context, opts: dict[str, Any], cls: type[Settings]
+) -> dict[str, Any]:
+    """The settings of ``cls`` given on the command line (not defaults), as
+    keyword values: ``KEY=VALUE`` pairs become a dict."""
+    from gptkit.core.component_options import parse_pairs
+
+    hints = typing.get_type_hints(cls)
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in opts or ctx.get_parameter_source(f.name) not in _GIVEN:
+            continue
+        value = opts[f.name]
+        plain, _ = _plain(hints[f.name])
+        if plain is dict or typing.get_origin(plain) is dict:
+            value = parse_pairs(value)
+        out[f.name] = value
+    return out
 
 
 def device_option(f: F) -> F:
     return click.option(
         "--device",
-        type=click.Choice(["auto", "cpu", "cuda", "mps"]),
+        type=click.Choice(list(DEVICES)),
         default="auto",
         show_default=True,
         help="auto: CUDA, then Apple MPS, then CPU.",
     )(f)
 
 
-def corpus_option(default: str | None) -> Callable[[F], F]:
-    return click.option(
-        "--corpus",
-        "corpora",
-        multiple=True,
-        default=(default,) if default else (),
-        show_default=True,
-        metavar="NAME|PATH",
-        help="A corpus plugin name (python-docs, the-verdict, ...) or a text file,"
-        " directory or glob; repeatable.",
-    )
-
-
-def data_options(batch_size: int, train_ratio: float = 0.9) -> Callable[[F], F]:
-    return _stack(
-        click.option(
-            "--batch-size",
-            type=click.IntRange(min=1),
-            default=batch_size,
-            show_default=True,
-            help="Sequences per batch.",
-        ),
-        click.option(
-            "--stride",
-            type=click.IntRange(min=1),
-            help="Tokens between window starts [default: context length].",
-        ),
-        click.option(
-            "--train-ratio",
-            type=click.FloatRange(0, 1, min_open=True, max_open=True),
-            default=train_ratio,
-            show_default=True,
-            help="Share of the characters used for training.",
-        ),
-    )
-
-
-def model_config(preset: str, overrides: dict[str, Any]) -> GPTConfig:
-    """The preset with the given fields replaced."""
-    from gptkit.core.config import get_preset
-
-    return get_preset(preset).replace(**{k: overrides.get(k) for k in MODEL_FIELDS})
-
-
-def parse_option_pairs(pairs: tuple[str, ...]) -> dict[str, str]:
-    from gptkit.core.component_options import parse_pairs
-
-    return parse_pairs(pairs)
-
-
 def echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2))
-
-
-def weight_hints(opts: dict[str, Any]) -> dict[str, Any]:
-    """Model settings given explicitly on the command line, for loaders that
-    cannot read them from the file (the book's .pth files lack the number of
-    heads): ``--n-heads``, and ``--preset`` unless it is only the default."""
-    ctx = click.get_current_context(silent=True)
-    explicit_preset = ctx is not None and ctx.get_parameter_source("preset") in (
-        click.core.ParameterSource.COMMANDLINE,
-        click.core.ParameterSource.ENVIRONMENT,
-    )
-    return {
-        "n_heads": opts.get("n_heads"),
-        "preset": opts.get("preset") if explicit_preset else None,
-    }

@@ -67,7 +67,7 @@ class LazyGroup(click.Group):
             click.echo(f"gptkit: error: {exc.format_message()}", err=True)
             sys.exit(exc.exit_code)
         except GptkitError as exc:
-            click.echo(f"gptkit: error: {exc}", err=True)
+            click.echo(f"gptkit: error: {_cli_message(exc)}", err=True)
             sys.exit(130 if type(exc).__name__ == "TrainingInterrupted" else 2)
         except KeyboardInterrupt:
             click.echo("gptkit: interrupted", err=True)
@@ -77,6 +77,18 @@ class LazyGroup(click.Group):
         if isinstance(rv, int):
             sys.exit(rv)
         sys.exit(0)
+
+
+def _cli_message(exc: GptkitError) -> str:
+    """The error's message, naming settings by their command-line options."""
+    from gptkit.core.errors import SettingError
+
+    if not isinstance(exc, SettingError):
+        return str(exc)
+    from gptkit.core.settings import all_settings_flags
+
+    flags = all_settings_flags()
+    return exc.render(lambda name: flags.get(name, "--" + name.replace("_", "-")))
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -40,7 +40,13 @@ def parse_pairs(pairs: Iterable[str]) -> dict[str, str]:
     return out
 
 
-def _convert(value: Any, annotation: Any, key: str, owner: str) -> Any:
+def convert_value(value: Any, annotation: Any) -> Any:
+    """``value`` as the type ``annotation`` names (strings from the command line
+    are parsed: ``"0.8"`` -> 0.8, ``"true"`` -> True, ``"a,b"`` -> a tuple,
+    ``"none"`` -> None where the type allows it).
+
+    :raises ValueError: naming the value and the type it is not.
+    """
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if origin in (typing.Union, types.UnionType):
@@ -49,12 +55,19 @@ def _convert(value: Any, annotation: Any, key: str, owner: str) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _convert(value, inner[0], key, owner)
+        return convert_value(value, inner[0])
     if origin in (tuple, list):
-        items = value.split(",") if isinstance(value, str) else list(value)
+        if isinstance(value, str):  # "a,b" from a command line
+            items = [v for v in value.split(",") if v != ""]
+        else:
+            items = list(value)
         inner = args[0] if args else str
-        converted = [_convert(v, inner, key, owner) for v in items if v != ""]
+        converted = [convert_value(v, inner) for v in items]
         return tuple(converted) if origin is tuple else converted
+    if origin is dict or annotation is dict:
+        if isinstance(value, Mapping):
+            return dict(value)
+        raise ValueError(f"{value!r} is not a mapping")
     if annotation is typing.Any:
         return value
     try:
@@ -78,18 +91,20 @@ def _convert(value: Any, annotation: Any, key: str, owner: str) -> Any:
                 raise ValueError
             return float(value)
         if annotation is str:
+            if not isinstance(value, str | int | float) or isinstance(value, bool):
+                raise ValueError
             return str(value)
     except (TypeError, ValueError):
         name = getattr(annotation, "__name__", str(annotation))
-        raise OptionError(
-            f"option {key} of {owner}: {value!r} is not a valid {name}"
-        ) from None
+        raise ValueError(f"{value!r} is not a valid {name}") from None
     return value
 
 
-def _check_bounds(value: Any, meta: Mapping[str, Any], key: str, owner: str) -> None:
+def bounds_problem(value: Any, meta: Mapping[str, Any]) -> str | None:
+    """What is wrong with ``value`` under the field metadata's bounds
+    (``ge``, ``gt``, ``le``, ``lt``, ``choices``), or None."""
     if value is None:
-        return
+        return None
     checks = (
         ("ge", lambda v, b: v >= b, ">="),
         ("gt", lambda v, b: v > b, ">"),
@@ -98,15 +113,24 @@ def _check_bounds(value: Any, meta: Mapping[str, Any], key: str, owner: str) -> 
     )
     for name, ok, symbol in checks:
         if name in meta and not ok(value, meta[name]):
-            raise OptionError(
-                f"option {key} of {owner} must be {symbol} {meta[name]}, got {value}"
-            )
+            return f"must be {symbol} {meta[name]}, got {value}"
     choices = meta.get("choices")
     if choices is not None and value not in choices:
-        raise OptionError(
-            f"option {key} of {owner} must be one of {', '.join(map(str, choices))},"
-            f" got {value!r}"
-        )
+        return f"must be one of {', '.join(map(str, choices))}, got {value!r}"
+    return None
+
+
+def _convert(value: Any, annotation: Any, key: str, owner: str) -> Any:
+    try:
+        return convert_value(value, annotation)
+    except ValueError as exc:
+        raise OptionError(f"option {key} of {owner}: {exc}") from None
+
+
+def _check_bounds(value: Any, meta: Mapping[str, Any], key: str, owner: str) -> None:
+    problem = bounds_problem(value, meta)
+    if problem is not None:
+        raise OptionError(f"option {key} of {owner} {problem}")
 
 
 def build_options(options_cls: type, values: Mapping[str, Any], owner: str) -> Any:

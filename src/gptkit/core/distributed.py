@@ -4,19 +4,16 @@ processes, ``torch.distributed`` connects them (gloo on CPU, NCCL on CUDA) and
 
 ``torchrun`` tells every process who it is through environment variables
 (``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``/``MASTER_PORT``);
-:func:`init_distributed` reads them. ``gptkit train --devices N`` is a shortcut
-that re-executes the same command under ``python -m torch.distributed.run``
-(:func:`torchrun_argv`).
+:func:`init_distributed` reads them. (``gptkit train --devices N``, which
+re-executes the command under torchrun, is the command line's: gptkit.cli.launch.)
 
-This module is torch-free at import time (the command line imports it to build
-the launcher's command); torch is imported inside the functions that need it.
+This module is torch-free at import time; torch is imported inside the functions
+that need it.
 """
 
 from __future__ import annotations
 
 import os
-import sys
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -24,17 +21,6 @@ from gptkit.core.errors import GptkitError
 
 if TYPE_CHECKING:
     import torch
-
-#: Options of ``gptkit train`` that belong to the launcher (they are removed
-#: from the command the workers run). Values: whether the option takes a value.
-LAUNCHER_OPTIONS = {
-    "--devices": True,
-    "--nnodes": True,
-    "--node-rank": True,
-    "--rdzv-backend": True,
-    "--rdzv-endpoint": True,
-    "--rdzv-id": True,
-}
 
 
 @dataclass(frozen=True)
@@ -161,70 +147,3 @@ def all_gather_objects(obj: Any, ctx: DistContext) -> list[Any]:
     out: list[Any] = [None] * ctx.world_size
     dist.all_gather_object(out, obj)
     return out
-
-
-# -- the --devices launcher ----------------------------------------------------
-
-
-def strip_launcher_options(argv: Sequence[str]) -> list[str]:
-    """``argv`` without the launcher's options (``--devices 2``,
-    ``--nnodes=2``, ...), which the workers must not see."""
-    out: list[str] = []
-    skip = False
-    for arg in argv:
-        if skip:
-            skip = False
-            continue
-        name, eq, _ = arg.partition("=")
-        if name in LAUNCHER_OPTIONS:
-            skip = LAUNCHER_OPTIONS[name] and not eq
-            continue
-        out.append(arg)
-    return out
-
-
-def torchrun_argv(
-    command: Sequence[str],
-    *,
-    nproc_per_node: int,
-    nnodes: str | None = None,
-    node_rank: int | None = None,
-    rdzv_backend: str | None = None,
-    rdzv_endpoint: str | None = None,
-    rdzv_id: str | None = None,
-    python: str = sys.executable,
-) -> list[str]:
-    """``python -m torch.distributed.run [launcher flags] -m gptkit COMMAND...``.
-
-    One node without a rendezvous endpoint runs ``--standalone`` (torchrun
-    picks a free port); otherwise ``--nnodes``, ``--node-rank`` and the
-    ``--rdzv-*`` flags are passed through unchanged (see ``torchrun --help``).
-    """
-    args = [python, "-m", "torch.distributed.run", f"--nproc-per-node={nproc_per_node}"]
-    multi_node = nnodes not in (None, "1") or rdzv_endpoint is not None
-    if not multi_node:
-        args.append("--standalone")
-    else:
-        if nnodes is not None:
-            args.append(f"--nnodes={nnodes}")
-        if node_rank is not None:
-            args.append(f"--node-rank={node_rank}")
-        if rdzv_backend is not None:
-            args.append(f"--rdzv-backend={rdzv_backend}")
-        if rdzv_endpoint is not None:
-            args.append(f"--rdzv-endpoint={rdzv_endpoint}")
-        if rdzv_id is not None:
-            args.append(f"--rdzv-id={rdzv_id}")
-    return [*args, "-m", "gptkit", *command]
-
-
-def exec_torchrun(argv: list[str]) -> None:
-    """Replace this process with torchrun (signals and the exit status are
-    then torchrun's own); on systems without ``execv`` run it as a child."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    if hasattr(os, "execv") and sys.platform != "win32":
-        os.execv(argv[0], argv)
-    import subprocess
-
-    raise SystemExit(subprocess.call(argv))

@@ -94,6 +94,8 @@ class Sampler(ComponentBase):
     kind = "sampler"
     #: True when :meth:`sample` takes the argmax (no random draw).
     deterministic: ClassVar[bool] = False
+    #: Text comes token by token (streaming works).
+    streams: ClassVar[bool] = True
 
     def start(self, batch_size: int) -> None:
         """Called before each generation: reset any per-row state here."""
@@ -116,9 +118,14 @@ class Sampler(ComponentBase):
 
 
 class SearchStrategy(ComponentBase):
-    """A whole-sequence decoding strategy (beam search): implements ``generate``."""
+    """A whole-sequence decoding strategy (beam search): implements ``generate``.
+
+    It returns finished sequences, so its text cannot be streamed token by token.
+    """
 
     kind = "sampler"
+    #: Whole sequences at the end: no token-by-token streaming.
+    streams: ClassVar[bool] = False
 
     def generate(self, model: Any, request: Any) -> Any:
         raise NotImplementedError

@@ -24,7 +24,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -39,65 +39,20 @@ from gptkit.core.distributed import (
     all_reduce_sum,
     broadcast_object,
 )
-from gptkit.core.errors import GptkitError
+from gptkit.core.errors import GptkitError, SettingError
 from gptkit.core.generate import generate_tokens
 from gptkit.core.interfaces import Logger, RunInfo, Scheduler
 from gptkit.core.loss import batch_loss, loader_loss
 from gptkit.core.model import GPTModel
+from gptkit.core.settings import TrainSettings
 from gptkit.core.tokenizer import decode, encode
 
-#: --precision values and the autocast dtype of each (None: plain fp32).
+#: Precision settings and the autocast dtype of each (None: plain fp32).
 PRECISIONS: dict[str, torch.dtype | None] = {
     "fp32": None,
     "bf16-mixed": torch.bfloat16,
     "fp16-mixed": torch.float16,
 }
-
-
-@dataclass
-class TrainSettings:
-    """Optimisation and bookkeeping settings (the book's names)."""
-
-    epochs: int = 10
-    lr: float = 4e-4
-    weight_decay: float = 0.1
-    eval_freq: int = 5
-    eval_iter: int | None = 5
-    start_context: str | None = "Every effort moves you"
-    sample_tokens: int = 50
-    max_norm: float | None = None
-    grad_accum: int = 1
-    max_steps: int | None = None
-    checkpoint_every: int | None = None
-    keep_last: int | None = None
-    precision: str = "fp32"
-    compile: bool = False
-
-    def validate(self) -> None:
-        checks = [
-            (self.epochs >= 1, "--epochs must be at least 1"),
-            (self.lr > 0, f"--lr must be positive, got {self.lr}"),
-            (self.weight_decay >= 0, "--weight-decay must be >= 0"),
-            (self.eval_freq >= 1, "--eval-freq must be at least 1"),
-            (self.eval_iter is None or self.eval_iter >= 1, "--eval-iter must be >= 1"),
-            (self.sample_tokens >= 0, "--max-new-tokens must be >= 0"),
-            (self.max_norm is None or self.max_norm > 0, "--max-norm must be positive"),
-            (self.grad_accum >= 1, "--grad-accum must be at least 1"),
-            (self.max_steps is None or self.max_steps >= 1, "--max-steps must be >= 1"),
-            (
-                self.checkpoint_every is None or self.checkpoint_every >= 1,
-                "--checkpoint-every must be at least 1",
-            ),
-            (self.keep_last is None or self.keep_last >= 1, "--keep-last must be >= 1"),
-            (
-                self.precision in PRECISIONS,
-                f"unknown --precision {self.precision!r}; choose one of"
-                f" {', '.join(PRECISIONS)}",
-            ),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise GptkitError(message)
 
 
 class TrainingInterrupted(GptkitError):
@@ -193,6 +148,11 @@ class Trainer:
         dist: DistContext | None = None,
     ) -> None:
         settings.validate()
+        if settings.precision not in PRECISIONS:
+            raise SettingError(
+                f"{{precision}} {settings.precision!r} is not supported by this"
+                f" trainer; choose one of {', '.join(PRECISIONS)}"
+            )
         self.model = model
         self.data = data
         self.settings = settings
@@ -204,8 +164,8 @@ class Trainer:
         self.dist = dist or DistContext()
         self.steps_per_epoch = len(data.train_loader) // settings.grad_accum
         if self.steps_per_epoch < 1:
-            raise GptkitError(
-                f"--grad-accum {settings.grad_accum} is more than the"
+            raise SettingError(
+                f"{{grad_accum}} {settings.grad_accum} is more than the"
                 f" {len(data.train_loader)} batches of an epoch"
             )
         self.total_steps = settings.epochs * self.steps_per_epoch
@@ -237,27 +197,28 @@ class Trainer:
         precision = self.settings.precision
         if self.autocast_dtype is not None:
             if not torch.amp.is_autocast_available(device_type):
-                raise GptkitError(
-                    f"--precision {precision}: no autocast on {device_type}"
+                raise SettingError(
+                    f"{{precision}} {precision}: no autocast on {device_type}"
                 )
             if (
                 device_type == "cuda"
                 and self.autocast_dtype is torch.bfloat16
                 and not torch.cuda.is_bf16_supported()
             ):
-                raise GptkitError(
-                    "--precision bf16-mixed: this GPU has no bfloat16; use fp16-mixed"
+                raise SettingError(
+                    "{precision} bf16-mixed: this GPU has no bfloat16; use fp16-mixed"
                 )
         try:
             return torch.amp.GradScaler(device_type, enabled=precision == "fp16-mixed")
         except (RuntimeError, AttributeError, TypeError) as exc:
-            raise GptkitError(
-                f"--precision {precision}: no gradient scaler on {device_type} ({exc})"
+            raise SettingError(
+                f"{{precision}} {precision}: no gradient scaler on {device_type}"
+                f" ({exc})"
             ) from None
 
     def _wrap(self, model: GPTModel) -> torch.nn.Module:
         """The module the training steps call: DDP around the model under
-        torchrun, then ``torch.compile`` around that with ``--compile``. The
+        torchrun, then ``torch.compile`` around that with the ``compile`` setting. The
         plain model stays ``self.model``: checkpoints store its keys (no
         ``module.`` or ``_orig_mod.`` prefixes), evaluation and samples use it."""
         wrapped: torch.nn.Module = model
@@ -311,8 +272,7 @@ class Trainer:
         if world != self.dist.world_size:
             raise GptkitError(
                 f"the run was trained by {world} process(es) and this is"
-                f" {self.dist.world_size}; resume it with as many (--devices"
-                f" {world}, or torchrun --nproc-per-node)"
+                f" {self.dist.world_size}; resume it with as many processes"
             )
         self.optimizer.load_state_dict(state["optimizer"])
         if state.get("scaler"):
@@ -358,12 +318,13 @@ class Trainer:
         if error is not None:
             raise GptkitError(error)
         self.last_checkpoint = Path(saved) if saved else None
-        self._tell(f"saved checkpoint {saved}")
+        self.tell(f"saved checkpoint {saved}")
         return self.last_checkpoint
 
     # -- the loop ------------------------------------------------------------
 
-    def _tell(self, text: str) -> None:
+    def tell(self, text: str) -> None:
+        """A line of information for the user, through the loggers."""
         for logger in self.loggers:
             logger.message(text)
 
@@ -416,15 +377,17 @@ class Trainer:
         return float((sums[:, 0] / sums[:, 1]).mean())
 
     def sample(self) -> str:
-        """Greedy continuation of ``start_context`` (the per-epoch sample)."""
+        """The continuation of ``start_context`` by the ``sampler`` setting (the
+        book's greedy ``generate_text_simple`` by default): the per-epoch sample."""
         from gptkit.core.registry import get_registry
 
-        greedy = get_registry().samplers.create("greedy")
+        assert self.settings.start_context is not None
+        sampler = get_registry().samplers.create(self.settings.sampler)
         result = generate_tokens(
             self.model,
             [encode(self.settings.start_context)],
-            greedy,
-            max_new_tokens=self.settings.sample_tokens,
+            sampler,
+            max_new_tokens=self.settings.max_new_tokens,
         )[0]
         return self.settings.start_context + decode(result.new_ids)
 
@@ -478,7 +441,7 @@ class Trainer:
         if status == "interrupted":
             raise TrainingInterrupted(
                 f"interrupted at step {self.step}; checkpoint saved in"
-                f" {self.last_checkpoint}; continue with --resume"
+                f" {self.last_checkpoint}; continue it with resume"
             )
         return summary
 
@@ -528,10 +491,10 @@ class Trainer:
         if math.isfinite(loss):
             return
         kept = latest_checkpoint(self.run_dir / "checkpoints") if self.run_dir else None
-        raise GptkitError(
+        raise SettingError(
             f"the loss became {loss} at step {self.step}; stopping"
             + (f" (last good checkpoint: {kept})" if kept else "")
-            + "; try a lower --lr or --max-norm"
+            + "; try a lower {lr} or {max_norm}"
         )
 
     def _run(self, stop: _StopFlag) -> dict[str, Any]:
@@ -595,7 +558,7 @@ class Trainer:
 
     def _epoch_sample(self) -> None:
         settings = self.settings
-        if not settings.start_context or settings.sample_tokens == 0:
+        if not settings.start_context or settings.max_new_tokens == 0:
             return
         if not self.dist.is_main:  # only rank 0 has loggers to show it
             return

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from gptkit.core.interfaces import Logger, RunInfo
+from gptkit.core.storage import atomic_write
 
 METRICS = "metrics.jsonl"
 SAMPLES = "samples.jsonl"
@@ -33,9 +34,7 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
 def truncate_rows(path: Path, keep_before_step: int) -> None:
     """Keep rows whose ``step`` is below ``keep_before_step``."""
     rows = [r for r in read_rows(path) if r.get("step", -1) < keep_before_step]
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    tmp.replace(path)
+    atomic_write(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
 class JsonlLogger(Logger):

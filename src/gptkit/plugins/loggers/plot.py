@@ -4,11 +4,12 @@
   x axis of tokens seen;
 - ``plots/perplexity.png``: both perplexities over tokens seen (log scale);
 - ``plots/lr.png``: the learning rate at every step (appendix D's figure).
+
+The figures come from :mod:`gptkit.core.plots`, which ``Run.plot`` uses too.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -49,55 +50,9 @@ class PlotLogger(Logger):
         """Write the three PNG files (nothing to draw before the first eval)."""
         if self._dir is None or not self._evals:
             return
-        import matplotlib
+        from gptkit.core.plots import figure, save_figure
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        self._dir.mkdir(parents=True, exist_ok=True)
-        epochs = [(r["step"] + 1) / self._steps_per_epoch for r in self._evals]
-        tokens = [r["tokens_seen"] for r in self._evals]
-        train = [r["train_loss"] for r in self._evals]
-        val = [r["val_loss"] for r in self._evals]
-
-        fig, ax1 = plt.subplots(figsize=(6, 4))
-        ax1.plot(epochs, train, label="Training loss")
-        ax1.plot(epochs, val, linestyle="-.", label="Validation loss")
-        ax1.set_xlabel("Epochs")
-        ax1.set_ylabel("Loss")
-        ax1.legend(loc="upper right")
-        ax2 = ax1.twiny()  # the same curves against tokens seen, drawn invisibly
-        ax2.plot(tokens, train, alpha=0)
-        ax2.set_xlabel("Tokens seen")
-        fig.tight_layout()
-        fig.savefig(self._dir / "loss.png", dpi=120)
-        plt.close(fig)
-
-        fig, ax = plt.subplots(figsize=(6, 4))
-        ax.plot(tokens, [_exp(v) for v in train], label="Training perplexity")
-        ax.plot(
-            tokens,
-            [_exp(v) for v in val],
-            linestyle="-.",
-            label="Validation perplexity",
-        )
-        ax.set_yscale("log")
-        ax.set_xlabel("Tokens seen")
-        ax.set_ylabel("Perplexity")
-        ax.legend(loc="upper right")
-        fig.tight_layout()
-        fig.savefig(self._dir / "perplexity.png", dpi=120)
-        plt.close(fig)
-
-        if self._steps:
-            fig, ax = plt.subplots(figsize=(6, 3))
-            ax.plot([r["step"] for r in self._steps], [r["lr"] for r in self._steps])
-            ax.set_xlabel("Step")
-            ax.set_ylabel("Learning rate")
-            fig.tight_layout()
-            fig.savefig(self._dir / "lr.png", dpi=120)
-            plt.close(fig)
-
-
-def _exp(x: float) -> float:
-    return math.exp(min(x, 700.0))
+        kinds = ("loss", "perplexity", "lr") if self._steps else ("loss", "perplexity")
+        for kind in kinds:
+            fig = figure(kind, self._steps, self._evals, self._steps_per_epoch)
+            save_figure(fig, self._dir / f"{kind}.png")

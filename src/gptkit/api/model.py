@@ -1,0 +1,278 @@
+"""``gptkit.load`` and :class:`LanguageModel`: a GPT with its tokenizer, ready to
+generate, stream and evaluate — what ``gptkit generate`` and ``gptkit eval`` run,
+for Python users."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any, overload
+
+from gptkit.core.errors import SettingError
+from gptkit.core.settings import EvalSettings, GenerateSettings, LoadSettings
+
+if TYPE_CHECKING:
+    import torch
+
+    from gptkit.core.config import GPTConfig
+    from gptkit.core.model import GPTModel
+    from gptkit.core.text import TextResult
+
+
+def load(weights: str | None = None, /, **settings: Any) -> LanguageModel:
+    """Load a model: any weight spec (``"hf:gpt2"``, ``"runs/NAME"``,
+    ``"book:model.pth"``, a checkpoint directory), or a random init of
+    ``preset`` (seeded by ``seed``) when no weights are given.
+
+    Keywords are :class:`~gptkit.core.settings.LoadSettings` (``device``,
+    ``dtype``, ``n_heads`` for files that do not record it, ...).
+
+    >>> lm = gptkit.load("hf:gpt2", device="cpu")            # doctest: +SKIP
+    >>> lm.generate("Every effort moves you", max_new_tokens=10)  # doctest: +SKIP
+    """
+    if weights is not None:
+        settings["weights"] = weights
+    chosen = LoadSettings.create(settings)
+    if chosen.weights is None and chosen.preset is None:
+        raise SettingError("give {weights} to load, or a {preset} for a random init")
+    return LanguageModel.from_settings(chosen)
+
+
+class LanguageModel:
+    """A GPT with GPT-2's tokenizer: text in, text out.
+
+    ``model`` is the :class:`~gptkit.core.model.GPTModel` (in eval mode);
+    ``config``, ``device`` and ``dtype`` describe it.
+    """
+
+    def __init__(self, model: GPTModel, *, spec: str, settings: LoadSettings) -> None:
+        self.model = model.eval()
+        self.spec = spec
+        self.settings = settings
+
+    @classmethod
+    def from_settings(cls, settings: LoadSettings) -> LanguageModel:
+        """Load what ``settings`` name (see :func:`load`)."""
+        import torch
+
+        from gptkit.core.config import get_preset
+        from gptkit.core.device import resolve_device, resolve_dtype
+        from gptkit.core.weights import build_model, model_from_spec
+
+        device = resolve_device(settings.device)
+        dtype = resolve_dtype(settings.dtype)
+        if settings.weights is not None:
+            model, _ = model_from_spec(
+                settings.weights,
+                device=device,
+                dtype=dtype,
+                hints=settings.weight_hints(),
+            )
+            spec = settings.weights
+        else:
+            cfg = get_preset(settings.preset_name()).replace(
+                **settings.model_overrides()
+            )
+            seed = 123 if settings.seed is None else settings.seed
+            torch.manual_seed(seed)
+            model = build_model(cfg, device=device, dtype=dtype)
+            spec = f"random init ({settings.preset_name()}, seed {seed})"
+        return cls(model, spec=spec, settings=settings)
+
+    # -- what it is ------------------------------------------------------------
+
+    @property
+    def config(self) -> GPTConfig:
+        return self.model.cfg
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def num_parameters(self) -> int:
+        """Parameters (a tied head counted once)."""
+        return self.config.num_parameters()
+
+    def __repr__(self) -> str:
+        cfg = self.config
+        return (
+            f"LanguageModel({self.spec!r}: {self.num_parameters() / 1e6:.1f}M"
+            f" parameters, {cfg.n_layers} layers, {cfg.emb_dim} wide, context"
+            f" {cfg.context_length}, {str(self.dtype).removeprefix('torch.')} on"
+            f" {self.device})"
+        )
+
+    @staticmethod
+    def encode(text: str) -> list[int]:
+        """GPT-2 token ids of ``text`` (``<|endoftext|>`` allowed)."""
+        from gptkit.core.tokenizer import encode
+
+        return encode(text)
+
+    @staticmethod
+    def decode(ids: Sequence[int]) -> str:
+        from gptkit.core.tokenizer import decode
+
+        return decode(list(ids))
+
+    # -- generation --------------------------------------------------------------
+
+    @overload
+    def generate(self, prompt: str, **settings: Any) -> str: ...
+
+    @overload
+    def generate(self, prompt: Sequence[str], **settings: Any) -> list[str]: ...
+
+    def generate(self, prompt: str | Sequence[str], **settings: Any) -> str | list[str]:
+        """The continuation of ``prompt`` (a string), or of each prompt of a list
+        (generated as one batch).
+
+        Keywords are :class:`~gptkit.core.settings.GenerateSettings`
+        (``max_new_tokens``, ``sampler``, ``temperature``, ``top_k``, ``top_p``,
+        ``num_beams``, ``stop``, ``seed``, ...); any other keyword is an option
+        of the sampler (``length_penalty=0.6`` for beam search). Beam search with
+        ``num_return_sequences`` > 1 returns that many texts per prompt.
+        """
+        results = self.complete(prompt, **settings)
+        texts = [r.completion for r in results]
+        return texts[0] if isinstance(prompt, str) and len(texts) == 1 else texts
+
+    def complete(
+        self, prompt: str | Sequence[str], **settings: Any
+    ) -> list[TextResult]:
+        """Like :meth:`generate`, with the details: prompt and new token ids,
+        finish reason (``length``, ``eos``, ``stop``) and beam scores."""
+        from gptkit.core.text import TextGeneration
+
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        sampler, kwargs = self._sampling(settings)
+        generation = TextGeneration(self.model, prompts, sampler, **kwargs)
+        for _ in generation:
+            pass
+        return generation.results
+
+    def stream(self, prompt: str, **settings: Any) -> Iterator[str]:
+        """The continuation of ``prompt`` piece by piece, as it is generated
+        (the pieces add up to :meth:`generate`'s text). Settings as
+        :meth:`generate`; the sampler must produce tokens one by one (not beam
+        search). Stop iterating to stop generating."""
+        from gptkit.core.text import TextGeneration
+
+        if not isinstance(prompt, str):
+            raise TypeError("stream takes one prompt (a string)")
+        sampler, kwargs = self._sampling(settings)
+        if not getattr(sampler, "streams", False):
+            raise SettingError(
+                f"{{sampler}} {sampler.name} returns whole sequences and cannot"
+                " stream; use a per-token sampler"
+            )
+        for _, piece in TextGeneration(self.model, [prompt], sampler, **kwargs):
+            yield piece
+
+    def _sampling(self, settings: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        """(sampler, the engine's keyword arguments) from generation keywords."""
+        from gptkit.api.sampling import resolve_sampler
+
+        known = set(GenerateSettings.names())
+        given = {k: v for k, v in settings.items() if k in known}
+        extra = {k: v for k, v in settings.items() if k not in known}
+        if extra:
+            given["options"] = {**extra, **dict(given.get("options") or {})}
+        chosen = GenerateSettings.create(given)
+        choice = resolve_sampler(chosen)
+        kwargs = {
+            "max_new_tokens": chosen.max_new_tokens,
+            "stop_strings": chosen.stop,
+            "seed": chosen.seed,
+            "truncate": chosen.truncate,
+            **choice.engine,
+        }
+        return choice.sampler, kwargs
+
+    # -- evaluation --------------------------------------------------------------
+
+    def loss(self, text: str) -> float:
+        """Mean next-token cross-entropy of ``text`` (nats per token), over
+        consecutive windows of the context length; ``exp`` of it is the
+        perplexity."""
+        import torch
+        import torch.nn.functional as F
+
+        ids = self.encode(text)
+        if len(ids) < 2:
+            raise SettingError("loss needs a text of at least two tokens")
+        ctx = self.config.context_length
+        total, count = 0.0, 0
+        with torch.inference_mode():
+            for start in range(0, len(ids) - 1, ctx):
+                chunk = torch.tensor(ids[start : start + ctx + 1], device=self.device)
+                logits = self.model(chunk[None, :-1])  # (1, T, V)
+                total += F.cross_entropy(
+                    logits[0].float(), chunk[1:], reduction="sum"
+                ).item()
+                count += len(chunk) - 1
+        return total / count
+
+    def evaluate(
+        self, corpus: str | Sequence[str] | None = None, **settings: Any
+    ) -> dict[str, Any]:
+        """Training and validation loss and perplexity on a corpus, as
+        ``gptkit eval`` computes them (the book's chapter 5 split and windows).
+
+        Keywords are the data settings of
+        :class:`~gptkit.core.settings.EvalSettings`: ``context_length`` (at most
+        the model's), ``batch_size``, ``stride``, ``train_ratio``, ``eval_iter``
+        (the first N batches only), ``seed``.
+        """
+        from gptkit.core.data import load_text, make_loaders
+        from gptkit.core.loss import loader_loss, perplexity
+
+        if corpus is not None:
+            settings["corpus"] = corpus
+        allowed = {
+            "corpus",
+            "context_length",
+            "batch_size",
+            "stride",
+            "train_ratio",
+            "eval_iter",
+            "seed",
+        }
+        unknown = sorted(set(settings) - allowed)
+        if unknown:
+            raise SettingError(
+                f"unknown setting {{{unknown[0]}}} for evaluate; valid: "
+                + ", ".join(sorted(allowed))
+            )
+        chosen = EvalSettings.create(settings)
+        context = chosen.context_length or self.config.context_length
+        if context > self.config.context_length:
+            raise SettingError(
+                f"{{context_length}} {context} exceeds the model's context length"
+                f" {self.config.context_length}"
+            )
+        data = make_loaders(
+            load_text(chosen.corpus_names()),
+            context_length=context,
+            batch_size=chosen.batch_size,
+            stride=chosen.stride,
+            train_ratio=chosen.split_ratio(),
+            seed=chosen.seed,
+        )
+        n = chosen.eval_iter
+        train_loss = loader_loss(data.train_eval_loader, self.model, self.device, n)
+        val_loss = loader_loss(data.val_loader, self.model, self.device, n)
+        return {
+            "weights": self.spec,
+            "corpus": list(chosen.corpus_names()),
+            "context_length": context,
+            "train_tokens": data.train_tokens,
+            "val_tokens": data.val_tokens,
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            "train_perplexity": perplexity(train_loss),
+            "val_perplexity": perplexity(val_loss),
+        }

@@ -1,0 +1,357 @@
+"""A training run, composed: settings -> corpus, model, weights, scheduler,
+loggers and resume state -> a :class:`~gptkit.core.train.Trainer` writing a run
+directory. No click and no flag names here: the command line and the Python API
+(:func:`gptkit.train`) both call :func:`run_training`.
+
+A run directory::
+
+    config.json      the settings as given ("settings", what --resume restores)
+                     and as resolved (model, data, optimizer, scheduler, ...)
+    metrics.jsonl    step and evaluation rows (the jsonl logger)
+    samples.jsonl    the per-epoch samples
+    plots/           loss.png, perplexity.png, lr.png (the plot logger)
+    checkpoints/     step-NNNNNN/ (core.checkpoint)
+
+Under torchrun every process runs :func:`run_training`; rank 0 alone logs and
+writes the directory.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from gptkit._version import __version__
+from gptkit.core.errors import GptkitError, SettingError
+from gptkit.core.settings import TrainSettings, merge_for_resume
+
+if TYPE_CHECKING:
+    import torch
+
+    from gptkit.core.config import GPTConfig
+    from gptkit.core.distributed import DistContext
+    from gptkit.core.interfaces import Logger, Scheduler
+    from gptkit.core.train import Trainer
+
+CONFIG = "config.json"
+
+
+def default_run_dir() -> Path:
+    """``runs/<timestamp>`` in the working directory."""
+    return Path("runs") / _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def check_new_run_dir(path: Path) -> None:
+    """A new run never writes into an existing, non-empty directory."""
+    if path.exists() and not path.is_dir():
+        raise SettingError(f"{{out}} {path} exists and is not a directory")
+    if path.is_dir() and any(path.iterdir()):
+        raise SettingError(
+            f"{path} already exists and is not empty; choose another {{out}} or"
+            " continue it with resume"
+        )
+
+
+def read_run_config(run_dir: Path) -> dict[str, Any]:
+    """The ``config.json`` of a run directory."""
+    path = Path(run_dir) / CONFIG
+    if not path.is_file():
+        raise GptkitError(f"{run_dir} is not a gptkit run directory (no {CONFIG})")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        raise GptkitError(f"{path} is not a gptkit run config") from None
+    if not isinstance(config, dict):
+        raise GptkitError(f"{path} is not a gptkit run config")
+    return config
+
+
+def saved_settings(run_dir: Path) -> dict[str, Any]:
+    """The settings a run was started with (what resume restores)."""
+    config = read_run_config(run_dir)
+    settings = config.get("settings")
+    if isinstance(settings, dict):
+        return settings
+    legacy = config.get("cli")  # run directories written by gptkit 0.1's CLI
+    if isinstance(legacy, dict):
+        return _from_legacy(legacy)
+    raise GptkitError(f"{Path(run_dir) / CONFIG} records no settings")
+
+
+def _from_legacy(cli: dict[str, Any]) -> dict[str, Any]:
+    renamed = {"corpora": "corpus", "max_new_tokens": "max_new_tokens"}
+    out = {renamed.get(k, k): v for k, v in cli.items()}
+    pairs = out.get("scheduler_options")
+    if isinstance(pairs, list):
+        from gptkit.core.component_options import parse_pairs
+
+        out["scheduler_options"] = parse_pairs(pairs)
+    known = set(TrainSettings.names())
+    return {k: v for k, v in out.items() if k in known}
+
+
+def resumed_settings(run_dir: Path, given: Mapping[str, Any]) -> TrainSettings:
+    """The run's saved settings, with the adjustable ones given now."""
+    merged = merge_for_resume(TrainSettings, saved_settings(run_dir), given)
+    return replace(merged, out=str(run_dir))
+
+
+@dataclass
+class Components:
+    """The plugins a run uses, resolved before anything touches the disk."""
+
+    scheduler: Scheduler
+    loggers: list[Logger]
+    logger_names: list[str]
+
+
+def resolve_components(
+    settings: TrainSettings, *, hide_loggers: tuple[str, ...] = ()
+) -> Components:
+    """The scheduler and loggers the settings name (a typo fails fast)."""
+    from gptkit.core.registry import get_registry
+
+    registry = get_registry()
+    scheduler = registry.schedulers.create(
+        settings.scheduler, settings.scheduler_options
+    )
+    names = [n for n in dict.fromkeys(settings.loggers) if n not in hide_loggers]
+    loggers = [registry.loggers.create(name) for name in names]
+    return Components(scheduler, loggers, names)
+
+
+def fit_context(state: dict[str, Any], cfg: GPTConfig) -> dict[str, Any]:
+    """Crop the position embedding when training with a shorter context."""
+    pos = state.get("pos_emb.weight")
+    if pos is not None and pos.shape[0] > cfg.context_length:
+        state = {**state, "pos_emb.weight": pos[: cfg.context_length].clone()}
+    return state
+
+
+def run_training(
+    settings: TrainSettings,
+    *,
+    resume: bool = False,
+    hide_loggers: tuple[str, ...] = (),
+) -> tuple[dict[str, Any], Path]:
+    """Train as the settings say (a new run in ``settings.out``, or continue
+    the run there when ``resume``); return the summary and the run directory.
+
+    Joins the process group when torchrun started this process.
+    """
+    from gptkit.core.distributed import init_distributed, shutdown
+
+    settings.validate()
+    dist, device = init_distributed(settings.device)
+    try:
+        trainer = build_trainer(
+            settings, resume=resume, dist=dist, device=device, hide_loggers=hide_loggers
+        )
+        assert trainer.run_dir is not None
+        return trainer.fit(), trainer.run_dir
+    finally:
+        shutdown()
+
+
+def build_trainer(
+    settings: TrainSettings,
+    *,
+    resume: bool,
+    dist: DistContext,
+    device: torch.device,
+    hide_loggers: tuple[str, ...] = (),
+) -> Trainer:
+    """Everything a run needs, in the book's order (data, then the seed, then
+    the model), restored from the run's newest checkpoint when ``resume``."""
+    import torch
+
+    from gptkit.core.config import get_preset
+    from gptkit.core.distributed import barrier, broadcast_object
+    from gptkit.core.storage import write_json_atomic
+    from gptkit.core.train import Trainer
+    from gptkit.core.weights import build_model, load_weights
+
+    # Resolve every plugin before touching the disk: a typo fails fast.
+    parts = resolve_components(settings, hide_loggers=hide_loggers)
+    # Every process must use rank 0's directory (the default name is a time).
+    run_dir = Path(broadcast_object(str(settings.out or default_run_dir()), dist))
+    if resume:
+        read_run_config(run_dir)
+    else:
+        check_new_run_dir(run_dir)
+
+    loaded = None
+    if settings.weights:
+        loaded = load_weights(settings.weights, settings.weight_hints())
+        cfg = loaded.config.replace(
+            drop_rate=settings.drop_rate, context_length=settings.context_length
+        )
+        if cfg.context_length > loaded.config.context_length:
+            raise SettingError(
+                f"{{context_length}} {cfg.context_length} exceeds the weights'"
+                f" context length {loaded.config.context_length}"
+            )
+        preset = settings.weights
+    else:
+        cfg = get_preset(settings.preset_name()).replace(**settings.model_overrides())
+        preset = settings.preset_name()
+    data, corpus_names, corpus_prompt = _load_data(settings, cfg, dist)
+
+    torch.manual_seed(settings.seed)  # the book seeds right before building the model
+    state = fit_context(loaded.state_dict, cfg) if loaded is not None else None
+    model = build_model(cfg, state, device=device, dtype=torch.float32)
+    if dist.rank:  # the same initial weights everywhere, other dropout masks
+        torch.manual_seed(settings.seed + dist.rank)
+
+    saved = settings.to_dict(saved_only=True)
+    if loaded is not None:
+        # Record the heads used (a book .pth file does not), so resume rebuilds
+        # the same model.
+        saved["n_heads"] = loaded.config.n_heads
+    run_config = {
+        "gptkit_version": __version__,
+        "preset": preset,
+        "model": cfg.to_dict(),
+        "data": {
+            "corpus": corpus_names,
+            "prepared": settings.data is not None,
+            "characters": data.characters,
+            "tokens": data.total_tokens,
+            "context_length": cfg.context_length,
+            "stride": settings.stride or cfg.context_length,
+            "batch_size": settings.batch_size,
+            "processes": dist.world_size,
+            "global_batch_size": settings.batch_size
+            * dist.world_size
+            * settings.grad_accum,
+            "train_ratio": None if settings.data else settings.split_ratio(),
+            "train_tokens_per_epoch": data.train_tokens,
+            "val_tokens": data.val_tokens,
+        },
+        "optimizer": {
+            "name": "AdamW",
+            "lr": settings.lr,
+            "weight_decay": settings.weight_decay,
+            "max_norm": settings.max_norm,
+            "grad_accum": settings.grad_accum,
+        },
+        "scheduler": {
+            "name": settings.scheduler,
+            "options": json.loads(json.dumps(vars(parts.scheduler.options))),
+        },
+        "precision": settings.precision,
+        "compile": settings.compile,
+        "loggers": parts.logger_names,
+        "seed": settings.seed,
+        "device": str(device),
+        "epochs": settings.epochs,
+        "settings": saved,
+    }
+    effective = settings
+    if settings.start_context is None:
+        effective = replace(settings, start_context=corpus_prompt)
+    trainer = Trainer(
+        model,
+        data,
+        effective,
+        device=device,
+        scheduler=parts.scheduler,
+        loggers=parts.loggers if dist.is_main else [],
+        run_dir=run_dir,
+        run_config=run_config,
+        dist=dist,
+    )
+    run_config["steps_per_epoch"] = trainer.steps_per_epoch
+    run_config["total_steps"] = trainer.total_steps
+    if resume:
+        restore(trainer, run_dir, cfg, dist)
+    else:
+        barrier()  # every process has checked the directory before rank 0 fills it
+        if dist.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(run_dir / CONFIG, run_config)
+    return trainer
+
+
+def _load_data(
+    settings: TrainSettings, cfg: GPTConfig, dist: DistContext
+) -> tuple[Any, list[str], str]:
+    """The data splits, the corpus names and the corpus's sample prompt."""
+    from gptkit.core.data import load_corpora, make_loaders, make_prepared_loaders
+    from gptkit.core.interfaces import Corpus
+
+    shard = {"rank": dist.rank, "world_size": dist.world_size}
+    if settings.data is not None:
+        data = make_prepared_loaders(
+            Path(settings.data),
+            context_length=cfg.context_length,
+            batch_size=settings.batch_size,
+            stride=settings.stride,
+            seed=settings.seed,
+            **shard,
+        )
+        return data, [str(settings.data)], Corpus.sample_prompt
+    text, prompt = load_corpora(settings.corpus_names())
+    order = settings.data_order or ("book" if dist.world_size == 1 else "seeded")
+    data = make_loaders(
+        text,
+        context_length=cfg.context_length,
+        batch_size=settings.batch_size,
+        stride=settings.stride,
+        train_ratio=settings.split_ratio(),
+        seed=settings.seed,
+        order=order,
+        **shard,
+    )
+    return data, list(settings.corpus_names()), prompt
+
+
+def restore(trainer: Trainer, run_dir: Path, cfg: GPTConfig, dist: Any) -> None:
+    """Load the newest checkpoint of ``run_dir`` into the model and trainer;
+    every check happens before anything in the directory changes."""
+    from gptkit.core.checkpoint import (
+        latest_checkpoint,
+        list_checkpoints,
+        load_checkpoint,
+        load_trainer_state,
+        recover_incomplete,
+    )
+    from gptkit.core.weights import check_state_dict
+
+    checkpoints = run_dir / "checkpoints"
+    ckpt = latest_checkpoint(checkpoints)
+    if ckpt is None:
+        raise GptkitError(f"{run_dir} has no checkpoint to resume from")
+    try:
+        saved_cfg, saved_state, _ = load_checkpoint(ckpt)
+        check_state_dict(saved_cfg, saved_state)
+        trainer_state = load_trainer_state(ckpt)
+    except GptkitError as exc:
+        older = list_checkpoints(checkpoints)[:-1]
+        if not older:
+            raise
+        raise GptkitError(
+            f"{exc} (the older {older[-1].name} may be intact: move {ckpt.name}"
+            " aside to resume from it)"
+        ) from None
+    if saved_cfg != cfg:
+        saved, now = saved_cfg.to_dict(), cfg.to_dict()
+        name = next(k for k in now if saved.get(k) != now[k])
+        raise GptkitError(
+            f"checkpoint {ckpt} has model setting {name}={saved.get(name)!r},"
+            f" but the run's config.json says {name}={now[name]!r}"
+        )
+    try:
+        trainer.model.load_state_dict(saved_state, strict=not cfg.tie_embeddings)
+        trainer.load_state_dict(trainer_state)
+    except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
+        raise GptkitError(
+            f"corrupt trainer state in {ckpt}: {type(exc).__name__}: {exc}"
+        ) from None
+    if dist.is_main:
+        for line in recover_incomplete(checkpoints):
+            trainer.tell(line)

@@ -1,0 +1,183 @@
+"""Text in, text out: prompts as strings, stop strings, streaming.
+
+:class:`TextStream` turns one row's growing token ids into text pieces that
+never have to be taken back: it holds back an incomplete UTF-8 character (a
+byte-level BPE token may end mid-character) and anything that could still turn
+out to be the start of a stop string, so the pieces of a stream always add up
+to the text a non-streamed generation returns. :func:`iter_text` drives the
+engine's step iterator and yields those pieces; :func:`generate_text` returns
+the finished results.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from gptkit.core.generate import Generated, iter_tokens
+from gptkit.core.interfaces import Sampler, SearchStrategy
+from gptkit.core.model import GPTModel
+from gptkit.core.tokenizer import EOT_ID, decode, encode
+
+
+@dataclass
+class TextResult:
+    """One prompt's continuation, as text and ids."""
+
+    prompt: str
+    completion: str
+    prompt_ids: list[int]
+    new_ids: list[int]
+    finish_reason: str
+    score: float | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "prompt": self.prompt,
+            "completion": self.completion,
+            "text": self.prompt + self.completion,
+            "prompt_ids": self.prompt_ids,
+            "token_ids": self.new_ids,
+            "finish_reason": self.finish_reason,
+            "score": self.score,
+        }
+
+
+def completion_text(
+    new_ids: Sequence[int], stop_strings: Sequence[str] = (), eos_id: int | None = None
+) -> tuple[str, bool]:
+    """The text of generated ids (without a final end-of-text), cut before the
+    first stop string; and whether a stop string was found."""
+    ids = list(new_ids)
+    if eos_id is not None and ids and ids[-1] == eos_id:
+        ids = ids[:-1]
+    text = decode(ids)
+    cuts = [text.find(s) for s in stop_strings if s in text]
+    if cuts:
+        return text[: min(cuts)], True
+    return text, False
+
+
+@dataclass
+class TextStream:
+    """One row's text as it grows: :meth:`update` returns only text that is
+    final (see the module docs)."""
+
+    stop_strings: Sequence[str] = ()
+    eos_id: int | None = EOT_ID
+    sent: int = 0
+    text: str = field(default="", init=False)
+
+    def update(self, new_ids: Sequence[int], finished: bool) -> str:
+        """The next piece of text after ``new_ids`` (all of the row's ids so
+        far); ``finished``: the row is done, send everything that is left."""
+        self.text, stopped = completion_text(new_ids, self.stop_strings, self.eos_id)
+        safe = len(self.text)
+        if not (finished or stopped):
+            if self.text.endswith("\ufffd"):  # an incomplete UTF-8 character
+                safe = len(self.text.rstrip("\ufffd"))
+            hold = max((len(s) - 1 for s in self.stop_strings), default=0)
+            safe = max(self.sent, safe - hold)
+        piece = self.text[self.sent : safe]
+        self.sent = max(self.sent, safe)
+        return piece
+
+
+class TextGeneration:
+    """A batch of text generations in progress: iterate it for ``(row, piece)``
+    pairs as text is produced; :attr:`results` holds the outcome once the
+    iteration ends (closing the iterator early stops the generation)."""
+
+    def __init__(
+        self,
+        model: GPTModel,
+        prompts: Sequence[str],
+        sampler: Sampler | SearchStrategy,
+        *,
+        max_new_tokens: int = 50,
+        stop_strings: Sequence[str] = (),
+        seed: int | None = None,
+        truncate: bool = True,
+        stop_at_eos: bool = True,
+        repetition_penalty: float = 1.0,
+        no_repeat_ngram_size: int = 0,
+    ) -> None:
+        self.model = model
+        self.prompts = list(prompts)
+        self.sampler = sampler
+        self.stop_strings = tuple(stop_strings)
+        self.eos_id = EOT_ID if stop_at_eos else None
+        self.results: list[TextResult] = []
+        generator = None
+        if seed is not None:
+            device = next(model.parameters()).device
+            generator = torch.Generator(device=device).manual_seed(seed)
+        self._settings = {
+            "max_new_tokens": max_new_tokens,
+            "eos_id": self.eos_id,
+            "stop": self._stop if self.stop_strings else None,
+            "generator": generator,
+            "truncate": truncate,
+            "repetition_penalty": repetition_penalty,
+            "no_repeat_ngram_size": no_repeat_ngram_size,
+        }
+
+    def _stop(self, row: int, new_ids: list[int]) -> bool:
+        text = decode(new_ids)
+        return any(s in text for s in self.stop_strings)
+
+    def __iter__(self) -> Iterator[tuple[int, str]]:
+        prompt_ids = [encode(p) for p in self.prompts]
+        whole = isinstance(self.sampler, SearchStrategy)  # yields finished rows
+        limit = int(self._settings["max_new_tokens"])  # type: ignore[call-overload]
+        streams: dict[int, TextStream] = {}
+        generated: list[Generated] = []
+        for generated in iter_tokens(
+            self.model, prompt_ids, self.sampler, **self._settings
+        ):
+            for row, result in enumerate(generated):
+                stream = streams.setdefault(
+                    row, TextStream(self.stop_strings, self.eos_id)
+                )
+                done = (
+                    whole
+                    or result.finish_reason != "length"
+                    or len(result.new_ids) >= limit
+                )
+                piece = stream.update(result.new_ids, done)
+                if piece:
+                    yield row, piece
+        self.results = [self._result(r) for r in generated]
+
+    def _result(self, r: Generated) -> TextResult:
+        completion, _ = completion_text(r.new_ids, self.stop_strings, self.eos_id)
+        prompt = self.prompts[r.prompt_index]
+        return TextResult(
+            prompt, completion, r.prompt_ids, r.new_ids, r.finish_reason, r.score
+        )
+
+
+def iter_text(
+    model: GPTModel,
+    prompts: Sequence[str],
+    sampler: Sampler | SearchStrategy,
+    **settings: object,
+) -> Iterator[tuple[int, str]]:
+    """``(row, piece)`` pairs as the text of each prompt's continuation grows
+    (see :class:`TextGeneration` for the settings)."""
+    yield from TextGeneration(model, prompts, sampler, **settings)  # type: ignore[arg-type]
+
+
+def generate_text(
+    model: GPTModel,
+    prompts: Sequence[str],
+    sampler: Sampler | SearchStrategy,
+    **settings: object,
+) -> list[TextResult]:
+    """Continue each prompt (batched); see :class:`TextGeneration`."""
+    generation = TextGeneration(model, prompts, sampler, **settings)  # type: ignore[arg-type]
+    for _ in generation:
+        pass
+    return generation.results
