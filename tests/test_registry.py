@@ -224,3 +224,42 @@ def test_registry_and_listing_import_no_heavy_library():
         "[r.kind(k).names() for k in ('samplers', 'loaders', 'corpora')]"
     )
     assert not {"torch", "tiktoken", "huggingface_hub"} & mods
+
+
+def test_a_string_target_is_listed_from_its_source_without_importing(
+    tmp_path, monkeypatch
+):
+    """A component says its name and summary once, in its class; the registry
+    reads them without importing the module (which may import torch)."""
+    (tmp_path / "gk_lazy_sampler.py").write_text(
+        "IMPORTED = True\n"
+        "from gptkit.core.interfaces import Sampler\n\n"
+        "class Lazy(Sampler):\n"
+        '    name = "lazy-argmax"\n'
+        '    summary = "Listed without importing."\n'
+        "    deterministic = True\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    reg = build_registry(
+        entry_points=False,
+        extra_plugins={"p": plugin(register_samplers=["gk_lazy_sampler:Lazy"])},
+    )
+    entry = reg.samplers.entry("lazy-argmax")
+    assert entry.summary == "Listed without importing."
+    assert "gk_lazy_sampler" not in sys.modules
+    assert reg.samplers.get("lazy-argmax").__name__ == "Lazy"
+    assert "gk_lazy_sampler" in sys.modules
+    sys.modules.pop("gk_lazy_sampler")
+
+
+def test_a_component_whose_class_says_another_name_is_refused():
+    reg = build_registry(
+        entry_points=False,
+        extra_plugins={
+            "p": plugin(
+                register_samplers=[Component("other", f"{__name__}:Argmax2", "x")]
+            )
+        },
+    )
+    with pytest.raises(PluginError, match="its class says 'argmax2'"):
+        reg.samplers.get("other")

@@ -405,9 +405,7 @@ def check_weight_loader(loader: Any, location: str) -> Any:
     with torch.device("meta"):  # shapes only, no memory
         reference = GPTModel(loaded.config).state_dict()
     state = loaded.state_dict
-    missing = set(reference) - set(state)
-    if loaded.config.tie_embeddings:
-        missing.discard("out_head.weight")
+    missing = set(reference) - set(state) - set(loaded.config.tied_keys())
     assert not missing, f"missing tensors: {sorted(missing)[:5]}"
     unexpected = set(state) - set(reference)
     assert not unexpected, f"unexpected tensors: {sorted(unexpected)[:5]}"

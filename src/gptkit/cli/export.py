@@ -149,11 +149,7 @@ def export(**opts: Any) -> None:
     loaded = load_weights(opts["weights"], {"n_heads": opts["n_heads"]})
     cfg, state = loaded.config, loaded.state_dict
     check_state_dict(cfg, state)
-    state = {
-        k: v
-        for k, v in state.items()
-        if not (cfg.tie_embeddings and k == "out_head.weight")
-    }
+    state = cfg.without_tied(state)
     if opts["dtype"]:
         dtype = resolve_dtype(opts["dtype"])
         for key in list(state):

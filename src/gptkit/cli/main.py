@@ -16,7 +16,6 @@ BUILTIN_COMMANDS = {
     "train": "gptkit.cli.train:train",
     "eval": "gptkit.cli.evaluate:evaluate",
     "generate": "gptkit.cli.generate:generate",
-    "download": "gptkit.cli.download:download",
     "export": "gptkit.cli.export:export",
     "prepare": "gptkit.cli.prepare:prepare",
     "plugins": "gptkit.cli.plugins:plugins",

@@ -43,9 +43,7 @@ _PARTIAL_DIR = re.compile(r"^\.(tmp|old)-step-(\d+)-\d+$")
 def model_tensors(model: torch.nn.Module, cfg: GPTConfig) -> dict[str, torch.Tensor]:
     """The state dict to store: parameters only, a tied head stored once."""
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    if cfg.tie_embeddings:
-        state.pop("out_head.weight", None)
-    return state
+    return cfg.without_tied(state)
 
 
 def save_checkpoint(

@@ -15,6 +15,9 @@ from typing import Any
 from gptkit.core.errors import GptkitError
 
 GPT2_VOCAB_SIZE = 50257
+#: A tied output head shares the token embedding's tensor: the state-dict key
+#: of the shared copy -> the key of the tensor it shares.
+TIED_HEAD = {"out_head.weight": "tok_emb.weight"}
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,17 @@ class GPTConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def tied_keys(self) -> dict[str, str]:
+        """State-dict keys that are not tensors of their own in this model (a
+        tied head: :data:`TIED_HEAD`) -> the key of the tensor they share."""
+        return dict(TIED_HEAD) if self.tie_embeddings else {}
+
+    def without_tied(self, state: dict[str, Any]) -> dict[str, Any]:
+        """``state`` without the keys that share another tensor (what is stored,
+        checked and assigned)."""
+        tied = self.tied_keys()
+        return {k: v for k, v in state.items() if k not in tied}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GPTConfig:

@@ -10,15 +10,17 @@ drop the last partial batch; validation batches are neither shuffled nor dropped
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from gptkit.core.errors import GptkitError
+from gptkit.core.order import DataOrder
 from gptkit.core.tokenizer import ENDOFTEXT, encode
 
 
@@ -127,7 +129,7 @@ class FeistelPermutation:
         return out.astype(np.int64)
 
 
-class EpochSampler(torch.utils.data.Sampler[int]):
+class EpochSampler(torch.utils.data.Sampler[int], DataOrder):
     """Indices in a seeded per-epoch order, optionally one shard of a process group.
 
     The order of epoch ``e`` is ``randperm(n)`` from a generator seeded with
@@ -168,6 +170,15 @@ class EpochSampler(torch.utils.data.Sampler[int]):
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         self.epoch = epoch
         self.start = start
+
+    def start_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.set_epoch(epoch, skip)
+
+    def state(self) -> dict[str, Any]:
+        return {}  # the order is a function of (seed, epoch)
+
+    def restore(self, state: Mapping[str, Any], skip: int) -> None:
+        """Nothing to keep: :meth:`start_epoch` positions the pass."""
 
     @property
     def per_rank(self) -> int:
@@ -221,7 +232,7 @@ class DataSplits:
     # first --eval-iter batches are then comparable across steps and runs.
     train_eval_loader: torch.utils.data.DataLoader
     val_loader: torch.utils.data.DataLoader
-    train_sampler: EpochSampler
+    train_sampler: DataOrder
     characters: int
     total_tokens: int
     train_tokens: int  # tokens in the training batches of one epoch (all processes)

@@ -8,7 +8,9 @@ keyword options (``TopK(temperature=0.8)``) or a mapping of strings from the CLI
 
 from __future__ import annotations
 
+import ast
 import importlib
+import importlib.util
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -36,12 +38,56 @@ def import_target(target: str) -> Any:
     return obj
 
 
+def class_constants(target: str, names: tuple[str, ...]) -> dict[str, str]:
+    """String constants assigned in the body of the class ``"module:Class"``
+    (``name = "top-k"``), read from the module's source without importing it:
+    how the registry lists a component whose module imports torch. Names that
+    are not plain string literals there (computed, inherited) are left out."""
+    module, _, qualname = target.partition(":")
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return {}
+    origin = getattr(spec, "origin", None)
+    if not origin or not origin.endswith(".py"):
+        return {}
+    try:
+        tree = ast.parse(Path(origin).read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, UnicodeDecodeError):
+        return {}
+    body: list[ast.stmt] = tree.body
+    for part in qualname.split("."):
+        found = [n for n in body if isinstance(n, ast.ClassDef) and n.name == part]
+        if not found:
+            return {}
+        body = found[0].body
+    out: dict[str, str] = {}
+    for node in body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            key, value = node.targets[0], node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            key, value = node.target, node.value
+        else:
+            continue
+        if (
+            isinstance(key, ast.Name)
+            and key.id in names
+            and isinstance(value, ast.Constant)
+            and isinstance(value.value, str)
+        ):
+            out[key.id] = value.value
+    return out
+
+
 @dataclass(frozen=True)
 class Component:
-    """A lazily imported component: what a ``register_*`` hook may return.
+    """A component declared with its name and summary (for plugins that cannot
+    keep them as string literals in the class body). Prefer returning
+    ``"module:Class"``: the registry then reads both from the class itself.
 
     ``target`` is ``"module:Class"`` (imported only when the component is used) or
-    the class itself.
+    the class itself. The registry checks, when it imports the class, that the
+    class's ``name`` is this one.
     """
 
     name: str

@@ -267,8 +267,14 @@ class GPTModel(nn.Module):
         )
         self.final_norm = LayerNorm(cfg.emb_dim, cfg.layer_norm_eps)
         self.out_head = nn.Linear(cfg.emb_dim, cfg.vocab_size, bias=False)
-        if cfg.tie_embeddings:
-            self.out_head.weight = self.tok_emb.weight
+        self.tie_weights()
+
+    def tie_weights(self) -> None:
+        """Make the keys :meth:`GPTConfig.tied_keys` names share one tensor."""
+        for key, shared in self.cfg.tied_keys().items():
+            module, _, name = key.rpartition(".")
+            source = self.get_parameter(shared)
+            setattr(self.get_submodule(module), name, source)
 
     def forward(
         self,

@@ -15,9 +15,32 @@ the rest of an epoch without drawing again.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import torch
+
+
+class DataOrder:
+    """How a training loader orders its windows, epoch after epoch, so that a
+    run resumed in the middle of an epoch sees the rest of that epoch's order.
+
+    The trainer calls :meth:`start_epoch` before each pass over the loader,
+    keeps :meth:`state` in every checkpoint, and calls :meth:`restore` once when
+    it resumes. ``skip`` counts this process's indices already consumed.
+    """
+
+    def start_epoch(self, epoch: int, skip: int = 0) -> None:
+        """The next pass is epoch ``epoch`` (0-based), from its ``skip``-th index."""
+        raise NotImplementedError
+
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint must keep to continue the current pass."""
+        raise NotImplementedError
+
+    def restore(self, state: Mapping[str, Any], skip: int) -> None:
+        """Continue the pass ``state`` describes, from its ``skip``-th index."""
+        raise NotImplementedError
 
 
 def draw_seed() -> int:
@@ -25,7 +48,7 @@ def draw_seed() -> int:
     return int(torch.empty((), dtype=torch.int64).random_().item())
 
 
-class BookOrderSampler(torch.utils.data.Sampler[int]):
+class BookOrderSampler(torch.utils.data.Sampler[int], DataOrder):
     """``RandomSampler`` (without replacement) with a replayable pass.
 
     ``replay(seed, start)`` makes the next pass reuse permutation ``seed`` and
@@ -39,6 +62,17 @@ class BookOrderSampler(torch.utils.data.Sampler[int]):
 
     def replay(self, seed: int, start: int) -> None:
         self._replay = (seed, start)
+
+    def start_epoch(self, epoch: int, skip: int = 0) -> None:
+        """Nothing to do: a pass draws its permutation when it starts (or
+        replays the one :meth:`restore` set up)."""
+
+    def state(self) -> dict[str, Any]:
+        return {} if self.seed is None else {"epoch_order_seed": self.seed}
+
+    def restore(self, state: Mapping[str, Any], skip: int) -> None:
+        if skip > 0:
+            self.replay(int(state["epoch_order_seed"]), skip)
 
     def __iter__(self) -> Iterator[int]:
         if self._replay is not None:

@@ -35,6 +35,7 @@ from gptkit.core.interfaces import (
     Scheduler,
     SearchStrategy,
     WeightLoader,
+    class_constants,
     import_target,
 )
 
@@ -106,6 +107,12 @@ class Entry:
                 raise PluginError(
                     f"{KINDS[self.kind][2]} {self.name!r} from plugin {self.plugin}"
                     f" is not a {bases[0].__name__} subclass"
+                )
+            if getattr(cls, "name", None) != self.name:
+                raise PluginError(
+                    f"{KINDS[self.kind][2]} {self.name!r} from plugin {self.plugin}"
+                    f" is registered under that name, but its class says"
+                    f" {getattr(cls, 'name', None)!r}"
                 )
             self._cls = cls
         return self._cls
@@ -213,7 +220,13 @@ def _register(reg: Registry, plugin: Any, info: PluginInfo) -> bool:
 def _as_entry(item: Any, kind: str, info: PluginInfo) -> Entry:
     noun = KINDS[kind][2]
     if isinstance(item, str):
-        item = import_target(item)
+        # "module:Class": name and summary come from the class's source, so
+        # listing components imports nothing; else from the class, imported.
+        found = class_constants(item, ("name", "summary"))
+        if "name" in found:
+            item = Component(found["name"], item, found.get("summary", ""))
+        else:
+            item = import_target(item)
     if isinstance(item, Component):
         name, summary, target = item.name, item.summary, item.target
     elif isinstance(item, type) and issubclass(item, ComponentBase):

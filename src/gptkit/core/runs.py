@@ -346,7 +346,7 @@ def restore(trainer: Trainer, run_dir: Path, cfg: GPTConfig, dist: Any) -> None:
             f" but the run's config.json says {name}={now[name]!r}"
         )
     try:
-        trainer.model.load_state_dict(saved_state, strict=not cfg.tie_embeddings)
+        trainer.model.load_state_dict(saved_state, strict=not cfg.tied_keys())
         trainer.load_state_dict(trainer_state)
     except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
         raise GptkitError(

@@ -260,9 +260,7 @@ class Trainer:
             "world_size": self.dist.world_size,
             "settings": asdict(self.settings),
         }
-        epoch_seed = getattr(self.data.train_sampler, "seed", None)
-        if isinstance(epoch_seed, int) and not hasattr(self.data.train_sampler, "rank"):
-            state["epoch_order_seed"] = epoch_seed  # the book order's current pass
+        state.update(self.data.train_sampler.state())  # the current pass's order
         if self.dist.enabled:
             state["rng_per_rank"] = all_gather_objects(rng, self.dist)
         return state
@@ -284,14 +282,12 @@ class Trainer:
         per_rank = state.get("rng_per_rank")
         rng = per_rank[self.dist.rank] if per_rank else state["rng"]
         set_rng_state(rng)
-        sampler = self.data.train_sampler
-        if hasattr(sampler, "replay") and self.batch_in_epoch > 0:
-            # Mid-epoch in the book's order: replay this pass's permutation, and
-            # restore the RNG again once the loader's iterator has drawn its seed.
-            sampler.replay(
-                int(state["epoch_order_seed"]),
-                self.batch_in_epoch * self.data.train_loader.batch_size,
-            )
+        if self.batch_in_epoch > 0:
+            # Mid-epoch: continue this pass's order, and restore the RNG again
+            # once the loader's new iterator has drawn its seed (the interrupted
+            # run drew it when the epoch began, before this checkpoint).
+            skip = self.batch_in_epoch * self.data.train_loader.batch_size
+            self.data.train_sampler.restore(state, skip)
             self._rng_after_iter = rng
 
     def save(self) -> Path | None:
@@ -503,10 +499,9 @@ class Trainer:
         self.train_model.train()
         last_eval: dict[str, Any] = {}
         while self.epoch < s.epochs and self.step < self.total_steps:
-            if hasattr(self.data.train_sampler, "set_epoch"):
-                self.data.train_sampler.set_epoch(
-                    self.epoch, self.batch_in_epoch * loader.batch_size
-                )
+            self.data.train_sampler.start_epoch(
+                self.epoch, self.batch_in_epoch * loader.batch_size
+            )
             batches = iter(loader)
             if self._rng_after_iter is not None:
                 set_rng_state(self._rng_after_iter)

@@ -13,19 +13,21 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch.overrides import TorchFunctionMode
 
 from gptkit.core.config import GPTConfig
-from gptkit.core.errors import GptkitError
+from gptkit.core.errors import GptkitError, SettingError
 from gptkit.core.interfaces import LoadedWeights
 from gptkit.core.model import GPTModel
 
 
 def split_spec(spec: str) -> tuple[str, str]:
-    """``"hf:gpt2"`` -> ``("hf", "gpt2")``; a bare path -> its loader's name."""
+    """``"hf:gpt2"`` -> ``("hf", "gpt2")``; a bare path -> the first loader
+    whose ``accepts`` recognises it."""
     from gptkit.core.registry import get_registry
 
     loaders = get_registry().loaders
@@ -33,9 +35,18 @@ def split_spec(spec: str) -> tuple[str, str]:
     if sep and prefix in loaders:
         return prefix, rest
     for name in loaders.names():
-        if name != "native" and loaders.get(name).accepts(spec):
+        if loaders.get(name).accepts(spec):
             return name, spec
-    return "native", spec
+    if not Path(spec).expanduser().exists():
+        raise GptkitError(
+            f"weights not found: {spec} (no such file or directory; a model on the"
+            " Hugging Face Hub is hf:NAME)"
+        )
+    prefixes = ", ".join(f"{name}:" for name in loaders.names())
+    raise GptkitError(
+        f"no weight loader recognises {spec}; name its loader with a prefix"
+        f" ({prefixes})"
+    )
 
 
 def load_weights(spec: str, hints: Mapping[str, Any] | None = None) -> LoadedWeights:
@@ -59,10 +70,24 @@ def load_weights(spec: str, hints: Mapping[str, Any] | None = None) -> LoadedWei
     for key, value in given.items():
         actual = getattr(loaded.config, key, value)
         if key not in fields and key in model_fields and actual != value:
-            raise GptkitError(
-                f"{key} {value} does not match the weights: {spec} has {key}"
+            raise SettingError(
+                f"{{{key}}} {value} does not match the weights: {spec} has {key}"
                 f" {actual} (the {name} loader reads it from the file)"
             )
+    preset = given.get("preset")
+    if preset is not None and "preset" not in fields:
+        from gptkit.core.config import get_preset
+
+        shape = ("emb_dim", "n_layers", "n_heads")
+        expected = get_preset(preset)
+        for key in shape:
+            if getattr(expected, key) != getattr(loaded.config, key):
+                raise SettingError(
+                    f"{{preset}} {preset} does not match the weights: {spec} has"
+                    f" {key} {getattr(loaded.config, key)}, {preset} has"
+                    f" {getattr(expected, key)} (drop {{preset}}: the weights"
+                    " decide the shape)"
+                )
     return loaded
 
 
@@ -97,10 +122,8 @@ def meta_model(cfg: GPTConfig) -> GPTModel:
 
 def check_state_dict(cfg: GPTConfig, state: dict[str, torch.Tensor]) -> None:
     """Every expected tensor present with the expected shape, nothing extra."""
-    reference = meta_model(cfg).state_dict()
-    if cfg.tie_embeddings:
-        reference.pop("out_head.weight")
-        state = {k: v for k, v in state.items() if k != "out_head.weight"}
+    reference = cfg.without_tied(meta_model(cfg).state_dict())
+    state = cfg.without_tied(state)
     missing = sorted(set(reference) - set(state))
     if missing:
         raise GptkitError(f"weights lack tensor {missing[0]} ({len(missing)} missing)")
@@ -138,15 +161,14 @@ def build_model(
     converted: dict[str, torch.Tensor] = {}
     for key in list(source):
         tensor = source.pop(key)
-        if cfg.tie_embeddings and key == "out_head.weight":
+        if key in cfg.tied_keys():
             continue
         cast = dtype if tensor.is_floating_point() else None
         converted[key] = tensor.to(device=device, dtype=cast)
         del tensor
     model = meta_model(cfg)
     model.load_state_dict(converted, strict=False, assign=True)
-    if cfg.tie_embeddings:
-        model.out_head.weight = model.tok_emb.weight
+    model.tie_weights()
     return model
 
 

@@ -2,8 +2,9 @@
 
 This module is what the ``gptkit`` entry point names, so gptkit imports it to
 list commands and components (``gptkit --help``, ``gptkit plugins``). It must
-stay cheap: no torch here. Each ``Component`` names its class as a
-``"module:Class"`` string that gptkit imports only when the component is used.
+stay cheap: no torch here. Each hook names its classes as ``"module:Class"``
+strings: gptkit reads a component's ``name`` and ``summary`` from the class's
+source and imports the module only when the component is used.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from gptkit import hookimpl
-from gptkit.core.interfaces import Component
 
 if TYPE_CHECKING:
     import click
@@ -20,47 +20,23 @@ __version__ = "0.1.0"
 
 
 @hookimpl
-def register_samplers() -> list[Component]:
-    return [
-        Component(
-            "locally-typical",
-            "gptkit_example.sampler:LocallyTypical",
-            "Locally typical sampling (Meister et al., 2022).",
-        )
-    ]
+def register_samplers() -> list[str]:
+    return ["gptkit_example.sampler:LocallyTypical"]
 
 
 @hookimpl
-def register_schedulers() -> list[Component]:
-    return [
-        Component(
-            "inverse-sqrt",
-            "gptkit_example.scheduler:InverseSqrt",
-            "Linear warmup, then decay with the inverse square root of the step.",
-        )
-    ]
+def register_schedulers() -> list[str]:
+    return ["gptkit_example.scheduler:InverseSqrt"]
 
 
 @hookimpl
-def register_loggers() -> list[Component]:
-    return [
-        Component(
-            "markdown",
-            "gptkit_example.logger:MarkdownReport",
-            "report.md: the run, a table of every evaluation and the samples.",
-        )
-    ]
+def register_loggers() -> list[str]:
+    return ["gptkit_example.logger:MarkdownReport"]
 
 
 @hookimpl
-def register_corpora() -> list[Component]:
-    return [
-        Component(
-            "us-documents",
-            "gptkit_example.corpus:UsDocuments",
-            "The Declaration of Independence and two Lincoln speeches (public domain).",
-        )
-    ]
+def register_corpora() -> list[str]:
+    return ["gptkit_example.corpus:UsDocuments"]
 
 
 @hookimpl

@@ -4,28 +4,26 @@ else to ``native``."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from gptkit import hookimpl
-from gptkit.core.interfaces import Component
+
+if TYPE_CHECKING:
+    import click
 
 
 @hookimpl
-def register_weight_loaders() -> list[Component]:
+def register_weight_loaders() -> list[str]:
     return [
-        Component(
-            "native",
-            "gptkit.plugins.loaders.native:NativeLoader",
-            "gptkit run or checkpoint directories (safetensors + config.json).",
-        ),
-        Component(
-            "book",
-            "gptkit.plugins.loaders.book:BookLoader",
-            "State-dict .pth files saved by the book's code (model.pth,"
-            " model_and_optimizer.pth).",
-        ),
-        Component(
-            "hf",
-            "gptkit.plugins.loaders.hf:HFLoader",
-            "GPT-2 in Hugging Face format: gpt2 ... gpt2-xl, org/repo[@revision]"
-            " from the Hub, or a local directory.",
-        ),
+        "gptkit.plugins.loaders.native:NativeLoader",
+        "gptkit.plugins.loaders.book:BookLoader",
+        "gptkit.plugins.loaders.hf:HFLoader",
     ]
+
+
+@hookimpl
+def register_commands(cli: click.Group) -> None:
+    # click only: huggingface_hub is imported when the command runs.
+    from gptkit.plugins.loaders.download import download
+
+    cli.add_command(download)

@@ -4,9 +4,10 @@ they were saved in; the caller casts and moves them."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from gptkit.core.checkpoint import load_checkpoint, resolve_checkpoint_dir
+from gptkit.core.checkpoint import FORMAT, load_checkpoint, resolve_checkpoint_dir
 from gptkit.core.interfaces import LoadedWeights, WeightLoader
 
 
@@ -18,7 +19,21 @@ class NativeLoader(WeightLoader):
 
     @classmethod
     def accepts(cls, location: str) -> bool:
-        return Path(location).is_dir()
+        """A directory gptkit wrote: a run (``config.json`` with
+        ``gptkit_version``, or ``checkpoints/``) or a checkpoint (``config.json``
+        with ``"format": "gptkit"``)."""
+        path = Path(location).expanduser()
+        if not path.is_dir():
+            return False
+        if (path / "checkpoints").is_dir():
+            return True
+        try:
+            config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        return isinstance(config, dict) and (
+            config.get("format") == FORMAT or "gptkit_version" in config
+        )
 
     def load(self, location: str) -> LoadedWeights:
         ckpt = resolve_checkpoint_dir(Path(location).expanduser())

@@ -1,4 +1,5 @@
-"""``gptkit download``: fill the Hugging Face cache ahead of use."""
+"""``gptkit download``: fill the Hugging Face cache ahead of use. The hf loader
+plugin registers this command (``register_commands``), as any plugin would."""
 
 from __future__ import annotations
 
