@@ -59,7 +59,7 @@ def test_validation_keeps_the_last_partial_batch(verdict_text):
             "corpus too short: the training part",
         ),
         ("word " * 400, {"context_length": 32, "batch_size": 64}, "make no full batch"),
-        ("word " * 400, {"context_length": 8, "train_ratio": 1.0}, "--train-ratio"),
+        ("word " * 400, {"context_length": 8, "train_ratio": 1.0}, "train_ratio"),
     ],
 )
 def test_too_little_data_is_a_clear_error(text, kwargs, message):

@@ -155,6 +155,7 @@ class Run:
             steps_per_epoch = math.ceil(per_epoch / per_step) if per_step else 1
         fig = figure(kind, steps, evals, steps_per_epoch)
         save_figure(fig, Path(path) if path else self.dir / "plots" / f"{kind}.png")
+        _show_figures_inline()
         return fig
 
     @cached_property
@@ -169,3 +170,17 @@ class Run:
     def resume(self, **kwargs: Any) -> Run:
         """Continue this run (see :func:`resume`)."""
         return resume(self.dir, **kwargs)
+
+
+def _show_figures_inline() -> None:
+    """In IPython/Jupyter, display returned matplotlib figures as images (the
+    figures are built without pyplot, which would otherwise register that)."""
+    import sys
+
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None  # type: ignore[attr-defined]
+    if shell is None:
+        return
+    from IPython.core.pylabtools import select_figure_formats
+
+    select_figure_formats(shell, {"png"})

@@ -19,64 +19,77 @@ from gptkit.core.errors import GptkitError
 from gptkit.core.settings import TrainSettings
 
 
-@click.command()
-@settings_options(TrainSettings)
-@click.option(
-    "--resume",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Continue the run in this directory from its newest checkpoint"
-    " (its settings are kept; the adjustable ones may be given again).",
-)
-@launcher_options
-@click.option("--json", "json_", is_flag=True, help="Print the final summary as JSON.")
-@click.pass_context
-def train(ctx: click.Context, **opts: Any) -> None:
-    """Pretrain (or continue) a GPT on a corpus; writes a run directory.
+def make_train_command(
+    settings_class: type[TrainSettings] = TrainSettings,
+) -> click.Command:
+    """The ``train`` command for ``settings_class``: its options are the fields
+    of the settings (a subclass with one more field has one more option)."""
 
-    With no options it trains the `mini` preset on Python's own documentation
-    (no download) for a few minutes on a CPU, printing the loss and a sample
-    after each epoch.
-
-    \b
-    Examples:
-      gptkit train
-      gptkit train --corpus the-verdict --preset gpt2-124m --context-length 256 \\
-          --epochs 10 --batch-size 2 --lr 4e-4 --weight-decay 0.1 \\
-          --eval-freq 5 --eval-iter 5 --seed 123          # the book's chapter 5
-      gptkit train --corpus notes/ --scheduler warmup-cosine -s warmup=0.2 \\
-          -s initial_lr=1e-5 -s min_lr=1e-5 --max-norm 1.0    # appendix D
-      gptkit train --resume runs/20261128-101500
-      gptkit train --devices 2 --precision bf16-mixed    # 2 processes (DDP)
-      torchrun --nproc-per-node 8 -m gptkit train --data corpora/big --compile
-
-    The global batch is --batch-size x processes x --grad-accum sequences.
-    """
-    from gptkit.core.runs import resumed_settings, run_training
-
-    given = given_settings(ctx, opts, TrainSettings)
-    _check_launcher(opts)
-    resume: Path | None = opts["resume"]
-    if resume is not None:
-        if "out" in given:
-            raise click.UsageError("--resume continues a run in place; drop --out")
-        settings = resumed_settings(resume, given)
-    else:
-        settings = TrainSettings.create(given)
-    if wants_launch(opts):
-        _preflight(settings, resume is not None, opts["devices"])
-        extra = []
-        if resume is None and settings.out is None:
-            from gptkit.core.runs import default_run_dir
-
-            extra = ["--out", str(default_run_dir())]  # the same for every process
-        launch("train", opts, extra)
-        return
-    hide = ("console",) if opts["json_"] else ()
-    summary, run_dir = run_training(
-        settings, resume=resume is not None, hide_loggers=hide
+    @click.command("train")
+    @settings_options(settings_class)
+    @click.option(
+        "--resume",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Continue the run in this directory from its newest checkpoint"
+        " (its settings are kept; the adjustable ones may be given again).",
     )
-    if opts["json_"] and _is_main_process():
-        echo_json({"run_dir": str(run_dir), **summary})
+    @launcher_options
+    @click.option(
+        "--json", "json_", is_flag=True, help="Print the final summary as JSON."
+    )
+    @click.pass_context
+    def train(ctx: click.Context, **opts: Any) -> None:
+        """Pretrain (or continue) a GPT on a corpus; writes a run directory.
+
+        With no options it trains the `mini` preset on Python's own documentation
+        (no download) for a few minutes on a CPU, printing the loss and a sample
+        after each epoch.
+
+        \b
+        Examples:
+          gptkit train
+          gptkit train --corpus the-verdict --preset gpt2-124m --context-length 256 \\
+              --epochs 10 --batch-size 2 --lr 4e-4 --weight-decay 0.1 \\
+              --eval-freq 5 --eval-iter 5 --seed 123          # the book's chapter 5
+          gptkit train --corpus notes/ --scheduler warmup-cosine -s warmup=0.2 \\
+              -s initial_lr=1e-5 -s min_lr=1e-5 --max-norm 1.0    # appendix D
+          gptkit train --resume runs/20261128-101500
+          gptkit train --devices 2 --precision bf16-mixed    # 2 processes (DDP)
+          torchrun --nproc-per-node 8 -m gptkit train --data corpora/big --compile
+
+        The global batch is --batch-size x processes x --grad-accum sequences.
+        """
+        from gptkit.core.runs import resumed_settings, run_training
+
+        given = given_settings(ctx, opts, settings_class)
+        _check_launcher(opts)
+        resume: Path | None = opts["resume"]
+        if resume is not None:
+            if "out" in given:
+                raise click.UsageError("--resume continues a run in place; drop --out")
+            settings = resumed_settings(resume, given, settings_class)
+        else:
+            settings = settings_class.create(given)
+        if wants_launch(opts):
+            _preflight(settings, resume is not None, opts["devices"])
+            extra = []
+            if resume is None and settings.out is None:
+                from gptkit.core.runs import default_run_dir
+
+                extra = ["--out", str(default_run_dir())]  # the same for every process
+            launch("train", opts, extra)
+            return
+        hide = ("console",) if opts["json_"] else ()
+        summary, run_dir = run_training(
+            settings, resume=resume is not None, hide_loggers=hide
+        )
+        if opts["json_"] and _is_main_process():
+            echo_json({"run_dir": str(run_dir), **summary})
+
+    return train
+
+
+train = make_train_command()
 
 
 def _is_main_process() -> bool:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from gptkit.core.errors import GptkitError
+from gptkit.core.errors import GptkitError, SettingError
 from gptkit.core.order import DataOrder
 from gptkit.core.tokenizer import ENDOFTEXT, encode
 
@@ -47,7 +47,7 @@ def load_corpora(specs: Sequence[str]) -> tuple[str, str]:
     """(text, sample prompt): the joined documents and the first corpus's
     suggested prompt for per-epoch samples."""
     if not specs:
-        raise GptkitError("give at least one --corpus")
+        raise SettingError("give at least one {corpus}")
     docs: list[str] = []
     resolved = resolve_corpora(specs)
     for _, corpus in resolved:
@@ -229,7 +229,7 @@ class DataSplits:
 
     train_loader: torch.utils.data.DataLoader
     # The training windows in their fixed order, for evaluation: losses over the
-    # first --eval-iter batches are then comparable across steps and runs.
+    # first eval_iter batches are then comparable across steps and runs.
     train_eval_loader: torch.utils.data.DataLoader
     val_loader: torch.utils.data.DataLoader
     train_sampler: DataOrder
@@ -257,7 +257,9 @@ def make_loaders(
     ``order``: ``seeded`` (a permutation per epoch from ``seed``: any number of
     processes) or ``book`` (the book's DataLoader shuffling, exactly)."""
     if not 0.0 < train_ratio < 1.0:
-        raise GptkitError(f"--train-ratio must be between 0 and 1, got {train_ratio}")
+        raise SettingError(
+            f"{{train_ratio}} must be between 0 and 1, got {train_ratio}"
+        )
     _check_batching(batch_size, stride)
     stride = stride or context_length
     split = int(train_ratio * len(text))
@@ -338,19 +340,19 @@ class MemmapWindows(torch.utils.data.Dataset):
 
 def _check_batching(batch_size: int, stride: int | None) -> None:
     if batch_size < 1:
-        raise GptkitError(f"--batch-size must be at least 1, got {batch_size}")
+        raise SettingError(f"{{batch_size}} must be at least 1, got {batch_size}")
     if stride is not None and stride < 1:
-        raise GptkitError(f"--stride must be at least 1, got {stride}")
+        raise SettingError(f"{{stride}} must be at least 1, got {stride}")
 
 
 def _check_length(n_train: int, n_val: int, context_length: int) -> None:
     need = context_length + 1
     for part, n in (("training", n_train), ("validation", n_val)):
         if n < need:
-            raise GptkitError(
+            raise SettingError(
                 f"corpus too short: the {part} part has {n} tokens, but"
-                f" --context-length {context_length} needs at least {need}; use a"
-                " longer text, a smaller --context-length or another --train-ratio"
+                f" {{context_length}} {context_length} needs at least {need}; use a"
+                " longer text, a smaller {context_length} or another {train_ratio}"
             )
 
 
@@ -375,9 +377,9 @@ def _splits(
     n_train = len(train_set)  # type: ignore[arg-type]
     context_length = train_set.context_length  # type: ignore[attr-defined]
     if n_train // world_size < batch_size:
-        raise GptkitError(
-            f"corpus too short: {n_train} training windows of"
-            f" {context_length} tokens make no full batch of --batch-size {batch_size}"
+        raise SettingError(
+            f"corpus too short: {n_train} training windows of {context_length}"
+            f" tokens make no full batch of {{batch_size}} {batch_size}"
             + (f" on each of {world_size} processes" if world_size > 1 else "")
         )
     sampler = EpochSampler(
@@ -421,20 +423,20 @@ def _book_splits(
     lazy: bool,
 ) -> DataSplits:
     """The book's loaders: shuffled with the global RNG (see core/order.py); the
-    evaluation reads the first --eval-iter batches of another shuffled pass."""
+    evaluation reads the first eval_iter batches of another shuffled pass."""
     from gptkit.core.order import BookOrderSampler
 
     if world_size > 1 or lazy:
-        raise GptkitError(
-            "--data-order book is for one process and in-memory corpora;"
-            " use --data-order seeded"
+        raise SettingError(
+            "{data_order} book is for one process and in-memory corpora;"
+            " use {data_order} seeded"
         )
     n_train = len(train_set)  # type: ignore[arg-type]
     context_length = train_set.context_length  # type: ignore[attr-defined]
     if n_train < batch_size:
-        raise GptkitError(
+        raise SettingError(
             f"corpus too short: {n_train} training windows of {context_length}"
-            f" tokens make no full batch of --batch-size {batch_size}"
+            f" tokens make no full batch of {{batch_size}} {batch_size}"
         )
     sampler = BookOrderSampler(n_train)
     train_loader = torch.utils.data.DataLoader(

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from gptkit._version import __version__
-from gptkit.core.errors import GptkitError
+from gptkit.core.errors import GptkitError, SettingError
 from gptkit.core.storage import atomic_open, atomic_write
 
 FORMAT = "gptkit-tokens"
@@ -95,7 +95,7 @@ def read_meta(directory: Path) -> dict[str, Any]:
     wrong with ``directory``."""
     path = directory / META
     if not directory.is_dir():
-        raise GptkitError(f"--data {directory}: no such directory")
+        raise SettingError(f"{{data}} {directory}: no such directory")
     if not path.is_file():
         hint = (
             " (its preparation did not finish; rerun gptkit prepare to complete it)"
@@ -320,9 +320,11 @@ def prepare(
     preparation, or returns at once when it is complete.
     """
     if not 0.0 < train_ratio < 1.0:
-        raise GptkitError(f"--train-ratio must be between 0 and 1, got {train_ratio}")
+        raise SettingError(
+            f"{{train_ratio}} must be between 0 and 1, got {train_ratio}"
+        )
     if workers < 1 or shard_bytes < 1:
-        raise GptkitError("--workers and the shard size must be positive")
+        raise SettingError("{workers} and the shard size must be positive")
     started = time.perf_counter()
     sources, shards = plan(specs, shard_bytes)
     # What the result depends on (not the shard size or the number of workers).
@@ -340,9 +342,9 @@ def prepare(
         if meta.get("inputs_key") == key:
             message(f"{out} is already prepared from these inputs; nothing to do")
             return meta
-        raise GptkitError(
+        raise SettingError(
             f"{out} already holds a prepared corpus of other inputs or settings;"
-            " choose another --out (nothing was changed)"
+            " choose another {out} (nothing was changed)"
         )
     if (work / PLAN).is_file():
         try:
@@ -350,17 +352,17 @@ def prepare(
         except (OSError, ValueError):
             previous = {}
         if previous.get("key") != key:
-            raise GptkitError(
+            raise SettingError(
                 f"{out} holds an unfinished preparation of other inputs or settings;"
-                " delete it or choose another --out (nothing was changed)"
+                " delete it or choose another {out} (nothing was changed)"
             )
         if previous.get("shard_bytes") != shard_bytes:  # keep its shards
             shard_bytes = int(previous["shard_bytes"])
             sources, shards = plan(specs, shard_bytes)
     elif out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise GptkitError(
+        raise SettingError(
             f"{out} exists and is not a gptkit prepare directory; choose another"
-            " --out (nothing was changed)"
+            " {out} (nothing was changed)"
         )
     work.mkdir(parents=True, exist_ok=True)
     plan_record = {"key": key, "shard_bytes": shard_bytes, **identity}
@@ -404,8 +406,8 @@ def prepare(
     n_tokens = sum(done[s.index]["tokens"] for s in shards)
     n_train = int(train_ratio * n_tokens)
     if n_train == 0 or n_train == n_tokens:
-        raise GptkitError(
-            f"{n_tokens} tokens cannot be split at --train-ratio {train_ratio}"
+        raise SettingError(
+            f"{n_tokens} tokens cannot be split at {{train_ratio}} {train_ratio}"
         )
     _concatenate(work, [s.index for s in shards], out / TOKENS)
     documents = sum(1 for s in shards if s.eot_after) + 1

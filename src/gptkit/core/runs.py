@@ -90,13 +90,16 @@ def _from_legacy(cli: dict[str, Any]) -> dict[str, Any]:
         from gptkit.core.component_options import parse_pairs
 
         out["scheduler_options"] = parse_pairs(pairs)
-    known = set(TrainSettings.names())
-    return {k: v for k, v in out.items() if k in known}
+    return out
 
 
-def resumed_settings(run_dir: Path, given: Mapping[str, Any]) -> TrainSettings:
+def resumed_settings(
+    run_dir: Path,
+    given: Mapping[str, Any],
+    settings_class: type[TrainSettings] = TrainSettings,
+) -> TrainSettings:
     """The run's saved settings, with the adjustable ones given now."""
-    merged = merge_for_resume(TrainSettings, saved_settings(run_dir), given)
+    merged = merge_for_resume(settings_class, saved_settings(run_dir), given)
     return replace(merged, out=str(run_dir))
 
 
