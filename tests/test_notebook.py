@@ -43,12 +43,13 @@ def test_chapter5_notebook_runs_headless(tmp_path):
     assert "perplexity at the end" in _text(losses)
     assert "epoch 1:" in _text(samples)
     lines = _text(decoding).splitlines()
-    assert [line.split(":")[0] for line in lines] == [
+    assert [line.split(": ")[0] for line in lines] == [
         "greedy",
         "top-k, T=1.4",
         "top-p 0.9",
         "beam, 4",
     ]
     assert "'val_loss'" in _text(reload)
+    assert "the reloaded model generates the same text: True" in _text(reload)
     assert "Run('runs/chapter5'" in _text(resume)
     assert (tmp_path / "runs/chapter5/plots/loss.png").is_file()

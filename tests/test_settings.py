@@ -54,9 +54,9 @@ def test_a_setting_added_in_one_place_reaches_help_validation_config_and_resume(
         WithOneMore.create(label_smoothing=0.9)
 
     run = tmp_path / "run"
-    args = ["--corpus", str(verdict_path), "--preset", "tiny", "--logger", "jsonl",
-            "--context-length", "16", "--batch-size", "2", "--max-steps", "2",
-            "--eval-freq", "1", "--eval-iter", "1", "--max-new-tokens", "0"]  # fmt: skip
+    args = ["--corpus", str(verdict_path), "--preset", "tiny", "--logger", "jsonl"]
+    args += ["--context-length", "16", "--batch-size", "2", "--max-steps", "2"]
+    args += ["--eval-freq", "1", "--eval-iter", "1", "--max-new-tokens", "0"]
     done = cli_run("train", *args, "--label-smoothing", "0.25", "--out", str(run))
     assert done.exit_code == 0, done.stderr
     saved = json.loads((run / "config.json").read_text())["settings"]
