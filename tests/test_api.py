@@ -4,8 +4,12 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import subprocess
 import sys
+import time
 
 import pytest
 
@@ -96,3 +100,45 @@ def test_errors_name_the_keyword_in_python(tmp_path):
     with pytest.raises(gptkit.SettingError, match="unknown setting bogus"):
         gptkit.train(bogus=1)
     assert not (tmp_path / "x").exists()
+
+
+_SETTINGS = (
+    "dict(preset='tiny', context_length=32, batch_size=2, drop_rate=0.1,"
+    " eval_freq=2, eval_iter=2, max_new_tokens=3, max_steps=12,"
+    " checkpoint_every=3, loggers=['jsonl'], corpus={corpus!r})"
+)
+
+
+def _python(code: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}"}
+    return subprocess.Popen(
+        [sys.executable, "-c", code],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+@pytest.mark.slow
+def test_resume_through_the_api_after_a_kill_equals_an_uninterrupted_run(
+    tmp_path, verdict_path
+):
+    settings = _SETTINGS.format(corpus=str(verdict_path))
+    killed, reference = tmp_path / "killed", tmp_path / "reference"
+    train = "import gptkit; gptkit.train(out={out!r}, **" + settings + ")"
+    first = _python(train.format(out=str(killed)))
+    ref = _python(train.format(out=str(reference)))
+    deadline = time.monotonic() + 600
+    while not (killed / "checkpoints" / "step-000006").is_dir():
+        assert first.poll() is None, first.stderr.read().decode()
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+    first.send_signal(signal.SIGKILL)
+    first.wait(60)
+    assert ref.wait(600) == 0, ref.stderr.read().decode()
+    resumed = _python(f"import gptkit; gptkit.resume({str(killed)!r})")
+    assert resumed.wait(600) == 0, resumed.stderr.read().decode()
+    for name in ("metrics.jsonl", "samples.jsonl"):
+        assert (killed / name).read_text() == (reference / name).read_text()
+    run = gptkit.Run.open(killed)
+    assert run.summary["steps"] == 12 and len(run.evals) == 6
