@@ -30,6 +30,7 @@ INTERFACES = (
     interfaces.WeightLoader,
     interfaces.Logger,
     interfaces.Corpus,
+    interfaces.Quantizer,
 )
 
 

@@ -20,6 +20,7 @@ from gptkit.core.interfaces import (
     Component,
     Corpus,
     Logger,
+    Quantizer,
     Sampler,
     Scheduler,
     WeightLoader,
@@ -120,6 +121,24 @@ def test_hook_register_corpora():
     assert list(reg.corpora.create("letters").documents()) == ["abc"]
 
 
+class Halves(Quantizer):
+    name = "halves"
+    summary = "test quantizer"
+
+    def quantize_linear(self, linear, name):
+        return linear
+
+
+def test_hook_register_quantizers():
+    reg = build_registry(
+        entry_points=False,
+        extra_plugins={"p": plugin(register_quantizers=[f"{__name__}:Halves"])},
+    )
+    assert reg.quantizers.get("halves") is Halves
+    assert {"int8", "int4"} <= set(reg.quantizers.names())
+    assert reg.quantizers.entry("int8").plugin == "gptkit.plugins.quantizers"
+
+
 def test_hook_register_commands():
     from gptkit.core.registry import add_plugin_commands
 
@@ -142,7 +161,7 @@ def test_hook_register_commands():
 
 def test_hooks_have_tests():
     names = [n for n in dir(hookspecs) if n.startswith("register_")]
-    assert len(names) == 6
+    assert len(names) == 7
     for name in names:
         assert f"test_hook_{name}" in globals(), f"hook {name} has no test"
 

@@ -77,6 +77,18 @@ def register_corpora() -> list[Any]:
 
 
 @hookspec
+def register_quantizers() -> list[Any]:
+    """Weight quantizers: :class:`~gptkit.core.interfaces.Quantizer` classes,
+    chosen with ``--quantize NAME`` (``gptkit generate``, ``eval``, ``bench
+    sampling``) or ``quantize_model(model, NAME)``.
+
+    Called once, when the registry is first used.
+
+    :return: a list of components.
+    """
+
+
+@hookspec
 def register_commands(cli: click.Group) -> None:
     """Add click commands to the ``gptkit`` command group.
 

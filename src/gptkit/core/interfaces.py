@@ -177,6 +177,34 @@ class SearchStrategy(ComponentBase):
         raise NotImplementedError
 
 
+# -- quantizers ---------------------------------------------------------------
+
+
+class Quantizer(ComponentBase):
+    """Weight-only quantization of a model's linear layers (``--quantize NAME``).
+
+    :func:`gptkit.core.quantize.quantize_model` hands every ``torch.nn.Linear``
+    of the model (the output head included) to :meth:`quantize_linear` and puts
+    the module it returns in its place; activations keep their dtype.
+    """
+
+    kind = "quantizer"
+
+    def quantize_linear(self, linear: torch.nn.Module, name: str) -> torch.nn.Module:
+        """A module computing ``linear``'s function from quantized weights.
+
+        ``name`` is the layer's name in the model (``out_head``,
+        ``trf_blocks.0.att.W_query``, ...), for quantizers that treat layers
+        differently.
+
+        Its state dict (persistent buffers and parameters) is what a quantized
+        checkpoint stores. It must also work on the meta device: a saved
+        quantized model is loaded by quantizing a model of meta tensors (shapes
+        only) and assigning the stored tensors to the result.
+        """
+        raise NotImplementedError
+
+
 # -- schedulers ---------------------------------------------------------------
 
 

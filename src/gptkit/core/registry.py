@@ -31,6 +31,7 @@ from gptkit.core.interfaces import (
     ComponentBase,
     Corpus,
     Logger,
+    Quantizer,
     Sampler,
     Scheduler,
     SearchStrategy,
@@ -45,6 +46,7 @@ BUILTIN_PLUGINS = (
     "gptkit.plugins.loaders",
     "gptkit.plugins.loggers",
     "gptkit.plugins.corpora",
+    "gptkit.plugins.quantizers",
 )
 ENTRY_POINT_GROUP = "gptkit"
 
@@ -55,6 +57,7 @@ KINDS: dict[str, tuple[str, tuple[type, ...], str]] = {
     "loaders": ("register_weight_loaders", (WeightLoader,), "weight loader"),
     "loggers": ("register_loggers", (Logger,), "logger"),
     "corpora": ("register_corpora", (Corpus,), "corpus"),
+    "quantizers": ("register_quantizers", (Quantizer,), "quantizer"),
 }
 
 
@@ -173,6 +176,7 @@ class Registry:
         self.loaders = ComponentSet("loaders")
         self.loggers = ComponentSet("loggers")
         self.corpora = ComponentSet("corpora")
+        self.quantizers = ComponentSet("quantizers")
         self.plugins: list[PluginInfo] = []
         self.errors: list[PluginLoadError] = []
 

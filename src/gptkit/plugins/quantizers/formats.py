@@ -1,0 +1,99 @@
+"""Quantized weight formats: how a float weight becomes integers and back.
+
+Pure PyTorch, so every function also runs on the meta device (shapes only),
+which is how a saved quantized model is rebuilt before its tensors are loaded.
+
+- **int8**, per output channel, symmetric: ``w = q * scale[n]`` with
+  ``q = round(w / scale)`` in [-127, 127] and ``scale = max|w[n]| / 127``
+  (the scheme of LLM.int8()'s vector-wise weights without outliers, Dettmers et
+  al., 2022, and of gpt-fast's ``WeightOnlyInt8QuantHandler``).
+- **int4**, group-wise, asymmetric: each run of ``group_size`` inputs of an
+  output channel gets ``scale = (max - min) / 15`` and ``zero = min``, so
+  ``w = q * scale + zero`` with ``q`` in 0..15 (min-max affine quantization as
+  in gpt-fast's int4 handler; Frantar et al. 2022 (GPTQ) and Lin et al. 2023
+  (AWQ) use the same storage with smarter rounding).
+- int4 packing: two weights per byte. Each run of 32 weights ``k0..k0+31`` of a
+  row is 16 bytes; byte ``j`` holds weight ``k0 + j`` in its low nibble and
+  ``k0 + 16 + j`` in its high nibble (what the AVX2 kernel unpacks cheaply).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+INT4_CHUNK = 32
+
+
+def quantize_int8(weight: Tensor) -> tuple[Tensor, Tensor]:
+    """(q int8 (N, K), scale float32 (N,)) of a float weight (N, K)."""
+    w = weight.detach().float()
+    scale = (w.abs().amax(dim=1) / 127.0).clamp(min=1e-12)
+    q = torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8)
+    return q, scale
+
+
+def dequantize_int8(q: Tensor, scale: Tensor, dtype: torch.dtype) -> Tensor:
+    return q.to(dtype) * scale[:, None].to(dtype)
+
+
+def pack_int4(q: Tensor) -> Tensor:
+    """(N, K) values in 0..15 -> (N, K / 2) bytes, in the layout above."""
+    n, k = q.shape
+    runs = q.to(torch.uint8).reshape(n, k // INT4_CHUNK, 2, INT4_CHUNK // 2)
+    packed = runs[:, :, 0] | (runs[:, :, 1] << 4)  # (N, K/32, 16)
+    return packed.reshape(n, k // 2)
+
+
+def unpack_int4(packed: Tensor) -> Tensor:
+    """(N, K / 2) bytes -> (N, K) values in 0..15 (uint8)."""
+    n, half = packed.shape
+    runs = packed.reshape(n, half // (INT4_CHUNK // 2), INT4_CHUNK // 2)
+    low, high = runs & 15, runs >> 4
+    return torch.stack([low, high], dim=2).reshape(n, half * 2)  # (N, K)
+
+
+#: Ranges tried per int4 group, as fractions of its min-max range (see below).
+INT4_CLIP_RATIOS = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7)
+
+
+def _int4_affine(groups: Tensor, low: Tensor, high: Tensor) -> tuple[Tensor, ...]:
+    scale = ((high - low) / 15.0).clamp(min=1e-12)  # (N, G)
+    q = torch.round((groups - low[..., None]) / scale[..., None]).clamp(0, 15)
+    error = ((q * scale[..., None] + low[..., None] - groups) ** 2).sum(dim=-1)
+    return q, scale, error
+
+
+def quantize_int4(weight: Tensor, group_size: int) -> tuple[Tensor, Tensor, Tensor]:
+    """(packed uint8 (N, K/2), scale (N, G), zero (N, G)) with G = K / group.
+
+    Each group's range is chosen among :data:`INT4_CLIP_RATIOS` of its min-max
+    range (shrunk toward its midpoint) by the smallest squared error of the
+    group's weights: clipping a few outliers buys a finer step for the rest
+    (the grid search of AWQ's weight clipping, Lin et al. 2023, without the
+    activation weighting, which would need calibration data).
+    """
+    n, k = weight.shape
+    groups = weight.detach().float().reshape(n, k // group_size, group_size)
+    low, high = groups.amin(dim=-1), groups.amax(dim=-1)  # (N, G)
+    mid, half = (high + low) / 2, (high - low) / 2
+    best_q, best_scale, best_error = _int4_affine(groups, low, high)
+    best_low = low
+    for ratio in INT4_CLIP_RATIOS[1:]:
+        lo, hi = mid - half * ratio, mid + half * ratio
+        q, scale, error = _int4_affine(groups, lo, hi)
+        better = error < best_error  # (N, G)
+        best_q = torch.where(better[..., None], q, best_q)
+        best_scale = torch.where(better, scale, best_scale)
+        best_low = torch.where(better, lo, best_low)
+        best_error = torch.minimum(error, best_error)
+    return pack_int4(best_q.reshape(n, k)), best_scale, best_low
+
+
+def dequantize_int4(
+    packed: Tensor, scale: Tensor, zero: Tensor, dtype: torch.dtype
+) -> Tensor:
+    n, groups = scale.shape
+    q = unpack_int4(packed).reshape(n, groups, -1).to(dtype)  # (N, G, group)
+    w = q * scale[..., None].to(dtype) + zero[..., None].to(dtype)
+    return w.reshape(n, -1)
