@@ -13,4 +13,5 @@ def register_samplers() -> list[str]:
         "gptkit.plugins.samplers.token:TopP",
         "gptkit.plugins.samplers.token:MinP",
         "gptkit.plugins.samplers.beam:BeamSearch",
+        "gptkit.plugins.samplers.speculative:Speculative",
     ]
