@@ -66,6 +66,7 @@ class LanguageModel:
                 device=device,
                 dtype=dtype,
                 hints=settings.weight_hints(),
+                quantize=settings.quantize,
             )
             spec = settings.weights
         else:
@@ -75,6 +76,10 @@ class LanguageModel:
             seed = 123 if settings.seed is None else settings.seed
             torch.manual_seed(seed)
             model = build_model(cfg, device=device, dtype=dtype)
+            if settings.quantize:
+                from gptkit.core.quantize import quantize_model
+
+                quantize_model(model, settings.quantize)
             spec = f"random init ({settings.preset_name()}, seed {seed})"
         return cls(model, spec=spec, settings=settings)
 
@@ -188,6 +193,7 @@ class LanguageModel:
             "stop_strings": chosen.stop,
             "seed": chosen.seed,
             "truncate": chosen.truncate,
+            "compiled": self.settings.compile,
             **choice.engine,
         }
         return choice.sampler, kwargs

@@ -11,7 +11,7 @@ from gptkit.core.errors import SettingError
 from gptkit.core.settings import GenerateSettings
 
 #: Settings that are options of the chosen sampler.
-SHORTCUTS = ("temperature", "top_k", "top_p", "min_p", "num_beams")
+SHORTCUTS = ("temperature", "top_k", "top_p", "min_p", "num_beams", "draft")
 #: Settings (or options) the engine applies whatever the sampler.
 ENGINE_OPTIONS = ("repetition_penalty", "no_repeat_ngram_size")
 
@@ -39,10 +39,13 @@ def _number(value: Any) -> float | None:
 
 
 def default_sampler(options: Mapping[str, Any]) -> str:
-    """The sampler the given options ask for when none is named: beam with
+    """The sampler the given options ask for when none is named: speculative
+    with a ``draft``, beam with
     ``num_beams`` > 1, top-p with ``top_p``, min-p with ``min_p``, top-k when
     ``temperature`` > 0 or ``top_k`` is given (the book's ``generate``), else
     greedy."""
+    if options.get("draft"):
+        return "speculative"
     if (_number(options.get("num_beams")) or 1) > 1:
         return "beam"
     if "top_p" in options:

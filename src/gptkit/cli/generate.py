@@ -28,7 +28,10 @@ def read_prompts(prompts: tuple[str, ...]) -> list[str]:
 
 @click.command()
 @click.argument("prompts", nargs=-1)
-@settings_options(LoadSettings, only=("weights", "n_heads", "dtype", "device"))
+@settings_options(
+    LoadSettings,
+    only=("weights", "n_heads", "dtype", "device", "quantize", "compile"),
+)
 @settings_options(GenerateSettings)
 @click.option("--stream", is_flag=True, help="Print text as it is generated.")
 @click.option(

@@ -89,6 +89,7 @@ class GenerationRequest:
     vocab_limit: int = N_VOCAB
     repetition_penalty: float = 1.0
     no_repeat_ngram_size: int = 0
+    compiled: bool = False  # decode steps through torch.compile (core.compiled)
 
     def penalties(
         self, rows: Sequence[Sequence[int]], vocab: int, device: torch.device
@@ -113,6 +114,10 @@ class Decoder:
 
     ``ids``/``mask`` (B, L) hold every row's tokens, left-padded (the window's
     input, and what beam search reads its candidates from).
+
+    ``compiled``: decoding steps run through :mod:`gptkit.core.compiled` on a
+    static cache of the whole context (one shape for every generation, so the
+    step compiles once per model and batch size).
     """
 
     def __init__(
@@ -122,13 +127,18 @@ class Decoder:
         max_new_tokens: int,
         *,
         static: bool = False,
+        compiled: bool = False,
     ) -> None:
         self.model = model
         self.ctx = model.cfg.context_length
+        self.compiled = compiled
+        static = static or compiled
         device = next(model.parameters()).device
         self.lengths = [len(r) for r in rows]
         self.ids, self.mask = _left_pad(rows, device)  # (B, P)
         capacity = min(max(self.lengths) + max_new_tokens, self.ctx)
+        if compiled:
+            capacity = self.ctx
         dtype = next(model.parameters()).dtype
         self.cache: KVCache | None = KVCache.allocate(
             model.cfg, len(rows), capacity, device, dtype, static=static
@@ -157,6 +167,10 @@ class Decoder:
         self.mask = torch.cat([self.mask, torch.ones_like(self.mask[:, :1])], dim=1)
         self.lengths = [n + 1 for n in self.lengths]
         if self.cache is not None and self.cache.length < self.cache.capacity:
+            if self.compiled:
+                from gptkit.core.compiled import run_step
+
+                return run_step(self.model, self.cache, next_ids[:, None])
             return self.model(next_ids[:, None], cache=self.cache)
         # Past the context length: slide the window and recompute it.
         self.cache = None
@@ -207,6 +221,7 @@ def iter_tokens(
     vocab_limit: int = N_VOCAB,
     repetition_penalty: float = 1.0,
     no_repeat_ngram_size: int = 0,
+    compiled: bool = False,
 ) -> Iterator[list[Generated]]:
     """Generate step by step: yields the results (one per prompt, growing) after
     every decoding step, so that a caller can stream or stop early (closing the
@@ -217,6 +232,7 @@ def iter_tokens(
     :param vocab_limit: ids at or above it are never produced (padded vocabularies).
     :param repetition_penalty: > 1 discourages tokens already in the sequence.
     :param no_repeat_ngram_size: n > 0 forbids repeating any n-gram.
+    :param compiled: run the decoding steps compiled (:mod:`gptkit.core.compiled`).
     """
     if repetition_penalty <= 0:
         raise GptkitError(f"repetition_penalty must be > 0, got {repetition_penalty}")
@@ -233,6 +249,7 @@ def iter_tokens(
         vocab_limit=min(vocab_limit, model.cfg.vocab_size),
         repetition_penalty=repetition_penalty,
         no_repeat_ngram_size=no_repeat_ngram_size,
+        compiled=compiled,
     )
     was_training = model.training
     model.eval()
@@ -255,7 +272,7 @@ def _sample_steps(
     if req.max_new_tokens <= 0:
         yield results
         return
-    decoder = Decoder(model, req.prompts, req.max_new_tokens)
+    decoder = Decoder(model, req.prompts, req.max_new_tokens, compiled=req.compiled)
     penalties = req.penalties(req.prompts, model.cfg.vocab_size, decoder.ids.device)
     running = torch.ones(len(results), dtype=torch.bool)
     sampler.start(len(results))

@@ -466,6 +466,17 @@ class LoadSettings(ModelSettings):
     seed: int | None = setting(
         None, help="Seed of a random init (without weights).", default_help="123"
     )
+    quantize: str | None = setting(
+        None,
+        metavar="NAME[:KEY=VALUE,...]",
+        help="Weight-only quantization: a quantizer plugin (int8, int4) and its"
+        " options (int4:group_size=32); activations keep --dtype.",
+    )
+    compile: bool = setting(
+        False,
+        help="Decode through torch.compile and a static KV cache (CUDA graphs on"
+        " a GPU); the first generation compiles.",
+    )
 
 
 @dataclass
@@ -482,6 +493,7 @@ class EvalSettings(DataSettings, LoadSettings):
     seed: int = setting(
         123, help="Seed of a random init (without weights) and of the data order."
     )
+    compile: bool = setting(False, cli=False, help="Unused by evaluation.")
 
 
 @dataclass
@@ -518,6 +530,12 @@ class GenerateSettings(Settings):
     )
     num_beams: int | None = setting(
         None, ge=1, help="Beam search (sampler beam) with this many beams."
+    )
+    draft: str | None = setting(
+        None,
+        metavar="SPEC",
+        help="Draft model of speculative decoding (implies --sampler speculative;"
+        " shortcut for -o draft=SPEC).",
     )
     repetition_penalty: float | None = setting(
         None, gt=0.0, help="Penalise tokens already in the text (> 1; any sampler)."

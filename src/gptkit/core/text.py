@@ -103,6 +103,7 @@ class TextGeneration:
         stop_at_eos: bool = True,
         repetition_penalty: float = 1.0,
         no_repeat_ngram_size: int = 0,
+        compiled: bool = False,
     ) -> None:
         self.model = model
         self.prompts = list(prompts)
@@ -122,6 +123,7 @@ class TextGeneration:
             "truncate": truncate,
             "repetition_penalty": repetition_penalty,
             "no_repeat_ngram_size": no_repeat_ngram_size,
+            "compiled": compiled,
         }
 
     def _stop(self, row: int, new_ids: list[int]) -> bool:

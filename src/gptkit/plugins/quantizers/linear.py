@@ -46,7 +46,7 @@ def _int8_native(
     flat, m = _rows(x)
     n, k = weight.shape
     y = torch.empty(m, n, dtype=torch.float32)
-    native.library().gk_int8_linear(  # type: ignore[union-attr]
+    native.loaded().gk_int8_linear(  # type: ignore[union-attr]
         flat.data_ptr(), m, k, weight.data_ptr(), scale.data_ptr(), _ptr(bias),
         y.data_ptr(), n, torch.get_num_threads(),
     )  # fmt: skip
@@ -60,7 +60,7 @@ def _int4_native(
     n, k = weight.shape[0], weight.shape[1] * 2
     group = k // scale.shape[1]
     y = torch.empty(m, n, dtype=torch.float32)
-    status = native.library().gk_int4_linear(  # type: ignore[union-attr]
+    status = native.loaded().gk_int4_linear(  # type: ignore[union-attr]
         flat.data_ptr(), m, k, weight.data_ptr(), scale.data_ptr(),
         zero.data_ptr(), group, _ptr(bias), y.data_ptr(), n, torch.get_num_threads(),
     )  # fmt: skip
@@ -108,6 +108,8 @@ class _QuantizedLinear(nn.Module):
 
     def __init__(self, in_features: int, out_features: int, backend: str) -> None:
         super().__init__()
+        if backend in ("auto", "native"):
+            native.library()  # build (once) now, not inside a traced forward
         self.in_features = in_features
         self.out_features = out_features
         self.backend = backend
@@ -118,7 +120,7 @@ class _QuantizedLinear(nn.Module):
         if x.dtype != torch.float32 or self.in_features % 16:
             return False
         rows = x.numel() // self.in_features
-        return rows <= NATIVE_MAX_ROWS and native.library() is not None
+        return rows <= NATIVE_MAX_ROWS and native.loaded() is not None
 
     def extra_repr(self) -> str:
         return (

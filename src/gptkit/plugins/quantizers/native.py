@@ -83,9 +83,25 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     return lib
 
 
+_LOADED: ctypes.CDLL | None = None
+
+
+def loaded() -> ctypes.CDLL | None:
+    """The kernels if :func:`library` has loaded them (never builds: cheap
+    enough for every forward pass, and traceable by ``torch.compile``)."""
+    return _LOADED
+
+
 @functools.cache
 def library() -> ctypes.CDLL | None:
-    """The loaded kernels, or None where they cannot run here (see the module)."""
+    """The loaded kernels, or None where they cannot run here (see the module);
+    builds them on first use."""
+    global _LOADED
+    _LOADED = _load()
+    return _LOADED
+
+
+def _load() -> ctypes.CDLL | None:
     if os.environ.get("GPTKIT_NO_NATIVE_KERNELS", "") not in ("", "0"):
         return None
     if not cpu_has_avx2():

@@ -82,7 +82,7 @@ class BeamSearch(SearchStrategy):
         prompt_len, max_new = len(prompt), req.max_new_tokens
         if max_new <= 0:
             return [([], 0.0)] * opts.num_return_sequences
-        decoder = Decoder(model, [prompt] * beams, max_new)
+        decoder = Decoder(model, [prompt] * beams, max_new, compiled=req.compiled)
         device = decoder.ids.device
         vocab = model.cfg.vocab_size
         penalties = req.penalties([prompt] * beams, vocab, device)

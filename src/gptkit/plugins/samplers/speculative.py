@@ -200,8 +200,8 @@ class Speculative(SearchStrategy):
             self.accepted += kept
             new = [*proposals[:kept], last]
             # 4. Roll back both caches to the tokens that stay.
-            mcache.length = len(seq) + kept
-            dcache.length = min(dcache.length, len(seq) + kept)
+            mcache.truncate([len(seq) + kept])
+            dcache.truncate([min(dcache.length, len(seq) + kept)])
             for token in new:
                 seq.append(token)
                 self.emitted += 1
