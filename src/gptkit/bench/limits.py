@@ -263,16 +263,26 @@ def _unique_params(model: Any) -> dict[str, Any]:
 
 def weight_bytes_per_token(model: Any) -> int:
     """Bytes of weights read to decode one token at batch size 1: every
-    parameter, except that the embeddings contribute one row each (a tied head
-    reads the whole token embedding)."""
-    cfg = model.cfg
+    parameter and stored buffer (a quantized layer's integers, scales and zero
+    points), except that the embeddings contribute one row each — unless the
+    token embedding is also the output head (tied, not quantized), which reads
+    all of it."""
+    seen: set[int] = set()
+    shared: set[int] = set()
+    tensors = []
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        key = tensor.data_ptr()
+        if key in seen:
+            shared.add(key)
+            continue
+        seen.add(key)
+        tensors.append((name, tensor))
     total = 0
-    for name, param in _unique_params(model).items():
-        size = param.numel() * param.element_size()
-        if name == "pos_emb.weight" or (
-            name == "tok_emb.weight" and not cfg.tie_embeddings
-        ):
-            size = param.shape[1] * param.element_size()
+    for name, tensor in tensors:
+        size = tensor.numel() * tensor.element_size()
+        embedding = name in ("pos_emb.weight", "tok_emb.weight")
+        if embedding and tensor.data_ptr() not in shared:
+            size = tensor.shape[1] * tensor.element_size()
         total += size
     return total
 

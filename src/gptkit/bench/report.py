@@ -74,6 +74,9 @@ def format_sampling(result: dict[str, Any]) -> str:
             name += " *"
             search = True
         vs = row.get("vs", {})
+        stats = row.get("sampler_stats")
+        if stats:
+            name += f" [accept {stats['acceptance_rate']:.0%}]"
         speed_rows.append(
             [
                 name,
@@ -82,8 +85,12 @@ def format_sampling(result: dict[str, Any]) -> str:
                 _num(row["ttft_ms"]),
                 _num(row["latency_ms"]["p50"], 2),
                 _num(row["latency_ms"]["p90"], 2),
+                _num(
+                    row.get("weight_bytes_per_token", s["weight_bytes_per_token"]) / 1e6
+                ),
                 _pct(row["bandwidth_fraction"]),
                 _num(row["peak_memory_mib"]),
+                _ratio(vs.get("base") or vs.get("greedy")),
                 _ratio(vs.get("no-cache")),
                 _ratio(vs.get("transformers")),
             ]
@@ -108,8 +115,10 @@ def format_sampling(result: dict[str, Any]) -> str:
             "TTFT ms",
             "p50 ms",
             "p90 ms",
+            "MB/token",
             "of bound",
             "peak MiB",
+            "vs base",
             "vs no-cache",
             "vs transformers",
         ],

@@ -127,9 +127,12 @@ def trace_gptkit(
     prompt: Sequence[int],
     max_new_tokens: int,
     seed: int = 0,
+    *,
+    compiled: bool = False,
 ) -> Trace:
     """``max_new_tokens`` from ``sampler`` through gptkit's engine (no
-    end-of-text stop), with a generator seeded by ``seed``."""
+    end-of-text stop), with a generator seeded by ``seed``; ``compiled`` runs
+    the decode steps through torch.compile."""
     import torch
 
     from gptkit.core.generate import generate_tokens
@@ -162,6 +165,7 @@ def trace_gptkit(
             eos_id=None,
             generator=generator,
             on_token=on_token,
+            compiled=compiled,
         )
         sync(device)
         end = time.perf_counter()

@@ -92,6 +92,10 @@ class SamplingSettings:
     baselines: list[str] = field(default_factory=list)
     device: str = "auto"
     dtype: str = "fp32"
+    #: quantizer specs (int8, int4:group_size=32): each adds a row per sampler
+    quantize: list[str] = field(default_factory=list)
+    #: also run every sampler (and quantization) with the compiled decode step
+    compile: bool = False
 
 
 def create_samplers(settings: SamplingSettings) -> dict[str, Any]:
@@ -213,6 +217,24 @@ def _row(
     }
 
 
+def _variants(
+    model: Any, settings: SamplingSettings, say: Progress
+) -> list[tuple[str, Any, bool]]:
+    """(row-name suffix, model, compiled) for the base model, each quantization
+    (a quantized copy) and, with ``compile``, each of those compiled."""
+    import copy
+
+    from gptkit.core.quantize import quantize_model
+
+    variants: list[tuple[str, Any, bool]] = [("", model, False)]
+    for spec in settings.quantize:
+        say(f"quantizing a copy of the model: {spec} ...")
+        variants.append((f" {spec}", quantize_model(copy.deepcopy(model), spec), False))
+    if settings.compile:
+        variants += [(f"{s} compiled", m, True) for s, m, _ in list(variants)]
+    return variants
+
+
 def run_sampling(
     settings: SamplingSettings, progress: Progress | None = None
 ) -> dict[str, Any]:
@@ -265,20 +287,29 @@ def run_sampling(
     # Every contender: (name, kind, traced generation of one prompt, row extras).
     plan: list[tuple[str, str, Callable[[list[int], int], Trace], dict[str, Any]]]
     plan = []
-    for name, sampler in samplers.items():
-        strategy = "search" if isinstance(sampler, SearchStrategy) else "per-token"
-        plan.append(
-            (
-                name,
-                "sampler",
-                lambda p, s, smp=sampler: trace_gptkit(model, smp, p, new, s),
-                {
-                    "sampler": name,
-                    "options": _jsonable(dataclasses.asdict(sampler.options)),
-                    "strategy": strategy,
-                },
+    for variant, vmodel, compiled in _variants(model, settings, say):
+        vsamplers = samplers if variant == "" else create_samplers(settings)
+        for name, sampler in vsamplers.items():
+            strategy = "search" if isinstance(sampler, SearchStrategy) else "per-token"
+            plan.append(
+                (
+                    f"{name}{variant}",
+                    "sampler",
+                    lambda p, s, smp=sampler, m=vmodel, c=compiled: trace_gptkit(
+                        m, smp, p, new, s, compiled=c
+                    ),
+                    {
+                        "sampler": name,
+                        "options": _jsonable(dataclasses.asdict(sampler.options)),
+                        "strategy": strategy,
+                        "variant": variant.strip() or "base",
+                        "quantize": getattr(vmodel, "quantization", None),
+                        "compiled": compiled,
+                        "weight_bytes_per_token": weight_bytes_per_token(vmodel),
+                        "_sampler": sampler,
+                    },
+                )
             )
-        )
     if "no-cache" in settings.baselines:
         plan.append(
             (
@@ -331,6 +362,9 @@ def run_sampling(
         plan, contenders, measured, strict=True
     ):
         m = result.measurement
+        extra = dict(extra)
+        sampler_obj = extra.pop("_sampler", None)
+        row_bytes = extra.get("weight_bytes_per_token", bytes_per_token)
         row = _row(
             name,
             kind,
@@ -340,17 +374,31 @@ def run_sampling(
             settings.warmup,
             result.peak_mib,
             model,
-            bound_tps,
+            bandwidth_bound(row_bytes, limits.bandwidth_gbs),
         )
+        row["decode_bound_tokens_per_s"] = bandwidth_bound(
+            row_bytes, limits.bandwidth_gbs
+        )
+        stats = getattr(sampler_obj, "stats", None)
+        if callable(stats):
+            row["sampler_stats"] = stats()
         row.update(extra)
         rows.append(row)
         if kind == "baseline":
             baseline_rows[
                 name if extra["baseline"] == "transformers" else "no-cache"
             ] = row
+    by_name = {row["name"]: row for row in rows}
     for row in rows:
         if row["kind"] != "sampler":
             continue
+        base = by_name.get(row["sampler"])
+        if base is not None and base is not row:
+            row["vs"]["base"] = row["tokens_per_s"] / base["tokens_per_s"]
+        suffix = row["name"][len(row["sampler"]) :]
+        greedy = by_name.get(f"greedy{suffix}")
+        if "sampler_stats" in row and greedy is not None:
+            row["vs"]["greedy"] = row["tokens_per_s"] / greedy["tokens_per_s"]
         if "no-cache" in baseline_rows:
             row["vs"]["no-cache"] = (
                 row["tokens_per_s"] / baseline_rows["no-cache"]["tokens_per_s"]
@@ -381,6 +429,8 @@ def run_sampling(
             "warmup": settings.warmup,
             "seed": settings.seed,
             "baselines": list(settings.baselines),
+            "quantize": list(settings.quantize),
+            "compile": settings.compile,
             "batch_size": 1,
         },
         "limits": {

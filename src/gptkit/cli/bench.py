@@ -191,6 +191,21 @@ def bench() -> None:
     default="fp32",
     show_default=True,
 )
+@click.option(
+    "--quantize",
+    "quantize",
+    multiple=True,
+    metavar="NAME[:KEY=VALUE,...]",
+    help="Also run every sampler on a quantized copy (int8, int4,"
+    " int4:group_size=32); repeatable. Adds a row per sampler.",
+)
+@click.option(
+    "--compile/--no-compile",
+    "compile_",
+    default=False,
+    show_default=True,
+    help="Also run every row with the compiled decode step (torch.compile).",
+)
 @device_option
 @output_options
 def sampling(**opts: Any) -> None:
@@ -209,6 +224,10 @@ def sampling(**opts: Any) -> None:
           --max-new-tokens 50 --repeats 2 --baseline no-cache --baseline transformers
       gptkit bench sampling --weights hf:gpt2 --prompts prompts.txt \\
           -o top-p.top_p=0.95 --json --out results.json
+      gptkit bench sampling --preset gpt2-124m --samplers greedy,top-p,beam \\
+          --max-new-tokens 200 --quantize int8 --quantize int4 --compile
+      gptkit bench sampling --weights runs/small --samplers greedy,speculative \\
+          -o speculative.draft=runs/tiny -o speculative.k=4
     """
     from gptkit.bench.sampling import DEFAULT_PRESET, SamplingSettings
 
@@ -218,7 +237,18 @@ def sampling(**opts: Any) -> None:
     if samplers is None:
         from gptkit.core.registry import get_registry
 
-        samplers = get_registry().samplers.names()
+        registry = get_registry().samplers
+        given = parse_sampler_options(opts["options"])
+        # Samplers that need an option with no default (speculative: a draft
+        # model) run only when it is given.
+        samplers = [
+            name
+            for name in registry.names()
+            if all(
+                key in given.get(name, {})
+                for key in getattr(registry.get(name), "required_options", ())
+            )
+        ]
     settings = SamplingSettings(
         samplers=samplers,
         weights=opts["weights"],
@@ -231,6 +261,8 @@ def sampling(**opts: Any) -> None:
         baselines=list(dict.fromkeys(opts["baselines"])),
         device=opts["device"],
         dtype=opts["dtype"],
+        quantize=list(dict.fromkeys(opts["quantize"])),
+        compile=opts["compile_"],
     )
     if opts["prompts"] is not None:
         settings.prompts = read_prompts_file(opts["prompts"])

@@ -45,6 +45,8 @@ class Speculative(SearchStrategy):
 
     name = "speculative"
     summary = "Speculative decoding: a small draft model proposes, the model verifies."
+    #: Options without a usable default (benchmarks skip the sampler unless given).
+    required_options = ("draft",)
 
     @dataclass(frozen=True)
     class Options:
