@@ -23,6 +23,16 @@ pytestmark = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one thread (OpenMP threads waiting for a busy core of a
+    shared machine make each small operation ~10x slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _model(quantize: str | None = None) -> GPTModel:
     torch.manual_seed(0)
     cfg = get_preset("tiny").replace(vocab_size=512, context_length=32)

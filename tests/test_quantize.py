@@ -24,6 +24,16 @@ needs_native = pytest.mark.skipif(
 )
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one thread (OpenMP threads waiting for a busy core of a
+    shared machine make each small operation ~10x slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def test_int8_round_trip_error_is_half_a_step():
     w = torch.randn(37, 48)
     q, scale = formats.quantize_int8(w)

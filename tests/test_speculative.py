@@ -16,6 +16,16 @@ from gptkit.plugins.samplers.speculative import Speculative
 from tests.trained_models import draft_model, split_ids, target_model
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one thread (OpenMP threads waiting for a busy core of a
+    shared machine make each small operation ~10x slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def models():
     return target_model(), draft_model()
@@ -86,20 +96,19 @@ def _small(seed: int, layers: int) -> GPTModel:
     )
     model = GPTModel(cfg).eval()
     with torch.no_grad():  # sharper, different distributions
-        model.out_head.weight.mul_(8.0)
+        model.out_head.weight.mul_(3.0)
     return model
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "options", [{"temperature": 1.0}, {"temperature": 0.8, "top_k": 4}]
-)
-def test_sampled_tokens_follow_the_models_distribution(options):
+def test_sampled_tokens_follow_the_models_distribution():
     """Pearson's chi-square on the joint distribution of the first two tokens
-    (6 x 6 cells), 3,000 generations; the exact probabilities come from the
-    model itself. k=2 exercises acceptance, the residual draw and the bonus."""
+    (6 x 6 cells), 2,000 generations; the exact probabilities come from the
+    model itself (with temperature and top-k: the warpers apply to both
+    models). k=2 exercises acceptance, the residual draw and the bonus."""
     from gptkit.plugins.samplers.warpers import warp
 
+    options = {"temperature": 0.8, "top_k": 4}
     target, draft = _small(0, 2), _small(1, 1)
     prompt = [1, 2, 3]
 
@@ -113,7 +122,7 @@ def test_sampled_tokens_follow_the_models_distribution(options):
     joint = torch.stack([first[a] * dist([*prompt, a]) for a in range(6)])  # (6, 6)
     spec = Speculative.with_draft(draft, k=2, **options)
     g = torch.Generator().manual_seed(7)
-    runs = 3000
+    runs = 2000
     counts = torch.zeros(6, 6, dtype=torch.float64)
     for _ in range(runs):
         out = generate_tokens(
