@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from gptkit.core.errors import GptkitError
+from gptkit.core.errors import GptkitError, SettingError
 from gptkit.core.weights import load_weights, model_from_spec
 from gptkit.plugins.loaders.hub import parse_hub_name
 from tests.conftest import (
@@ -63,9 +63,11 @@ def test_a_bare_path_to_a_transformers_directory_goes_to_hf(tmp_path):
 def test_a_head_count_that_contradicts_the_file(tmp_path, cli_run):
     save_transformers_gpt2(tmp_path / "m")
     spec = f"hf:{tmp_path / 'm'}"
-    assert load_weights(spec, {"n_heads": 4, "preset": "mini"}).config.n_heads == 4
+    assert load_weights(spec, {"n_heads": 4}).config.n_heads == 4
+    with pytest.raises(SettingError, match="preset mini does not match the weights"):
+        load_weights(spec, {"preset": "mini"})
     result = cli_run("export", "--weights", spec, "--n-heads", "8", str(tmp_path / "o"))
-    assert_clean_error(result, "n_heads 8 does not match the weights", "n_heads 4")
+    assert_clean_error(result, "--n-heads 8 does not match the weights", "n_heads 4")
 
 
 def test_an_untied_head_stays_untied(tmp_path):
