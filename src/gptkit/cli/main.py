@@ -20,6 +20,7 @@ BUILTIN_COMMANDS = {
     "prepare": "gptkit.cli.prepare:prepare",
     "plugins": "gptkit.cli.plugins:plugins",
     "bench": "gptkit.cli.bench:bench",
+    "serve": "gptkit.cli.serve:serve",
 }
 
 

@@ -1,0 +1,644 @@
+"""Continuous batching: many generation requests share one decode loop.
+
+One background thread owns the model and a key/value cache of
+``max_batch_size`` rows (one row per sequence, each at its own position). Each
+iteration of its loop:
+
+1. drops requests that were cancelled or ran past their deadline (their rows
+   are free at once);
+2. admits the oldest waiting request when its ``n`` rows fit, and prefills its
+   prompt into a free row, ``prefill_chunk`` tokens per iteration so that a
+   long prompt does not stall the rows already decoding; the prompt's keys and
+   values are then copied to the request's other rows;
+3. runs one decode step for every decoding row together (one forward pass: the
+   weights are read once for the whole batch) and samples each row's next
+   token with the request's own sampler, penalties and ``torch.Generator``
+   (:mod:`gptkit.core.batch_row`).
+
+A row leaves the batch as soon as its sequence ends (end-of-text, a stop
+string, ``max_new_tokens``); the last row moves into its slot, so the decoding
+rows are always the first ``d`` of the cache and a step computes nothing for
+empty rows. Because every row samples from its own generator, a seeded request
+draws the same tokens whatever else is in the batch: choice ``i`` of a request
+with seed ``s`` is what ``generate_text(..., seed=s + i)`` gives for that
+prompt alone (bit for bit when it runs alone; with other rows in the step, up
+to the floating-point differences between batch shapes).
+
+Search strategies (beam search) decide on whole sequences, not one token per
+row, so they cannot join a shared step: they run one at a time on a second
+thread through :func:`gptkit.core.generate.generate_tokens`, beside the batch,
+and return their sequences at the end (no streaming; a cancel or a timeout
+discards the result when the search returns).
+
+Results travel as events (:class:`Delta`, :class:`Finished`, :class:`Done`)
+through a callback given to :meth:`BatchingEngine.submit` and called on the
+engine's thread; without one, :meth:`RequestHandle.events` yields them.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import queue
+import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from gptkit.core.batch_row import Row, RowSampling, TokenLogprob, token_logprob
+from gptkit.core.errors import GptkitError
+from gptkit.core.generate import next_token_logits, prepare_prompt
+from gptkit.core.interfaces import Sampler, SearchStrategy
+from gptkit.core.model import GPTModel, KVCache
+from gptkit.core.text_stream import TextStream
+from gptkit.core.tokenizer import EOT_ID, N_VOCAB
+
+__all__ = [
+    "BatchRequest",
+    "BatchingEngine",
+    "Delta",
+    "Done",
+    "EngineClosed",
+    "Finished",
+    "QueueFull",
+    "RequestHandle",
+    "TokenLogprob",
+]
+
+
+log = logging.getLogger("gptkit.batching")
+
+
+class QueueFull(GptkitError):
+    """The engine's waiting queue is full; try again later."""
+
+
+class EngineClosed(GptkitError):
+    """The engine is shutting down and takes no new requests."""
+
+
+@dataclass
+class BatchRequest:
+    """One generation request: a prompt, ``n`` continuations, their settings.
+
+    ``logprobs``: ``None`` for none, else each token's log-probability plus the
+    ``logprobs`` most likely alternatives (the model's raw distribution).
+    ``prompt_logprobs``: score the prompt's tokens too. ``timeout``: seconds
+    from submission, waiting included.
+    """
+
+    prompt_ids: Sequence[int]
+    sampler: Sampler | SearchStrategy
+    max_new_tokens: int
+    n: int = 1
+    seed: int | None = None
+    stop_strings: Sequence[str] = ()
+    stop_at_eos: bool = True
+    repetition_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    logit_bias: Mapping[int, float] | None = None
+    logprobs: int | None = None
+    prompt_logprobs: bool = False
+    timeout: float | None = None
+
+
+@dataclass
+class Delta:
+    """New output of choice ``choice``: token ids and the text they released."""
+
+    choice: int
+    token_ids: list[int]
+    text: str
+    logprobs: list[TokenLogprob] | None = None
+
+
+@dataclass
+class Finished:
+    """Choice ``choice`` ended: ``reason`` is ``"stop"`` (end-of-text or a stop
+    string) or ``"length"``; ``tokens`` counts every token generated."""
+
+    choice: int
+    reason: str
+    tokens: int
+    score: float | None = None
+
+
+@dataclass
+class Done:
+    """The request is over: ``error`` is None, or ``"timeout"``,
+    ``"cancelled"``, ``"closed"`` or ``"internal"`` with a ``message``."""
+
+    prompt_tokens: int
+    prompt_logprobs: list[TokenLogprob] | None = None
+    error: str | None = None
+    message: str = ""
+
+
+Event = Delta | Finished | Done
+EventCallback = Callable[[Event], None]
+
+_MESSAGES = {
+    "timeout": "the request ran past its timeout",
+    "cancelled": "the request was cancelled",
+    "closed": "the server shut down before the request finished",
+}
+
+
+class RequestHandle:
+    """A submitted request: cancel it, or read its events."""
+
+    def __init__(
+        self, request: BatchRequest, prompt: list[int], on_event: EventCallback | None
+    ) -> None:
+        self.request = request
+        self.prompt = prompt
+        self.submitted = time.monotonic()
+        self.deadline = (
+            None if request.timeout is None else self.submitted + request.timeout
+        )
+        self.cancelled = False
+        self.rows_left = request.n
+        self.prompt_logprobs: list[TokenLogprob] | None = None
+        self.finished = threading.Event()
+        self._queue: queue.SimpleQueue[Event] | None = None
+        if on_event is None:
+            self._queue = queue.SimpleQueue()
+            on_event = self._queue.put
+        self._on_event = on_event
+
+    def cancel(self) -> None:
+        """Stop generating; the request's rows are freed at the next step."""
+        self.cancelled = True
+
+    def emit(self, event: Event) -> None:
+        if self.finished.is_set():
+            return
+        if isinstance(event, Done):
+            self.finished.set()
+        try:
+            self._on_event(event)
+        except Exception:  # a consumer's failure must not stop the engine
+            log.exception("a request's event callback failed")
+
+    def fail(self, error: str, message: str = "") -> None:
+        self.emit(Done(len(self.prompt), None, error, message or _MESSAGES[error]))
+
+    def events(self) -> Iterator[Event]:
+        """The events in order, ending with :class:`Done` (no callback given)."""
+        if self._queue is None:
+            raise RuntimeError("this request reports to its callback")
+        while True:
+            event = self._queue.get()
+            yield event
+            if isinstance(event, Done):
+                return
+
+
+@dataclass
+class _Prefill:
+    """The admitted request whose prompt is being written into ``slot``."""
+
+    handle: RequestHandle
+    slot: int
+    done: int = 0  # prompt tokens already in the cache
+
+
+class BatchingEngine:
+    """The continuous-batching scheduler around one model (see the module docs).
+
+    ``max_seq_len`` caps prompt + new tokens of a sequence (the cache's length
+    per row; default and at most the model's context length): the cache holds
+    ``max_batch_size x max_seq_len`` positions of keys and values per layer.
+    ``max_queue`` bounds the requests waiting for rows.
+    """
+
+    def __init__(
+        self,
+        model: GPTModel,
+        *,
+        max_batch_size: int = 16,
+        max_queue: int = 64,
+        max_seq_len: int | None = None,
+        prefill_chunk: int = 256,
+        eos_id: int = EOT_ID,
+        vocab_limit: int = N_VOCAB,
+        decode: Callable[[list[int]], str] | None = None,
+    ) -> None:
+        if max_batch_size < 1 or max_queue < 0 or prefill_chunk < 1:
+            raise GptkitError(
+                "max_batch_size and prefill_chunk must be >= 1, max_queue >= 0"
+            )
+        self.model = model.eval()
+        self.ctx = model.cfg.context_length
+        self.max_seq_len = min(max_seq_len or self.ctx, self.ctx)
+        self.max_batch_size = max_batch_size
+        self.max_queue = max_queue
+        self.prefill_chunk = prefill_chunk
+        self.eos_id = eos_id
+        self.vocab_limit = min(vocab_limit, model.cfg.vocab_size)
+        self.decode = decode
+        param = next(model.parameters())
+        self.device = param.device
+        self.cache = KVCache.allocate(
+            model.cfg, max_batch_size, self.max_seq_len, self.device, param.dtype
+        )
+        # Attention masks a slot past a row's length, but masked values still
+        # enter the weighted sum as 0 x value: garbage NaNs would poison it.
+        self.cache.keys.zero_()
+        self.cache.values.zero_()
+        self.rows: list[Row] = []  # the decoding rows: cache slots 0 .. d-1
+        self.prefill: _Prefill | None = None
+        self.waiting: deque[RequestHandle] = deque()
+        self.searches: deque[RequestHandle] = deque()
+        self.searching = 0
+        self.steps = 0  # decode steps run
+        self._wake = threading.Condition()
+        self._closing = False
+        self._abort = False
+        self._threads: list[threading.Thread] = []
+
+    # -- the caller's side (any thread) ------------------------------------------
+
+    def start(self) -> BatchingEngine:
+        """Start the batch thread and the search thread."""
+        for target, name in ((self._run, "batch"), (self._run_searches, "search")):
+            thread = threading.Thread(target=target, name=f"gptkit-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def check(self, request: BatchRequest) -> list[int]:
+        """Validate a request; its prepared prompt (raises GptkitError)."""
+        prompt = prepare_prompt(request.prompt_ids, self.ctx, truncate=False)
+        if request.max_new_tokens < 1:
+            raise GptkitError("max_new_tokens must be >= 1")
+        if len(prompt) + request.max_new_tokens > self.max_seq_len:
+            raise GptkitError(
+                f"the prompt's {len(prompt)} tokens plus {request.max_new_tokens}"
+                f" new tokens exceed the {self.max_seq_len} tokens a sequence may"
+                " hold"
+            )
+        if not 1 <= request.n <= self.max_batch_size:
+            raise GptkitError(f"n must be between 1 and {self.max_batch_size}")
+        if isinstance(request.sampler, SearchStrategy) and request.n != 1:
+            raise GptkitError(
+                "a search strategy returns its own sequences; n must be 1"
+            )
+        if request.logprobs is not None and request.logprobs < 0:
+            raise GptkitError("logprobs must be >= 0")
+        return prompt
+
+    def submit(
+        self, request: BatchRequest, on_event: EventCallback | None = None
+    ) -> RequestHandle:
+        """Queue a request. Its events go to ``on_event`` (called on an engine
+        thread: keep it short) or to :meth:`RequestHandle.events`. Raises
+        :class:`QueueFull`, :class:`EngineClosed`, or GptkitError when invalid."""
+        handle = RequestHandle(request, self.check(request), on_event)
+        with self._wake:
+            if self._closing:
+                raise EngineClosed("the server is shutting down")
+            if self.queued >= self.max_queue:
+                raise QueueFull(f"{self.max_queue} requests are already waiting")
+            if isinstance(request.sampler, SearchStrategy):
+                self.searches.append(handle)
+            else:
+                self.waiting.append(handle)
+            self._wake.notify_all()
+        return handle
+
+    def cancel(self, handle: RequestHandle) -> None:
+        """Cancel a request and wake the engine so its rows are freed now."""
+        handle.cancel()
+        with self._wake:
+            self._wake.notify_all()
+
+    @property
+    def queued(self) -> int:
+        """Requests waiting for rows (or for the search thread)."""
+        return len(self.waiting) + len(self.searches)
+
+    @property
+    def running(self) -> int:
+        """Rows generating: decoding, being prefilled, or searching."""
+        return len(self.rows) + (self.prefill is not None) + self.searching
+
+    @property
+    def alive(self) -> bool:
+        return bool(self._threads) and all(t.is_alive() for t in self._threads)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Take nothing new, finish what is running or waiting, stop the
+        threads; after ``timeout`` seconds the rest fails with ``"closed"``."""
+        with self._wake:
+            self._closing = True
+            self._wake.notify_all()
+        end = None if timeout is None else time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(None if end is None else max(0.0, end - time.monotonic()))
+        if any(t.is_alive() for t in self._threads):
+            with self._wake:
+                self._abort = True
+                self._wake.notify_all()
+            for thread in self._threads:
+                thread.join(30.0)
+
+    # -- the batch thread --------------------------------------------------------
+
+    def _idle(self) -> bool:
+        return not self.rows and self.prefill is None and not self.waiting
+
+    def _run(self) -> None:
+        with torch.inference_mode():
+            while True:
+                with self._wake:
+                    while self._idle() and not self._closing:
+                        self._wake.wait()
+                    if self._idle():
+                        return
+                try:
+                    self._iteration()
+                except Exception as exc:  # a bug: fail what is running, go on
+                    log.exception("the batch loop failed")
+                    handles = _handles(self.rows)
+                    if self.prefill is not None:
+                        handles.append(self.prefill.handle)
+                    self._remove_rows(list(self.rows))
+                    self.prefill = None
+                    for handle in handles:
+                        handle.fail("internal", _describe(exc))
+
+    def _iteration(self) -> None:
+        self._expire()
+        if self.prefill is None:
+            self._admit()
+        if self.prefill is not None:
+            self._prefill_step()
+        if self.rows:
+            self._decode_step()
+
+    def _why_stop(self, handle: RequestHandle) -> str | None:
+        if self._abort:
+            return "closed"
+        if handle.cancelled:
+            return "cancelled"
+        if handle.deadline is not None and time.monotonic() > handle.deadline:
+            return "timeout"
+        return None
+
+    def _expire(self) -> None:
+        """Drop cancelled and timed-out requests wherever they are."""
+        expired = []
+        with self._wake:
+            for handle in list(self.waiting):
+                reason = self._why_stop(handle)
+                if reason is not None:
+                    self.waiting.remove(handle)
+                    expired.append((handle, reason))
+        for handle, reason in expired:
+            handle.fail(reason)
+        if self.prefill is not None:
+            handle = self.prefill.handle
+            reason = self._why_stop(handle)
+            if reason is not None:
+                self._drop_prefill()
+                handle.fail(reason)
+        for handle in _handles(self.rows):
+            reason = self._why_stop(handle)
+            if reason is not None:
+                self._remove_rows([r for r in self.rows if r.handle is handle])
+                handle.fail(reason)
+
+    def _admit(self) -> None:
+        with self._wake:
+            if not self.waiting:
+                return
+            if len(self.rows) + self.waiting[0].request.n > self.max_batch_size:
+                return  # wait for rows to free up: first come, first served
+            handle = self.waiting.popleft()
+        self.prefill = _Prefill(handle, slot=len(self.rows))
+
+    def _drop_prefill(self) -> None:
+        assert self.prefill is not None
+        self.cache.set_length(self.prefill.slot, 0)
+        self.prefill = None
+
+    def _prefill_step(self) -> None:
+        """Feed the next chunk of the admitted prompt; after its last chunk,
+        start the request's rows from the logits that follow the prompt."""
+        job = self.prefill
+        assert job is not None
+        handle, req = job.handle, job.handle.request
+        chunk = handle.prompt[job.done : job.done + self.prefill_chunk]
+        last = job.done + len(chunk) == len(handle.prompt)
+        ids = torch.tensor([chunk], device=self.device)  # (1, T)
+        sub = self.cache.rows(job.slot)
+        try:
+            if req.prompt_logprobs:
+                logits = self.model(ids, cache=sub)  # (1, T, V)
+                self._score_prompt(handle, job.done, logits[0])
+            else:
+                at = torch.tensor([len(chunk) - 1], device=self.device)
+                logits = self.model(ids, cache=sub, logits_at=at)  # (1, 1, V)
+            job.done += len(chunk)
+            self.cache.set_length(job.slot, job.done)
+            if last:
+                self._start_rows(job, next_token_logits(logits, self.vocab_limit))
+        except Exception as exc:  # this request fails alone
+            self._remove_rows([r for r in self.rows if r.handle is handle])
+            if self.prefill is job:
+                self._drop_prefill()
+            self._internal(handle, exc)
+
+    def _score_prompt(self, handle: RequestHandle, start: int, logits: Tensor) -> None:
+        """Log-probabilities of prompt tokens from a chunk's logits (T, V): the
+        logits at position p score the token at p + 1; the first token has none."""
+        prompt, k = handle.prompt, handle.request.logprobs or 0
+        if handle.prompt_logprobs is None:
+            handle.prompt_logprobs = [TokenLogprob(prompt[0], None)]
+        logprobs = torch.log_softmax(logits.float(), dim=-1)  # (T, V)
+        for i in range(logprobs.shape[0]):
+            if start + i + 1 < len(prompt):
+                token = prompt[start + i + 1]
+                handle.prompt_logprobs.append(token_logprob(logprobs[i], token, k))
+
+    def _start_rows(self, job: _Prefill, first: Tensor) -> None:
+        handle, req = job.handle, job.handle.request
+        self.prefill = None
+        rows = []
+        for choice in range(req.n):
+            slot = job.slot + choice
+            if choice:  # every choice starts from the prompt's keys and values
+                self._copy_slot(job.slot, slot, len(handle.prompt))
+            sampler = req.sampler if req.n == 1 else copy.deepcopy(req.sampler)
+            assert isinstance(sampler, Sampler)
+            seed = req.seed + choice if req.seed is not None else secrets.randbits(63)
+            generator = torch.Generator(self.device).manual_seed(seed)
+            sampling = RowSampling(
+                sampler,
+                generator,
+                req,
+                handle.prompt,
+                self.model.cfg.vocab_size,
+                self.device,
+            )
+            stream = TextStream(req.stop_strings, self.decode)
+            rows.append(Row(handle, choice, sampling, stream))
+        self.rows.extend(rows)
+        self._sample(rows, first.expand(req.n, -1))  # (n, V)
+
+    def _copy_slot(self, src: int, dst: int, length: int) -> None:
+        keys, values = self.cache.keys, self.cache.values
+        # (layers, rows, heads, positions, head_dim): one row's filled positions
+        keys[:, dst, :, :length] = keys[:, src, :, :length]
+        values[:, dst, :, :length] = values[:, src, :, :length]
+        self.cache.set_length(dst, length)
+
+    def _decode_step(self) -> None:
+        count = len(self.rows)
+        ids = torch.tensor([[r.last_token] for r in self.rows], device=self.device)
+        sub = self.cache.rows(slice(0, count))
+        try:
+            logits = self.model(ids, cache=sub)  # (B, 1, V)
+        except Exception as exc:  # the step failed for every row in it
+            for handle in _handles(self.rows):
+                self._remove_rows([r for r in self.rows if r.handle is handle])
+                self._internal(handle, exc)
+            return
+        for slot in range(count):
+            self.cache.set_length(slot, sub.lengths[slot])
+        self.steps += 1
+        self._sample(list(self.rows), next_token_logits(logits, self.vocab_limit))
+
+    def _sample(self, rows: list[Row], logits: Tensor) -> None:
+        """Each row's next token from its row of ``logits`` (B, V); rows that
+        finish leave; a row whose sampler raises fails its request alone."""
+        for i, row in enumerate(rows):
+            handle = row.handle
+            if handle.finished.is_set():
+                continue
+
+            try:
+                token, logprob = row.sampling.next_token(logits[i : i + 1])
+                reason = row.accept(token, logprob, self.eos_id, _delta_to(handle))
+            except Exception as exc:  # a plugin's sampler failed
+                self._remove_rows([r for r in self.rows if r.handle is handle])
+                self._internal(handle, exc)
+                continue
+            if reason is not None:
+                self._remove_rows([row])
+                handle.emit(Finished(row.choice, reason, row.generated))
+                handle.rows_left -= 1
+                if handle.rows_left == 0:
+                    handle.emit(Done(len(handle.prompt), handle.prompt_logprobs))
+
+    def _remove_rows(self, leaving: list[Row]) -> None:
+        """Free the rows' slots; the last decoding rows move into the holes,
+        and a prompt being prefilled moves up behind them."""
+        for row in leaving:
+            if row not in self.rows:
+                continue
+            slot, last = self.rows.index(row), len(self.rows) - 1
+            if slot != last:
+                self._copy_slot(last, slot, self.cache.lengths[last])
+                self.rows[slot] = self.rows[last]
+            self.rows.pop()
+            self.cache.set_length(last, 0)
+        job = self.prefill
+        if job is not None and job.slot > len(self.rows):
+            self._copy_slot(job.slot, len(self.rows), job.done)
+            self.cache.set_length(job.slot, 0)
+            job.slot = len(self.rows)
+
+    def _internal(self, handle: RequestHandle, exc: Exception) -> None:
+        """A failure inside generation: log it, fail this request alone."""
+        log.error("generation failed for one request", exc_info=exc)
+        handle.fail("internal", _describe(exc))
+
+    # -- the search thread -------------------------------------------------------
+
+    def _run_searches(self) -> None:
+        while True:
+            with self._wake:
+                while not self.searches and not self._closing:
+                    self._wake.wait()
+                if not self.searches:
+                    return
+                handle = self.searches.popleft()
+                self.searching = 1
+            try:
+                self._search(handle)
+            finally:
+                self.searching = 0
+
+    def _search(self, handle: RequestHandle) -> None:
+        from gptkit.core.generate import generate_tokens
+
+        req = handle.request
+        reason = self._why_stop(handle)
+        if reason is not None:
+            handle.fail(reason)
+            return
+        try:
+            with torch.inference_mode():
+                results = generate_tokens(
+                    self.model,
+                    [handle.prompt],
+                    req.sampler,
+                    max_new_tokens=req.max_new_tokens,
+                    eos_id=self.eos_id if req.stop_at_eos else None,
+                    truncate=False,
+                    vocab_limit=self.vocab_limit,
+                    repetition_penalty=req.repetition_penalty,
+                    no_repeat_ngram_size=req.no_repeat_ngram_size,
+                )
+        except Exception as exc:
+            self._internal(handle, exc)
+            return
+        reason = self._why_stop(handle)
+        if reason is not None:
+            handle.fail(reason)
+            return
+        for choice, result in enumerate(results):
+            stream = TextStream(req.stop_strings, self.decode)
+            ids = result.new_ids
+            if result.finish_reason == "eos":
+                ids = ids[:-1]
+            text = "".join(stream.push(t) for t in ids) + stream.flush()
+            finish = (
+                "stop"
+                if result.finish_reason == "eos" or stream.stopped
+                else ("length")
+            )
+            handle.emit(Delta(choice, list(ids), text))
+            handle.emit(Finished(choice, finish, len(result.new_ids), result.score))
+        handle.emit(Done(len(handle.prompt)))
+
+
+def _handles(rows: list[Row]) -> list[RequestHandle]:
+    """The distinct requests of ``rows``, in order."""
+    return list({id(r.handle): r.handle for r in rows}.values())
+
+
+def _delta_to(
+    handle: RequestHandle,
+) -> Callable[[int, list[int], str, list[TokenLogprob] | None], None]:
+    """What :meth:`Row.accept` calls to report new output of ``handle``."""
+
+    def emit(
+        choice: int, ids: list[int], text: str, logprobs: list[TokenLogprob] | None
+    ) -> None:
+        handle.emit(Delta(choice, ids, text, logprobs))
+
+    return emit
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,376 @@
+"""``POST /v1/completions``: OpenAI's completions API over the batching engine.
+
+Each prompt of a request becomes one engine request with ``n`` choices; choice
+``c`` of prompt ``p`` has index ``p * n + c`` in the response, as in OpenAI's
+API. The engine runs on its own threads; its events cross into the event loop
+through an :class:`asyncio.Queue` (``call_soon_threadsafe``). A client that
+disconnects cancels its engine requests at once, streaming or not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from gptkit.core.batching import (
+    BatchRequest,
+    Delta,
+    Done,
+    EngineClosed,
+    Finished,
+    QueueFull,
+    RequestHandle,
+)
+from gptkit.core.errors import GptkitError
+from gptkit.core.interfaces import SearchStrategy
+from gptkit.serve.errors import (
+    APIError,
+    bad_request,
+    server_error,
+    timed_out,
+    unavailable,
+)
+from gptkit.serve.events import EventStreamResponse, format_logprobs, sse
+from gptkit.serve.sampling import resolve_sampler
+from gptkit.serve.schemas import CompletionRequest, parse_request
+
+if TYPE_CHECKING:
+    from gptkit.serve.app import ServeState
+
+
+@dataclass
+class _Choice:
+    """What one choice has produced so far."""
+
+    text: str = ""
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[Any] = field(default_factory=list)
+    finish_reason: str | None = None
+    tokens: int = 0
+
+
+class Inflight:
+    """The engine requests of one HTTP request and the queue of their events."""
+
+    def __init__(self, state: ServeState) -> None:
+        self.state = state
+        self.loop = asyncio.get_running_loop()
+        self.events: asyncio.Queue[tuple[int, Any]] = asyncio.Queue()
+        self.handles: list[RequestHandle] = []
+        self.started = time.monotonic()
+        self.first_token: float | None = None
+        self.record: dict[str, Any] = {}
+
+    def submit(self, requests: list[BatchRequest]) -> None:
+        try:
+            for index, request in enumerate(requests):
+                self.handles.append(
+                    self.state.engine.submit(request, self._callback(index))
+                )
+        except QueueFull:
+            self.cancel()
+            raise unavailable(
+                "the server is busy: its request queue is full; retry later",
+                self.state.settings.retry_after,
+            ) from None
+        except EngineClosed:
+            self.cancel()
+            raise unavailable("the server is shutting down", 5) from None
+        except GptkitError as exc:
+            self.cancel()
+            raise bad_request(str(exc)) from None
+
+    def _callback(self, index: int) -> Any:
+        def on_event(event: Any) -> None:
+            self.loop.call_soon_threadsafe(self.events.put_nowait, (index, event))
+
+        return on_event
+
+    def cancel(self) -> None:
+        for handle in self.handles:
+            if not handle.finished.is_set():
+                self.state.engine.cancel(handle)
+
+    async def next(self) -> tuple[int, Any]:
+        index, event = await self.events.get()
+        if self.first_token is None and isinstance(event, Delta) and event.token_ids:
+            self.first_token = time.monotonic()
+            self.state.metrics.observe_ttft(self.first_token - self.started)
+        return index, event
+
+
+async def create_completion(request: Request) -> Response:
+    state: ServeState = request.app.state.serve
+    state.check_open()
+    req = parse_request(CompletionRequest, await request.body())
+    prepared = prepare(state, req)
+    inflight = Inflight(state)
+    record = request.scope.setdefault("state", {})  # read by the request log
+    record.update(inflight=inflight, stream=req.stream, usage=prepared.usage)
+    inflight.record = record
+    inflight.submit(prepared.requests)
+    if req.stream:
+        return EventStreamResponse(
+            stream(state, req, prepared, inflight), on_disconnect=inflight.cancel
+        )
+    watcher = asyncio.create_task(_cancel_on_disconnect(request, inflight))
+    try:
+        body = await collect(state, req, prepared, inflight)
+    finally:
+        watcher.cancel()
+        inflight.cancel()
+    return JSONResponse(body)
+
+
+async def _cancel_on_disconnect(request: Request, inflight: Inflight) -> None:
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            inflight.cancel()
+            return
+
+
+@dataclass
+class Prepared:
+    """A validated request, ready for the engine."""
+
+    requests: list[BatchRequest]
+    prompts: list[list[int]]
+    sampler: str
+    id: str = field(default_factory=lambda: f"cmpl-{uuid.uuid4().hex}")
+    created: int = field(default_factory=lambda: int(time.time()))
+    usage: dict[str, int] = field(default_factory=dict)
+
+
+def prepare(state: ServeState, req: CompletionRequest) -> Prepared:
+    """Check the request against the model and build its engine requests."""
+    if req.model != state.model_name:
+        raise APIError(
+            404,
+            f"The model {req.model!r} does not exist; this server serves"
+            f" {state.model_name!r}",
+            param="model",
+            code="model_not_found",
+        )
+    if req.suffix:
+        raise bad_request("suffix is not supported by this model", "suffix")
+    if req.best_of is not None and req.best_of != req.n:
+        raise bad_request("best_of must equal n: candidates are not ranked", "best_of")
+    sampler, name, engine_options = resolve_sampler(req)
+    if isinstance(sampler, SearchStrategy) and (req.stream or req.logprobs is not None):
+        raise bad_request(
+            f"sampler {name!r} decides on whole sequences: it cannot stream or"
+            " return logprobs",
+            "stream" if req.stream else "logprobs",
+        )
+    prompts = [_prompt_ids(state, p) for p in req.prompt]
+    bias = {int(k): v for k, v in (req.logit_bias or {}).items()}
+    if any(token >= state.vocab_size for token in bias):
+        raise bad_request("logit_bias names a token id outside the vocabulary")
+    requests = []
+    for ids in prompts:
+        max_tokens = _max_tokens(state, req, ids)
+        requests.append(
+            BatchRequest(
+                prompt_ids=ids,
+                sampler=sampler,
+                max_new_tokens=max_tokens,
+                n=req.n,
+                seed=req.seed,
+                stop_strings=req.stop,
+                stop_at_eos=not req.ignore_eos,
+                frequency_penalty=req.frequency_penalty,
+                presence_penalty=req.presence_penalty,
+                logit_bias=bias or None,
+                logprobs=req.logprobs,
+                prompt_logprobs=req.echo and req.logprobs is not None,
+                timeout=state.settings.request_timeout,
+                **engine_options,
+            )
+        )
+        if len(requests) > 1:
+            requests[-1].sampler = _copy(sampler)
+    return Prepared(requests, prompts, name)
+
+
+def _copy(sampler: Any) -> Any:
+    import copy
+
+    return copy.deepcopy(sampler)
+
+
+def _prompt_ids(state: ServeState, prompt: str | list[int]) -> list[int]:
+    if isinstance(prompt, str):
+        ids = state.encode(prompt)
+    else:
+        ids = list(prompt)
+        if any(i >= state.vocab_size for i in ids):
+            raise bad_request(
+                f"prompt has a token id outside the vocabulary (< {state.vocab_size})",
+                "prompt",
+            )
+    ids = ids or [state.eos_id]  # an empty prompt starts from end-of-text
+    if len(ids) > state.max_seq_len - 1:
+        raise bad_request(
+            f"the prompt has {len(ids)} tokens; this server takes at most"
+            f" {state.max_seq_len - 1} so that one can be generated",
+            "prompt",
+            "context_length_exceeded",
+        )
+    return ids
+
+
+def _max_tokens(state: ServeState, req: CompletionRequest, ids: list[int]) -> int:
+    room = state.max_seq_len - len(ids)
+    if req.max_tokens is None:
+        return room
+    if req.max_tokens > room:
+        raise bad_request(
+            f"max_tokens {req.max_tokens} is too large: the prompt has {len(ids)}"
+            f" tokens and a sequence holds at most {state.max_seq_len}, so at most"
+            f" {room} can be generated",
+            "max_tokens",
+            "context_length_exceeded",
+        )
+    return req.max_tokens
+
+
+def _error_of(done: Done) -> APIError:
+    if done.error == "timeout":
+        return timed_out(done.message)
+    if done.error == "closed":
+        return APIError(503, done.message, type="server_error", code="shutting_down")
+    if done.error == "cancelled":
+        return APIError(499, done.message, code="cancelled")
+    return server_error(f"generation failed: {done.message}")
+
+
+async def collect(
+    state: ServeState, req: CompletionRequest, prepared: Prepared, inflight: Inflight
+) -> dict[str, Any]:
+    """Wait for every choice; the OpenAI response body."""
+    n = req.n
+    choices: dict[int, _Choice] = {}
+    prompt_logprobs: dict[int, Any] = {}
+    prompt_tokens, finished = 0, 0
+    while finished < len(prepared.requests):
+        index, event = await inflight.next()
+        if isinstance(event, Delta):
+            choice = choices.setdefault(index * n + event.choice, _Choice())
+            choice.text += event.text
+            choice.token_ids += event.token_ids
+            choice.logprobs += event.logprobs or []
+        elif isinstance(event, Finished):
+            choice = choices.setdefault(index * n + event.choice, _Choice())
+            choice.finish_reason, choice.tokens = event.reason, event.tokens
+        elif isinstance(event, Done):
+            if event.error is not None:
+                inflight.cancel()
+                raise _error_of(event)
+            finished += 1
+            prompt_tokens += event.prompt_tokens
+            prompt_logprobs[index] = event.prompt_logprobs
+    completion_tokens = sum(c.tokens for c in choices.values())
+    prepared.usage.update(_usage(prompt_tokens, completion_tokens))
+    body_choices = []
+    for i in sorted(choices):
+        c, p = choices[i], i // n
+        text, logprobs = c.text, c.logprobs
+        if req.echo:
+            text = state.decode(prepared.prompts[p]) + text
+            logprobs = (prompt_logprobs[p] or []) + logprobs
+        body_choices.append(
+            {
+                "text": text,
+                "index": i,
+                "logprobs": format_logprobs(state, logprobs)
+                if req.logprobs is not None
+                else None,
+                "finish_reason": c.finish_reason,
+            }
+        )
+    return {
+        "id": prepared.id,
+        "object": "text_completion",
+        "created": prepared.created,
+        "model": state.model_name,
+        "system_fingerprint": state.fingerprint,
+        "choices": body_choices,
+        "usage": dict(prepared.usage),
+    }
+
+
+def _usage(prompt: int, completion: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+
+
+async def stream(
+    state: ServeState, req: CompletionRequest, prepared: Prepared, inflight: Inflight
+) -> AsyncIterator[bytes]:
+    """Server-sent events: one chunk per new piece of a choice, then the
+    finish reason, the usage (``stream_options.include_usage``), ``[DONE]``."""
+    n = req.n
+
+    def chunk(choices: list[dict[str, Any]], **extra: Any) -> bytes:
+        return sse(
+            {
+                "id": prepared.id,
+                "object": "text_completion",
+                "created": prepared.created,
+                "model": state.model_name,
+                "system_fingerprint": state.fingerprint,
+                "choices": choices,
+                **extra,
+            }
+        )
+
+    def piece(index: int, text: str, logprobs: Any, finish: str | None = None):
+        lp = format_logprobs(state, logprobs) if req.logprobs is not None else None
+        return {"index": index, "text": text, "logprobs": lp, "finish_reason": finish}
+
+    prompt_tokens = completion_tokens = finished = 0
+    echoed: set[int] = set()
+    try:
+        while finished < len(prepared.requests):
+            index, event = await inflight.next()
+            if isinstance(event, Delta | Finished) and req.echo:
+                i = index * n + event.choice
+                if i not in echoed:  # the prompt (scored during the prefill)
+                    echoed.add(i)
+                    scored = inflight.handles[index].prompt_logprobs or []
+                    text = state.decode(prepared.prompts[index])
+                    yield chunk([piece(i, text, scored)])
+            if isinstance(event, Delta):
+                if event.text or event.logprobs:
+                    i = index * n + event.choice
+                    yield chunk([piece(i, event.text, event.logprobs or [])])
+            elif isinstance(event, Finished):
+                completion_tokens += event.tokens
+                i = index * n + event.choice
+                yield chunk([piece(i, "", [], event.reason)])
+            elif isinstance(event, Done):
+                if event.error is not None:
+                    inflight.cancel()
+                    error = _error_of(event)
+                    inflight.record["error"] = error.code or error.type
+                    yield sse(error.body())
+                    return
+                finished += 1
+                prompt_tokens += event.prompt_tokens
+        prepared.usage.update(_usage(prompt_tokens, completion_tokens))
+        if req.stream_options is not None and req.stream_options.include_usage:
+            yield chunk([], usage=dict(prepared.usage))
+        yield b"data: [DONE]\n\n"
+    finally:
+        inflight.cancel()

@@ -1,0 +1,143 @@
+"""OpenAI's sampling fields and gptkit's extension fields -> a sampler plugin.
+
+Without ``sampler`` the fields mean what they mean in OpenAI's API:
+``temperature`` 0 is greedy decoding (the ``greedy`` sampler); otherwise
+``top_p`` < 1 picks ``top-p``, ``min_p`` picks ``min-p``, and the rest
+samples from the whole distribution at ``temperature`` (``top-k`` without a
+``top_k`` cut, unless ``top_k`` is given). The temperature defaults to 1, as
+OpenAI's does.
+
+With ``sampler`` (any installed sampler plugin), ``sampler_options`` are its
+options, and the shortcut fields given in the request (``temperature``,
+``top_p``, ``top_k``, ``min_p``) become options of the same name. A shortcut
+the sampler does not have is an error, never silently dropped, unless it asks
+for nothing (OpenAI's defaults temperature 1 and top_p 1; temperature 0 for a
+deterministic sampler such as ``greedy`` or ``beam``): many clients send those
+fields with every request.
+
+``repetition_penalty`` and ``no_repeat_ngram_size`` are engine options that
+work with every sampler (fields, or keys of ``sampler_options``, as ``-o``
+takes them in ``gptkit generate``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from gptkit.core.errors import GptkitError
+from gptkit.serve.errors import bad_request
+from gptkit.serve.schemas import CompletionRequest
+
+SHORTCUTS = ("temperature", "top_p", "top_k", "min_p")
+ENGINE_OPTIONS = ("repetition_penalty", "no_repeat_ngram_size")
+
+
+def openai_choice(shortcuts: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(sampler name, options) for OpenAI's fields without a ``sampler``."""
+    temperature = shortcuts.get("temperature", 1.0)
+    if temperature == 0:
+        return "greedy", {}
+    options: dict[str, Any] = {"temperature": temperature}
+    top_p = shortcuts.get("top_p")
+    if "min_p" in shortcuts:
+        options["min_p"] = shortcuts["min_p"]
+        if top_p is not None and top_p < 1:
+            options["top_p"] = top_p
+        options["top_k"] = shortcuts.get("top_k")
+        return "min-p", options
+    if top_p is not None and top_p < 1:
+        options["top_p"] = top_p
+        options["top_k"] = shortcuts.get("top_k")
+        return "top-p", options
+    options["top_k"] = shortcuts.get("top_k")  # None: the whole distribution
+    return "top-k", options
+
+
+def resolve_sampler(req: CompletionRequest) -> tuple[Any, str, dict[str, Any]]:
+    """(sampler instance, its name, engine options) for a request; a 400
+    APIError for an unknown sampler or invalid options."""
+    from gptkit.core.registry import get_registry
+
+    samplers = get_registry().samplers
+    given = {
+        k: getattr(req, k)
+        for k in SHORTCUTS
+        if k in req.model_fields_set and getattr(req, k) is not None
+    }
+    options = dict(req.sampler_options or {})
+    engine = {k: options.pop(k) for k in ENGINE_OPTIONS if k in options}
+    for key in ENGINE_OPTIONS:
+        if getattr(req, key) is not None:
+            engine[key] = getattr(req, key)
+    if req.sampler is None:
+        if options:
+            raise bad_request(
+                "sampler_options needs a sampler (the extension field 'sampler')",
+                "sampler_options",
+            )
+        name, options = openai_choice(given)
+    else:
+        name = req.sampler
+        if name not in samplers:
+            valid = ", ".join(samplers.names())
+            raise bad_request(
+                f"unknown sampler {name!r}; installed: {valid}",
+                "sampler",
+                "unknown_sampler",
+            )
+        try:
+            cls = samplers.get(name)
+        except GptkitError as exc:
+            raise bad_request(str(exc), "sampler") from None
+        fields = {f.name for f in dataclasses.fields(cls.Options)}
+        for key, value in given.items():
+            if key not in fields and not _neutral(cls, key, value):
+                raise bad_request(
+                    f"sampler {name!r} has no option {key!r}; its options:"
+                    f" {', '.join(sorted(fields)) or '(none)'}",
+                    key,
+                )
+            if key in fields:
+                options.setdefault(key, value)
+    try:
+        sampler = samplers.create(name, options)
+    except GptkitError as exc:
+        raise bad_request(
+            str(exc), "sampler_options", "invalid_sampler_options"
+        ) from None
+    _check_engine_options(engine)
+    return sampler, name, engine
+
+
+def _neutral(cls: type, key: str, value: Any) -> bool:
+    """Whether a shortcut asks for nothing a sampler without it would not do:
+    OpenAI's defaults (temperature 1, top_p 1), or temperature 0 (greedy) for
+    a deterministic sampler or a search strategy."""
+    from gptkit.core.interfaces import SearchStrategy
+
+    if (key, value) in (("temperature", 1.0), ("top_p", 1.0)):
+        return True
+    deterministic = issubclass(cls, SearchStrategy) or (
+        getattr(cls, "deterministic", False) is True
+    )
+    return key == "temperature" and value == 0 and deterministic
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_engine_options(engine: dict[str, Any]) -> None:
+    """The engine options from ``sampler_options`` are not typed by pydantic."""
+    penalty = engine.get("repetition_penalty", 1.0)
+    if not (_number(penalty) and penalty > 0):
+        raise bad_request(
+            "repetition_penalty must be a number > 0", "repetition_penalty"
+        )
+    size = engine.get("no_repeat_ngram_size", 0)
+    if not (_number(size) and float(size).is_integer() and size >= 0):
+        raise bad_request(
+            "no_repeat_ngram_size must be an integer >= 0", "no_repeat_ngram_size"
+        )
+    engine["no_repeat_ngram_size"] = int(size)
