@@ -103,7 +103,7 @@ class ServerProcess:
         body: bytes | dict | None = None,
         headers: dict[str, str] | None = None,
     ) -> tuple[int, dict[str, str], Any]:
-        """(status, headers, parsed JSON body or text) of one raw request."""
+        """(status, headers with lowercase names, JSON body or text) of a request."""
         return http_request(self.port, method, path, body, headers)
 
     def health(self) -> dict[str, Any]:
@@ -152,7 +152,8 @@ def http_request(
             parsed = json.loads(raw)
         except ValueError:
             parsed = raw.decode(errors="replace")
-        return response.status, dict(response.getheaders()), parsed
+        headers = {k.lower(): v for k, v in response.getheaders()}
+        return response.status, headers, parsed
     finally:
         conn.close()
 

@@ -179,6 +179,6 @@ def create_app(
     app.state.serve = state
     wrapped: ASGIApp = BodyLimit(app, settings.max_body_bytes)
     wrapped = ApiKeyAuth(wrapped, settings.api_key)
-    outer = RequestLog(wrapped, state.metrics, settings.log_json)
+    outer = RequestLog(wrapped, state.metrics)
     outer.state = state  # type: ignore[attr-defined]
     return outer

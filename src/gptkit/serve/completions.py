@@ -161,6 +161,12 @@ def prepare(state: ServeState, req: CompletionRequest) -> Prepared:
         )
     if req.suffix:
         raise bad_request("suffix is not supported by this model", "suffix")
+    if req.n > state.engine.max_batch_size:
+        raise bad_request(
+            f"n is {req.n}; this server decodes at most"
+            f" {state.engine.max_batch_size} sequences together",
+            "n",
+        )
     if req.best_of is not None and req.best_of != req.n:
         raise bad_request("best_of must equal n: candidates are not ranked", "best_of")
     sampler, name, engine_options = resolve_sampler(req)

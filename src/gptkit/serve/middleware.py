@@ -7,7 +7,6 @@ pass straight through.
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import time
 from datetime import datetime, timezone
@@ -26,13 +25,14 @@ ROUTES = ("/v1/completions", "/v1/models", "/health", "/metrics")
 class RequestLog:
     """One log line per request (status, tokens, latency), and its metrics.
 
-    Never logs headers, bodies or prompts (the API key travels in a header).
+    The record carries the fields as ``row`` for the JSON formatter
+    (``--log-json``). Never logs headers, bodies or prompts (the API key
+    travels in a header).
     """
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, json_lines: bool) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
-        self.json_lines = json_lines
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -82,9 +82,6 @@ class RequestLog:
             "stream": state.get("stream"),
             "error": state.get("error"),
         }
-        if self.json_lines:
-            log.info(json.dumps(row, separators=(",", ":")))
-            return
         parts = [f'{row["client"]} "{row["method"]} {path}" {status}']
         if usage:
             parts.append(f"prompt={usage.get('prompt_tokens', 0)}")
@@ -96,7 +93,7 @@ class RequestLog:
             parts.append("stream")
         if row["error"]:
             parts.append(f"error={row['error']}")
-        log.info(" ".join(parts))
+        log.info(" ".join(parts), extra={"row": row})
 
 
 class ApiKeyAuth:

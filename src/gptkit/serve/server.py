@@ -11,12 +11,14 @@ signal after its graceful shutdown, so the process would die of it (exit
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import signal
 import socket
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 import uvicorn
@@ -59,14 +61,37 @@ class _DrainingServer(uvicorn.Server):
         self.handle_exit(sig, None)  # type: ignore[arg-type]
 
 
+class JsonLines(logging.Formatter):
+    """One JSON object per record: a request's fields, or time, level,
+    logger, message and the exception's traceback."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        row = getattr(record, "row", None)
+        if row is None:
+            row = {
+                "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(
+                    timespec="milliseconds"
+                ),
+                "level": record.levelname.lower(),
+                "logger": record.name,
+                "message": record.getMessage(),
+            }
+            if record.exc_info:
+                row["exception"] = self.formatException(record.exc_info)
+        return json.dumps(row, separators=(",", ":"))
+
+
 def configure_logging(json_lines: bool) -> None:
     """Request lines (``gptkit.serve``) and engine errors (``gptkit.batching``)
-    on standard error, bare: JSON lines need no prefix."""
+    on standard error: bare text, or JSON lines."""
     logger = logging.getLogger("gptkit")
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        logger.addHandler(handler)
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        JsonLines() if json_lines else logging.Formatter("%(message)s")
+    )
+    logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False
 
