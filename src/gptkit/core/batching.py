@@ -6,10 +6,12 @@ iteration of its loop:
 
 1. drops requests that were cancelled or ran past their deadline (their rows
    are free at once);
-2. admits the oldest waiting request when its ``n`` rows fit, and prefills its
-   prompt into a free row, ``prefill_chunk`` tokens per iteration so that a
-   long prompt does not stall the rows already decoding; the prompt's keys and
-   values are then copied to the request's other rows;
+2. admits the oldest waiting requests whose ``n`` rows fit and prefills their
+   prompts into free rows: short prompts together, right-padded, in one forward
+   pass (up to ``prefill_chunk`` tokens with the padding), a long prompt alone,
+   ``prefill_chunk`` tokens per iteration so that it does not stall the rows
+   already decoding; a prompt's keys and values are then copied to the
+   request's other rows;
 3. runs one decode step for every decoding row together (one forward pass: the
    weights are read once for the whole batch) and samples each row's next
    token with the request's own sampler, penalties and ``torch.Generator``
@@ -203,11 +205,14 @@ class RequestHandle:
 
 @dataclass
 class _Prefill:
-    """The admitted request whose prompt is being written into ``slot``."""
+    """Admitted requests whose prompts are being written into the cache, one
+    slot each from ``slot`` on: short prompts together in one right-padded
+    forward pass, or a single long prompt ``prefill_chunk`` tokens at a time
+    (``done`` of them so far)."""
 
-    handle: RequestHandle
+    handles: list[RequestHandle]
     slot: int
-    done: int = 0  # prompt tokens already in the cache
+    done: int = 0
 
 
 class BatchingEngine:
@@ -328,7 +333,8 @@ class BatchingEngine:
     @property
     def running(self) -> int:
         """Rows generating: decoding, being prefilled, or searching."""
-        return len(self.rows) + (self.prefill is not None) + self.searching
+        prefilling = len(self.prefill.handles) if self.prefill is not None else 0
+        return len(self.rows) + prefilling + self.searching
 
     @property
     def alive(self) -> bool:
@@ -369,9 +375,10 @@ class BatchingEngine:
                     log.exception("the batch loop failed")
                     handles = _handles(self.rows)
                     if self.prefill is not None:
-                        handles.append(self.prefill.handle)
+                        handles += self.prefill.handles
                     self._remove_rows(list(self.rows))
                     self.prefill = None
+                    self.cache.truncate([0] * self.max_batch_size)
                     for handle in handles:
                         handle.fail("internal", _describe(exc))
 
@@ -404,8 +411,8 @@ class BatchingEngine:
                     expired.append((handle, reason))
         for handle, reason in expired:
             handle.fail(reason)
-        if self.prefill is not None:
-            handle = self.prefill.handle
+        if self.prefill is not None:  # a long prompt, between its chunks
+            [handle] = self.prefill.handles
             reason = self._why_stop(handle)
             if reason is not None:
                 self._drop_prefill()
@@ -417,45 +424,75 @@ class BatchingEngine:
                 handle.fail(reason)
 
     def _admit(self) -> None:
+        """Take the oldest waiting requests whose rows fit: as many short
+        prompts as ``prefill_chunk`` padded tokens allow (a prefill reads the
+        weights once for all of them), or one long prompt."""
+        group: list[RequestHandle] = []
+        rows, width = len(self.rows), 0
         with self._wake:
-            if not self.waiting:
-                return
-            if len(self.rows) + self.waiting[0].request.n > self.max_batch_size:
-                return  # wait for rows to free up: first come, first served
-            handle = self.waiting.popleft()
-        self.prefill = _Prefill(handle, slot=len(self.rows))
+            while self.waiting:
+                handle = self.waiting[0]
+                length = len(handle.prompt)
+                if rows + handle.request.n > self.max_batch_size:
+                    break  # first come, first served: wait for rows to free up
+                if group and max(width, length) * (len(group) + 1) > self.prefill_chunk:
+                    break
+                group.append(self.waiting.popleft())
+                rows += handle.request.n
+                width = max(width, length)
+                if length > self.prefill_chunk:
+                    break  # a long prompt goes alone, in chunks
+        if group:
+            self.prefill = _Prefill(group, slot=len(self.rows))
 
     def _drop_prefill(self) -> None:
-        assert self.prefill is not None
-        self.cache.set_length(self.prefill.slot, 0)
+        job = self.prefill
+        assert job is not None
+        for j in range(len(job.handles)):
+            self.cache.set_length(job.slot + j, 0)
         self.prefill = None
 
     def _prefill_step(self) -> None:
-        """Feed the next chunk of the admitted prompt; after its last chunk,
-        start the request's rows from the logits that follow the prompt."""
+        """Feed the admitted prompts' next chunk (right-padded to one width);
+        after the last, start their rows from the logits after each prompt."""
         job = self.prefill
         assert job is not None
-        handle, req = job.handle, job.handle.request
-        chunk = handle.prompt[job.done : job.done + self.prefill_chunk]
-        last = job.done + len(chunk) == len(handle.prompt)
-        ids = torch.tensor([chunk], device=self.device)  # (1, T)
-        sub = self.cache.rows(job.slot)
+        handles, k = job.handles, len(job.handles)
+        lengths = [len(h.prompt) for h in handles]
+        width = max(lengths)
+        t = min(self.prefill_chunk, width - job.done)
+        last = job.done + t == width
+        ids = torch.zeros(k, t, dtype=torch.long)  # (k, t), padding after prompts
+        for j, handle in enumerate(handles):
+            piece = handle.prompt[job.done : job.done + t]
+            ids[j, : len(piece)] = torch.tensor(piece)
+        for j in range(k):
+            self.cache.set_length(job.slot + j, job.done)
+        sub = self.cache.rows(slice(job.slot, job.slot + k))
+        at = torch.tensor([n - 1 - job.done if last else t - 1 for n in lengths])
         try:
-            if req.prompt_logprobs:
-                logits = self.model(ids, cache=sub)  # (1, T, V)
-                self._score_prompt(handle, job.done, logits[0])
-            else:
-                at = torch.tensor([len(chunk) - 1], device=self.device)
-                logits = self.model(ids, cache=sub, logits_at=at)  # (1, 1, V)
-            job.done += len(chunk)
-            self.cache.set_length(job.slot, job.done)
+            if any(h.request.prompt_logprobs for h in handles):
+                logits = self.model(ids.to(self.device), cache=sub)  # (k, t, V)
+                for j, handle in enumerate(handles):
+                    if handle.request.prompt_logprobs:
+                        mine = logits[j, : lengths[j] - job.done]  # (<= t, V)
+                        self._score_prompt(handle, job.done, mine)
+                logits = logits[torch.arange(k), at.to(self.device)][:, None]
+            else:  # (k, 1, V): only the positions that will be sampled from
+                logits = self.model(
+                    ids.to(self.device), cache=sub, logits_at=at.to(self.device)
+                )
+            job.done += t
+            for j, n in enumerate(lengths):
+                self.cache.set_length(job.slot + j, min(n, job.done))
             if last:
-                self._start_rows(job, next_token_logits(logits, self.vocab_limit))
-        except Exception as exc:  # this request fails alone
-            self._remove_rows([r for r in self.rows if r.handle is handle])
+                self._start_group(job, next_token_logits(logits, self.vocab_limit))
+        except Exception as exc:  # these requests fail; the batch goes on
             if self.prefill is job:
                 self._drop_prefill()
-            self._internal(handle, exc)
+            for handle in handles:
+                self._remove_rows([r for r in self.rows if r.handle is handle])
+                self._internal(handle, exc)
 
     def _score_prompt(self, handle: RequestHandle, start: int, logits: Tensor) -> None:
         """Log-probabilities of prompt tokens from a chunk's logits (T, V): the
@@ -469,14 +506,35 @@ class BatchingEngine:
                 token = prompt[start + i + 1]
                 handle.prompt_logprobs.append(token_logprob(logprobs[i], token, k))
 
-    def _start_rows(self, job: _Prefill, first: Tensor) -> None:
-        handle, req = job.handle, job.handle.request
+    def _start_group(self, job: _Prefill, first: Tensor) -> None:
+        """Rows for every choice of the prefilled requests, from ``first``
+        (k, V): the logits after each prompt. Request j's prompt sits in slot
+        ``job.slot + j``; its choices need consecutive slots, so the prompts
+        move up to their first slots (the last first: nothing is overwritten
+        before it moved) and are copied to the others."""
         self.prefill = None
+        bases, base = [], job.slot
+        for handle in job.handles:
+            bases.append(base)
+            base += handle.request.n
+        for j in reversed(range(len(job.handles))):
+            if bases[j] != job.slot + j:
+                length = len(job.handles[j].prompt)
+                self._copy_slot(job.slot + j, bases[j], length)
+        rows: list[Row] = []
+        logits = []
+        for j, handle in enumerate(job.handles):
+            rows += self._new_rows(handle, bases[j])
+            logits += [first[j]] * handle.request.n
+        self.rows.extend(rows)  # slot order: rows[i] lives in slot i
+        self._sample(rows, torch.stack(logits))  # (rows, V)
+
+    def _new_rows(self, handle: RequestHandle, base: int) -> list[Row]:
+        req = handle.request
         rows = []
         for choice in range(req.n):
-            slot = job.slot + choice
             if choice:  # every choice starts from the prompt's keys and values
-                self._copy_slot(job.slot, slot, len(handle.prompt))
+                self._copy_slot(base, base + choice, len(handle.prompt))
             sampler = req.sampler if req.n == 1 else copy.deepcopy(req.sampler)
             assert isinstance(sampler, Sampler)
             seed = req.seed + choice if req.seed is not None else secrets.randbits(63)
@@ -491,8 +549,7 @@ class BatchingEngine:
             )
             stream = TextStream(req.stop_strings, self.decode)
             rows.append(Row(handle, choice, sampling, stream))
-        self.rows.extend(rows)
-        self._sample(rows, first.expand(req.n, -1))  # (n, V)
+        return rows
 
     def _copy_slot(self, src: int, dst: int, length: int) -> None:
         keys, values = self.cache.keys, self.cache.values
@@ -552,7 +609,7 @@ class BatchingEngine:
             self.rows.pop()
             self.cache.set_length(last, 0)
         job = self.prefill
-        if job is not None and job.slot > len(self.rows):
+        if job is not None and job.slot > len(self.rows):  # a chunked prompt
             self._copy_slot(job.slot, len(self.rows), job.done)
             self.cache.set_length(job.slot, 0)
             job.slot = len(self.rows)
