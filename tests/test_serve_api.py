@@ -370,7 +370,7 @@ BAD = [
 
 def expected_text(model, request: dict, choice: int) -> tuple[str, str]:
     """(text, finish reason) of one choice, generated alone in this process."""
-    from gptkit.core.generate import generate_text
+    from gptkit.core.text import generate_text
     from gptkit.core.registry import get_registry
     from gptkit.serve.sampling import openai_choice
 

@@ -19,10 +19,10 @@ from gptkit.core.batching import (
     Finished,
     QueueFull,
 )
-from gptkit.core.generate import generate_text, generate_tokens
+from gptkit.core.generate import generate_tokens
 from gptkit.core.interfaces import Sampler
 from gptkit.core.registry import get_registry
-from gptkit.core.text_stream import TextStream
+from gptkit.core.text import generate_text
 from gptkit.core.tokenizer import encode
 from tests.helpers import tiny_model
 
@@ -231,68 +231,6 @@ class SlowGreedy(Sampler):
     def sample(self, logits, generator=None):
         time.sleep(0.02)
         return logits.argmax(dim=-1)
-
-
-# -- the text stream ------------------------------------------------------------
-
-
-def test_text_stream_holds_back_what_could_start_a_stop_string():
-    pieces = {1: "Hello", 2: " wor", 3: "ld", 4: "!", 5: " END", 6: "ING"}
-    stream = TextStream(
-        ["world!", " ENDING"], decode=lambda ids: "".join(pieces[i] for i in ids)
-    )
-    assert stream.push(1) == "Hello"
-    assert stream.push(2) == " "  # "wor" may begin "world!"
-    assert stream.push(3) == ""  # "world" too
-    assert not stream.stopped
-    assert stream.push(4) == ""
-    assert stream.stopped and stream.text == "Hello "
-    assert stream.push(5) == "" and stream.flush() == ""
-
-
-def test_text_stream_releases_held_text_when_the_stop_does_not_come():
-    pieces = {1: "a", 2: "b", 3: "c"}
-    stream = TextStream(["bd"], decode=lambda ids: "".join(pieces[i] for i in ids))
-    assert stream.push(1) == "a"
-    assert stream.push(2) == ""
-    assert stream.push(3) == "bc"
-    assert not stream.stopped
-    stream2 = TextStream(["bd"], decode=lambda ids: "".join(pieces[i] for i in ids))
-    stream2.push(1), stream2.push(2)
-    assert stream2.flush() == "b"
-
-
-def test_text_stream_waits_for_a_whole_utf8_character():
-    from gptkit.core.tokenizer import decode
-
-    ids = encode("café ☕ ok")
-    assert "\ufffd" in "".join(decode([t]) for t in ids)  # split characters
-    stream = TextStream()
-    deltas = [stream.push(t) for t in ids]
-    assert "" in deltas  # held back until the character was whole
-    assert "\ufffd" not in "".join(deltas)
-    assert "".join(deltas) + stream.flush() == "café ☕ ok"
-
-
-def test_finished_requests_leave_nothing_behind(model, engine):
-    """The engine keeps no reference to a finished, failed or cancelled request
-    (their rows, samplers, generators and events)."""
-    import gc
-    import weakref
-
-    engine.start()
-    refs = []
-    for i in range(6):
-        request = BatchRequest(encode(PROMPTS[i % 4]), sampler(), 6, n=2, seed=i)
-        handle = engine.submit(request)
-        if i % 3 == 2:
-            engine.cancel(handle)
-        collect(handle)
-        refs += [weakref.ref(handle), weakref.ref(request)]
-        del handle, request
-    gc.collect()
-    assert [r for r in refs if r() is not None] == []
-    assert engine.rows == [] and engine.prefill is None and not engine.waiting
 
 
 def test_engine_threads_stop_on_close(model):

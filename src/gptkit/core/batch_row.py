@@ -23,7 +23,7 @@ from torch import Tensor
 
 from gptkit.core.interfaces import Sampler
 from gptkit.core.penalties import Penalties
-from gptkit.core.text_stream import TextStream
+from gptkit.core.text import TextStream, completion_text
 
 if TYPE_CHECKING:
     from gptkit.core.batching import BatchRequest, RequestHandle
@@ -103,14 +103,19 @@ class RowSampling:
 
 @dataclass
 class Row:
-    """A decoding sequence: which request and choice, its sampling and text."""
+    """A decoding sequence: which request and choice, its sampling, its text
+    (:class:`~gptkit.core.text.TextStream`: pieces that are never taken back)."""
 
     handle: RequestHandle
     choice: int
     sampling: RowSampling
     stream: TextStream
+    new_ids: list[int] = field(default_factory=list)
     last_token: int = -1
-    generated: int = 0
+
+    @property
+    def generated(self) -> int:
+        return len(self.new_ids)
 
     def accept(
         self,
@@ -120,22 +125,22 @@ class Row:
         emit: Callable[[int, list[int], str, list[TokenLogprob] | None], None],
     ) -> str | None:
         """Record a sampled token and report what it released through ``emit``
-        (choice, token ids, text, logprobs); the finish reason if the row ends."""
+        (choice, token ids, text, logprobs); the finish reason if the row ends:
+        ``"stop"`` at end-of-text or a stop string, ``"length"`` at the limit."""
         request = self.handle.request
-        self.generated += 1
+        self.new_ids.append(token)
         self.last_token = token
-        logprobs = [logprob] if logprob is not None else None
-        if request.stop_at_eos and token == eos_id:
-            text = self.stream.flush()
+        eos = request.stop_at_eos and token == eos_id
+        stopped = eos
+        if not eos and self.stream.stop_strings:
+            _, stopped = completion_text(self.new_ids, self.stream.stop_strings)
+        finished = stopped or self.generated >= request.max_new_tokens
+        text = self.stream.update(self.new_ids, finished)
+        if eos:  # end-of-text is counted, never shown
             if text:
                 emit(self.choice, [], text, None)
+        else:
+            emit(self.choice, [token], text, [logprob] if logprob else None)
+        if stopped:
             return "stop"
-        text = self.stream.push(token)
-        if self.stream.stopped:
-            emit(self.choice, [token], text, logprobs)
-            return "stop"
-        if self.generated >= request.max_new_tokens:
-            emit(self.choice, [token], text + self.stream.flush(), logprobs)
-            return "length"
-        emit(self.choice, [token], text, logprobs)
-        return None
+        return "length" if finished else None

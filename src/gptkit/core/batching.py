@@ -57,7 +57,7 @@ from gptkit.core.errors import GptkitError
 from gptkit.core.generate import next_token_logits, prepare_prompt
 from gptkit.core.interfaces import Sampler, SearchStrategy
 from gptkit.core.model import GPTModel, KVCache
-from gptkit.core.text_stream import TextStream
+from gptkit.core.text import TextStream, completion_text
 from gptkit.core.tokenizer import EOT_ID, N_VOCAB
 
 __all__ = [
@@ -234,7 +234,6 @@ class BatchingEngine:
         prefill_chunk: int = 256,
         eos_id: int = EOT_ID,
         vocab_limit: int = N_VOCAB,
-        decode: Callable[[list[int]], str] | None = None,
     ) -> None:
         if max_batch_size < 1 or max_queue < 0 or prefill_chunk < 1:
             raise GptkitError(
@@ -248,7 +247,6 @@ class BatchingEngine:
         self.prefill_chunk = prefill_chunk
         self.eos_id = eos_id
         self.vocab_limit = min(vocab_limit, model.cfg.vocab_size)
-        self.decode = decode
         param = next(model.parameters())
         self.device = param.device
         self.cache = KVCache.allocate(
@@ -547,8 +545,10 @@ class BatchingEngine:
                 self.model.cfg.vocab_size,
                 self.device,
             )
-            stream = TextStream(req.stop_strings, self.decode)
-            rows.append(Row(handle, choice, sampling, stream))
+            eos = self.eos_id if req.stop_at_eos else None
+            rows.append(
+                Row(handle, choice, sampling, TextStream(req.stop_strings, eos))
+            )
         return rows
 
     def _copy_slot(self, src: int, dst: int, length: int) -> None:
@@ -663,17 +663,13 @@ class BatchingEngine:
         if reason is not None:
             handle.fail(reason)
             return
+        eos = self.eos_id if req.stop_at_eos else None
         for choice, result in enumerate(results):
-            stream = TextStream(req.stop_strings, self.decode)
+            text, stopped = completion_text(result.new_ids, req.stop_strings, eos)
             ids = result.new_ids
             if result.finish_reason == "eos":
                 ids = ids[:-1]
-            text = "".join(stream.push(t) for t in ids) + stream.flush()
-            finish = (
-                "stop"
-                if result.finish_reason == "eos" or stream.stopped
-                else ("length")
-            )
+            finish = "stop" if result.finish_reason == "eos" or stopped else "length"
             handle.emit(Delta(choice, list(ids), text))
             handle.emit(Finished(choice, finish, len(result.new_ids), result.score))
         handle.emit(Done(len(handle.prompt)))

@@ -146,10 +146,14 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 
 
 def create_app(
-    engine: BatchingEngine, settings: ServeSettings, model_name: str
+    engine: BatchingEngine,
+    settings: ServeSettings,
+    model_name: str,
+    api_key: str | None = None,
 ) -> ASGIApp:
-    """The server's ASGI app. The engine starts with the app and is closed
-    (in-flight work finished, bounded by ``drain_timeout``) when it stops."""
+    """The server's ASGI app; ``api_key``: required on ``/v1`` when given. The
+    engine starts with the app and is closed (in-flight work finished, bounded
+    by ``drain_timeout``) when it stops."""
     state = ServeState(engine, settings, model_name)
 
     @contextlib.asynccontextmanager
@@ -178,7 +182,7 @@ def create_app(
     )
     app.state.serve = state
     wrapped: ASGIApp = BodyLimit(app, settings.max_body_bytes)
-    wrapped = ApiKeyAuth(wrapped, settings.api_key)
+    wrapped = ApiKeyAuth(wrapped, api_key)
     outer = RequestLog(wrapped, state.metrics)
     outer.state = state  # type: ignore[attr-defined]
     return outer

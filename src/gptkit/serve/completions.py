@@ -29,7 +29,6 @@ from gptkit.core.batching import (
     RequestHandle,
 )
 from gptkit.core.errors import GptkitError
-from gptkit.core.interfaces import SearchStrategy
 from gptkit.serve.errors import (
     APIError,
     bad_request,
@@ -38,7 +37,7 @@ from gptkit.serve.errors import (
     unavailable,
 )
 from gptkit.serve.events import EventStreamResponse, format_logprobs, sse
-from gptkit.serve.sampling import resolve_sampler
+from gptkit.serve.sampling import request_sampler
 from gptkit.serve.schemas import CompletionRequest, parse_request
 
 if TYPE_CHECKING:
@@ -169,12 +168,19 @@ def prepare(state: ServeState, req: CompletionRequest) -> Prepared:
         )
     if req.best_of is not None and req.best_of != req.n:
         raise bad_request("best_of must equal n: candidates are not ranked", "best_of")
-    sampler, name, engine_options = resolve_sampler(req)
-    if isinstance(sampler, SearchStrategy) and (req.stream or req.logprobs is not None):
+    choice = request_sampler(req)
+    sampler, name, engine_options = choice.sampler, choice.name, choice.engine
+    if not choice.streams and (req.stream or req.logprobs is not None):
         raise bad_request(
             f"sampler {name!r} decides on whole sequences: it cannot stream or"
             " return logprobs",
             "stream" if req.stream else "logprobs",
+        )
+    if not choice.streams and req.n != 1:
+        raise bad_request(
+            f"sampler {name!r} returns its own sequences (n must be 1; beam"
+            " search: sampler_options.num_return_sequences)",
+            "n",
         )
     prompts = [_prompt_ids(state, p) for p in req.prompt]
     bias = {int(k): v for k, v in (req.logit_bias or {}).items()}

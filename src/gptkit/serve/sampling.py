@@ -25,12 +25,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from gptkit.api.sampling import ENGINE_OPTIONS, SamplerChoice
 from gptkit.core.errors import GptkitError
 from gptkit.serve.errors import bad_request
 from gptkit.serve.schemas import CompletionRequest
 
+#: OpenAI's fields and vLLM's extensions that are options of a sampler.
 SHORTCUTS = ("temperature", "top_p", "top_k", "min_p")
-ENGINE_OPTIONS = ("repetition_penalty", "no_repeat_ngram_size")
 
 
 def openai_choice(shortcuts: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -54,60 +55,63 @@ def openai_choice(shortcuts: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     return "top-k", options
 
 
-def resolve_sampler(req: CompletionRequest) -> tuple[Any, str, dict[str, Any]]:
-    """(sampler instance, its name, engine options) for a request; a 400
-    APIError for an unknown sampler or invalid options."""
+def request_sampler(req: CompletionRequest) -> SamplerChoice:
+    """The sampler and engine options of a request, through the library's
+    :func:`~gptkit.api.sampling.resolve_sampler` (the rules ``gptkit
+    generate`` and ``LanguageModel.generate`` follow); a 400 APIError naming
+    the field at fault otherwise."""
+    from gptkit.api.sampling import resolve_sampler
     from gptkit.core.registry import get_registry
+    from gptkit.core.settings import GenerateSettings
 
-    samplers = get_registry().samplers
     given = {
         k: getattr(req, k)
         for k in SHORTCUTS
         if k in req.model_fields_set and getattr(req, k) is not None
     }
     options = dict(req.sampler_options or {})
-    engine = {k: options.pop(k) for k in ENGINE_OPTIONS if k in options}
-    for key in ENGINE_OPTIONS:
-        if getattr(req, key) is not None:
-            engine[key] = getattr(req, key)
+    settings: dict[str, Any] = {
+        k: getattr(req, k) for k in ENGINE_OPTIONS if getattr(req, k) is not None
+    }
     if req.sampler is None:
-        if options:
+        if set(options) - set(ENGINE_OPTIONS):
             raise bad_request(
                 "sampler_options needs a sampler (the extension field 'sampler')",
                 "sampler_options",
             )
-        name, options = openai_choice(given)
+        name, implied = openai_choice(given)
+        settings.update(sampler=name, options={**implied, **options})
     else:
-        name = req.sampler
-        if name not in samplers:
-            valid = ", ".join(samplers.names())
+        samplers = get_registry().samplers
+        if req.sampler not in samplers:
             raise bad_request(
-                f"unknown sampler {name!r}; installed: {valid}",
+                f"unknown sampler {req.sampler!r}; installed:"
+                f" {', '.join(samplers.names())}",
                 "sampler",
                 "unknown_sampler",
             )
         try:
-            cls = samplers.get(name)
-        except GptkitError as exc:
+            cls = samplers.get(req.sampler)
+        except GptkitError as exc:  # a plugin that fails to import
             raise bad_request(str(exc), "sampler") from None
         fields = {f.name for f in dataclasses.fields(cls.Options)}
         for key, value in given.items():
             if key not in fields and not _neutral(cls, key, value):
                 raise bad_request(
-                    f"sampler {name!r} has no option {key!r}; its options:"
+                    f"sampler {req.sampler!r} has no option {key!r}; its options:"
                     f" {', '.join(sorted(fields)) or '(none)'}",
                     key,
                 )
-            if key in fields:
-                options.setdefault(key, value)
+        shortcuts = {k: v for k, v in given.items() if k in fields}
+        settings.update(sampler=req.sampler, options=options, **shortcuts)
     try:
-        sampler = samplers.create(name, options)
+        choice = resolve_sampler(GenerateSettings.create(settings))
     except GptkitError as exc:
         raise bad_request(
             str(exc), "sampler_options", "invalid_sampler_options"
         ) from None
-    _check_engine_options(engine)
-    return sampler, name, engine
+    _check_engine_options(choice.engine)
+    return choice
 
 
 def _neutral(cls: type, key: str, value: Any) -> bool:
@@ -124,20 +128,13 @@ def _neutral(cls: type, key: str, value: Any) -> bool:
     return key == "temperature" and value == 0 and deterministic
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 def _check_engine_options(engine: dict[str, Any]) -> None:
-    """The engine options from ``sampler_options`` are not typed by pydantic."""
-    penalty = engine.get("repetition_penalty", 1.0)
-    if not (_number(penalty) and penalty > 0):
+    """Penalties given as ``sampler_options`` keys skip the settings' bounds."""
+    if engine.get("repetition_penalty", 1.0) <= 0:
         raise bad_request(
-            "repetition_penalty must be a number > 0", "repetition_penalty"
+            "repetition_penalty must be > 0", "sampler_options", "invalid_option"
         )
-    size = engine.get("no_repeat_ngram_size", 0)
-    if not (_number(size) and float(size).is_integer() and size >= 0):
+    if engine.get("no_repeat_ngram_size", 0) < 0:
         raise bad_request(
-            "no_repeat_ngram_size must be an integer >= 0", "no_repeat_ngram_size"
+            "no_repeat_ngram_size must be >= 0", "sampler_options", "invalid_option"
         )
-    engine["no_repeat_ngram_size"] = int(size)

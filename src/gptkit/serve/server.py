@@ -115,11 +115,21 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(model: GPTModel, model_name: str, settings: ServeSettings) -> int:
-    """Serve until SIGTERM or Ctrl-C; the process's exit code."""
+def serve(
+    model: GPTModel,
+    model_name: str,
+    settings: ServeSettings,
+    api_key: str | None = None,
+) -> int:
+    """Serve ``model`` until SIGTERM or Ctrl-C; the process's exit code.
+    ``api_key``: required as ``Authorization: Bearer KEY`` on ``/v1``."""
+    import torch
+
     from gptkit.core.batching import BatchingEngine
     from gptkit.serve.app import create_app
 
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
     configure_logging(settings.log_json)
     try:
         engine = BatchingEngine(
@@ -134,7 +144,7 @@ def serve(model: GPTModel, model_name: str, settings: ServeSettings) -> int:
             f"cannot allocate the key/value cache ({exc}); lower --max-batch-size"
             " or --max-seq-len"
         ) from None
-    app = create_app(engine, settings, model_name)
+    app = create_app(engine, settings, model_name, api_key)
     state = app.state  # type: ignore[attr-defined]
     sock = bind(settings.host, settings.port)
     host, port = sock.getsockname()[:2]

@@ -1,51 +1,107 @@
-"""The server's settings (one dataclass; the CLI flags map onto it)."""
+"""The server's settings, declared once (torch-free): the ``gptkit serve``
+options and the keywords of :func:`gptkit.serve.server.serve` come from here.
+Which model to serve is :class:`~gptkit.core.settings.LoadSettings`."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
-from gptkit.core.errors import GptkitError
+from gptkit.core.errors import SettingError
+from gptkit.core.settings import NOT_SAVED, Settings, setting
 
 
 @dataclass
-class ServeSettings:
+class ServeSettings(Settings):
     """How ``gptkit serve`` listens, batches and limits requests.
 
-    ``max_seq_len``: prompt + generated tokens per sequence (default: the
-    model's context length); the key/value cache holds ``max_batch_size`` such
-    sequences. ``request_timeout``: seconds a request may take, waiting
-    included (``None``: no limit). ``drain_timeout``: how long SIGTERM waits
-    for in-flight requests before cancelling them.
+    ``max_seq_len`` is prompt + generated tokens per sequence; the key/value
+    cache holds ``max_batch_size`` such sequences.
     """
 
-    host: str = "127.0.0.1"
-    port: int = 8000
-    model_name: str | None = None
-    max_batch_size: int = 16
-    max_queue: int = 64
-    max_seq_len: int | None = None
-    prefill_chunk: int = 256
-    request_timeout: float | None = 600.0
-    api_key: str | None = None
-    max_body_bytes: int = 1 << 20
-    log_json: bool = False
-    drain_timeout: float = 30.0
-    retry_after: int = 1
+    #: Seconds a client should wait before retrying a 503.
+    retry_after: ClassVar[int] = 1
 
-    def __post_init__(self) -> None:
-        positive = ("max_batch_size", "prefill_chunk", "max_body_bytes", "retry_after")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise GptkitError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.max_queue < 0:
-            raise GptkitError(f"max_queue must be >= 0, got {self.max_queue}")
-        if not 0 <= self.port <= 65535:
-            raise GptkitError(f"port must be between 0 and 65535, got {self.port}")
-        if self.max_seq_len is not None and self.max_seq_len < 2:
-            raise GptkitError("max_seq_len must be >= 2")
-        if self.request_timeout is not None and self.request_timeout <= 0:
-            raise GptkitError("request_timeout must be > 0")
-        if self.drain_timeout < 0:
-            raise GptkitError("drain_timeout must be >= 0")
-        if self.api_key is not None and not self.api_key:
-            raise GptkitError("the API key is empty")
+    host: str = setting(
+        "127.0.0.1",
+        resume=NOT_SAVED,
+        help="Address to listen on (0.0.0.0: every interface).",
+    )
+    port: int = setting(
+        8000,
+        ge=0,
+        le=65535,
+        resume=NOT_SAVED,
+        help="Port (0: any free port, printed at start).",
+    )
+    model_name: str | None = setting(
+        None,
+        resume=NOT_SAVED,
+        help="The model's id in the API.",
+        default_help="from --weights (hf:gpt2 -> gpt2) or the preset",
+    )
+    max_batch_size: int = setting(
+        16,
+        ge=1,
+        resume=NOT_SAVED,
+        help="Sequences decoded together (rows of the key/value cache).",
+    )
+    max_seq_len: int | None = setting(
+        None,
+        ge=2,
+        resume=NOT_SAVED,
+        help="Prompt + new tokens per sequence.",
+        default_help="the context length",
+    )
+    max_queue: int = setting(
+        64,
+        ge=0,
+        resume=NOT_SAVED,
+        help="Requests waiting for rows; more get 503 with Retry-After.",
+    )
+    prefill_chunk: int = setting(
+        256,
+        ge=1,
+        resume=NOT_SAVED,
+        help="Prompt tokens prefilled per step (a long prompt does not stall the"
+        " batch; short ones are prefilled together up to this many).",
+    )
+    request_timeout: float = setting(
+        600.0,
+        gt=0.0,
+        resume=NOT_SAVED,
+        help="Seconds a request may take, waiting included (504 after).",
+    )
+    api_key_env: str | None = setting(
+        None,
+        metavar="VAR",
+        resume=NOT_SAVED,
+        help="Require 'Authorization: Bearer KEY' on /v1, KEY read from this"
+        " environment variable.",
+    )
+    max_body_bytes: int = setting(
+        1 << 20,
+        ge=1,
+        resume=NOT_SAVED,
+        help="Largest request body accepted (413 beyond).",
+    )
+    drain_timeout: float = setting(
+        30.0,
+        ge=0.0,
+        resume=NOT_SAVED,
+        help="On SIGTERM, seconds in-flight requests may take to finish.",
+    )
+    log_json: bool = setting(
+        False, resume=NOT_SAVED, help="Log one JSON object per request."
+    )
+    threads: int = setting(
+        0,
+        ge=0,
+        resume=NOT_SAVED,
+        help="CPU threads for torch (0: torch's default, every core).",
+    )
+
+    def check(self) -> None:
+        super().check()
+        if self.api_key_env is not None and not self.api_key_env:
+            raise SettingError("{api_key_env} is empty", settings_class=type(self))
