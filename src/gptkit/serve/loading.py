@@ -26,10 +26,11 @@ def default_name(spec: str) -> str:
     ``runs/NAME`` -> ``NAME``; ``book:model.pth`` -> ``model``."""
     prefix, sep, rest = spec.partition(":")
     location = rest if sep and len(prefix) > 1 else spec
-    location = location.split("@")[0].rstrip("/")
-    path = Path(location)
+    if sep and prefix == "hf" and not Path(location).exists():
+        return location.split("@")[0]  # a Hub repository
+    path = Path(location.rstrip("/"))
     if path.name.startswith("step-") and path.parent.name == "checkpoints":
         return f"{path.parent.parent.name}/{path.name}"
     if path.suffix in (".pth", ".pt", ".safetensors"):
         return path.stem
-    return location if "/" in location and not path.exists() else path.name
+    return path.name
