@@ -69,3 +69,29 @@ def test_default_model_names():
     )
     assert default_name("book:models/model.pth") == "model"
     assert default_name("runs/20261128-223000") == "20261128-223000"
+
+
+def _serving_section() -> str:
+    from tests.conftest import REPO
+
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    start = text.index("## Serving\n")
+    return text[start : text.index("\n## ", start + 1)]
+
+
+def test_the_readme_documents_every_request_field():
+    from gptkit.serve.schemas import CompletionRequest
+
+    section = _serving_section()
+    missing = [f for f in CompletionRequest.model_fields if f"`{f}`" not in section]
+    assert missing == []
+
+
+def test_the_readme_python_examples_parse():
+    import ast
+    import re
+
+    blocks = re.findall(r"^```python\n(.*?)^```", _serving_section(), re.M | re.S)
+    assert len(blocks) == 2
+    for block in blocks:
+        ast.parse(block)

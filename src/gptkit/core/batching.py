@@ -252,10 +252,6 @@ class BatchingEngine:
         self.cache = KVCache.allocate(
             model.cfg, max_batch_size, self.max_seq_len, self.device, param.dtype
         )
-        # Attention masks a slot past a row's length, but masked values still
-        # enter the weighted sum as 0 x value: garbage NaNs would poison it.
-        self.cache.keys.zero_()
-        self.cache.values.zero_()
         self.rows: list[Row] = []  # the decoding rows: cache slots 0 .. d-1
         self.prefill: _Prefill | None = None
         self.waiting: deque[RequestHandle] = deque()
@@ -307,7 +303,7 @@ class BatchingEngine:
         handle = RequestHandle(request, self.check(request), on_event)
         with self._wake:
             if self._closing:
-                raise EngineClosed("the server is shutting down")
+                raise EngineClosed("the engine is shutting down")
             if self.queued >= self.max_queue:
                 raise QueueFull(f"{self.max_queue} requests are already waiting")
             if isinstance(request.sampler, SearchStrategy):

@@ -87,8 +87,9 @@ class Inflight:
             raise bad_request(str(exc)) from None
 
     def _callback(self, index: int) -> Any:
-        def on_event(event: Any) -> None:
-            self.loop.call_soon_threadsafe(self.events.put_nowait, (index, event))
+        def on_event(event: Any) -> None:  # on an engine thread
+            if not self.loop.is_closed():  # else the server has stopped
+                self.loop.call_soon_threadsafe(self.events.put_nowait, (index, event))
 
         return on_event
 
