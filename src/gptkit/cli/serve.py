@@ -15,7 +15,7 @@ from gptkit.serve.settings import ServeSettings
 
 #: The modules of the ``serve`` extra.
 SERVE_EXTRA = ("starlette", "uvicorn", "pydantic", "prometheus_client")
-LOAD_OPTIONS = ("weights", "preset", "seed", "n_heads", "dtype", "device")
+LOAD_OPTIONS = ("weights", "preset", "seed", "n_heads", "dtype", "device", "quantize")
 
 
 def _require_serve_extra() -> None:
