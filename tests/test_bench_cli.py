@@ -11,6 +11,7 @@ import math
 from importlib import metadata
 
 import pytest
+import torch
 
 from gptkit.core.registry import get_registry
 from tests.conftest import assert_clean_error
@@ -163,31 +164,57 @@ def test_empty_prompts_file(cli_run, tmp_path):
     )
 
 
-def test_training_tokens_per_s_and_mfu(cli_run):
+def test_training_times_the_trainers_step_against_the_baseline(cli_run, monkeypatch):
+    from gptkit.core.train import Trainer
+
+    calls: list[str] = []
+    real_step = Trainer.train_step
+
+    def counted(self, *args, **kwargs):
+        calls.append(self.settings.precision)
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "train_step", counted)
     result = cli_run(
-        "bench", "training", "--preset", "tiny", "--precisions", "fp32,bf16-mixed",
-        "--batch-size", "2", "--context-length", "16", "--steps", "2",
-        "--repeats", "2", "--json",
+        "bench", "training", "--preset", "tiny", "--precisions", "fp32,bf16-true",
+        "--batch-size", "2", "--context-length", "8", "--steps", "2",
+        "--repeats", "2", "--profile", "--json",
     )  # fmt: skip
     assert result.exit_code == 0, result.stderr
     data = json.loads(result.stdout)
-    assert [r["name"] for r in data["rows"]] == ["fp32", "bf16-mixed"]
+    rows = data["rows"]
+    assert [r["name"] for r in rows] == ["baseline", "fp32", "bf16-true"]
+    # gptkit's rows are Trainer.train_step: (1 warm-up + 2 repeats) x 2 steps,
+    # and one profiled step.
+    assert calls == ["fp32"] * 7 + ["bf16-true"] * 7
+    base = rows[0]
+    assert base["kind"] == "baseline" and base["vs_baseline"] == 1.0
+    assert data["machine"]["torch_threads"] == torch.get_num_threads()  # default
     assert data["settings"]["flops_per_token"] > 0
-    for row in data["rows"]:
-        assert row["tokens"] == 2 * 2 * 16
-        assert row["tokens_per_s"] == pytest.approx(64 / min(row["seconds"]))
+    for row in rows:
+        assert row["tokens"] == 2 * 2 * 8
+        assert row["tokens_per_s"] == pytest.approx(32 / min(row["seconds"]))
+        assert row["vs_baseline"] == pytest.approx(
+            row["tokens_per_s"] / base["tokens_per_s"]
+        )
         assert row["mfu"] == pytest.approx(
             data["settings"]["flops_per_token"]
             * row["tokens_per_s"]
             / (data["limits"]["tflops"][row["peak_dtype"]] * 1e12)
         )
         assert math.isfinite(row["final_loss"])
-    assert [r["peak_dtype"] for r in data["rows"]] == ["fp32", "bf16"]
+        profile = row["profile"]
+        assert sum(profile["categories"].values()) == pytest.approx(1.0)
+        assert sum(profile["phases"].values()) == pytest.approx(1.0)
+        assert profile["categories"]["matmul"] > 0 and profile["matmul_tflops"] > 0
+    assert [r["peak_dtype"] for r in rows] == ["fp32", "fp32", "bf16"]
     table = cli_run(
         "bench", "training", "--preset", "tiny", "--precisions", "fp32",
-        "--batch-size", "1", "--context-length", "8", "--steps", "1",
+        "--no-baseline", "--batch-size", "1", "--context-length", "8",
+        "--steps", "1", "--threads", "1",
     ).stdout  # fmt: skip
-    assert "MFU" in table and "fp32" in table
+    assert "MFU" in table and "fp32" in table and "x baseline" not in table
+    assert "1 torch threads" in table
 
 
 def test_training_bad_precision(cli_run):
@@ -201,8 +228,8 @@ def test_training_bad_precision(cli_run):
 def test_training_compiled(cli_run):
     result = cli_run(
         "bench", "training", "--preset", "tiny", "--precisions", "fp32", "--compile",
-        "--batch-size", "1", "--context-length", "8", "--steps", "1",
-        "--repeats", "1", "--json",
+        "--no-baseline", "--batch-size", "1", "--context-length", "8",
+        "--steps", "1", "--repeats", "1", "--json",
     )  # fmt: skip
     assert result.exit_code == 0, result.stderr
     rows = json.loads(result.stdout)["rows"]

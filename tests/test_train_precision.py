@@ -1,4 +1,5 @@
-"""Mixed precision, torch.compile and the fused optimizer in the training loop."""
+"""Precisions (mixed and bf16-true), torch.compile and the fused optimizer in
+the training loop."""
 
 from __future__ import annotations
 
@@ -62,6 +63,74 @@ def test_bf16_mixed_autocasts_the_matmuls_and_keeps_fp32_weights(verdict_text):
     assert {dtype for _, dtype in seen} == {torch.bfloat16}
     assert all(p.dtype == torch.float32 for p in t.model.parameters())
     assert summary["val_loss"] < 11.0
+
+
+def test_bf16_true_computes_in_bf16_without_autocast_and_keeps_fp32_masters(
+    verdict_text,
+):
+    t = trainer(verdict_text, precision="bf16-true", max_steps=2, eval_freq=1)
+    seen: list[tuple[bool, torch.dtype, torch.dtype, bool]] = []
+
+    def record(module, args, out):
+        seen.append(
+            (
+                module.training,
+                out.dtype,
+                module.weight.dtype,  # the parameter the forward pass sees
+                torch.is_autocast_enabled("cpu"),
+            )
+        )
+
+    t.model.out_head.register_forward_hook(record)
+    t.model.trf_blocks[0].att.W_query.register_full_backward_hook(
+        lambda module, grad_in, grad_out: seen.append(("grad", grad_out[0].dtype))
+    )
+    summary = t.fit()
+    forward = [s for s in seen if s[0] != "grad"]
+    assert {(dt, w, autocast) for _, dt, w, autocast in forward} == {
+        (torch.bfloat16, torch.bfloat16, False)
+    }
+    assert {training for training, *_ in forward} == {True, False}  # eval too
+    assert ("grad", torch.bfloat16) in seen  # the backward pass runs in bf16
+    # The optimizer holds and updates float32 master weights and state.
+    assert all(p.dtype == torch.float32 for p in t.model.parameters())
+    assert all(p.grad.dtype == torch.float32 for p in t.model.parameters())
+    states = [v for s in t.optimizer.state.values() for v in s.values() if v.dim()]
+    assert states and {v.dtype for v in states} == {torch.float32}
+    assert summary["val_loss"] < 11.0
+
+
+def test_bf16_true_master_weights_keep_updates_smaller_than_bf16_resolves(
+    verdict_text,
+):
+    """An AdamW step of ~1e-7 is far below bf16's resolution at a weight of
+    magnitude > 1e-3 (half its spacing there is >= 2^-18 ~ 3.8e-6): added to a
+    bf16 weight it rounds away, so bf16 weights would not move; the float32
+    master weights do."""
+    t = trainer(verdict_text, precision="bf16-true", lr=1e-7, weight_decay=0.0)
+    weight = t.model.trf_blocks[0].ff.layers[0].weight
+    before = weight.detach().clone()
+    t.train_step(iter(t.data.train_loader))
+    step = weight.detach() - before
+    assert 0 < step.abs().max() < 1e-6
+    assert (step != 0).float().mean() > 0.5  # most float32 weights moved
+    big = before.abs() > 1e-3
+    stored = before.bfloat16()
+    as_bf16 = (stored.float() + step).bfloat16()  # the same step on bf16 weights
+    assert torch.equal(as_bf16[big], stored[big])  # lost
+
+
+def test_bf16_true_losses_follow_fp32(verdict_text):
+    """Same seed, same batches: bf16-true's losses stay within bf16's rounding
+    of fp32's over a few steps."""
+    losses = {}
+    for precision in ("fp32", "bf16-true"):
+        t = trainer(verdict_text, precision=precision)
+        batches = iter(t.data.train_loader)
+        losses[precision] = [t.train_step(batches) for _ in range(4)]
+    for a, b in zip(losses["fp32"], losses["bf16-true"], strict=True):
+        assert b == pytest.approx(a, abs=0.02)
+    assert losses["fp32"] != losses["bf16-true"]  # it did compute in bf16
 
 
 def test_fp32_uses_the_fused_adamw_where_torch_has_it(verdict_text):

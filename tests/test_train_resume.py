@@ -116,11 +116,13 @@ def half_written(run: Path, step: int):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("precision", ["fp32", "bf16-true"])
 def test_killed_runs_resume_to_the_uninterrupted_metrics(
-    tmp_path, cli_run, verdict_path, start
+    tmp_path, cli_run, verdict_path, start, precision
 ):
+    """bf16-true too: its checkpoints hold the float32 master weights."""
     run = tmp_path / "killed"
-    common = ["--corpus", str(verdict_path), *RUN]
+    common = ["--corpus", str(verdict_path), *RUN, "--precision", precision]
     # 1. Killed from outside in the middle of writing checkpoint 6 (the
     #    reference run goes on in this process meanwhile).
     first = start([*common, "--out", str(run)], pause_at=6)

@@ -170,25 +170,35 @@ def _memory_note(result: dict[str, Any]) -> str:
 
 
 def format_training(result: dict[str, Any]) -> str:
-    """The training table: tokens/s and MFU per precision and compile setting."""
+    """The training table: tokens/s, the ratio to the baseline and MFU per
+    variant; with a profile, where each variant's step spends its time."""
     s, lim, mach = result["settings"], result["limits"], result["machine"]
+    threads = f"{mach['torch_threads']} torch threads"
+    if s.get("baseline"):
+        threads += " (the baseline and gptkit alike)"
     head = [
         f"model: {s['model']}, {s['matmul_parameters'] / 1e6:.1f}M matmul parameters,"
         f" context {s['context_length']}, batch {s['batch_size']}, on {s['device']}",
-        f"{s['warmup']} warm-up + {s['repeats']} timed repeats of {s['steps']} steps;"
-        f" {s['optimizer']}; seed {s['seed']}",
-        f"machine: {mach['cpu']}, {mach['usable_cores']} cores,"
-        f" {mach['torch_threads']} torch threads"
+        f"step: {s.get('step', 'training step')}; {s['optimizer']}; {s['warmup']}"
+        f" warm-up + {s['repeats']} timed repeats of {s['steps']} steps; seed"
+        f" {s['seed']}",
+        f"machine: {mach['cpu']}, {mach['usable_cores']} cores, {threads}"
         + (f", {mach['gpu']}" if mach.get("gpu") else "")
         + f"; torch {mach['torch']}, gptkit {mach['gptkit']}",
         _limits_line(lim),
         f"model FLOPs per token: {s['flops_per_token'] / 1e6:,.1f} M (6N + 12LdT)",
     ]
+    with_base = any(r.get("vs_baseline") is not None for r in result["rows"])
     rows = [
         [
             r["name"],
             _num(r["tokens_per_s"]),
             _pct(speed_spread(r["seconds"]), 0),
+            *(
+                [_ratio(r["vs_baseline"]), _ratio(r["vs_baseline_median"])]
+                if with_base
+                else []
+            ),
             _num(r["achieved_tflops"], 4),
             f"{r['peak_dtype']} {lim['tflops'].get(r['peak_dtype'], 0):g}",
             _pct(r["mfu"]),
@@ -198,21 +208,51 @@ def format_training(result: dict[str, Any]) -> str:
         ]
         for r in result["rows"]
     ]
-    body = table(
-        [
-            "training",
-            "tokens/s",
-            "spread",
-            "TFLOP/s",
-            "peak TFLOP/s",
-            "MFU",
-            "peak MiB",
-            "warm-up s",
-            "loss",
-        ],
-        rows,
+    headers = ["training", "tokens/s", "spread"]
+    if with_base:
+        headers += ["x baseline", "(median)"]
+    headers += ["TFLOP/s", "peak TFLOP/s", "MFU", "peak MiB", "warm-up s", "loss"]
+    body = table(headers, rows)
+    parts = [*head, "", body]
+    profiled = [r for r in result["rows"] if r.get("profile")]
+    if profiled:
+        parts += ["", _profile_table(profiled)]
+    return "\n".join(parts)
+
+
+def _profile_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Shares of one profiled step: phases, operator categories, matmul rate."""
+    from gptkit.bench.profile import CATEGORIES, PHASES
+
+    phases = [*PHASES, "other"]
+    short = {"forward": "fwd", "backward": "bwd", "optimizer": "opt", "other": "rest"}
+    header = [
+        "profiled step",
+        "seconds",
+        *(short[p] for p in phases),
+        *(c[:6] for c in CATEGORIES),
+        "matmul TFLOP/s",
+    ]
+    lines = []
+    for r in rows:
+        prof = r["profile"]
+        shares = prof["phases"] or {}
+        lines.append(
+            [
+                r["name"],
+                _num(prof["seconds"], 2),
+                *(_pct(shares.get(p), 0) if shares else "-" for p in phases),
+                *(_pct(prof["categories"][c], 0) for c in CATEGORIES),
+                _num(prof["matmul_tflops"], 4),
+            ]
+        )
+    note = (
+        f"profile ({rows[0]['profile']['time_source']}): shares of the step's"
+        " phases (forward, backward, optimizer, the rest), then each operator"
+        " category's share of the operators' own time; matmul TFLOP/s: 6N x"
+        " tokens / the time in matrix products"
     )
-    return "\n".join([*head, "", body])
+    return "\n".join([note, table(header, lines)])
 
 
 # -- charts ---------------------------------------------------------------------
@@ -262,14 +302,15 @@ def plot_result(result: dict[str, Any], path: str | Path) -> None:
         fig.suptitle(f"gptkit bench sampling: {result['settings']['model']}")
     else:
         fig, ax1 = plt.subplots(figsize=(8, 0.5 * len(rows) + 2))
-        ax1.barh(names, speeds, color="tab:blue")
+        colors = ["tab:gray" if r["kind"] == "baseline" else "tab:blue" for r in rows]
+        ax1.barh(names, speeds, color=colors)
         ax1.invert_yaxis()
         for y, r in enumerate(rows):
             if r["mfu"] is not None:
                 ax1.text(
                     r["tokens_per_s"], y, f" MFU {100 * r['mfu']:.1f}%", va="center"
                 )
-        ax1.set_xlabel("training tokens/s (best repeat)")
+        ax1.set_xlabel("training tokens/s (best repeat; grey: the baseline)")
         fig.suptitle(f"gptkit bench training: {result['settings']['model']}")
     fig.tight_layout()
     fig.savefig(path, dpi=100)

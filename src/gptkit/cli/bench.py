@@ -85,8 +85,9 @@ _output_options = [
         "--threads",
         type=click.IntRange(min=0),
         help="torch CPU threads; 0: torch's default (one per core)."
-        " [default: 1 on the CPU: small batch-1 steps gain little from more, and"
-        " on a shared machine threads that wait for a busy core stall whole steps]",
+        " [default: sampling: 1 on the CPU (batch-1 decode steps gain little from"
+        " more, and on a shared machine threads that wait for a busy core stall"
+        " whole steps); training: torch's default]",
     ),
     click.option(
         "--json", "json_", is_flag=True, help="Print the full result as JSON."
@@ -121,7 +122,7 @@ def bench() -> None:
           --samplers greedy,top-k,top-p,beam,min-p \\
           --prompts prompts.txt --max-new-tokens 200 --repeats 3 \\
           --baseline no-cache --baseline transformers --out a.json --plot a.png
-      gptkit bench training --preset mini --precisions fp32,bf16-mixed --compile
+      gptkit bench training --preset mini --precisions fp32,bf16-true --compile
       gptkit bench compare a.json b.json
     """
 
@@ -286,10 +287,10 @@ def sampling(**opts: Any) -> None:
 )
 @click.option(
     "--precisions",
-    default="fp32,bf16-mixed",
+    default="fp32,bf16-mixed,bf16-true",
     show_default=True,
     metavar="P,Q,...",
-    help="Comma-separated: fp32, bf16-mixed, fp16-mixed.",
+    help="Comma-separated: fp32, bf16-mixed, bf16-true, fp16-mixed.",
 )
 @click.option(
     "--compile/--no-compile",
@@ -297,6 +298,19 @@ def sampling(**opts: Any) -> None:
     default=False,
     show_default=True,
     help="Also measure every precision under torch.compile.",
+)
+@click.option(
+    "--baseline/--no-baseline",
+    default=True,
+    show_default=True,
+    help="Also time the book-style step (explicit-mask attention, per-tensor"
+    " AdamW, fp32) on the same batch and threads; ratios are against it.",
+)
+@click.option(
+    "--profile",
+    is_flag=True,
+    help="Run one more step of each variant under torch.profiler: the share of"
+    " forward, backward and optimizer, and of each kind of operator.",
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option(
@@ -317,18 +331,21 @@ def sampling(**opts: Any) -> None:
 @device_option
 @output_options
 def training(**opts: Any) -> None:
-    """Training throughput (tokens/s) and MFU across precisions and compile.
+    """Training step throughput (tokens/s) and MFU against the book's step.
 
-    Each variant trains a fresh seeded model with AdamW on a fixed random batch
-    (the step only, no data loading) under torch.autocast for the mixed
-    precisions. MFU = (6N + 12LdT) x tokens/s / the matmul peak of the
-    precision's dtype (a GPU's datasheet, else measured here).
+    Times `gptkit train`'s own step (Trainer.train_step: fused AdamW, the
+    precision, torch.compile) on a fresh seeded model and a fixed random batch
+    (no data loading), and the book-style baseline on the same batch with the
+    same threads (torch's default unless --threads). MFU = (6N + 12LdT) x
+    tokens/s / the matmul peak of the dtype the matrix products run in (a
+    GPU's datasheet, else measured here).
 
     \b
     Examples:
       gptkit bench training
       gptkit bench training --preset gpt2-124m --context-length 256 --batch-size 2
-      gptkit bench training --precisions fp32,bf16-mixed --compile --out train.json
+      gptkit bench training --precisions fp32,bf16-true --compile --out train.json
+      gptkit bench training --precisions bf16-true --steps 1 --profile
     """
     from gptkit.bench.measure import torch_threads
     from gptkit.bench.report import format_training
@@ -338,6 +355,8 @@ def training(**opts: Any) -> None:
         preset=opts["preset"],
         precisions=split_names(opts["precisions"], "--precisions") or [],
         compile=opts["compile_"],
+        baseline=opts["baseline"],
+        profile=opts["profile"],
         batch_size=opts["batch_size"],
         context_length=opts["context_length"],
         steps=opts["steps"],
@@ -346,7 +365,9 @@ def training(**opts: Any) -> None:
         seed=opts["seed"],
         device=opts["device"],
     )
-    with torch_threads(opts["threads"], opts["device"]):
+    # Training steps are large parallel operators: torch's default threads.
+    threads = 0 if opts["threads"] is None else opts["threads"]
+    with torch_threads(threads, opts["device"]):
         result = run_training(settings, _progress)
     _finish(result, opts, format_training(result))
 

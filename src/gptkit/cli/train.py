@@ -55,6 +55,8 @@ def make_train_command(
               -s initial_lr=1e-5 -s min_lr=1e-5 --max-norm 1.0    # appendix D
           gptkit train --resume runs/20261128-101500
           gptkit train --devices 2 --precision bf16-mixed    # 2 processes (DDP)
+          gptkit train --devices 8 --strategy fsdp --precision bf16-true \\
+              --preset gpt2-774m --activation-checkpointing   # sharded (FSDP)
           torchrun --nproc-per-node 8 -m gptkit train --data corpora/big --compile
 
         The global batch is --batch-size x processes x --grad-accum sequences.

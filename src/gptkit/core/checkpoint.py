@@ -128,9 +128,17 @@ def list_checkpoints(checkpoints_dir: Path) -> list[Path]:
     found = []
     for path in checkpoints_dir.iterdir():
         match = _STEP_DIR.match(path.name)
-        if match and (path / WEIGHTS).is_file() and (path / CONFIG).is_file():
+        if match and has_weights(path) and (path / CONFIG).is_file():
             found.append((int(match.group(1)), path))
     return [p for _, p in sorted(found)]
+
+
+def has_weights(ckpt_dir: Path) -> bool:
+    """A native checkpoint's weights file, or a sharded checkpoint's index
+    (:mod:`gptkit.core.sharded_checkpoint`)."""
+    from gptkit.core.sharded_checkpoint import is_sharded_checkpoint
+
+    return (ckpt_dir / WEIGHTS).is_file() or is_sharded_checkpoint(ckpt_dir)
 
 
 def latest_checkpoint(checkpoints_dir: Path) -> Path | None:
@@ -146,7 +154,7 @@ def prune_checkpoints(checkpoints_dir: Path, keep_last: int) -> None:
 
 def resolve_checkpoint_dir(path: Path) -> Path:
     """A checkpoint directory, or a run directory (its newest checkpoint)."""
-    if (path / WEIGHTS).is_file():
+    if has_weights(path):
         return path
     if path.is_dir():
         latest = latest_checkpoint(path / "checkpoints")
@@ -170,9 +178,14 @@ def read_config(ckpt_dir: Path) -> dict[str, Any]:
 
 
 def load_checkpoint(ckpt_dir: Path) -> tuple[GPTConfig, dict[str, torch.Tensor], dict]:
-    """Config, weights (CPU) and the config.json metadata of a checkpoint."""
+    """Config, weights (CPU) and the config.json metadata of a checkpoint
+    (a sharded one's weights consolidated from its shards)."""
+    from gptkit.core.sharded_checkpoint import is_sharded_checkpoint, load_consolidated
+
     meta = read_config(ckpt_dir)
     cfg = GPTConfig.from_dict(meta["model"])
+    if is_sharded_checkpoint(ckpt_dir):
+        return cfg, load_consolidated(ckpt_dir, cfg), meta
     try:
         state = load_file(ckpt_dir / WEIGHTS, device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:

@@ -211,6 +211,8 @@ def build_trainer(
         torch.manual_seed(settings.seed + dist.rank)
 
     saved = settings.to_dict(saved_only=True)
+    # The order used, so that a resume with another number of processes keeps it.
+    saved["data_order"] = data_order(settings, dist)
     if loaded is not None:
         # Record the heads used (a book .pth file does not), so resume rebuilds
         # the same model.
@@ -299,7 +301,7 @@ def _load_data(
         )
         return data, [str(settings.data)], Corpus.sample_prompt
     text, prompt = load_corpora(settings.corpus_names())
-    order = settings.data_order or ("book" if dist.world_size == 1 else "seeded")
+    order = data_order(settings, dist)
     data = make_loaders(
         text,
         context_length=cfg.context_length,
@@ -313,34 +315,38 @@ def _load_data(
     return data, list(settings.corpus_names()), prompt
 
 
+def data_order(settings: TrainSettings, dist: DistContext) -> str | None:
+    """The data order a run uses: the setting, else the book's for one process
+    reading a corpus and the seeded one otherwise (None: a prepared corpus,
+    always seeded)."""
+    if settings.data is not None:
+        return None
+    return settings.data_order or ("book" if dist.world_size == 1 else "seeded")
+
+
 def restore(trainer: Trainer, run_dir: Path, cfg: GPTConfig, dist: Any) -> None:
-    """Load the newest checkpoint of ``run_dir`` into the model and trainer;
-    every check happens before anything in the directory changes."""
+    """Load the newest checkpoint of ``run_dir`` into the model and trainer
+    (native or sharded, written by any number of processes: see
+    :meth:`Trainer.restore`); every check happens before anything in the
+    directory changes."""
     from gptkit.core.checkpoint import (
         latest_checkpoint,
-        list_checkpoints,
-        load_checkpoint,
-        load_trainer_state,
+        read_config,
         recover_incomplete,
     )
-    from gptkit.core.weights import check_state_dict
+    from gptkit.core.config import GPTConfig
 
     checkpoints = run_dir / "checkpoints"
     ckpt = latest_checkpoint(checkpoints)
     if ckpt is None:
         raise GptkitError(f"{run_dir} has no checkpoint to resume from")
     try:
-        saved_cfg, saved_state, _ = load_checkpoint(ckpt)
-        check_state_dict(saved_cfg, saved_state)
-        trainer_state = load_trainer_state(ckpt)
+        saved_cfg = GPTConfig.from_dict(read_config(ckpt)["model"])
     except GptkitError as exc:
-        older = list_checkpoints(checkpoints)[:-1]
-        if not older:
-            raise
-        raise GptkitError(
-            f"{exc} (the older {older[-1].name} may be intact: move {ckpt.name}"
-            " aside to resume from it)"
-        ) from None
+        raise _older_hint(exc, ckpt) from None
+    except (KeyError, TypeError, ValueError) as exc:
+        corrupt = GptkitError(f"corrupt {ckpt / 'config.json'}: {exc}")
+        raise _older_hint(corrupt, ckpt) from None
     if saved_cfg != cfg:
         saved, now = saved_cfg.to_dict(), cfg.to_dict()
         name = next(k for k in now if saved.get(k) != now[k])
@@ -349,12 +355,22 @@ def restore(trainer: Trainer, run_dir: Path, cfg: GPTConfig, dist: Any) -> None:
             f" but the run's config.json says {name}={now[name]!r}"
         )
     try:
-        trainer.model.load_state_dict(saved_state, strict=not cfg.tied_keys())
-        trainer.load_state_dict(trainer_state)
-    except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
-        raise GptkitError(
-            f"corrupt trainer state in {ckpt}: {type(exc).__name__}: {exc}"
-        ) from None
+        trainer.restore(ckpt)
+    except GptkitError as exc:
+        raise _older_hint(exc, ckpt) from None
     if dist.is_main:
         for line in recover_incomplete(checkpoints):
             trainer.tell(line)
+
+
+def _older_hint(exc: GptkitError, ckpt: Path) -> GptkitError:
+    """``exc``, pointing at the previous checkpoint when there is one."""
+    from gptkit.core.checkpoint import list_checkpoints
+
+    older = [p for p in list_checkpoints(ckpt.parent) if p != ckpt]
+    if not older:
+        return exc
+    return GptkitError(
+        f"{exc} (the older {older[-1].name} may be intact: move {ckpt.name}"
+        " aside to resume from it)"
+    )

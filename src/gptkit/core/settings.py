@@ -31,6 +31,7 @@ from typing import Any, ClassVar, TypeVar
 
 from gptkit.core.component_options import bounds_problem, convert_value
 from gptkit.core.errors import SettingError
+from gptkit.core.precision import PRECISIONS
 
 S = TypeVar("S", bound="Settings")
 
@@ -384,9 +385,23 @@ class TrainSettings(DataSettings, ModelSettings):
     )
     precision: str = setting(
         "fp32",
-        choices=("fp32", "bf16-mixed", "fp16-mixed"),
-        help="fp32, or autocast to bf16/fp16 with fp32 weights (fp16 with a grad"
-        " scaler).",
+        choices=tuple(PRECISIONS),
+        help="fp32; bf16-mixed/fp16-mixed: autocast with fp32 weights (fp16 with a"
+        " grad scaler); bf16-true: bf16 forward and backward, fp32 master weights"
+        " and AdamW.",
+    )
+    strategy: str = setting(
+        "ddp",
+        choices=("ddp", "fsdp"),
+        resume=ADJUSTABLE,
+        help="With several processes: ddp (each holds the whole model) or fsdp"
+        " (parameters, gradients and AdamW state sharded; sharded checkpoints).",
+    )
+    activation_checkpointing: bool = setting(
+        False,
+        resume=ADJUSTABLE,
+        help="Recompute each block's activations in the backward pass (less"
+        " memory for long contexts, about a third more compute).",
     )
     compile: bool = setting(
         False,

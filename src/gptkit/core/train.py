@@ -1,14 +1,15 @@
 """The training loop: the book's ``train_model_simple`` (chapter 5) with the
 pieces of appendix D (learning-rate schedule, gradient clipping) and the plumbing
-a real run needs (gradient accumulation, mixed precision, ``torch.compile``,
-DistributedDataParallel, checkpoints, interruption, loggers).
+a real run needs (gradient accumulation, precisions, ``torch.compile``, DDP
+and FSDP, activation checkpointing, checkpoints, interruption, loggers).
 
-Mixed precision is ``torch.autocast`` (bf16 or fp16 matrix products, fp32
-weights and optimizer) with a gradient scaler for fp16 (Micikevicius et al.,
-2018, "Mixed precision training"). Under DDP (a process group started by
-torchrun) every process trains on its shard of each global batch, the gradients
-are averaged by DDP, the logged loss and the evaluation are averaged over the
-processes, and only rank 0 logs and writes checkpoints.
+Precisions are described in :mod:`gptkit.core.precision`, DDP, FSDP and
+activation checkpointing in :mod:`gptkit.core.parallel`. With several processes
+(a process group started by torchrun) every process trains on its shard of each
+global batch, the gradients are averaged (DDP) or reduce-scattered (FSDP), the
+logged loss and the evaluation are averaged over the processes, and only rank 0
+logs. Checkpoints are written by rank 0 (DDP: whole tensors) or by every
+process (FSDP: its shards, :mod:`gptkit.core.sharded_checkpoint`).
 
 Step numbering follows the book: ``step`` in logged rows is the 0-based index of
 the optimizer step just taken, and an evaluation runs when ``step % eval_freq ==
@@ -19,40 +20,34 @@ from __future__ import annotations
 
 import contextlib
 import math
-import random
 import signal
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
+from torch.profiler import record_function
 
-from gptkit.core.checkpoint import latest_checkpoint, save_checkpoint
+from gptkit.core import parallel
+from gptkit.core.checkpoint import latest_checkpoint
 from gptkit.core.data import DataSplits, eval_batches
+from gptkit.core.device import resolve_dtype
 from gptkit.core.distributed import (
     DistContext,
-    all_gather_objects,
     all_reduce_sum,
-    broadcast_object,
 )
 from gptkit.core.errors import GptkitError, SettingError
 from gptkit.core.generate import generate_tokens
 from gptkit.core.interfaces import Logger, RunInfo, Scheduler
 from gptkit.core.loss import batch_loss, loader_loss
 from gptkit.core.model import GPTModel
+from gptkit.core.precision import check_device, get_precision
 from gptkit.core.settings import TrainSettings
 from gptkit.core.tokenizer import decode, encode
-
-#: Precision settings and the autocast dtype of each (None: plain fp32).
-PRECISIONS: dict[str, torch.dtype | None] = {
-    "fp32": None,
-    "bf16-mixed": torch.bfloat16,
-    "fp16-mixed": torch.float16,
-}
+from gptkit.core.train_checkpoint import TrainerCheckpoints
+from gptkit.core.train_state import set_rng_state
 
 
 class TrainingInterrupted(GptkitError):
@@ -85,53 +80,32 @@ class _StopFlag:
             signal.signal(sig, handler)
 
 
-def rng_state() -> dict[str, Any]:
-    """Every random state the run depends on (tensors and plain lists only)."""
-    py_version, py_state, py_gauss = random.getstate()
-    np_state = np.random.get_state()
-    state: dict[str, Any] = {
-        "python": [py_version, list(py_state), py_gauss],
-        "numpy": [
-            np_state[0],
-            torch.from_numpy(np_state[1].astype(np.int64)),
-            *np_state[2:],
-        ],
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    version, py_state, gauss = state["python"]
-    random.setstate((version, tuple(py_state), gauss))
-    name, keys, *rest = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def make_adamw(params: Any, *, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+def make_adamw(
+    params: Any, *, lr: float, weight_decay: float, fused: bool = True
+) -> torch.optim.Optimizer:
     """AdamW (Loshchilov & Hutter, 2019), with the fused implementation (one
     kernel for the whole update) where the device has one: CUDA, and the CPU
     since PyTorch 2.4, where it is several times faster than the per-tensor
-    loop. Falls back to PyTorch's default implementation elsewhere."""
+    loop. Falls back to PyTorch's default implementation elsewhere (and with
+    ``fused=False``)."""
     params = list(params)
+    if not fused:
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     try:
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
     except (RuntimeError, TypeError, ValueError):
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
 
 
-class Trainer:
+class Trainer(TrainerCheckpoints):
     """Trains ``model`` on ``data``; reports to ``loggers``; writes checkpoints
     under ``run_dir/checkpoints``.
 
     ``dist`` describes the process group when torchrun started several
-    processes: the model is then wrapped in DistributedDataParallel, and only
-    rank 0 should be given loggers (it alone writes checkpoints).
+    processes: the model is then wrapped in DistributedDataParallel, or sharded
+    with FSDP (``settings.strategy``), and only rank 0 should be given loggers.
+    ``model`` stays the module whose parameters the optimizer updates (float32;
+    ``DTensor`` shards under FSDP, which changes it in place).
     """
 
     def __init__(
@@ -148,11 +122,6 @@ class Trainer:
         dist: DistContext | None = None,
     ) -> None:
         settings.validate()
-        if settings.precision not in PRECISIONS:
-            raise SettingError(
-                f"{{precision}} {settings.precision!r} is not supported by this"
-                f" trainer; choose one of {', '.join(PRECISIONS)}"
-            )
         self.model = model
         self.data = data
         self.settings = settings
@@ -162,22 +131,35 @@ class Trainer:
         self.run_dir = run_dir
         self.run_config = run_config or {}
         self.dist = dist or DistContext()
-        self.steps_per_epoch = len(data.train_loader) // settings.grad_accum
-        if self.steps_per_epoch < 1:
-            raise SettingError(
-                f"{{grad_accum}} {settings.grad_accum} is more than the"
-                f" {len(data.train_loader)} batches of an epoch"
-            )
-        self.total_steps = settings.epochs * self.steps_per_epoch
-        if settings.max_steps is not None:
-            self.total_steps = min(self.total_steps, settings.max_steps)
-        self.autocast_dtype = PRECISIONS[settings.precision]
+        self._schedule()
+        self.precision = get_precision(settings.precision)
+        check_device(self.precision, device)
+        self.cfg = model.cfg
+        # FSDP shards over a process group; a single process of an FSDP run
+        # trains the whole model and still writes sharded checkpoints.
+        self.sharded = settings.strategy == "fsdp" and self.dist.enabled
+        if settings.activation_checkpointing:
+            parallel.checkpoint_activations(model)
+        if self.sharded:
+            parallel.shard_model(model, device, self.precision.compute)
         self.scaler = self._grad_scaler()
+        # FSDP's grad scaler and the fused AdamW disagree on a tensor shape
+        # (torch 2.13); fp16 with FSDP takes the multi-tensor AdamW.
         self.optimizer = make_adamw(
-            model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay
+            model.parameters(),
+            lr=settings.lr,
+            weight_decay=settings.weight_decay,
+            fused=not (self.sharded and self.scaler.is_enabled()),
         )
+        # The module forward and backward passes go through: bf16-true casts
+        # the parameters (FSDP's policy does it for a sharded model).
+        self.compute_model: torch.nn.Module = model
+        if self.precision.compute is not None and not self.sharded:
+            self.compute_model = parallel.CastParameters(
+                model, resolve_dtype(self.precision.compute)
+            )
         self._ddp: torch.nn.Module | None = None
-        self.train_model = self._wrap(model)
+        self.train_model = self._wrap(self.compute_model)
         # Loop position: steps completed, epoch (0-based), batches of it consumed
         # (by this process).
         self.step = 0
@@ -190,39 +172,39 @@ class Trainer:
 
     # -- set-up ----------------------------------------------------------------
 
+    def _schedule(self) -> None:
+        """Optimizer steps per epoch and in all (after ``grad_accum`` changes)."""
+        batches, accum = len(self.data.train_loader), self.settings.grad_accum
+        self.steps_per_epoch = batches // accum
+        if self.steps_per_epoch < 1:
+            raise SettingError(
+                f"{{grad_accum}} {accum} is more than the {batches} batches of an epoch"
+            )
+        self.total_steps = self.settings.epochs * self.steps_per_epoch
+        if self.settings.max_steps is not None:
+            self.total_steps = min(self.total_steps, self.settings.max_steps)
+
     def _grad_scaler(self) -> torch.amp.GradScaler:
-        """Check the precision fits the device; a gradient scaler for fp16 (a
-        disabled one, whose calls do nothing, otherwise)."""
-        device_type = self.device.type
-        precision = self.settings.precision
-        if self.autocast_dtype is not None:
-            if not torch.amp.is_autocast_available(device_type):
-                raise SettingError(
-                    f"{{precision}} {precision}: no autocast on {device_type}"
-                )
-            if (
-                device_type == "cuda"
-                and self.autocast_dtype is torch.bfloat16
-                and not torch.cuda.is_bf16_supported()
-            ):
-                raise SettingError(
-                    "{precision} bf16-mixed: this GPU has no bfloat16; use fp16-mixed"
-                )
+        """A gradient scaler for fp16 (a disabled one, whose calls do nothing,
+        otherwise)."""
         try:
-            return torch.amp.GradScaler(device_type, enabled=precision == "fp16-mixed")
+            return parallel.grad_scaler(
+                self.device, enabled=self.precision.grad_scaler, sharded=self.sharded
+            )
         except (RuntimeError, AttributeError, TypeError) as exc:
             raise SettingError(
-                f"{{precision}} {precision}: no gradient scaler on {device_type}"
-                f" ({exc})"
+                f"{{precision}} {self.precision.name}: no gradient scaler on"
+                f" {self.device.type} ({exc})"
             ) from None
 
-    def _wrap(self, model: GPTModel) -> torch.nn.Module:
+    def _wrap(self, model: torch.nn.Module) -> torch.nn.Module:
         """The module the training steps call: DDP around the model under
-        torchrun, then ``torch.compile`` around that with the ``compile`` setting. The
-        plain model stays ``self.model``: checkpoints store its keys (no
-        ``module.`` or ``_orig_mod.`` prefixes), evaluation and samples use it."""
+        torchrun (FSDP is already applied to the model itself), then
+        ``torch.compile`` around that with the ``compile`` setting. The plain
+        model stays ``self.model``: checkpoints store its keys (no ``module.``
+        or ``_orig_mod.`` prefixes), evaluation and samples use it."""
         wrapped: torch.nn.Module = model
-        if self.dist.enabled:
+        if self.dist.enabled and not self.sharded:
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -232,90 +214,20 @@ class Trainer:
         return wrapped
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if self.autocast_dtype is None:
+        if self.precision.autocast is None:
             return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+        return torch.autocast(
+            self.device.type, dtype=resolve_dtype(self.precision.autocast)
+        )
 
     def _no_sync(self, sync: bool) -> contextlib.AbstractContextManager[Any]:
         """DDP's ``no_sync`` for the micro-batches of an accumulation that do
-        not end it (their gradients are summed locally, reduced once)."""
+        not end it (their gradients are summed locally, reduced once). FSDP
+        reduce-scatters every micro-batch: holding whole gradients until the
+        last one would give up the memory sharding saves."""
         if self._ddp is None or sync:
             return contextlib.nullcontext()
         return self._ddp.no_sync()  # type: ignore[operator]
-
-    # -- state ---------------------------------------------------------------
-
-    def state_dict(self) -> dict[str, Any]:
-        """Optimizer, grad scaler, loop position and RNG states (every
-        process's under DDP: call it on all processes)."""
-        rng = rng_state()
-        state = {
-            "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "step": self.step,
-            "epoch": self.epoch,
-            "batch_in_epoch": self.batch_in_epoch,
-            "tokens_seen": self.tokens_seen,
-            "rng": rng,
-            "world_size": self.dist.world_size,
-            "settings": asdict(self.settings),
-        }
-        state.update(self.data.train_sampler.state())  # the current pass's order
-        if self.dist.enabled:
-            state["rng_per_rank"] = all_gather_objects(rng, self.dist)
-        return state
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        world = int(state.get("world_size", 1))
-        if world != self.dist.world_size:
-            raise GptkitError(
-                f"the run was trained by {world} process(es) and this is"
-                f" {self.dist.world_size}; resume it with as many processes"
-            )
-        self.optimizer.load_state_dict(state["optimizer"])
-        if state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-        self.step = int(state["step"])
-        self.epoch = int(state["epoch"])
-        self.batch_in_epoch = int(state["batch_in_epoch"])
-        self.tokens_seen = int(state["tokens_seen"])
-        per_rank = state.get("rng_per_rank")
-        rng = per_rank[self.dist.rank] if per_rank else state["rng"]
-        set_rng_state(rng)
-        if self.batch_in_epoch > 0:
-            # Mid-epoch: continue this pass's order, and restore the RNG again
-            # once the loader's new iterator has drawn its seed (the interrupted
-            # run drew it when the epoch began, before this checkpoint).
-            skip = self.batch_in_epoch * self.data.train_loader.batch_size
-            self.data.train_sampler.restore(state, skip)
-            self._rng_after_iter = rng
-
-    def save(self) -> Path | None:
-        """Write a checkpoint (rank 0); every process learns whether it worked."""
-        if self.run_dir is None:
-            return None
-        state = self.state_dict()
-        outcome: tuple[str | None, str | None] = (None, None)
-        if self.dist.is_main:
-            try:
-                path = save_checkpoint(
-                    self.run_dir / "checkpoints",
-                    self.step,
-                    self.model,
-                    self.model.cfg,
-                    trainer_state=state,
-                    info={"epoch": self.epoch, "tokens_seen": self.tokens_seen},
-                    keep_last=self.settings.keep_last,
-                )
-                outcome = (str(path), None)
-            except GptkitError as exc:
-                outcome = (None, str(exc))
-        saved, error = broadcast_object(outcome, self.dist)
-        if error is not None:
-            raise GptkitError(error)
-        self.last_checkpoint = Path(saved) if saved else None
-        self.tell(f"saved checkpoint {saved}")
-        return self.last_checkpoint
 
     # -- the loop ------------------------------------------------------------
 
@@ -326,26 +238,29 @@ class Trainer:
 
     def evaluate(self) -> tuple[float, float]:
         """Training and validation loss over ``eval_iter`` batches (book's
-        ``evaluate_model``); training batches in their fixed order. Under DDP
-        each process computes its share of every batch and the sums are
-        reduced, so all processes get the single-process numbers."""
-        self.model.eval()
+        ``evaluate_model``) in the training precision; training batches in
+        their fixed order. With several processes each computes its share of
+        every batch and the sums are reduced, so all processes get the
+        single-process numbers."""
+        model = self.compute_model
+        model.eval()
         n = self.settings.eval_iter
         with self._autocast():
             if self.dist.enabled:
-                train = self._sharded_loss(self.data.train_eval_loader, n)
-                val = self._sharded_loss(self.data.val_loader, n)
+                train = self._sharded_loss(model, self.data.train_eval_loader, n)
+                val = self._sharded_loss(model, self.data.val_loader, n)
             else:
-                train = loader_loss(
-                    self.data.train_eval_loader, self.model, self.device, n
-                )
-                val = loader_loss(self.data.val_loader, self.model, self.device, n)
-        self.model.train()
+                train = loader_loss(self.data.train_eval_loader, model, self.device, n)
+                val = loader_loss(self.data.val_loader, model, self.device, n)
+        model.train()
         return train, val
 
     @torch.no_grad()
     def _sharded_loss(
-        self, loader: torch.utils.data.DataLoader, limit: int | None
+        self,
+        model: torch.nn.Module,
+        loader: torch.utils.data.DataLoader,
+        limit: int | None,
     ) -> float:
         """Mean batch loss over the first ``limit`` global batches of
         ``loader``; this process evaluates rows ``rank::world_size`` of each."""
@@ -359,8 +274,10 @@ class Trainer:
                 break
             x, y = inputs[rank::world], targets[rank::world]
             if len(x) == 0:
+                if self.sharded:  # every process must join FSDP's gathers
+                    model(inputs[:1].to(self.device))
                 continue
-            logits = self.model(x.to(self.device))  # (b, T, V)
+            logits = model(x.to(self.device))  # (b, T, V)
             sums[i, 0] = F.cross_entropy(
                 logits.flatten(0, 1).float(),
                 y.to(self.device).flatten(),
@@ -374,13 +291,23 @@ class Trainer:
 
     def sample(self) -> str:
         """The continuation of ``start_context`` by the ``sampler`` setting (the
-        book's greedy ``generate_text_simple`` by default): the per-epoch sample."""
+        book's greedy ``generate_text_simple`` by default): the per-epoch sample,
+        by the float32 weights. A sharded model is gathered whole on rank 0
+        (every process must call this then; the others return "")."""
         from gptkit.core.registry import get_registry
 
         assert self.settings.start_context is not None
+        model: torch.nn.Module = self.model
+        if parallel.is_sharded(self.model):
+            from gptkit.core.weights import build_model
+
+            state = parallel.full_state_on_rank0(self.model)
+            if not self.dist.is_main:
+                return ""
+            model = build_model(self.cfg, state, device=self.device, consume=True)
         sampler = get_registry().samplers.create(self.settings.sampler)
         result = generate_tokens(
-            self.model,
+            model,  # type: ignore[arg-type]
             [encode(self.settings.start_context)],
             sampler,
             max_new_tokens=self.settings.max_new_tokens,
@@ -443,33 +370,38 @@ class Trainer:
 
     def train_step(self, batches: Iterator[Any], *, stop: bool = False) -> float:
         """One optimizer step over the next ``grad_accum`` batches of
-        ``batches`` (forward and backward under autocast, DDP's gradient
-        averaging, clipping, the grad scaler, AdamW). Returns the mean batch
-        loss over all processes; ``stop``: this process was asked to stop
-        (sets ``stop_requested`` when any process was)."""
+        ``batches`` (forward and backward in the precision's dtypes, the
+        gradients averaged over the processes, clipping, the grad scaler,
+        AdamW). Returns the mean batch loss over all processes; ``stop``: this
+        process was asked to stop (sets ``stop_requested`` when any process
+        was). The phases are labelled for ``torch.profiler``
+        (``gptkit.forward``, ``gptkit.backward``, ``gptkit.optimizer``)."""
         loss, self.stop_requested = self._agree(self._forward_backward(batches), stop)
         self._check_finite(loss)
-        if self.settings.max_norm is not None:
-            self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(
-                self.model.parameters(), self.settings.max_norm
-            )
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        with record_function("gptkit.optimizer"):
+            if self.settings.max_norm is not None:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(
+                    self.model.parameters(), self.settings.max_norm
+                )
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
         return loss
 
     def _forward_backward(self, batches: Iterator[Any]) -> float:
         """Gradients of the mean loss over ``grad_accum`` batches; the mean
         batch loss (this process's)."""
         s = self.settings
-        self.optimizer.zero_grad(set_to_none=True)
+        with record_function("gptkit.optimizer"):
+            self.optimizer.zero_grad(set_to_none=True)
         total = 0.0
         for micro in range(s.grad_accum):
             inputs, targets = next(batches)
             with self._no_sync(micro == s.grad_accum - 1):
-                with self._autocast():
+                with record_function("gptkit.forward"), self._autocast():
                     loss = batch_loss(inputs, targets, self.train_model, self.device)
-                self.scaler.scale(loss / s.grad_accum).backward()
+                with record_function("gptkit.backward"):
+                    self.scaler.scale(loss / s.grad_accum).backward()
             total += loss.item()
             self.tokens_seen += inputs.numel() * self.dist.world_size
         return total / s.grad_accum
@@ -555,9 +487,12 @@ class Trainer:
         settings = self.settings
         if not settings.start_context or settings.max_new_tokens == 0:
             return
-        if not self.dist.is_main:  # only rank 0 has loggers to show it
+        sharded = parallel.is_sharded(self.model)  # all processes gather it
+        if not self.dist.is_main and not sharded:  # only rank 0 has loggers
             return
         text = self.sample()
+        if not self.dist.is_main:
+            return
         row = {
             "epoch": self.epoch + 1,
             "step": self.step - 1,

@@ -1,6 +1,7 @@
-"""A baseline written to match the implementation style of *Build a Large
-Language Model (From Scratch)* (S. Raschka, 2024), chapters 3-5, for the training
-benchmark: the same architecture and parameter names as gptkit's model, but
+"""The training benchmarks' baseline: a model and step written to match the
+implementation style of *Build a Large Language Model (From Scratch)* (S.
+Raschka, 2024), chapters 3-5: the same architecture and parameter names as
+gptkit's model, but
 
 - attention with an explicit causal mask and softmax (chapter 3's
   ``MultiHeadAttention``: a registered upper-triangular mask buffer,
@@ -13,8 +14,11 @@ benchmark: the same architecture and parameter names as gptkit's model, but
   loop PyTorch uses by default for CPU tensors, in fp32.
 
 Written for this benchmark from the book's description; it is not the book's
-code. Run as a script it times training steps in a fresh process (so with
-glibc's default allocator settings unless --tune-allocator) and prints JSON.
+code. ``gptkit bench training`` and ``benchmarks/test_training.py`` time it in
+the same process and with the same torch threads as gptkit's own step. Run as a
+script (``python -m gptkit.bench.book_baseline``) it times training steps in a
+fresh process (so with glibc's default allocator settings unless
+--tune-allocator) and prints JSON.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import time
 
 import torch
 from torch import Tensor, nn
+from torch.profiler import record_function
 
 from gptkit.core.config import GPTConfig, get_preset
 
@@ -133,12 +138,17 @@ class BookGPT(nn.Module):
 def book_train_step(
     model: nn.Module, optimizer: torch.optim.Optimizer, inputs: Tensor, targets: Tensor
 ) -> float:
-    """One step of the book's ``train_model_simple`` loop."""
-    optimizer.zero_grad()
-    logits = model(inputs)
-    loss = nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten())
-    loss.backward()
-    optimizer.step()
+    """One step of the book's ``train_model_simple`` loop (its phases labelled
+    for ``torch.profiler`` as gptkit's are; the labels cost microseconds)."""
+    with record_function("gptkit.optimizer"):
+        optimizer.zero_grad()
+    with record_function("gptkit.forward"):
+        logits = model(inputs)
+        loss = nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten())
+    with record_function("gptkit.backward"):
+        loss.backward()
+    with record_function("gptkit.optimizer"):
+        optimizer.step()
     return loss.item()
 
 
