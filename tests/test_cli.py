@@ -103,7 +103,7 @@ def bad_files(tmp_path):
 @pytest.mark.parametrize(
     ("args", "fragments"),
     [
-        (["train", "--corpus", "{tmp}/missing.txt"], ["corpus file not found"]),
+        (["train", "--corpus", "{tmp}/missing.txt"], ["unknown corpus", "missing.txt"]),
         (["train", "--corpus", "{tmp}/empty.txt"], ["empty"]),
         (
             ["train", "--corpus", "{tmp}/short.txt", "--preset", "tiny"],
@@ -111,7 +111,10 @@ def bad_files(tmp_path):
         ),
         (["train", "--corpus", "{tmp}/latin1.txt"], ["not UTF-8"]),
         (["train", "--preset", "huge"], ["--preset", "huge"]),
-        (["train", "--corpus", "no-such-corpus-name"], ["corpus file not found"]),
+        (
+            ["train", "--corpus", "no-such-corpus-name"],
+            ["unknown corpus", "python-docs, the-verdict"],
+        ),
         (["train", "--logger", "nope"], ["unknown logger 'nope'", "console"]),
         (["train", "--scheduler", "nope"], ["unknown scheduler 'nope'"]),
         (["train", "--lr", "-0.001"], ["'--lr'", "x>0.0"]),

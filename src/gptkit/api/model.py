@@ -70,8 +70,15 @@ class LanguageModel:
             )
             spec = settings.weights
         else:
+            from gptkit.core.preflight import check_memory, model_estimate
+
             cfg = get_preset(settings.preset_name()).replace(
                 **settings.model_overrides()
+            )
+            check_memory(
+                model_estimate(cfg, dtype=settings.dtype),
+                device,
+                max_memory=settings.max_memory,
             )
             seed = 123 if settings.seed is None else settings.seed
             torch.manual_seed(seed)
@@ -131,7 +138,13 @@ class LanguageModel:
     @overload
     def generate(self, prompt: Sequence[str], **settings: Any) -> list[str]: ...
 
-    def generate(self, prompt: str | Sequence[str], **settings: Any) -> str | list[str]:
+    def generate(
+        self,
+        prompt: str | Sequence[str],
+        *,
+        progress: bool | None = None,
+        **settings: Any,
+    ) -> str | list[str]:
         """The continuation of ``prompt`` (a string), or of each prompt of a list
         (generated as one batch).
 
@@ -140,24 +153,70 @@ class LanguageModel:
         ``num_beams``, ``stop``, ``seed``, ...); any other keyword is an option
         of the sampler (``length_penalty=0.6`` for beam search). Beam search with
         ``num_return_sequences`` > 1 returns that many texts per prompt.
+        ``progress``: see :meth:`complete`. A request that cannot fit in
+        memory (beams x prompts x length) is refused before anything is
+        allocated.
         """
-        results = self.complete(prompt, **settings)
+        results = self.complete(prompt, progress=progress, **settings)
         texts = [r.completion for r in results]
         return texts[0] if isinstance(prompt, str) and len(texts) == 1 else texts
 
     def complete(
-        self, prompt: str | Sequence[str], **settings: Any
+        self,
+        prompt: str | Sequence[str],
+        *,
+        progress: bool | None = None,
+        **settings: Any,
     ) -> list[TextResult]:
         """Like :meth:`generate`, with the details: prompt and new token ids,
-        finish reason (``length``, ``eos``, ``stop``) and beam scores."""
+        finish reason (``length``, ``eos``, ``stop``) and beam scores.
+
+        ``progress``: a progress bar of the decoding steps on stderr (default:
+        when stderr is a terminal, or ``GPTKIT_PROGRESS=1``)."""
+        from gptkit.core.interfaces import SearchStrategy
+        from gptkit.core.progress import progress_bar
         from gptkit.core.text import TextGeneration
 
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         sampler, kwargs = self._sampling(settings)
-        generation = TextGeneration(self.model, prompts, sampler, **kwargs)
-        for _ in generation:
-            pass
+        self._check_generation_memory(prompts, sampler, kwargs)
+        steps = kwargs["max_new_tokens"]
+        if isinstance(sampler, SearchStrategy):  # one search per prompt
+            steps *= len(prompts)
+        with progress_bar(
+            steps, desc="generating", unit="step", enabled=progress
+        ) as bar:
+            generation = TextGeneration(
+                self.model, prompts, sampler, on_step=bar.update, **kwargs
+            )
+            for _ in generation:
+                pass
         return generation.results
+
+    def _check_generation_memory(
+        self, prompts: list[str], sampler: Any, kwargs: dict[str, Any]
+    ) -> None:
+        """Refuse, before anything is allocated, a generation whose key/value
+        cache, beams or logits cannot fit (see :mod:`gptkit.core.preflight`)."""
+        from gptkit.core.interfaces import SearchStrategy
+        from gptkit.core.preflight import check_memory, generation_estimate
+
+        beams = 1
+        if isinstance(sampler, SearchStrategy):
+            beams = int(getattr(sampler.options, "num_beams", 1) or 1)
+        # Tokens are at least a byte each: an upper bound, without building
+        # the tokenizer (the refusal stays fast).
+        longest = max((len(p.encode("utf-8")) + 1 for p in prompts), default=1)
+        estimate = generation_estimate(
+            self.config,
+            prompts=len(prompts),
+            prompt_tokens=longest,
+            max_new_tokens=kwargs["max_new_tokens"],
+            num_beams=beams,
+            dtype=self.settings.dtype,
+            weights=False,  # loaded already
+        )
+        check_memory(estimate, self.device, max_memory=self.settings.max_memory)
 
     def stream(self, prompt: str, **settings: Any) -> Iterator[str]:
         """The continuation of ``prompt`` piece by piece, as it is generated
@@ -174,6 +233,7 @@ class LanguageModel:
                 f"{{sampler}} {sampler.name} returns whole sequences and cannot"
                 " stream; use a per-token sampler"
             )
+        self._check_generation_memory([prompt], sampler, kwargs)
         for _, piece in TextGeneration(self.model, [prompt], sampler, **kwargs):
             yield piece
 
@@ -223,7 +283,11 @@ class LanguageModel:
         return total / count
 
     def evaluate(
-        self, corpus: str | Sequence[str] | None = None, **settings: Any
+        self,
+        corpus: str | Sequence[str] | None = None,
+        *,
+        progress: bool | None = None,
+        **settings: Any,
     ) -> dict[str, Any]:
         """Training and validation loss and perplexity on a corpus, as
         ``gptkit eval`` computes them (the book's chapter 5 split and windows).
@@ -231,10 +295,13 @@ class LanguageModel:
         Keywords are the data settings of
         :class:`~gptkit.core.settings.EvalSettings`: ``context_length`` (at most
         the model's), ``batch_size``, ``stride``, ``train_ratio``, ``eval_iter``
-        (the first N batches only), ``seed``.
+        (the first N batches only), ``seed``. ``progress``: a progress bar of
+        the batches on stderr (default: when stderr is a terminal).
         """
-        from gptkit.core.data import load_text, make_loaders
+        from gptkit.core.data import eval_batches, load_text, make_loaders
         from gptkit.core.loss import loader_loss, perplexity
+        from gptkit.core.preflight import check_memory, evaluation_estimate
+        from gptkit.core.progress import progress_bar
 
         if corpus is not None:
             settings["corpus"] = corpus
@@ -260,6 +327,13 @@ class LanguageModel:
                 f"{{context_length}} {context} exceeds the model's context length"
                 f" {self.config.context_length}"
             )
+        estimate = evaluation_estimate(
+            self.config.replace(context_length=context),
+            batch_size=chosen.batch_size,
+            dtype=self.settings.dtype,
+            weights=False,  # loaded already
+        )
+        check_memory(estimate, self.device, max_memory=self.settings.max_memory)
         data = make_loaders(
             load_text(chosen.corpus_names()),
             context_length=context,
@@ -269,8 +343,18 @@ class LanguageModel:
             seed=chosen.seed,
         )
         n = chosen.eval_iter
-        train_loss = loader_loss(data.train_eval_loader, self.model, self.device, n)
-        val_loss = loader_loss(data.val_loader, self.model, self.device, n)
+        batches = eval_batches(data.train_eval_loader, n) + eval_batches(
+            data.val_loader, n
+        )
+        with progress_bar(
+            batches, desc="evaluating", unit="batch", enabled=progress
+        ) as bar:
+            train_loss = loader_loss(
+                data.train_eval_loader, self.model, self.device, n, bar.update
+            )
+            val_loss = loader_loss(
+                data.val_loader, self.model, self.device, n, bar.update
+            )
         return {
             "weights": self.spec,
             "corpus": list(chosen.corpus_names()),

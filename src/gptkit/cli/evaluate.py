@@ -14,6 +14,12 @@ _DATA = ("corpus", "context_length", "batch_size", "stride", "train_ratio", "eva
 
 @click.command("eval")
 @settings_options(EvalSettings)
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="A progress bar of the batches on stderr [default: when stderr is a"
+    " terminal, or GPTKIT_PROGRESS=1].",
+)
 @click.option("--json", "json_", is_flag=True, help="Print one JSON object.")
 @click.pass_context
 def evaluate(ctx: click.Context, **opts: Any) -> None:
@@ -46,7 +52,7 @@ def evaluate(ctx: click.Context, **opts: Any) -> None:
         load.pop("context_length", None)  # evaluation windows, not the model's
     lm = LanguageModel.from_settings(LoadSettings.create(load))
     data = {k: v for k, v in given.items() if k in _DATA}
-    result = lm.evaluate(seed=settings.seed, **data)
+    result = lm.evaluate(seed=settings.seed, progress=opts["progress"], **data)
     if opts["json_"]:
         echo_json(result)
         return

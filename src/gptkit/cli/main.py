@@ -4,13 +4,15 @@ errors (``gptkit: error: ...``, exit code 2) instead of tracebacks."""
 from __future__ import annotations
 
 import importlib
+import os
+import re
 import sys
 from typing import Any
 
 import click
 
 from gptkit._version import __version__
-from gptkit.core.errors import GptkitError
+from gptkit.core.errors import GptkitError, Interrupted
 
 BUILTIN_COMMANDS = {
     "train": "gptkit.cli.train:train",
@@ -54,7 +56,10 @@ class LazyGroup(click.Group):
         return self.commands.get(name)
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
-        """Run with one-line errors: bad input exits 2, Ctrl-C exits 130."""
+        """Run with one-line errors: bad input and faults of the machine (a
+        full disk, too little memory) exit 2 with ``gptkit: error: ...``; a
+        clean stop by a signal exits 128 + its number (Ctrl-C 130, SIGTERM
+        143) with ``gptkit: ...``."""
         kwargs["standalone_mode"] = False
         try:
             rv = super().main(*args, **kwargs)
@@ -64,16 +69,24 @@ class LazyGroup(click.Group):
             click.echo("gptkit: aborted", err=True)
             sys.exit(130)
         except click.ClickException as exc:
-            click.echo(f"gptkit: error: {exc.format_message()}", err=True)
-            sys.exit(exc.exit_code)
+            _fail(exc.format_message(), exc.exit_code)
+        except Interrupted as exc:
+            click.echo(f"gptkit: {_one_line(str(exc))}", err=True)
+            sys.exit(128 + int(exc.signum))
         except GptkitError as exc:
-            click.echo(f"gptkit: error: {_cli_message(exc)}", err=True)
-            sys.exit(130 if type(exc).__name__ == "TrainingInterrupted" else 2)
+            _fail(_cli_message(exc))
         except KeyboardInterrupt:
             click.echo("gptkit: interrupted", err=True)
             sys.exit(130)
         except BrokenPipeError:
             sys.exit(0)
+        except OSError as exc:  # a write or read no guard named: still one line
+            _fail(describe_unexpected_os_error(exc))
+        except (MemoryError, RuntimeError) as exc:
+            message = out_of_memory_message(exc)
+            if message is None:
+                raise
+            _fail(message)
         if isinstance(rv, int):
             sys.exit(rv)
         sys.exit(0)
@@ -89,6 +102,42 @@ def _cli_message(exc: GptkitError) -> str:
 
     flags = all_settings_flags()
     return exc.render(lambda name: flags.get(name, "--" + name.replace("_", "-")))
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _fail(message: str, code: int = 2) -> None:
+    click.echo(f"gptkit: error: {_one_line(message)}", err=True)
+    sys.exit(code)
+
+
+def describe_unexpected_os_error(exc: OSError) -> str:
+    """One line for an ``OSError`` that reached the top."""
+    from gptkit.core.storage import describe_os_error
+
+    if exc.filename:
+        name = os.fsdecode(exc.filename)
+        return f"{name}: {describe_os_error(exc, name, 'access')}"
+    return describe_os_error(exc, ".", "access")
+
+
+def out_of_memory_message(exc: BaseException) -> str | None:
+    """One line for running out of memory (``MemoryError``, torch's
+    ``OutOfMemoryError`` or an allocator's ``RuntimeError``); None for any
+    other error."""
+    from gptkit.core.runguard import out_of_memory
+
+    if not out_of_memory(exc):
+        return None
+    first = (str(exc).strip().splitlines() or [""])[0]
+    first = re.sub(r"^\[enforce fail at [^\]]*\]\s*\.?\s*", "", first)
+    detail = f" ({first[:200]})" if first else ""
+    return (
+        f"out of memory{detail}; lower the batch size, context length, number"
+        " of beams or prompts, or the model's size"
+    )
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -15,6 +15,8 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +28,16 @@ from gptkit._version import __version__
 from gptkit.core.config import GPTConfig
 from gptkit.core.errors import GptkitError
 from gptkit.core.storage import (
+    StorageError,
     default_file_mode,
+    describe_os_error,
+    ensure_dir,
+    find_os_error,
     fsync_dir,
     fsync_file,
+    guarded,
     write_json_atomic,
+    write_stream,
 )
 
 FORMAT = "gptkit"
@@ -55,46 +63,68 @@ def save_checkpoint(
     info: dict[str, Any] | None = None,
     keep_last: int | None = None,
 ) -> Path:
-    """Write ``checkpoints_dir/step-{step:06d}`` atomically; return its path."""
-    checkpoints_dir.mkdir(parents=True, exist_ok=True)
+    """Write ``checkpoints_dir/step-{step:06d}`` atomically; return its path.
+
+    A failure (a full disk, a read-only file system) removes the temporary
+    directory, leaves every earlier checkpoint as it was and raises a
+    :class:`StorageError` naming the checkpoint, the cause and the newest
+    intact checkpoint."""
     final = checkpoints_dir / f"step-{step:06d}"
     tmp = checkpoints_dir / f".tmp-step-{step:06d}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
     try:
-        save_file(model_tensors(model, cfg), tmp / WEIGHTS, metadata={"format": "pt"})
-        os.chmod(tmp / WEIGHTS, default_file_mode())  # safetensors makes it private
-        fsync_file(tmp / WEIGHTS)
-        if trainer_state is not None:
-            torch.save(trainer_state, tmp / TRAINER_STATE)
-            fsync_file(tmp / TRAINER_STATE)
-        meta = {
-            "format": FORMAT,
-            "gptkit_version": __version__,
-            "step": step,
-            "model": cfg.to_dict(),
-            **(info or {}),
-        }
-        write_json_atomic(tmp / CONFIG, meta)
-        fsync_dir(tmp)
-        if final.exists():
-            old = checkpoints_dir / f".old-step-{step:06d}-{os.getpid()}"
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
-        fsync_dir(checkpoints_dir)
-    except OSError as exc:
+        ensure_dir(checkpoints_dir)
+        with guarded(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+            tensors = model_tensors(model, cfg)
+            save_file(tensors, tmp / WEIGHTS, metadata={"format": "pt"})
+            del tensors
+            os.chmod(tmp / WEIGHTS, default_file_mode())  # safetensors: private
+            fsync_file(tmp / WEIGHTS)
+            if trainer_state is not None:
+                write_stream(  # fsynced
+                    tmp / TRAINER_STATE, lambda f: torch.save(trainer_state, f)
+                )
+            meta = {
+                "format": FORMAT,
+                "gptkit_version": __version__,
+                "step": step,
+                "model": cfg.to_dict(),
+                **(info or {}),
+            }
+            write_json_atomic(tmp / CONFIG, meta)
+            fsync_dir(tmp)
+            if final.exists():
+                old = checkpoints_dir / f".old-step-{step:06d}-{os.getpid()}"
+                os.replace(final, old)
+                os.replace(tmp, final)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, final)
+            fsync_dir(checkpoints_dir)
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        previous = latest_checkpoint(checkpoints_dir)
-        kept = f"; {previous} is intact" if previous else ""
-        raise GptkitError(
-            f"could not write checkpoint {final.name}: {exc}{kept}"
-        ) from exc
+        found = find_os_error(exc)
+        if found is None:
+            raise
+        raise _checkpoint_error(found, final) from None
     if keep_last is not None:
         prune_checkpoints(checkpoints_dir, keep_last)
     return final
+
+
+def _checkpoint_error(exc: OSError, final: Path) -> StorageError:
+    """The one line for a checkpoint that could not be written."""
+    cause = describe_os_error(exc, exc.filename or final)
+    previous = latest_checkpoint(final.parent)
+    kept = (
+        f"; the previous checkpoint {previous.name} is intact"
+        if previous is not None and previous != final
+        else "; no earlier checkpoint exists"
+    )
+    return StorageError(
+        f"cannot write checkpoint {final}: {cause}{kept}", exc.errno, str(final)
+    )
 
 
 def recover_incomplete(checkpoints_dir: Path) -> list[str]:
@@ -169,7 +199,9 @@ def read_config(ckpt_dir: Path) -> dict[str, Any]:
     if not path.is_file():
         raise GptkitError(f"checkpoint {ckpt_dir} has no {CONFIG}")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        with guarded(path, "read"):
+            text = path.read_text(encoding="utf-8")
+        data = json.loads(text)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise GptkitError(f"corrupt {path}: {exc}") from None
     if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
@@ -195,6 +227,24 @@ def load_checkpoint(ckpt_dir: Path) -> tuple[GPTConfig, dict[str, torch.Tensor],
     return cfg, state, meta
 
 
+#: The first PyTorch whose ``torch.load(weights_only=True)`` cannot be made to
+#: run code (CVE-2025-32434 affects every earlier version).
+SAFE_TORCH_LOAD = (2, 6)
+
+
+def require_safe_torch_load(version: str | None = None) -> None:
+    """Refuse to unpickle anything with a PyTorch older than 2.6, whose
+    ``weights_only=True`` a crafted file can bypass (CVE-2025-32434)."""
+    version = version or torch.__version__
+    numbers = tuple(int(n) for n in re.findall(r"\d+", version)[:2])
+    if numbers < SAFE_TORCH_LOAD:
+        raise GptkitError(
+            f"torch {version} cannot load pickled files safely (its"
+            " weights_only=True can be bypassed: CVE-2025-32434); upgrade to"
+            " torch 2.6 or newer"
+        )
+
+
 def load_trainer_state(ckpt_dir: Path) -> dict[str, Any]:
     """The trainer state (optimizer, step, RNG), loaded without running code."""
     path = ckpt_dir / TRAINER_STATE
@@ -202,7 +252,75 @@ def load_trainer_state(ckpt_dir: Path) -> dict[str, Any]:
         raise GptkitError(
             f"checkpoint {ckpt_dir} has no {TRAINER_STATE}; cannot resume"
         )
+    require_safe_torch_load()
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with guarded(path, "read"):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except GptkitError:
+        raise
     except Exception as exc:  # pickle errors come in many types
         raise GptkitError(f"corrupt or unsafe {path}: {type(exc).__name__}") from None
+
+
+@dataclass
+class ResumePoint:
+    """Where a run continues: the newest checkpoint that loads whole (None: the
+    run stopped before its first one, so it starts again at step 0) and the
+    newer ones that did not load, with why."""
+
+    checkpoint: Path | None
+    config: GPTConfig | None = None
+    weights: dict[str, torch.Tensor] = field(default_factory=dict)
+    trainer_state: dict[str, Any] = field(default_factory=dict)
+    damaged: list[tuple[Path, str]] = field(default_factory=list)
+
+    def describe(self) -> list[str]:
+        """What resuming from here means, one line each, for the user."""
+        lines = [
+            f"checkpoint {path.name} is damaged ({why})" for path, why in self.damaged
+        ]
+        if self.checkpoint is not None:
+            if self.damaged:
+                lines.append(f"resuming from the older {self.checkpoint.name}")
+        elif self.damaged:
+            lines.append("no intact checkpoint is left; starting again at step 0")
+        else:
+            lines.append(
+                "the run stopped before its first checkpoint; starting again at step 0"
+            )
+        return lines
+
+
+def find_resume_point(
+    checkpoints_dir: Path,
+    check: Callable[[GPTConfig, dict[str, torch.Tensor]], None] | None = None,
+) -> ResumePoint:
+    """The newest checkpoint of a run whose config, weights (``check``ed) and
+    trainer state all load; damaged newer ones are listed, not touched (see
+    :func:`set_aside`)."""
+    damaged: list[tuple[Path, str]] = []
+    for ckpt in reversed(list_checkpoints(checkpoints_dir)):
+        try:
+            cfg, weights, _ = load_checkpoint(ckpt)
+            if check is not None:
+                check(cfg, weights)
+            state = load_trainer_state(ckpt)
+        except GptkitError as exc:
+            damaged.append((ckpt, str(exc)))
+            continue
+        return ResumePoint(ckpt, cfg, weights, state, damaged)
+    return ResumePoint(None, damaged=damaged)
+
+
+def set_aside(ckpt_dir: Path) -> Path:
+    """Rename a damaged checkpoint ``step-N`` to ``damaged-step-N`` (kept for a
+    look, no longer loaded nor counted); returns the new path."""
+    target = ckpt_dir.with_name(f"damaged-{ckpt_dir.name}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = ckpt_dir.with_name(f"damaged-{ckpt_dir.name}.{n}")
+    with guarded(ckpt_dir, "rename"):
+        os.replace(ckpt_dir, target)
+    fsync_dir(ckpt_dir.parent)
+    return target

@@ -10,6 +10,7 @@ drop the last partial batch; validation batches are neither shuffled nor dropped
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,9 +34,23 @@ def resolve_corpora(specs: Sequence[str]) -> list[tuple[str, object]]:
     for spec in specs:
         if spec in corpora:
             out.append((spec, corpora.create(spec)))
-        else:
-            out.append((spec, corpora.create("files", paths=(spec,))))
+            continue
+        if not any(c in spec for c in "*?[") and not _exists(Path(spec)):
+            if "/" in spec or os.sep in spec or Path(spec).suffix:
+                raise GptkitError(f"corpus file not found: {spec}")
+            raise GptkitError(
+                f"unknown corpus {spec!r}: neither a corpus name nor an existing"
+                f" file or directory (corpora: {', '.join(corpora.names())})"
+            )
+        out.append((spec, corpora.create("files", paths=(spec,))))
     return out
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # a name too long, ...: reported as not found
+        return False
 
 
 def load_text(specs: Sequence[str]) -> str:

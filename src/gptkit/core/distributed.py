@@ -102,12 +102,28 @@ def init_distributed(device_name: str) -> tuple[DistContext, torch.device]:
     return ctx, device
 
 
-def shutdown() -> None:
-    """Leave the process group (a no-op when there is none)."""
+def shutdown(*, clean: bool = True) -> None:
+    """Leave the process group (a no-op when there is none).
+
+    Objects that hold the group (DistributedDataParallel's reducer and its
+    pending work) must be gone first: freed later, during the interpreter's
+    own teardown, gloo's worker threads release tensors that need the Python
+    interpreter, which then aborts the process (SIGABRT). So the garbage is
+    collected here, before the group is destroyed; callers drop their
+    references first (``Trainer.close``). After a ``clean`` run the processes
+    meet at a barrier, so none tears its connections down while another still
+    uses them.
+    """
+    import gc
+
     import torch.distributed as dist
 
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+    gc.collect()
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if clean:
+        dist.barrier()
+    dist.destroy_process_group()
 
 
 def all_reduce_sum(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:

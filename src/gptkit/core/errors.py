@@ -40,3 +40,20 @@ class SettingError(GptkitError, ValueError):
     def render(self, name_of: Callable[[str], str]) -> str:
         """The message with each ``{name}`` replaced by ``name_of(name)``."""
         return _SETTING.sub(lambda m: name_of(m.group(1)), self.template)
+
+
+class CheckpointDamaged(GptkitError):
+    """A checkpoint's files cannot be read whole (truncated, corrupt, unsafe):
+    resume sets it aside and continues from an older one. An intact checkpoint
+    that does not fit the run (another model, process count, ...) raises a
+    plain :class:`GptkitError` instead."""
+
+
+class Interrupted(GptkitError):
+    """A signal stopped the work cleanly (not a failure): the command line
+    prints the message without ``error:`` and exits with 128 + ``signum``
+    (130 for SIGINT, 143 for SIGTERM)."""
+
+    def __init__(self, message: str, signum: int = 2) -> None:
+        super().__init__(message)
+        self.signum = signum

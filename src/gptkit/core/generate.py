@@ -90,6 +90,13 @@ class GenerationRequest:
     repetition_penalty: float = 1.0
     no_repeat_ngram_size: int = 0
     compiled: bool = False  # decode steps through torch.compile (core.compiled)
+    #: Called after every decoding step (a progress bar); a search strategy
+    #: calls it once per step of each prompt's search.
+    on_step: Callable[[], None] | None = None
+
+    def step_done(self) -> None:
+        if self.on_step is not None:
+            self.on_step()
 
     def penalties(
         self, rows: Sequence[Sequence[int]], vocab: int, device: torch.device
@@ -145,17 +152,25 @@ class Decoder:
         )
 
     def prefill(self) -> Tensor:
-        """Logits (B, 1, V) after each row's prompt."""
+        """Logits (B, 1, V) after each row's prompt (NaN logits, which only
+        broken weights give, are refused here, once per generation)."""
         assert self.cache is not None
         if len(set(self.lengths)) == 1:
-            return self.model(self.ids, cache=self.cache, logits_at=self._last())
-        # Right-pad for the prefill: row b's tokens sit at positions 0..len-1.
-        right = torch.zeros_like(self.ids)
-        for b, n in enumerate(self.lengths):
-            right[b, :n] = self.ids[b, self.ids.shape[1] - n :]
-        logits = self.model(right, cache=self.cache, logits_at=self._last())
-        for b, n in enumerate(self.lengths):  # the padding's slots are free again
-            self.cache.set_length(b, n)
+            logits = self.model(self.ids, cache=self.cache, logits_at=self._last())
+        else:
+            # Right-pad for the prefill: row b's tokens sit at positions 0..len-1.
+            right = torch.zeros_like(self.ids)
+            for b, n in enumerate(self.lengths):
+                right[b, :n] = self.ids[b, self.ids.shape[1] - n :]
+            logits = self.model(right, cache=self.cache, logits_at=self._last())
+            for b, n in enumerate(self.lengths):  # the padding's slots are free
+                self.cache.set_length(b, n)
+        if bool(torch.isnan(logits).any()):
+            raise GptkitError(
+                "the model's output is NaN: its weights hold NaN or inf values"
+                " (a diverged or damaged checkpoint); generation needs finite"
+                " weights"
+            )
         return logits
 
     def _last(self) -> Tensor:
@@ -222,6 +237,7 @@ def iter_tokens(
     repetition_penalty: float = 1.0,
     no_repeat_ngram_size: int = 0,
     compiled: bool = False,
+    on_step: Callable[[], None] | None = None,
 ) -> Iterator[list[Generated]]:
     """Generate step by step: yields the results (one per prompt, growing) after
     every decoding step, so that a caller can stream or stop early (closing the
@@ -233,6 +249,7 @@ def iter_tokens(
     :param repetition_penalty: > 1 discourages tokens already in the sequence.
     :param no_repeat_ngram_size: n > 0 forbids repeating any n-gram.
     :param compiled: run the decoding steps compiled (:mod:`gptkit.core.compiled`).
+    :param on_step: called after every decoding step (progress).
     """
     if repetition_penalty <= 0:
         raise GptkitError(f"repetition_penalty must be > 0, got {repetition_penalty}")
@@ -250,6 +267,7 @@ def iter_tokens(
         repetition_penalty=repetition_penalty,
         no_repeat_ngram_size=no_repeat_ngram_size,
         compiled=compiled,
+        on_step=on_step,
     )
     was_training = model.training
     model.eval()
@@ -294,6 +312,7 @@ def _sample_steps(
             elif req.stop is not None and req.stop(row, result.new_ids):
                 result.finish_reason = "stop"
                 running[row] = False
+        req.step_done()
         yield results
         if not running.any() or step == req.max_new_tokens - 1:
             break

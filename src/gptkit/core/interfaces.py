@@ -160,7 +160,18 @@ class Sampler(ComponentBase):
         if self.deterministic:
             return processed.argmax(dim=-1)
         probs = torch.softmax(processed, dim=-1)
-        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        try:
+            return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        except RuntimeError:
+            if bool(torch.isfinite(probs).all()):
+                raise
+            from gptkit.core.errors import GptkitError
+
+            raise GptkitError(
+                f"sampler {self.name}: the model's next-token probabilities are"
+                " not finite (NaN or inf logits: damaged weights, or an fp16"
+                " overflow); check the weights or use another dtype"
+            ) from None
 
 
 class SearchStrategy(ComponentBase):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -26,15 +26,19 @@ def loader_loss(
     model: nn.Module,
     device: torch.device,
     num_batches: int | None = None,
+    on_batch: Callable[[], None] | None = None,
 ) -> float:
     """Mean of the batch losses over the first ``num_batches`` batches (all when
-    ``None``), as the book's ``calc_loss_loader``; NaN for an empty loader."""
+    ``None``), as the book's ``calc_loss_loader``; NaN for an empty loader.
+    ``on_batch`` is called after each batch (progress)."""
     total, count = 0.0, 0
     for i, (inputs, targets) in enumerate(loader):
         if num_batches is not None and i >= num_batches:
             break
         total += batch_loss(inputs, targets, model, device).item()
         count += 1
+        if on_batch is not None:
+            on_batch()
     return total / count if count else float("nan")
 
 

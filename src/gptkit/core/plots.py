@@ -98,8 +98,8 @@ def figure(kind: str, steps: Rows, evals: Rows, steps_per_epoch: int) -> Figure:
 
 def save_figure(fig: Figure, path: Path) -> None:
     """Write ``fig`` as a PNG, atomically."""
-    from gptkit.core.storage import atomic_open
+    from gptkit.core.storage import atomic_open, ensure_dir
 
-    path.parent.mkdir(parents=True, exist_ok=True)
+    ensure_dir(path.parent)
     with atomic_open(path, "wb") as f:
         fig.savefig(f, format="png", dpi=120)

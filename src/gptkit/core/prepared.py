@@ -43,7 +43,8 @@ import numpy as np
 
 from gptkit._version import __version__
 from gptkit.core.errors import GptkitError, SettingError
-from gptkit.core.storage import atomic_open, atomic_write
+from gptkit.core.runlock import RunLock, run_dir_is_empty
+from gptkit.core.storage import atomic_open, atomic_write, guarded
 
 FORMAT = "gptkit-tokens"
 VERSION = 1
@@ -336,6 +337,45 @@ def prepare(
         "inputs": [[s.name, s.bytes, s.mtime_ns, s.sha256] for s in sources],
     }
     key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+    with guarded(out, "use"):
+        if out.exists() and not out.is_dir():
+            raise SettingError(
+                f"{out} exists and is not a directory; choose another {{out}}"
+            )
+    # One preparation writes a directory at a time; every write error is one
+    # line naming its file.
+    with RunLock(out, "prepare"), guarded(out):
+        meta = _prepare_into(
+            out,
+            key,
+            identity,
+            specs,
+            sources,
+            shards,
+            train_ratio=train_ratio,
+            workers=workers,
+            shard_bytes=shard_bytes,
+            progress=progress,
+            message=message,
+        )
+    meta["seconds"] = round(time.perf_counter() - started, 3)
+    return meta
+
+
+def _prepare_into(
+    out: Path,
+    key: str,
+    identity: dict[str, Any],
+    specs: Sequence[str],
+    sources: list[Source],
+    shards: list[Shard],
+    *,
+    train_ratio: float,
+    workers: int,
+    shard_bytes: int,
+    progress: bool,
+    message: Callable[[str], None],
+) -> dict[str, Any]:
     work = out / WORK
     if (out / META).is_file():
         meta = read_meta(out)
@@ -359,7 +399,7 @@ def prepare(
         if previous.get("shard_bytes") != shard_bytes:  # keep its shards
             shard_bytes = int(previous["shard_bytes"])
             sources, shards = plan(specs, shard_bytes)
-    elif out.exists() and (not out.is_dir() or any(out.iterdir())):
+    elif not run_dir_is_empty(out):
         raise SettingError(
             f"{out} exists and is not a gptkit prepare directory; choose another"
             " {out} (nothing was changed)"
@@ -376,9 +416,9 @@ def prepare(
     hasher = threading.Thread(target=_hash_files, args=(sources, hashes), daemon=True)
     hasher.start()
     total = sum(s.size for s in shards)
-    from tqdm.auto import tqdm
+    from gptkit.core.progress import auto_tqdm
 
-    with tqdm(
+    with auto_tqdm()(
         total=total,
         initial=sum(c["bytes"] for c in done.values()),
         unit="B",
@@ -440,7 +480,6 @@ def prepare(
     }
     atomic_write(out / META, (json.dumps(meta, indent=2) + "\n").encode())
     shutil.rmtree(work, ignore_errors=True)
-    meta["seconds"] = round(time.perf_counter() - started, 3)
     return meta
 
 

@@ -20,13 +20,27 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import signal
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gptkit._version import __version__
-from gptkit.core.errors import GptkitError, SettingError
+from gptkit.core.errors import (
+    CheckpointDamaged,
+    GptkitError,
+    Interrupted,
+    SettingError,
+)
+from gptkit.core.runguard import (
+    check_training_memory,
+    first_line,
+    hold_run_dir,
+    out_of_memory,
+    warn,
+    where_resume_starts,
+)
 from gptkit.core.settings import TrainSettings, merge_for_resume
 
 if TYPE_CHECKING:
@@ -46,14 +60,19 @@ def default_run_dir() -> Path:
 
 
 def check_new_run_dir(path: Path) -> None:
-    """A new run never writes into an existing, non-empty directory."""
-    if path.exists() and not path.is_dir():
-        raise SettingError(f"{{out}} {path} exists and is not a directory")
-    if path.is_dir() and any(path.iterdir()):
-        raise SettingError(
-            f"{path} already exists and is not empty; choose another {{out}} or"
-            " continue it with resume"
-        )
+    """A new run never writes into an existing, non-empty directory (its own
+    lock file aside)."""
+    from gptkit.core.runlock import run_dir_is_empty
+    from gptkit.core.storage import guarded
+
+    with guarded(path, "use"):
+        if path.exists() and not path.is_dir():
+            raise SettingError(f"{{out}} {path} exists and is not a directory")
+        if not run_dir_is_empty(path):
+            raise SettingError(
+                f"{path} already exists and is not empty; choose another {{out}}"
+                " or continue it with resume"
+            )
 
 
 def read_run_config(run_dir: Path) -> dict[str, Any]:
@@ -146,18 +165,51 @@ def run_training(
 
     Joins the process group when torchrun started this process.
     """
-    from gptkit.core.distributed import init_distributed, shutdown
+    from gptkit.core.distributed import broadcast_object, init_distributed, shutdown
 
     settings.validate()
     dist, device = init_distributed(settings.device)
+    trainer: Trainer | None = None
+    clean = False
     try:
-        trainer = build_trainer(
-            settings, resume=resume, dist=dist, device=device, hide_loggers=hide_loggers
-        )
-        assert trainer.run_dir is not None
-        return trainer.fit(), trainer.run_dir
+        # Every process must use rank 0's directory (the default name is a time).
+        run_dir = Path(broadcast_object(str(settings.out or default_run_dir()), dist))
+        settings = replace(settings, out=str(run_dir))
+        with hold_run_dir(run_dir, dist, resume=resume) as took_over:
+            trainer = build_trainer(
+                settings,
+                resume=resume,
+                dist=dist,
+                device=device,
+                hide_loggers=hide_loggers,
+            )
+            if took_over:
+                warn(took_over)
+            try:
+                summary = trainer.fit()
+                clean = True
+                return summary, run_dir
+            except KeyboardInterrupt:
+                raise Interrupted(
+                    f"stopped at once at step {trainer.step}, without saving;"
+                    f" {where_resume_starts(trainer, run_dir)}",
+                    signal.SIGINT,
+                ) from None
+            except GptkitError:
+                raise
+            except (MemoryError, RuntimeError) as exc:
+                if not out_of_memory(exc):
+                    raise
+                raise SettingError(
+                    f"out of memory at step {trainer.step}"
+                    f" ({first_line(exc)}); lower {{batch_size}} or"
+                    f" {{context_length}}; {where_resume_starts(trainer, run_dir)}"
+                ) from None
     finally:
-        shutdown()
+        if trainer is not None:
+            trainer.close()  # nothing may hold the process group past here
+        trainer = None
+        shutdown(clean=clean)
 
 
 def build_trainer(
@@ -202,6 +254,7 @@ def build_trainer(
     else:
         cfg = get_preset(settings.preset_name()).replace(**settings.model_overrides())
         preset = settings.preset_name()
+    check_training_memory(settings, cfg, device, dist, weights_loaded=bool(loaded))
     data, corpus_names, corpus_prompt = _load_data(settings, cfg, dist)
 
     torch.manual_seed(settings.seed)  # the book seeds right before building the model
@@ -325,52 +378,61 @@ def data_order(settings: TrainSettings, dist: DistContext) -> str | None:
 
 
 def restore(trainer: Trainer, run_dir: Path, cfg: GPTConfig, dist: Any) -> None:
-    """Load the newest checkpoint of ``run_dir`` into the model and trainer
-    (native or sharded, written by any number of processes: see
-    :meth:`Trainer.restore`); every check happens before anything in the
-    directory changes."""
+    """Load the newest intact checkpoint of ``run_dir`` into the model and
+    trainer; every check happens before anything in the directory changes.
+
+    A damaged newer checkpoint (truncated, corrupt) is set aside as
+    ``damaged-step-N`` and the run continues from the older intact one; a run
+    that stopped before its first checkpoint starts again at step 0 (its
+    settings and initial weights are the ones it started with). Both are said.
+    """
     from gptkit.core.checkpoint import (
-        latest_checkpoint,
+        ResumePoint,
+        list_checkpoints,
         read_config,
         recover_incomplete,
+        set_aside,
     )
     from gptkit.core.config import GPTConfig
 
     checkpoints = run_dir / "checkpoints"
-    ckpt = latest_checkpoint(checkpoints)
-    if ckpt is None:
-        raise GptkitError(f"{run_dir} has no checkpoint to resume from")
-    try:
-        saved_cfg = GPTConfig.from_dict(read_config(ckpt)["model"])
-    except GptkitError as exc:
-        raise _older_hint(exc, ckpt) from None
-    except (KeyError, TypeError, ValueError) as exc:
-        corrupt = GptkitError(f"corrupt {ckpt / 'config.json'}: {exc}")
-        raise _older_hint(corrupt, ckpt) from None
-    if saved_cfg != cfg:
-        saved, now = saved_cfg.to_dict(), cfg.to_dict()
-        name = next(k for k in now if saved.get(k) != now[k])
+    point = ResumePoint(None)
+    for ckpt in reversed(list_checkpoints(checkpoints)):
+        try:
+            saved_cfg = GPTConfig.from_dict(read_config(ckpt)["model"])
+        except GptkitError as exc:
+            point.damaged.append((ckpt, str(exc)))
+            continue
+        except (KeyError, TypeError, ValueError) as exc:
+            point.damaged.append((ckpt, f"corrupt {ckpt / 'config.json'}: {exc}"))
+            continue
+        if saved_cfg != cfg:
+            saved, now = saved_cfg.to_dict(), cfg.to_dict()
+            name = next(k for k in now if saved.get(k) != now[k])
+            raise GptkitError(
+                f"checkpoint {ckpt} has model setting {name}={saved.get(name)!r},"
+                f" but the run's config.json says {name}={now[name]!r}"
+            )
+        try:
+            trainer.restore(ckpt)  # native or sharded, any number of processes
+        except CheckpointDamaged as exc:
+            point.damaged.append((ckpt, str(exc)))
+            continue
+        point.checkpoint, point.config = ckpt, saved_cfg
+        break
+    if point.checkpoint is None and trainer.partially_restored:
+        # A damaged checkpoint got half-way into the model: step 0 would not
+        # start from the run's initial weights.
         raise GptkitError(
-            f"checkpoint {ckpt} has model setting {name}={saved.get(name)!r},"
-            f" but the run's config.json says {name}={now[name]!r}"
+            f"no intact checkpoint in {checkpoints} ("
+            + "; ".join(f"{path.name}: {why}" for path, why in point.damaged)
+            + "); start the run again with a new out directory"
         )
-    try:
-        trainer.restore(ckpt)
-    except GptkitError as exc:
-        raise _older_hint(exc, ckpt) from None
-    if dist.is_main:
-        for line in recover_incomplete(checkpoints):
-            trainer.tell(line)
-
-
-def _older_hint(exc: GptkitError, ckpt: Path) -> GptkitError:
-    """``exc``, pointing at the previous checkpoint when there is one."""
-    from gptkit.core.checkpoint import list_checkpoints
-
-    older = [p for p in list_checkpoints(ckpt.parent) if p != ckpt]
-    if not older:
-        return exc
-    return GptkitError(
-        f"{exc} (the older {older[-1].name} may be intact: move {ckpt.name}"
-        " aside to resume from it)"
-    )
+    if not dist.is_main:
+        return
+    for line in recover_incomplete(checkpoints):
+        trainer.tell(line)
+    for damaged, _ in point.damaged:
+        set_aside(damaged)
+    for line in point.describe():
+        warn(line)

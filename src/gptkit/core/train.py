@@ -38,7 +38,7 @@ from gptkit.core.distributed import (
     DistContext,
     all_reduce_sum,
 )
-from gptkit.core.errors import GptkitError, SettingError
+from gptkit.core.errors import Interrupted, SettingError
 from gptkit.core.generate import generate_tokens
 from gptkit.core.interfaces import Logger, RunInfo, Scheduler
 from gptkit.core.loss import batch_loss, loader_loss
@@ -50,7 +50,7 @@ from gptkit.core.train_checkpoint import TrainerCheckpoints
 from gptkit.core.train_state import set_rng_state
 
 
-class TrainingInterrupted(GptkitError):
+class TrainingInterrupted(Interrupted):
     """SIGINT/SIGTERM: the run stopped at a step boundary after saving."""
 
 
@@ -168,6 +168,8 @@ class Trainer(TrainerCheckpoints):
         self.tokens_seen = 0
         self._rng_after_iter: dict[str, Any] | None = None
         self.last_checkpoint: Path | None = None
+        self.partially_restored = False  # a failed restore changed the model
+        self._saved_step = -1  # the step of last_checkpoint
         self.stop_requested = False
 
     # -- set-up ----------------------------------------------------------------
@@ -212,6 +214,13 @@ class Trainer(TrainerCheckpoints):
         if self.settings.compile:
             wrapped = torch.compile(wrapped)  # type: ignore[assignment]
         return wrapped
+
+    def close(self) -> None:
+        """Drop the DistributedDataParallel (and compiled) wrappers, so that
+        nothing holds the process group when it is destroyed (see
+        :func:`gptkit.core.distributed.shutdown`). The plain model stays."""
+        self._ddp = None
+        self.train_model = self.model
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.precision.autocast is None:
@@ -338,12 +347,15 @@ class Trainer(TrainerCheckpoints):
         started = time.perf_counter()
         last_eval: dict[str, Any] = {}
         status = "completed"
+        signum = signal.SIGINT
         try:
             with _StopFlag() as stop:
                 last_eval = self._run(stop)
                 if self.stop_requested:
                     status = "interrupted"
-            self.save()
+                    signum = stop.signal or signum
+            if self._saved_step != self.step:  # not already saved at this step
+                self.save()
         except BaseException:
             status = "failed"
             raise
@@ -364,7 +376,8 @@ class Trainer(TrainerCheckpoints):
         if status == "interrupted":
             raise TrainingInterrupted(
                 f"interrupted at step {self.step}; checkpoint saved in"
-                f" {self.last_checkpoint}; continue it with resume"
+                f" {self.last_checkpoint}; continue it with resume",
+                signum,
             )
         return summary
 

@@ -15,7 +15,7 @@ import torch
 from gptkit.core import parallel
 from gptkit.core.checkpoint import save_checkpoint
 from gptkit.core.distributed import DistContext, all_gather_objects, broadcast_object
-from gptkit.core.errors import GptkitError
+from gptkit.core.errors import CheckpointDamaged, GptkitError
 from gptkit.core.train_state import (
     optimizer_state_by_name,
     position_for_world,
@@ -141,20 +141,30 @@ class TrainerCheckpoints:
         )
         from gptkit.core.weights import check_state_dict
 
-        state = load_trainer_state(ckpt_dir)
-        try:
-            if is_sharded_checkpoint(ckpt_dir):
-                load_training_state(ckpt_dir, self.model, self.optimizer)
-                state.pop("optimizer", None)
-            else:
+        try:  # read everything first: a failure here is a damaged checkpoint
+            state = load_trainer_state(ckpt_dir)
+            sharded = is_sharded_checkpoint(ckpt_dir)
+            if not sharded:
                 _, weights, _ = load_checkpoint(ckpt_dir)
                 check_state_dict(self.cfg, weights)
+        except GptkitError as exc:
+            raise CheckpointDamaged(str(exc)) from None
+        self.partially_restored = True  # until every part below has loaded
+        try:
+            if sharded:
+                try:
+                    load_training_state(ckpt_dir, self.model, self.optimizer)
+                except GptkitError as exc:
+                    raise CheckpointDamaged(str(exc)) from None
+                state.pop("optimizer", None)
+            else:
                 self._load_whole(weights, state.pop("optimizer"))
             self.load_state_dict(state)
         except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
-            raise GptkitError(
+            raise CheckpointDamaged(
                 f"corrupt trainer state in {ckpt_dir}: {type(exc).__name__}: {exc}"
             ) from None
+        self.partially_restored = False
 
     def _load_whole(
         self, weights: dict[str, torch.Tensor], optimizer: dict[str, Any]
@@ -200,6 +210,7 @@ class TrainerCheckpoints:
                 keep_last=self.settings.keep_last,
             )
             self.last_checkpoint = path
+            self._saved_step = self.step
             self.tell(f"saved checkpoint {path}")
             return path
         state = self.state_dict()
@@ -222,5 +233,6 @@ class TrainerCheckpoints:
         if error is not None:
             raise GptkitError(error)
         self.last_checkpoint = Path(saved) if saved else None
+        self._saved_step = self.step
         self.tell(f"saved checkpoint {saved}")
         return self.last_checkpoint

@@ -116,8 +116,16 @@ class _SkipInitOnMeta(TorchFunctionMode):
 
 def meta_model(cfg: GPTConfig) -> GPTModel:
     """A GPTModel on the meta device: shapes and names, no memory, no init."""
-    with torch.device("meta"), _SkipInitOnMeta():
-        return GPTModel(cfg)
+    try:
+        with torch.device("meta"), _SkipInitOnMeta():
+            return GPTModel(cfg)
+    except RuntimeError as exc:  # sizes past what a tensor can hold
+        if "overflow" not in str(exc).lower():
+            raise
+        raise GptkitError(
+            f"a model of {cfg.n_layers:,} layers, {cfg.emb_dim:,} wide"
+            f" ({cfg.num_parameters():,} parameters) is too large to exist"
+        ) from None
 
 
 def check_state_dict(cfg: GPTConfig, state: dict[str, torch.Tensor]) -> None:

@@ -60,6 +60,9 @@ def read_pickled_weights(path: Path) -> Any:
     if not path.is_file():
         kind = "a directory" if path.is_dir() else "not found"
         raise GptkitError(f"book weights {path}: {kind} (expected a .pth file)")
+    from gptkit.core.checkpoint import require_safe_torch_load
+
+    require_safe_torch_load()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # pickle-protocol notices

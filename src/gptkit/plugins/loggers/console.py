@@ -14,6 +14,21 @@ def _millions(n: int) -> str:
     return f"{n / 1e6:.1f}M" if n >= 1e5 else f"{n:,}"
 
 
+def _steps(n: int) -> str:
+    return f"{n:,} step" + ("" if n == 1 else "s")
+
+
+def _plan(run: RunInfo) -> str:
+    """``4 epochs x 94 steps = 376 steps``, or with a step limit below that,
+    ``10 steps (the step limit; 4 epochs would be 376 steps)``."""
+    epochs = f"{run.epochs} epoch" + ("" if run.epochs == 1 else "s")
+    full = run.epochs * run.steps_per_epoch
+    if run.total_steps < full:
+        limit = _steps(run.total_steps)
+        return f"{limit} (the step limit; {epochs} would be {_steps(full)})"
+    return f"{epochs} x {_steps(run.steps_per_epoch)} = {_steps(run.total_steps)}"
+
+
 class ConsoleLogger(Logger):
     """Prints ``Ep 1 (Step 000000): Train loss 9.781, Val loss 9.933`` lines."""
 
@@ -22,12 +37,16 @@ class ConsoleLogger(Logger):
 
     @dataclass(frozen=True)
     class Options:
-        progress: bool = field(
-            default=True, metadata={"help": "show a progress bar on stderr"}
+        progress: bool | None = field(
+            default=None,
+            metadata={
+                "help": "show a progress bar on stderr (default: when stderr is"
+                " a terminal, or GPTKIT_PROGRESS=1)"
+            },
         )
 
     def start(self, run: RunInfo) -> None:
-        from tqdm.auto import tqdm
+        from gptkit.core.progress import progress_bar, progress_wanted
 
         cfg = run.config
         model = cfg.get("model", {})
@@ -41,8 +60,7 @@ class ConsoleLogger(Logger):
             f" {data.get('tokens', 0):,} tokens"
             f" ({run.train_tokens:,} training tokens per epoch, {run.val_tokens:,}"
             " validation)",
-            f"training: {run.epochs} epochs x {run.steps_per_epoch} steps ="
-            f" {run.total_steps} steps on {cfg.get('device', '?')}"
+            f"training: {_plan(run)} on {cfg.get('device', '?')}"
             + (f", resuming at step {run.start_step}" if run.start_step else ""),
         ]
         if run.run_dir is not None:
@@ -50,14 +68,9 @@ class ConsoleLogger(Logger):
         for line in lines:
             print(line, flush=True)
         self._bar = None
-        if self.options.progress:
-            self._bar = tqdm(
-                total=run.total_steps,
-                initial=run.start_step,
-                unit="step",
-                file=sys.stderr,
-                dynamic_ncols=True,
-                leave=False,
+        if progress_wanted(self.options.progress):
+            self._bar = progress_bar(
+                run.total_steps, initial=run.start_step, unit="step", enabled=True
             )
 
     def _print(self, text: str) -> None:

@@ -14,10 +14,10 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from gptkit.core.interfaces import Logger, RunInfo
-from gptkit.core.storage import atomic_open
+from gptkit.core.storage import AppendFile, atomic_open
 
 METRICS_CSV = "metrics.csv"
 COLUMNS = ("step", "epoch", "tokens_seen", "lr", "loss", "train_loss", "val_loss")
@@ -56,7 +56,7 @@ class CsvLogger(Logger):
         )
 
     def start(self, run: RunInfo) -> None:
-        self._file: IO[str] | None = None
+        self._file: AppendFile | None = None
         self._pending: dict[str, Any] | None = None
         if run.run_dir is None:
             return
@@ -67,11 +67,10 @@ class CsvLogger(Logger):
                 writer = csv.DictWriter(f, COLUMNS, extrasaction="ignore")
                 writer.writeheader()
                 writer.writerows(kept)
-            self._file = open(path, "a", newline="", encoding="utf-8")
+            self._file = AppendFile(path, append=True, newline="")
         else:
-            self._file = open(path, "w", newline="", encoding="utf-8")
+            self._file = AppendFile(path, append=False, newline="")
             csv.writer(self._file).writerow(COLUMNS)
-            self._file.flush()
         self._writer = csv.DictWriter(self._file, COLUMNS, extrasaction="ignore")
 
     def _flush(self) -> None:
@@ -81,8 +80,7 @@ class CsvLogger(Logger):
             return
         if self.options.rows == "evals" and "val_loss" not in row:
             return
-        self._writer.writerow(row)
-        self._file.flush()
+        self._writer.writerow(row)  # flushed; errors name the file
 
     def log_step(self, row: dict[str, Any]) -> None:
         self._flush()

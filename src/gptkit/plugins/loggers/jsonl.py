@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from gptkit.core.interfaces import Logger, RunInfo
-from gptkit.core.storage import atomic_write
+from gptkit.core.storage import AppendFile, atomic_write
 
 METRICS = "metrics.jsonl"
 SAMPLES = "samples.jsonl"
@@ -32,7 +32,7 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
 
 
 def truncate_rows(path: Path, keep_before_step: int) -> None:
-    """Keep rows whose ``step`` is below ``keep_before_step``."""
+    """Keep rows whose ``step`` is below ``keep_before_step`` (atomically)."""
     rows = [r for r in read_rows(path) if r.get("step", -1) < keep_before_step]
     atomic_write(path, "".join(json.dumps(r) + "\n" for r in rows))
 
@@ -44,22 +44,19 @@ class JsonlLogger(Logger):
     summary = "metrics.jsonl (every step and evaluation) and samples.jsonl."
 
     def start(self, run: RunInfo) -> None:
-        self._files: dict[str, IO[str]] = {}
+        self._files: dict[str, AppendFile] = {}
         if run.run_dir is None:
             return
         for name in (METRICS, SAMPLES):
             path = run.run_dir / name
             if run.start_step:
                 truncate_rows(path, run.start_step)
-            self._files[name] = open(
-                path, "a" if run.start_step else "w", encoding="utf-8"
-            )
+            self._files[name] = AppendFile(path, append=bool(run.start_step))
 
     def _write(self, name: str, row: dict[str, Any]) -> None:
         f = self._files.get(name)
         if f is not None:
-            f.write(json.dumps(row) + "\n")
-            f.flush()
+            f.write(json.dumps(row) + "\n")  # flushed; errors name the file
 
     def log_step(self, row: dict[str, Any]) -> None:
         self._write(METRICS, row)

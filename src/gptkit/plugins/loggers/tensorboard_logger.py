@@ -16,10 +16,12 @@ import importlib.util
 import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from gptkit.core.errors import GptkitError
 from gptkit.core.interfaces import Logger, RunInfo
+from gptkit.core.storage import guarded
 
 INSTALL_HINT = (
     "the tensorboard logger needs the tensorboard package;"
@@ -58,10 +60,11 @@ class TensorBoardLogger(Logger):
             from torch.utils.tensorboard import SummaryWriter
         except ImportError as exc:
             raise GptkitError(f"{INSTALL_HINT} ({exc})") from None
-        self._writer = SummaryWriter(
-            log_dir=str(run.run_dir / self.options.subdir),
-            purge_step=run.start_step or None,
-        )
+        log_dir = run.run_dir / self.options.subdir
+        with guarded(log_dir):
+            self._writer = SummaryWriter(
+                log_dir=str(log_dir), purge_step=run.start_step or None
+            )
         if not run.start_step:
             config = json.dumps(run.config, indent=2, default=str)
             # Four leading spaces: TensorBoard renders text as Markdown.
@@ -91,6 +94,7 @@ class TensorBoardLogger(Logger):
 
     def finish(self, summary: dict[str, Any]) -> None:
         if self._writer is not None:
-            self._writer.flush()
-            self._writer.close()
-            self._writer = None
+            writer, self._writer = self._writer, None
+            with guarded(Path(writer.log_dir)):
+                writer.flush()
+                writer.close()

@@ -95,6 +95,7 @@ class BeamSearch(SearchStrategy):
         improvable = True
         logits = decoder.prefill()
         for step in range(max_new):
+            req.step_done()
             generated = step + 1  # new tokens in every candidate
             logprobs = torch.log_softmax(next_token_logits(logits, req.vocab_limit), -1)
             logprobs = penalties.apply(logprobs)  # (beams, V)
