@@ -103,7 +103,10 @@ def bad_files(tmp_path):
 @pytest.mark.parametrize(
     ("args", "fragments"),
     [
-        (["train", "--corpus", "{tmp}/missing.txt"], ["unknown corpus", "missing.txt"]),
+        (
+            ["train", "--corpus", "{tmp}/missing.txt"],
+            ["corpus file not found", "missing.txt"],
+        ),
         (["train", "--corpus", "{tmp}/empty.txt"], ["empty"]),
         (
             ["train", "--corpus", "{tmp}/short.txt", "--preset", "tiny"],
