@@ -159,3 +159,11 @@ def test_prepare_never_overwrites_another_directory(cli_run, tmp_path, verdict_p
     result = cli_run("prepare", str(verdict_path), "--out", str(out))
     assert_clean_error(result, "is not a gptkit prepare directory")
     assert snapshot(out) == {"keep.txt": b"precious"}
+
+
+def test_resuming_a_finished_run_saves_no_checkpoint_again(cli_run, run_copy):
+    before = snapshot(run_copy / "checkpoints")
+    result = cli_run("train", "--resume", str(run_copy))
+    assert result.exit_code == 0, result.output
+    assert "saved checkpoint" not in result.output + result.stderr
+    assert snapshot(run_copy / "checkpoints") == before

@@ -165,6 +165,7 @@ class TrainerCheckpoints:
                 f"corrupt trainer state in {ckpt_dir}: {type(exc).__name__}: {exc}"
             ) from None
         self.partially_restored = False
+        self._saved_step = self.step  # this checkpoint holds the step: no re-save
 
     def _load_whole(
         self, weights: dict[str, torch.Tensor], optimizer: dict[str, Any]
