@@ -188,3 +188,15 @@ def save_transformers_gpt2(
     else:
         raise ValueError(layout)
     return model
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models: one torch thread for the test (OpenMP threads waiting for a
+    busy core of a shared machine make each small operation ~10x slower)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

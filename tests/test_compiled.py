@@ -15,22 +15,13 @@ from gptkit.core.quantize import quantize_model
 from gptkit.core.registry import get_registry
 
 pytestmark = [
+    pytest.mark.usefixtures("one_torch_thread"),
     pytest.mark.slow,
     pytest.mark.skipif(
         shutil.which("cc") is None and shutil.which("gcc") is None,
         reason="Inductor on the CPU needs a C++ compiler",
     ),
 ]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one thread (OpenMP threads waiting for a busy core of a
-    shared machine make each small operation ~10x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _model(quantize: str | None = None) -> GPTModel:

@@ -19,19 +19,11 @@ from gptkit.plugins.quantizers import formats, native
 from gptkit.plugins.quantizers.linear import Int4Linear, Int8Linear
 from tests.trained_models import held_out_loss, split_ids, target_model
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 needs_native = pytest.mark.skipif(
     native.library() is None, reason="no AVX2 CPU or no C compiler here"
 )
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one thread (OpenMP threads waiting for a busy core of a
-    shared machine make each small operation ~10x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_int8_round_trip_error_is_half_a_step():

@@ -15,15 +15,7 @@ from gptkit.core.registry import get_registry
 from gptkit.plugins.samplers.speculative import Speculative
 from tests.trained_models import draft_model, split_ids, target_model
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one thread (OpenMP threads waiting for a busy core of a
-    shared machine make each small operation ~10x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
