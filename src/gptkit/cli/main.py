@@ -16,6 +16,7 @@ from gptkit.core.errors import GptkitError, Interrupted
 
 BUILTIN_COMMANDS = {
     "train": "gptkit.cli.train:train",
+    "finetune": "gptkit.cli.finetune:finetune",
     "eval": "gptkit.cli.evaluate:evaluate",
     "generate": "gptkit.cli.generate:generate",
     "export": "gptkit.cli.export:export",

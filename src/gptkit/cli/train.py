@@ -21,11 +21,15 @@ from gptkit.core.settings import TrainSettings
 
 def make_train_command(
     settings_class: type[TrainSettings] = TrainSettings,
+    *,
+    doc: str | None = None,
 ) -> click.Command:
-    """The ``train`` command for ``settings_class``: its options are the fields
-    of the settings (a subclass with one more field has one more option)."""
+    """The command of ``settings_class``'s job (``train``, ``finetune``): its
+    options are the fields of the settings (a subclass with one more field has
+    one more option); ``doc`` replaces the help text."""
+    name = settings_class.job
 
-    @click.command("train")
+    @click.command(name)
     @settings_options(settings_class)
     @click.option(
         "--resume",
@@ -79,7 +83,7 @@ def make_train_command(
                 from gptkit.core.runs import default_run_dir
 
                 extra = ["--out", str(default_run_dir())]  # the same for every process
-            launch("train", opts, extra)
+            launch(name, opts, extra)
             return
         hide = ("console",) if opts["json_"] else ()
         summary, run_dir = run_training(
@@ -87,7 +91,11 @@ def make_train_command(
         )
         if opts["json_"] and _is_main_process():
             echo_json({"run_dir": str(run_dir), **summary})
+        elif summary.get("responses"):
+            click.echo(f"test responses: {summary['responses']}")
 
+    if doc is not None:
+        train.help = doc
     return train
 
 

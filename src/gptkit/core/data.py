@@ -383,18 +383,26 @@ def _splits(
     characters: int,
     total_tokens: int,
     order: str = "seeded",
+    collate_fn: Any = None,
 ) -> DataSplits:
-    """The loaders over two window datasets (see :class:`DataSplits`)."""
+    """The loaders over two datasets (see :class:`DataSplits`): windows of a
+    corpus, or any dataset with ``describe_items()`` and ``token_count()``
+    (instruction examples, batched by ``collate_fn``)."""
     if order == "book":
         return _book_splits(
-            train_set, val_set, batch_size, characters, total_tokens, world_size, lazy
+            train_set,
+            val_set,
+            batch_size,
+            characters,
+            total_tokens,
+            world_size,
+            lazy,
+            collate_fn,
         )
     n_train = len(train_set)  # type: ignore[arg-type]
-    context_length = train_set.context_length  # type: ignore[attr-defined]
     if n_train // world_size < batch_size:
         raise SettingError(
-            f"corpus too short: {n_train} training windows of {context_length}"
-            f" tokens make no full batch of {{batch_size}} {batch_size}"
+            f"{_too_few(train_set)} make no full batch of {{batch_size}} {batch_size}"
             + (f" on each of {world_size} processes" if world_size > 1 else "")
         )
     sampler = EpochSampler(
@@ -408,7 +416,11 @@ def _splits(
         dataset: torch.utils.data.Dataset, size: int, **kwargs: object
     ) -> torch.utils.data.DataLoader:
         return torch.utils.data.DataLoader(
-            dataset, batch_size=size, generator=torch.Generator(), **kwargs
+            dataset,
+            batch_size=size,
+            generator=torch.Generator(),
+            collate_fn=collate_fn,
+            **kwargs,
         )
 
     global_batch = batch_size * world_size
@@ -422,10 +434,28 @@ def _splits(
         train_sampler=sampler,
         characters=characters,
         total_tokens=total_tokens,
-        train_tokens=len(train_loader) * global_batch * context_length,
-        val_tokens=len(val_set) * context_length,  # type: ignore[arg-type]
+        train_tokens=_token_count(train_set, len(train_loader) * global_batch),
+        val_tokens=_token_count(val_set, len(val_set)),  # type: ignore[arg-type]
         world_size=world_size,
     )
+
+
+def _too_few(dataset: Any) -> str:
+    """``corpus too short: 3 training windows of 256 tokens`` (or the dataset's
+    own description of its items)."""
+    if hasattr(dataset, "describe_items"):
+        return dataset.describe_items()
+    return (
+        f"corpus too short: {len(dataset)} training windows of"
+        f" {dataset.context_length} tokens"
+    )
+
+
+def _token_count(dataset: Any, items: int) -> int:
+    """Tokens in the first ``items`` items (windows: all the same length)."""
+    if hasattr(dataset, "token_count"):
+        return int(dataset.token_count(items))
+    return items * dataset.context_length
 
 
 def _book_splits(
@@ -436,6 +466,7 @@ def _book_splits(
     total_tokens: int,
     world_size: int,
     lazy: bool,
+    collate_fn: Any = None,
 ) -> DataSplits:
     """The book's loaders: shuffled with the global RNG (see core/order.py); the
     evaluation reads the first eval_iter batches of another shuffled pass."""
@@ -447,15 +478,17 @@ def _book_splits(
             " use {data_order} seeded"
         )
     n_train = len(train_set)  # type: ignore[arg-type]
-    context_length = train_set.context_length  # type: ignore[attr-defined]
     if n_train < batch_size:
         raise SettingError(
-            f"corpus too short: {n_train} training windows of {context_length}"
-            f" tokens make no full batch of {{batch_size}} {batch_size}"
+            f"{_too_few(train_set)} make no full batch of {{batch_size}} {batch_size}"
         )
     sampler = BookOrderSampler(n_train)
     train_loader = torch.utils.data.DataLoader(
-        train_set, batch_size=batch_size, sampler=sampler, drop_last=True
+        train_set,
+        batch_size=batch_size,
+        sampler=sampler,
+        drop_last=True,
+        collate_fn=collate_fn,
     )
     return DataSplits(
         train_loader=train_loader,
@@ -464,15 +497,20 @@ def _book_splits(
             batch_size=batch_size,
             sampler=BookOrderSampler(n_train),
             drop_last=True,
+            collate_fn=collate_fn,
         ),
         val_loader=torch.utils.data.DataLoader(
-            val_set, batch_size=batch_size, shuffle=False, drop_last=False
+            val_set,
+            batch_size=batch_size,
+            shuffle=False,
+            drop_last=False,
+            collate_fn=collate_fn,
         ),
         train_sampler=sampler,  # type: ignore[arg-type]
         characters=characters,
         total_tokens=total_tokens,
-        train_tokens=len(train_loader) * batch_size * context_length,
-        val_tokens=len(val_set) * context_length,  # type: ignore[arg-type]
+        train_tokens=_token_count(train_set, len(train_loader) * batch_size),
+        val_tokens=_token_count(val_set, len(val_set)),  # type: ignore[arg-type]
         world_size=1,
     )
 

@@ -89,6 +89,17 @@ def register_quantizers() -> list[Any]:
 
 
 @hookspec
+def register_prompt_styles() -> list[Any]:
+    """Prompt styles: :class:`~gptkit.core.interfaces.PromptStyle` classes,
+    chosen with ``gptkit finetune --prompt-style NAME`` and recorded in the run.
+
+    Called once, when the registry is first used.
+
+    :return: a list of components.
+    """
+
+
+@hookspec
 def register_commands(cli: click.Group) -> None:
     """Add click commands to the ``gptkit`` command group.
 

@@ -216,6 +216,44 @@ class Quantizer(ComponentBase):
         raise NotImplementedError
 
 
+# -- prompt styles ------------------------------------------------------------
+
+
+class PromptStyle(ComponentBase):
+    """How instruction records and chat messages become the text a model reads
+    (``--prompt-style NAME``; the run records it, so ``generate``, ``chat`` and
+    the server apply it unasked).
+
+    A record of the book's format (``instruction``, ``input``, ``output``)
+    becomes :meth:`instruction_prompt` followed by :meth:`response_text`; a
+    conversation (``messages``, each ``{"role", "content"}``) becomes
+    :meth:`chat_prompt` of the messages before the last assistant reply
+    followed by that reply. Training appends ``<|endoftext|>``.
+    """
+
+    kind = "prompt style"
+    #: Text that ends a reply when the model writes it (the next turn's header).
+    stop: ClassVar[tuple[str, ...]] = ()
+
+    def instruction_prompt(self, instruction: str, input: str = "") -> str:
+        """The prompt of a book-format record (the book's ``format_input``)."""
+        raise NotImplementedError
+
+    def response_text(self, output: str) -> str:
+        """What follows :meth:`instruction_prompt` in a training text."""
+        raise NotImplementedError
+
+    def chat_prompt(self, messages: list[dict[str, str]]) -> str:
+        """The text the model continues to write the next assistant reply to
+        ``messages`` (roles ``system``, ``user``, ``assistant``)."""
+        raise NotImplementedError
+
+    def clean_response(self, text: str) -> str:
+        """A generated reply as ``responses.json`` stores it (the book strips
+        the response header and surrounding whitespace)."""
+        return text.strip()
+
+
 # -- schedulers ---------------------------------------------------------------
 
 

@@ -31,6 +31,7 @@ from gptkit.core.interfaces import (
     ComponentBase,
     Corpus,
     Logger,
+    PromptStyle,
     Quantizer,
     Sampler,
     Scheduler,
@@ -47,6 +48,7 @@ BUILTIN_PLUGINS = (
     "gptkit.plugins.loggers",
     "gptkit.plugins.corpora",
     "gptkit.plugins.quantizers",
+    "gptkit.plugins.prompt_styles",
 )
 ENTRY_POINT_GROUP = "gptkit"
 
@@ -58,6 +60,7 @@ KINDS: dict[str, tuple[str, tuple[type, ...], str]] = {
     "loggers": ("register_loggers", (Logger,), "logger"),
     "corpora": ("register_corpora", (Corpus,), "corpus"),
     "quantizers": ("register_quantizers", (Quantizer,), "quantizer"),
+    "prompt_styles": ("register_prompt_styles", (PromptStyle,), "prompt style"),
 }
 
 
@@ -177,6 +180,7 @@ class Registry:
         self.loggers = ComponentSet("loggers")
         self.corpora = ComponentSet("corpora")
         self.quantizers = ComponentSet("quantizers")
+        self.prompt_styles = ComponentSet("prompt_styles")
         self.plugins: list[PluginInfo] = []
         self.errors: list[PluginLoadError] = []
 

@@ -22,7 +22,7 @@ import datetime as _dt
 import json
 import signal
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -112,13 +112,27 @@ def _from_legacy(cli: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def settings_class_of(run_dir: Path) -> type[TrainSettings]:
+    """The settings class of the command that wrote a run (train, finetune)."""
+    from gptkit.core.settings import FinetuneSettings
+
+    job = read_run_config(run_dir).get("job", "train")
+    return FinetuneSettings if job == FinetuneSettings.job else TrainSettings
+
+
 def resumed_settings(
     run_dir: Path,
     given: Mapping[str, Any],
-    settings_class: type[TrainSettings] = TrainSettings,
+    settings_class: type[TrainSettings] | None = None,
 ) -> TrainSettings:
     """The run's saved settings, with the adjustable ones given now."""
-    merged = merge_for_resume(settings_class, saved_settings(run_dir), given)
+    recorded = settings_class_of(run_dir)
+    if settings_class is not None and settings_class.job != recorded.job:
+        raise GptkitError(
+            f"{run_dir} is a {recorded.job} run; continue it with"
+            f" gptkit {recorded.job} --resume"
+        )
+    merged = merge_for_resume(recorded, saved_settings(run_dir), given)
     return replace(merged, out=str(run_dir))
 
 
@@ -170,6 +184,7 @@ def run_training(
     settings.validate()
     dist, device = init_distributed(settings.device)
     trainer: Trainer | None = None
+    after_fit = None
     clean = False
     try:
         # Every process must use rank 0's directory (the default name is a time).
@@ -185,8 +200,11 @@ def run_training(
             )
             if took_over:
                 warn(took_over)
+            after_fit = getattr(trainer, "after_fit", None)
             try:
                 summary = trainer.fit()
+                if after_fit is not None:
+                    after_fit(trainer, summary)
                 clean = True
                 return summary, run_dir
             except KeyboardInterrupt:
@@ -255,41 +273,48 @@ def build_trainer(
         cfg = get_preset(settings.preset_name()).replace(**settings.model_overrides())
         preset = settings.preset_name()
     check_training_memory(settings, cfg, device, dist, weights_loaded=bool(loaded))
-    data, corpus_names, corpus_prompt = _load_data(settings, cfg, dist)
+    if settings.job == "finetune":
+        from gptkit.core.finetune import FinetuneData
+
+        job: RunData = FinetuneData.load(settings, cfg, dist, loaded)
+    else:
+        job = _load_data(settings, cfg, dist)
+    data = job.splits
 
     torch.manual_seed(settings.seed)  # the book seeds right before building the model
     state = fit_context(loaded.state_dict, cfg) if loaded is not None else None
     model = build_model(cfg, state, device=device, dtype=torch.float32)
+    if job.reseed:  # chapter 7 seeds again after loading the model
+        torch.manual_seed(settings.seed)
     if dist.rank:  # the same initial weights everywhere, other dropout masks
         torch.manual_seed(settings.seed + dist.rank)
 
     saved = settings.to_dict(saved_only=True)
     # The order used, so that a resume with another number of processes keeps it.
-    saved["data_order"] = data_order(settings, dist)
+    saved["data_order"] = job.order
     if loaded is not None:
         # Record the heads used (a book .pth file does not), so resume rebuilds
         # the same model.
         saved["n_heads"] = loaded.config.n_heads
     run_config = {
         "gptkit_version": __version__,
+        "job": settings.job,
         "preset": preset,
         "model": cfg.to_dict(),
         "data": {
-            "corpus": corpus_names,
-            "prepared": settings.data is not None,
+            **job.config,
             "characters": data.characters,
             "tokens": data.total_tokens,
             "context_length": cfg.context_length,
-            "stride": settings.stride or cfg.context_length,
             "batch_size": settings.batch_size,
             "processes": dist.world_size,
             "global_batch_size": settings.batch_size
             * dist.world_size
             * settings.grad_accum,
-            "train_ratio": None if settings.data else settings.split_ratio(),
             "train_tokens_per_epoch": data.train_tokens,
             "val_tokens": data.val_tokens,
         },
+        **job.run_config,
         "optimizer": {
             "name": "AdamW",
             "lr": settings.lr,
@@ -311,7 +336,7 @@ def build_trainer(
     }
     effective = settings
     if settings.start_context is None:
-        effective = replace(settings, start_context=corpus_prompt)
+        effective = replace(settings, start_context=job.start_context)
     trainer = Trainer(
         model,
         data,
@@ -325,6 +350,9 @@ def build_trainer(
     )
     run_config["steps_per_epoch"] = trainer.steps_per_epoch
     run_config["total_steps"] = trainer.total_steps
+    trainer.checkpoint_info.update(job.checkpoint_info)
+    if job.after_fit is not None:
+        trainer.after_fit = job.after_fit  # type: ignore[attr-defined]
     if resume:
         restore(trainer, run_dir, cfg, dist)
     else:
@@ -335,10 +363,24 @@ def build_trainer(
     return trainer
 
 
-def _load_data(
-    settings: TrainSettings, cfg: GPTConfig, dist: DistContext
-) -> tuple[Any, list[str], str]:
-    """The data splits, the corpus names and the corpus's sample prompt."""
+@dataclass
+class RunData:
+    """What a job's data brings to a run: the loaders and what config.json
+    records of them, the per-epoch sample's prompt, and the job's extras."""
+
+    splits: Any  # core.data.DataSplits
+    config: dict[str, Any]  # config.json's "data"
+    start_context: str
+    order: str | None  # the data order used (None: a prepared corpus)
+    reseed: bool = False  # seed again after building the model (chapter 7)
+    run_config: dict[str, Any] = field(default_factory=dict)  # more of config.json
+    checkpoint_info: dict[str, Any] = field(default_factory=dict)
+    #: Called with (trainer, summary) after training completes.
+    after_fit: Any = None
+
+
+def _load_data(settings: TrainSettings, cfg: GPTConfig, dist: DistContext) -> RunData:
+    """The corpus's loaders, its names and its sample prompt."""
     from gptkit.core.data import load_corpora, make_loaders, make_prepared_loaders
     from gptkit.core.interfaces import Corpus
 
@@ -352,7 +394,12 @@ def _load_data(
             seed=settings.seed,
             **shard,
         )
-        return data, [str(settings.data)], Corpus.sample_prompt
+        return RunData(
+            data,
+            _corpus_config(settings, cfg, [str(settings.data)]),
+            Corpus.sample_prompt,
+            None,
+        )
     text, prompt = load_corpora(settings.corpus_names())
     order = data_order(settings, dist)
     data = make_loaders(
@@ -365,7 +412,19 @@ def _load_data(
         order=order,
         **shard,
     )
-    return data, list(settings.corpus_names()), prompt
+    names = list(settings.corpus_names())
+    return RunData(data, _corpus_config(settings, cfg, names), prompt, order)
+
+
+def _corpus_config(
+    settings: TrainSettings, cfg: GPTConfig, names: list[str]
+) -> dict[str, Any]:
+    return {
+        "corpus": names,
+        "prepared": settings.data is not None,
+        "stride": settings.stride or cfg.context_length,
+        "train_ratio": None if settings.data else settings.split_ratio(),
+    }
 
 
 def data_order(settings: TrainSettings, dist: DistContext) -> str | None:

@@ -336,6 +336,9 @@ class DataSettings(Settings):
 class TrainSettings(DataSettings, ModelSettings):
     """Everything ``gptkit train`` / :func:`gptkit.train` takes."""
 
+    #: The command that writes such runs (recorded in config.json).
+    job: ClassVar[str] = "train"
+
     data: str | None = setting(
         None,
         metavar="DIR",
@@ -465,6 +468,106 @@ class TrainSettings(DataSettings, ModelSettings):
                 raise SettingError(
                     "{data_order} book needs {corpus}, not {data}", settings_class=cls
                 )
+
+
+@dataclass
+class FinetuneSettings(TrainSettings):
+    """Everything ``gptkit finetune`` / :func:`gptkit.finetune` takes: the
+    training settings with the book's chapter-7 defaults, instruction data in
+    place of a corpus."""
+
+    default_preset: ClassVar[str] = "gpt2-124m"
+    job: ClassVar[str] = "finetune"
+
+    data: str | None = setting(
+        None,
+        metavar="PATH|NAME",
+        help="Instruction data: a JSON list of {instruction, input, output}"
+        " records (the book's format), JSON Lines, or chat records {messages:"
+        " [...]}; or a built-in data set (instruction-data: the book's 1,100"
+        " examples, downloaded once).",
+    )
+    corpus: tuple[str, ...] = setting((), cli=False, help="Unused by finetuning.")
+    stride: int | None = setting(None, cli=False, help="Unused by finetuning.")
+    drop_rate: float | None = setting(
+        0.0, ge=0.0, lt=1.0, help="Dropout rate (the book finetunes without)."
+    )
+    train_ratio: float | None = setting(
+        0.85, gt=0.0, lt=1.0, help="Share of the records used for training."
+    )
+    test_ratio: float = setting(
+        0.1,
+        ge=0.0,
+        lt=1.0,
+        help="Share of the records held out for testing (responses.json); the"
+        " rest validates.",
+    )
+    prompt_style: str | None = setting(
+        None,
+        help="Prompt style plugin (alpaca, phi3, chat-template); recorded in the"
+        " run, so generate, chat and serve apply it.",
+        default_help="the model's chat template if it has one, else alpaca",
+    )
+    mask_instructions: bool = setting(
+        False,
+        help="Learn only the responses: the prompt tokens are left out of the"
+        " loss (the book's exercise 7.2).",
+    )
+    allowed_max_length: int | None = setting(
+        None,
+        ge=2,
+        help="Cut examples to this many tokens (the book's allowed_max_length);"
+        " examples whose prompt alone is longer are skipped and counted.",
+        default_help="the context length (1024 for GPT-2)",
+    )
+    test_responses: int | None = setting(
+        None,
+        ge=0,
+        resume=ADJUSTABLE,
+        help="Write the responses to the first N test records to"
+        " RUN/responses.json after training (0: none).",
+        default_help="all",
+    )
+    response_tokens: int = setting(
+        256,
+        ge=1,
+        resume=ADJUSTABLE,
+        help="Most new tokens of each test response (greedy, stopping at"
+        " <|endoftext|>).",
+    )
+    epochs: int = setting(2, ge=1, help="Passes over the training records.")
+    lr: float = setting(5e-5, gt=0.0, help="Peak learning rate of AdamW.")
+    eval_freq: int = setting(5, ge=1, help="Evaluate every N optimizer steps.")
+    start_context: str | None = setting(
+        None,
+        help="Prompt of the sample printed after each epoch ('' for none).",
+        default_help="the first validation record, in the prompt style",
+    )
+
+    def check(self) -> None:
+        Settings.check(self)
+        cls = type(self)
+        _check_size(self.max_memory)
+        if self.data is None:
+            raise SettingError(
+                "{data} is required: a JSON/JSONL file of instruction records or"
+                " instruction-data (the book's)",
+                settings_class=cls,
+            )
+        if self.corpus or self.stride is not None:
+            raise SettingError(
+                "finetuning reads {data}, not {corpus}/{stride}", settings_class=cls
+            )
+        if self.split_ratio() + self.test_ratio >= 1.0:
+            raise SettingError(
+                f"{{train_ratio}} {self.split_ratio()} + {{test_ratio}}"
+                f" {self.test_ratio} leaves nothing for validation; keep the sum"
+                " below 1",
+                settings_class=cls,
+            )
+
+    def split_ratio(self) -> float:
+        return 0.85 if self.train_ratio is None else self.train_ratio
 
 
 @dataclass

@@ -171,6 +171,9 @@ class Trainer(TrainerCheckpoints):
         self.partially_restored = False  # a failed restore changed the model
         self._saved_step = -1  # the step of last_checkpoint
         self.stop_requested = False
+        #: Recorded in every checkpoint's config.json (a finetuned model's
+        #: prompt style, so that whatever loads it applies it).
+        self.checkpoint_info: dict[str, Any] = {}
 
     # -- set-up ----------------------------------------------------------------
 
@@ -292,7 +295,7 @@ class Trainer(TrainerCheckpoints):
                 y.to(self.device).flatten(),
                 reduction="sum",
             ).item()
-            sums[i, 1] = y.numel()
+            sums[i, 1] = (y != -100).sum().item()  # padding targets are ignored
         sums = all_reduce_sum(sums, self.device)
         if count == 0:
             return float("nan")

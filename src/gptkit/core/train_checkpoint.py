@@ -207,7 +207,11 @@ class TrainerCheckpoints:
                 self.cfg,
                 trainer_state=self._loop_state(),
                 dist=self.dist,
-                info={"epoch": self.epoch, "tokens_seen": self.tokens_seen},
+                info={
+                    "epoch": self.epoch,
+                    "tokens_seen": self.tokens_seen,
+                    **getattr(self, "checkpoint_info", {}),
+                },
                 keep_last=self.settings.keep_last,
             )
             self.last_checkpoint = path
@@ -224,7 +228,11 @@ class TrainerCheckpoints:
                     self.model,
                     self.cfg,
                     trainer_state=state,
-                    info={"epoch": self.epoch, "tokens_seen": self.tokens_seen},
+                    info={
+                    "epoch": self.epoch,
+                    "tokens_seen": self.tokens_seen,
+                    **getattr(self, "checkpoint_info", {}),
+                },
                     keep_last=self.settings.keep_last,
                 )
                 outcome = (str(path), None)
