@@ -20,6 +20,7 @@ from gptkit.core.interfaces import (
     Component,
     Corpus,
     Logger,
+    PromptStyle,
     Quantizer,
     Sampler,
     Scheduler,
@@ -139,6 +140,31 @@ def test_hook_register_quantizers():
     assert reg.quantizers.entry("int8").plugin == "gptkit.plugins.quantizers"
 
 
+class Shouting(PromptStyle):
+    name = "shouting"
+    summary = "test prompt style"
+
+    def instruction_prompt(self, instruction, input=""):
+        return instruction.upper()
+
+    def response_text(self, output):
+        return f" -> {output}"
+
+    def chat_prompt(self, messages):
+        return messages[-1]["content"].upper() + " -> "
+
+
+def test_hook_register_prompt_styles():
+    reg = build_registry(
+        entry_points=False,
+        extra_plugins={"p": plugin(register_prompt_styles=[f"{__name__}:Shouting"])},
+    )
+    style = reg.prompt_styles.create("shouting")
+    assert style.instruction_prompt("hi") + style.response_text("yo") == "HI -> yo"
+    assert {"alpaca", "phi3", "chat-template"} <= set(reg.prompt_styles.names())
+    assert reg.prompt_styles.entry("alpaca").plugin == "gptkit.plugins.prompt_styles"
+
+
 def test_hook_register_commands():
     from gptkit.core.registry import add_plugin_commands
 
@@ -161,7 +187,7 @@ def test_hook_register_commands():
 
 def test_hooks_have_tests():
     names = [n for n in dir(hookspecs) if n.startswith("register_")]
-    assert len(names) == 7
+    assert len(names) == 8
     for name in names:
         assert f"test_hook_{name}" in globals(), f"hook {name} has no test"
 

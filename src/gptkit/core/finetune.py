@@ -131,7 +131,9 @@ class FinetuneData:
             world_size=dist.world_size,
             lazy=False,
             characters=sum(
-                len(r.instruction) + len(r.input) + len(r.reply())
+                len(r.instruction)
+                + len(r.input)
+                + len(r.reply())
                 + sum(len(m["content"]) for m in (r.messages or [])[:-1])
                 for r in data.records
             ),
@@ -238,7 +240,10 @@ def write_responses(
         )
     finally:
         bar.close()
-    rows = [{**r.raw, "model_response": text} for r, text in zip(records, responses)]
+    rows = [
+        {**r.raw, "model_response": text}
+        for r, text in zip(records, responses, strict=True)
+    ]
     path = run_dir / RESPONSES
     atomic_write(path, json.dumps(rows, indent=4) + "\n")
     return path

@@ -179,8 +179,7 @@ def _messages(value: Any) -> list[dict[str, str]]:
         role, content = message.get("role"), message.get("content")
         if role not in ROLES:
             raise ValueError(
-                f"field 'messages[{i}].role' is {role!r}, not one of"
-                f" {', '.join(ROLES)}"
+                f"field 'messages[{i}].role' is {role!r}, not one of {', '.join(ROLES)}"
             )
         if not isinstance(content, str):
             raise ValueError(f"field 'messages[{i}].content' is not a string")

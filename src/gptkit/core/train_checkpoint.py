@@ -229,10 +229,10 @@ class TrainerCheckpoints:
                     self.cfg,
                     trainer_state=state,
                     info={
-                    "epoch": self.epoch,
-                    "tokens_seen": self.tokens_seen,
-                    **getattr(self, "checkpoint_info", {}),
-                },
+                        "epoch": self.epoch,
+                        "tokens_seen": self.tokens_seen,
+                        **getattr(self, "checkpoint_info", {}),
+                    },
                     keep_last=self.settings.keep_last,
                 )
                 outcome = (str(path), None)

@@ -91,7 +91,9 @@ class Phi3(PromptStyle):
             if message["role"] == "assistant":
                 parts.append(self.response_text(message["content"]))
             else:  # Phi-3 has no system turn: a system message is a user turn
-                parts.append(("\n" if parts else "") + f"<|user|>\n{message['content']}")
+                parts.append(
+                    ("\n" if parts else "") + f"<|user|>\n{message['content']}"
+                )
         return "".join(parts) + self.response_text("")
 
     def clean_response(self, text: str) -> str:
