@@ -24,10 +24,12 @@ _LAZY = {
     "load": "gptkit.api.model:load",
     "LanguageModel": "gptkit.api.model:LanguageModel",
     "train": "gptkit.api.runs:train",
+    "finetune": "gptkit.api.runs:finetune",
     "resume": "gptkit.api.runs:resume",
     "Run": "gptkit.api.runs:Run",
     # settings (every keyword of load/generate/evaluate/train)
     "TrainSettings": "gptkit.core.settings:TrainSettings",
+    "FinetuneSettings": "gptkit.core.settings:FinetuneSettings",
     "EvalSettings": "gptkit.core.settings:EvalSettings",
     "GenerateSettings": "gptkit.core.settings:GenerateSettings",
     "LoadSettings": "gptkit.core.settings:LoadSettings",
@@ -49,6 +51,7 @@ _LAZY = {
     "WeightLoader": "gptkit.core.interfaces:WeightLoader",
     "Logger": "gptkit.core.interfaces:Logger",
     "Corpus": "gptkit.core.interfaces:Corpus",
+    "PromptStyle": "gptkit.core.interfaces:PromptStyle",
 }
 
 __all__ = ["__version__", "hookimpl", *_LAZY]

@@ -7,13 +7,14 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, overload
 
-from gptkit.core.errors import SettingError
+from gptkit.core.errors import GptkitError, SettingError
 from gptkit.core.settings import EvalSettings, GenerateSettings, LoadSettings
 
 if TYPE_CHECKING:
     import torch
 
     from gptkit.core.config import GPTConfig
+    from gptkit.core.interfaces import PromptStyle
     from gptkit.core.model import GPTModel
     from gptkit.core.text import TextResult
 
@@ -44,10 +45,20 @@ class LanguageModel:
     ``config``, ``device`` and ``dtype`` describe it.
     """
 
-    def __init__(self, model: GPTModel, *, spec: str, settings: LoadSettings) -> None:
+    def __init__(
+        self,
+        model: GPTModel,
+        *,
+        spec: str,
+        settings: LoadSettings,
+        prompt_style: dict[str, Any] | None = None,
+    ) -> None:
         self.model = model.eval()
         self.spec = spec
         self.settings = settings
+        #: The prompt style a finetuned model recorded (``{"name", "options"}``),
+        #: or None.
+        self.prompt_style_record = prompt_style
 
     @classmethod
     def from_settings(cls, settings: LoadSettings) -> LanguageModel:
@@ -60,8 +71,11 @@ class LanguageModel:
 
         device = resolve_device(settings.device)
         dtype = resolve_dtype(settings.dtype)
+        style = None
         if settings.weights is not None:
-            model, _ = model_from_spec(
+            from gptkit.core.finetune import recorded_style
+
+            model, loaded = model_from_spec(
                 settings.weights,
                 device=device,
                 dtype=dtype,
@@ -69,6 +83,7 @@ class LanguageModel:
                 quantize=settings.quantize,
             )
             spec = settings.weights
+            style = recorded_style(loaded.extra)
         else:
             from gptkit.core.preflight import check_memory, model_estimate
 
@@ -88,7 +103,7 @@ class LanguageModel:
 
                 quantize_model(model, settings.quantize)
             spec = f"random init ({settings.preset_name()}, seed {seed})"
-        return cls(model, spec=spec, settings=settings)
+        return cls(model, spec=spec, settings=settings, prompt_style=style)
 
     # -- what it is ------------------------------------------------------------
 
@@ -257,6 +272,58 @@ class LanguageModel:
             **choice.engine,
         }
         return choice.sampler, kwargs
+
+    # -- instructions and chat ------------------------------------------------------
+
+    @property
+    def prompt_style(self) -> PromptStyle:
+        """The prompt style the model was finetuned with (an error for a model
+        that has none)."""
+        from gptkit.core.finetune import style_from_record
+
+        if self.prompt_style_record is None:
+            raise GptkitError(
+                f"{self.spec} has no prompt style (it was not finetuned with"
+                " gptkit finetune); chat needs an instruction-finetuned model"
+            )
+        return style_from_record(self.prompt_style_record)
+
+    def chat_prompt(self, messages: Sequence[dict[str, str]]) -> str:
+        """The prompt of the next reply to ``messages`` in the model's style."""
+        return self.prompt_style.chat_prompt([dict(m) for m in messages])
+
+    def chat_settings(self, settings: dict[str, Any]) -> dict[str, Any]:
+        """Generation keywords for a reply: the style's stop strings added,
+        greedy (the book's) unless a sampler is asked for, 256 new tokens unless
+        given."""
+        stop = tuple(settings.get("stop") or ()) + self.prompt_style.stop
+        return {"max_new_tokens": 256, **settings, "stop": stop}
+
+    def chat(self, messages: Sequence[dict[str, str]], **settings: Any) -> str:
+        """The model's reply to a conversation (``[{"role": "user", "content":
+        ...}, ...]``), in its prompt style; keywords as :meth:`generate`.
+
+        >>> lm = gptkit.load("runs/sft")  # doctest: +SKIP
+        >>> lm.chat([{"role": "user", "content": "Name a color."}])  # doctest: +SKIP
+        """
+        prompt = self.chat_prompt(messages)
+        text = self.generate(prompt, **self.chat_settings(settings))
+        return self.clean_reply(str(text))
+
+    def clean_reply(self, text: str) -> str:
+        """A generated reply without the style's stop strings and headers."""
+        style = self.prompt_style
+        for stop in style.stop:
+            text = text.split(stop)[0]
+        return style.clean_response(text)
+
+    def stream_chat(
+        self, messages: Sequence[dict[str, str]], **settings: Any
+    ) -> Iterator[str]:
+        """The reply to ``messages`` piece by piece (the pieces add up to the
+        raw reply; :meth:`clean_reply` tidies it)."""
+        prompt = self.chat_prompt(messages)
+        yield from self.stream(prompt, **self.chat_settings(settings))
 
     # -- evaluation --------------------------------------------------------------
 
