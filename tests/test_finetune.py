@@ -241,17 +241,21 @@ def test_finetune_faults_are_one_line(tmp_path, cli_run, small_data):
 def test_prompts_longer_than_the_context_are_skipped_and_counted(
     small_data, tmp_path, cli_run
 ):
+    records = json.loads(small_data.read_text())
+    for record in records[:5]:
+        record["instruction"] = "Repeat: " + "word " * 100
+    data = tmp_path / "long.json"
+    data.write_text(json.dumps(records))
     result = cli_run(
-        "finetune", *TINY, "--data", str(small_data), "--allowed-max-length", "40",
+        "finetune", *TINY, "--data", str(data), "--allowed-max-length", "100",
         "--max-steps", "1", "--test-responses", "0", "--out", str(tmp_path / "r"),
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert "skipped" in result.stderr and "prompt is 40 tokens or longer" in (
+    assert "skipped 5 record(s) whose prompt is 100 tokens or longer" in (
         result.stderr
     )
     config = json.loads((tmp_path / "r" / "config.json").read_text())
-    assert config["data"]["skipped"] > 0
-    assert config["data"]["train_records"] + config["data"]["skipped"] <= 36
+    assert config["data"]["skipped"] == 5 and config["data"]["train_records"] == 29
 
 
 def test_chat_needs_a_prompt_style(tmp_path):

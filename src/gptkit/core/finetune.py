@@ -111,7 +111,7 @@ class FinetuneData:
         if skipped and dist.is_main:
             warn(
                 f"skipped {skipped} record(s) whose prompt is {max_length} tokens or"
-                f" longer ({{allowed_max_length}}): no response token would remain"
+                " longer (the allowed max length): no response token would remain"
             )
         if not len(val_set):
             raise SettingError(
