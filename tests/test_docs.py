@@ -32,6 +32,7 @@ INTERFACES = (
     interfaces.Corpus,
     interfaces.Quantizer,
     interfaces.PromptStyle,
+    interfaces.Adapter,
 )
 
 

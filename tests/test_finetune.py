@@ -251,9 +251,7 @@ def test_prompts_longer_than_the_context_are_skipped_and_counted(
         "--max-steps", "1", "--test-responses", "0", "--out", str(tmp_path / "r"),
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert "skipped 5 record(s) whose prompt is 100 tokens or longer" in (
-        result.stderr
-    )
+    assert "skipped 5 record(s) whose prompt is 100 tokens or longer" in (result.stderr)
     config = json.loads((tmp_path / "r" / "config.json").read_text())
     assert config["data"]["skipped"] == 5 and config["data"]["train_records"] == 29
 

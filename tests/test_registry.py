@@ -17,6 +17,7 @@ from gptkit import hookimpl
 from gptkit.core import hookspecs
 from gptkit.core.errors import GptkitError, PluginError
 from gptkit.core.interfaces import (
+    Adapter,
     Component,
     Corpus,
     Logger,
@@ -165,6 +166,27 @@ def test_hook_register_prompt_styles():
     assert reg.prompt_styles.entry("alpaca").plugin == "gptkit.plugins.prompt_styles"
 
 
+class Nothing(Adapter):
+    name = "nothing"
+    summary = "test adapter"
+
+    def adapt_linear(self, linear, name):
+        return linear
+
+    def trainable_parameters(self, in_features, out_features):
+        return 0
+
+
+def test_hook_register_adapters():
+    reg = build_registry(
+        entry_points=False,
+        extra_plugins={"p": plugin(register_adapters=[f"{__name__}:Nothing"])},
+    )
+    assert reg.adapters.get("nothing") is Nothing
+    assert reg.adapters.create("lora", {"r": "4"}).options.r == 4
+    assert reg.adapters.entry("lora").plugin == "gptkit.plugins.adapters"
+
+
 def test_hook_register_commands():
     from gptkit.core.registry import add_plugin_commands
 
@@ -187,7 +209,7 @@ def test_hook_register_commands():
 
 def test_hooks_have_tests():
     names = [n for n in dir(hookspecs) if n.startswith("register_")]
-    assert len(names) == 8
+    assert len(names) == 9
     for name in names:
         assert f"test_hook_{name}" in globals(), f"hook {name} has no test"
 

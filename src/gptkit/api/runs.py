@@ -49,7 +49,8 @@ def finetune(settings: FinetuneSettings | None = None, /, **kwargs: Any) -> Run:
     defaults are the book's. The test records' responses are in
     ``run.responses``.
 
-    >>> run = gptkit.finetune(weights="hf:gpt2", data="instruction-data")  # doctest: +SKIP
+    >>> run = gptkit.finetune(weights="hf:gpt2", data="instruction-data")
+    ... # doctest: +SKIP
     >>> run.responses[0]["model_response"]  # doctest: +SKIP
     """
     from gptkit.core.runs import run_training

@@ -138,6 +138,12 @@ def write_hf_dir(
     type=click.IntRange(min=1),
     help="Attention heads, for book .pth weights (which do not record them).",
 )
+@click.option(
+    "--merge",
+    is_flag=True,
+    help="Merge a LoRA run's adapters into its base weights (required for a"
+    " run finetuned with --lora, whose checkpoints hold only the adapters).",
+)
 def export(**opts: Any) -> None:
     """Write weights in Hugging Face transformers format to OUT_DIR.
 
@@ -153,6 +159,7 @@ def export(**opts: Any) -> None:
     Examples:
       gptkit export --weights runs/20261128-101500 --format hf my-gpt2
       gptkit export --weights book:model.pth --format hf my-gpt2
+      gptkit export --weights runs/lora-sft --merge my-sft    # LoRA merged
       python -c "import transformers as t; t.pipeline('text-generation', 'my-gpt2')"
     """
     from gptkit.core.device import resolve_dtype
@@ -160,6 +167,7 @@ def export(**opts: Any) -> None:
 
     out: Path = opts["out_dir"]
     refuse_existing(out)
+    _check_merge(opts["weights"], opts["merge"])
     loaded = load_weights(opts["weights"], {"n_heads": opts["n_heads"]})
     cfg, state = loaded.config, loaded.state_dict
     check_state_dict(cfg, state)
@@ -180,3 +188,21 @@ def export(**opts: Any) -> None:
     click.echo(
         f"load it with: transformers.GPT2LMHeadModel.from_pretrained({str(out)!r})"
     )
+
+
+def _check_merge(spec: str, merge: bool) -> None:
+    """--merge goes with (and only with) weights that hold adapters."""
+    from gptkit.core.checkpoint import read_config, resolve_checkpoint_dir
+    from gptkit.core.weights import split_spec
+
+    prefix, location = split_spec(spec)
+    adapter = None
+    if prefix == "native":
+        adapter = read_config(resolve_checkpoint_dir(Path(location))).get("adapter")
+    if merge and not adapter:
+        raise GptkitError(f"--merge: {spec} holds no LoRA adapters to merge")
+    if adapter and not merge:
+        raise GptkitError(
+            f"{spec} holds LoRA adapters only (base: {adapter.get('base')});"
+            " add --merge to export them merged into their base"
+        )

@@ -49,7 +49,12 @@ _PARTIAL_DIR = re.compile(r"^\.(tmp|old)-step-(\d+)-\d+$")
 
 
 def model_tensors(model: torch.nn.Module, cfg: GPTConfig) -> dict[str, torch.Tensor]:
-    """The state dict to store: parameters only, a tied head stored once."""
+    """The state dict to store: parameters only, a tied head stored once; an
+    adapted model's (LoRA) trainable tensors only."""
+    from gptkit.core.lora import adapter_tensors, is_adapted
+
+    if is_adapted(model):
+        return adapter_tensors(model)
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     return cfg.without_tied(state)
 

@@ -145,6 +145,10 @@ class FinetuneData:
             ),
         )
         record = style_record(style)
+        extra: dict[str, Any] = {"prompt_style": record}
+        adapt = None
+        if settings.lora is not None:
+            adapt, extra["adapter"] = _adapter(settings, cfg)
         test = split.test
         if settings.test_responses is not None:
             test = test[: settings.test_responses]
@@ -175,10 +179,37 @@ class FinetuneData:
             start_context=inference_prompt(style, split.val[0]),
             order=order,
             reseed=True,
-            run_config={"prompt_style": record},
-            checkpoint_info={"prompt_style": record},
+            run_config=extra,
+            checkpoint_info=extra,
             after_fit=after_fit,
+            adapt=adapt,
         )
+
+
+def _adapter(settings: FinetuneSettings, cfg: GPTConfig) -> tuple[Any, dict[str, Any]]:
+    """The function that puts ``--lora``'s adapter on the model, and its record."""
+    from gptkit.core.lora import (
+        adapter_record,
+        apply_adapter,
+        base_spec,
+        get_adapter,
+        trainable_count,
+    )
+
+    assert settings.lora is not None
+    if settings.weights is None:
+        raise SettingError(
+            "{lora} adapts pretrained weights: give {weights} (the base the"
+            " adapters apply to)"
+        )
+    adapter = get_adapter(settings.lora)
+    trainable = trainable_count(cfg, adapter)  # checks the targets, too
+    record = adapter_record(adapter, base_spec(settings.weights), trainable)
+
+    def adapt(model: Any) -> None:
+        apply_adapter(model, adapter)
+
+    return adapt, record
 
 
 def respond(

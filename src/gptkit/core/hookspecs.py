@@ -100,6 +100,18 @@ def register_prompt_styles() -> list[Any]:
 
 
 @hookspec
+def register_adapters() -> list[Any]:
+    """Adapters for parameter-efficient finetuning:
+    :class:`~gptkit.core.interfaces.Adapter` classes, chosen with ``gptkit
+    finetune --lora [NAME:]KEY=VALUE,...`` (``lora`` by default).
+
+    Called once, when the registry is first used.
+
+    :return: a list of components.
+    """
+
+
+@hookspec
 def register_commands(cli: click.Group) -> None:
     """Add click commands to the ``gptkit`` command group.
 

@@ -254,6 +254,43 @@ class PromptStyle(ComponentBase):
         return text.strip()
 
 
+# -- adapters -----------------------------------------------------------------
+
+
+class Adapter(ComponentBase):
+    """Parameter-efficient finetuning of linear layers (``gptkit finetune
+    --lora r=16,alpha=16``; ``--lora NAME:KEY=VALUE,...`` picks another).
+
+    :func:`gptkit.core.lora.apply_adapter` freezes every parameter of the
+    model, hands each targeted ``torch.nn.Linear`` to :meth:`adapt_linear`
+    and puts the module it returns in its place; only the parameters of those
+    modules train, and only they are saved in the run's checkpoints.
+    """
+
+    kind = "adapter"
+
+    def adapt_linear(self, linear: torch.nn.Module, name: str) -> torch.nn.Module:
+        """A module computing ``linear``'s function plus a trainable update.
+
+        It keeps ``linear``'s ``weight`` and ``bias`` (frozen) under those
+        names, adds its own trainable parameters, and has a
+        ``delta_weight()`` method returning the update as an ``(out, in)``
+        matrix, which merging adds to ``weight``. ``name`` is the layer's name
+        in the model (``trf_blocks.0.att.W_query``, ``out_head``).
+        """
+        raise NotImplementedError
+
+    def trainable_parameters(self, in_features: int, out_features: int) -> int:
+        """How many parameters :meth:`adapt_linear` adds to a layer of that
+        shape (the memory preflight counts them before the model exists)."""
+        raise NotImplementedError
+
+    def targets(self) -> tuple[str, ...]:
+        """The layers to adapt (names or name endings: ``W_query``,
+        ``att.out_proj``, ``out_head``); empty: every linear layer."""
+        return ()
+
+
 # -- schedulers ---------------------------------------------------------------
 
 
@@ -316,6 +353,9 @@ class RunInfo:
     train_tokens: int
     val_tokens: int
     start_step: int = 0
+    #: Parameters the optimizer updates (fewer than ``num_parameters`` with
+    #: an adapter such as LoRA); None: all.
+    trainable_parameters: int | None = None
 
 
 class Logger(ComponentBase):

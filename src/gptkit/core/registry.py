@@ -27,6 +27,7 @@ from gptkit.core import hookspecs
 from gptkit.core.errors import GptkitError, PluginError
 from gptkit.core.interfaces import (
     NAME_PATTERN,
+    Adapter,
     Component,
     ComponentBase,
     Corpus,
@@ -49,6 +50,7 @@ BUILTIN_PLUGINS = (
     "gptkit.plugins.corpora",
     "gptkit.plugins.quantizers",
     "gptkit.plugins.prompt_styles",
+    "gptkit.plugins.adapters",
 )
 ENTRY_POINT_GROUP = "gptkit"
 
@@ -61,6 +63,7 @@ KINDS: dict[str, tuple[str, tuple[type, ...], str]] = {
     "corpora": ("register_corpora", (Corpus,), "corpus"),
     "quantizers": ("register_quantizers", (Quantizer,), "quantizer"),
     "prompt_styles": ("register_prompt_styles", (PromptStyle,), "prompt style"),
+    "adapters": ("register_adapters", (Adapter,), "adapter"),
 }
 
 
@@ -181,6 +184,7 @@ class Registry:
         self.corpora = ComponentSet("corpora")
         self.quantizers = ComponentSet("quantizers")
         self.prompt_styles = ComponentSet("prompt_styles")
+        self.adapters = ComponentSet("adapters")
         self.plugins: list[PluginInfo] = []
         self.errors: list[PluginLoadError] = []
 

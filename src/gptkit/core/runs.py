@@ -272,7 +272,14 @@ def build_trainer(
     else:
         cfg = get_preset(settings.preset_name()).replace(**settings.model_overrides())
         preset = settings.preset_name()
-    check_training_memory(settings, cfg, device, dist, weights_loaded=bool(loaded))
+    check_training_memory(
+        settings,
+        cfg,
+        device,
+        dist,
+        weights_loaded=bool(loaded),
+        trainable=_trainable(settings, cfg),
+    )
     if settings.job == "finetune":
         from gptkit.core.finetune import FinetuneData
 
@@ -284,6 +291,8 @@ def build_trainer(
     torch.manual_seed(settings.seed)  # the book seeds right before building the model
     state = fit_context(loaded.state_dict, cfg) if loaded is not None else None
     model = build_model(cfg, state, device=device, dtype=torch.float32)
+    if job.adapt is not None:  # LoRA: the base frozen, adapters trained
+        job.adapt(model)
     if job.reseed:  # chapter 7 seeds again after loading the model
         torch.manual_seed(settings.seed)
     if dist.rank:  # the same initial weights everywhere, other dropout masks
@@ -377,6 +386,8 @@ class RunData:
     checkpoint_info: dict[str, Any] = field(default_factory=dict)
     #: Called with (trainer, summary) after training completes.
     after_fit: Any = None
+    #: Called with the model once built (adapters).
+    adapt: Any = None
 
 
 def _load_data(settings: TrainSettings, cfg: GPTConfig, dist: DistContext) -> RunData:
@@ -425,6 +436,16 @@ def _corpus_config(
         "stride": settings.stride or cfg.context_length,
         "train_ratio": None if settings.data else settings.split_ratio(),
     }
+
+
+def _trainable(settings: TrainSettings, cfg: GPTConfig) -> int | None:
+    """Parameters an adapter trains (None: all of them)."""
+    spec = getattr(settings, "lora", None)
+    if spec is None:
+        return None
+    from gptkit.core.lora import get_adapter, trainable_count
+
+    return trainable_count(cfg, get_adapter(spec))
 
 
 def data_order(settings: TrainSettings, dist: DistContext) -> str | None:

@@ -479,6 +479,12 @@ class FinetuneSettings(TrainSettings):
     default_preset: ClassVar[str] = "gpt2-124m"
     job: ClassVar[str] = "finetune"
 
+    preset: str | None = setting(
+        None,
+        choices=PRESET_NAMES,
+        help="Model size preset of a random init (without --weights).",
+        default_help="gpt2-124m",
+    )
     data: str | None = setting(
         None,
         metavar="PATH|NAME",
@@ -535,6 +541,14 @@ class FinetuneSettings(TrainSettings):
         help="Most new tokens of each test response (greedy, stopping at"
         " <|endoftext|>).",
     )
+    lora: str | None = setting(
+        None,
+        metavar="r=R,alpha=A[,dropout=P,targets=T+T]",
+        help="Train low-rank adapters instead of the weights (LoRA, the book's"
+        " appendix E): frozen base, adapters on every linear layer unless"
+        " targets= names some (W_query+W_value); checkpoints hold only the"
+        " adapters. NAME:KEY=VALUE,... picks another adapter plugin.",
+    )
     epochs: int = setting(2, ge=1, help="Passes over the training records.")
     lr: float = setting(5e-5, gt=0.0, help="Peak learning rate of AdamW.")
     eval_freq: int = setting(5, ge=1, help="Evaluate every N optimizer steps.")
@@ -558,6 +572,10 @@ class FinetuneSettings(TrainSettings):
             raise SettingError(
                 "finetuning reads {data}, not {corpus}/{stride}", settings_class=cls
             )
+        if self.lora is not None:
+            from gptkit.core.lora import get_adapter
+
+            get_adapter(self.lora)
         if self.split_ratio() + self.test_ratio >= 1.0:
             raise SettingError(
                 f"{{train_ratio}} {self.split_ratio()} + {{test_ratio}}"

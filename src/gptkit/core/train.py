@@ -146,7 +146,7 @@ class Trainer(TrainerCheckpoints):
         # FSDP's grad scaler and the fused AdamW disagree on a tensor shape
         # (torch 2.13); fp16 with FSDP takes the multi-tensor AdamW.
         self.optimizer = make_adamw(
-            model.parameters(),
+            [p for p in model.parameters() if p.requires_grad],  # adapters: theirs
             lr=settings.lr,
             weight_decay=settings.weight_decay,
             fused=not (self.sharded and self.scaler.is_enabled()),
@@ -341,6 +341,9 @@ class Trainer(TrainerCheckpoints):
             steps_per_epoch=self.steps_per_epoch,
             epochs=self.settings.epochs,
             num_parameters=sum(p.numel() for p in self.model.parameters()),
+            trainable_parameters=sum(
+                p.numel() for p in self.model.parameters() if p.requires_grad
+            ),
             train_tokens=self.data.train_tokens,
             val_tokens=self.data.val_tokens,
             start_step=self.step,

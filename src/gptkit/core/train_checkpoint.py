@@ -145,8 +145,13 @@ class TrainerCheckpoints:
             state = load_trainer_state(ckpt_dir)
             sharded = is_sharded_checkpoint(ckpt_dir)
             if not sharded:
-                _, weights, _ = load_checkpoint(ckpt_dir)
-                check_state_dict(self.cfg, weights)
+                _, weights, meta = load_checkpoint(ckpt_dir)
+                if meta.get("adapter"):
+                    from gptkit.core.lora import check_adapter_tensors
+
+                    check_adapter_tensors(self.model, weights)
+                else:
+                    check_state_dict(self.cfg, weights)
         except GptkitError as exc:
             raise CheckpointDamaged(str(exc)) from None
         self.partially_restored = True  # until every part below has loaded
@@ -173,7 +178,10 @@ class TrainerCheckpoints:
         """Whole weights and a by-index optimizer state (a native checkpoint)
         into the model, sharded or not."""
         if not parallel.is_sharded(self.model):
-            self.model.load_state_dict(weights, strict=not self.cfg.tied_keys())
+            from gptkit.core.lora import is_adapted
+
+            strict = not (self.cfg.tied_keys() or is_adapted(self.model))
+            self.model.load_state_dict(weights, strict=strict)
             self.optimizer.load_state_dict(optimizer)
             return
         from torch.distributed.checkpoint.state_dict import (
