@@ -258,7 +258,7 @@ def test_prompts_longer_than_the_context_are_skipped_and_counted(
 
 def test_chat_needs_a_prompt_style(tmp_path):
     import gptkit
-    from gptkit.core.errors import GptkitError
+    from gptkit.errors import GptkitError
 
     lm = gptkit.load(preset="tiny", device="cpu")
     with pytest.raises(GptkitError, match="has no prompt style"):

@@ -9,15 +9,15 @@ import shutil
 
 import pytest
 
-from gptkit.core.errors import GptkitError, SettingError
-from gptkit.core.instructions import (
+from gptkit.core.registry import get_registry
+from gptkit.errors import GptkitError, SettingError
+from gptkit.formats.instructions import (
     BUILTIN_DATASETS,
     Record,
     read_instruction_data,
     resolve_data_path,
     split_records,
 )
-from gptkit.core.registry import get_registry
 from tests.conftest import REPO
 
 SHARED = REPO.parent / "shared" / "data" / "instruction-data.json"
@@ -215,7 +215,7 @@ def test_chat_template_renders_a_tokenizers_template():
 def test_collate_is_the_books():
     import torch
 
-    from gptkit.core.instruction_data import InstructionCollator
+    from gptkit.formats.instruction_batches import InstructionCollator
 
     batch = [(2, [0, 1, 2, 3, 4]), (1, [5, 6]), (2, [7, 8, 9])]
     inputs, targets = InstructionCollator()(batch)

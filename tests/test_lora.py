@@ -71,8 +71,8 @@ def test_a_lora_run_loads_merged_with_the_adapted_models_logits(
     from safetensors.torch import load_file
 
     import gptkit
-    from gptkit.core.lora import apply_adapter, get_adapter, is_adapted
-    from gptkit.core.weights import model_from_spec
+    from gptkit.core.loading import model_from_spec
+    from gptkit.formats.adapters import apply_adapter, get_adapter, is_adapted
 
     merged = gptkit.load(str(lora_run), device="cpu")
     assert not is_adapted(merged.model) and merged.prompt_style.name == "alpaca"
@@ -164,8 +164,8 @@ def test_targets_choose_layers(base_and_data, tmp_path):
 
 def test_preflight_counts_only_the_adapters_state():
     from gptkit.core.config import get_preset
-    from gptkit.core.lora import get_adapter, trainable_count
-    from gptkit.core.preflight import training_estimate
+    from gptkit.formats.adapters import get_adapter, trainable_count
+    from gptkit.runs.preflight import training_estimate
 
     cfg = get_preset("gpt2-124m")
     trainable = trainable_count(cfg, get_adapter("r=16,alpha=16"))

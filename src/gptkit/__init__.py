@@ -27,15 +27,19 @@ _LAZY = {
     "finetune": "gptkit.api.runs:finetune",
     "resume": "gptkit.api.runs:resume",
     "Run": "gptkit.api.runs:Run",
+    "export": "gptkit.api.export:export",
+    "prepare": "gptkit.api.prepare:prepare",
     # settings (every keyword of load/generate/evaluate/train)
     "TrainSettings": "gptkit.core.settings:TrainSettings",
-    "FinetuneSettings": "gptkit.core.settings:FinetuneSettings",
+    "FinetuneSettings": "gptkit.runs.finetune:FinetuneSettings",
     "EvalSettings": "gptkit.core.settings:EvalSettings",
     "GenerateSettings": "gptkit.core.settings:GenerateSettings",
     "LoadSettings": "gptkit.core.settings:LoadSettings",
+    "ExportSettings": "gptkit.api.export:ExportSettings",
+    "PrepareSettings": "gptkit.api.prepare:PrepareSettings",
     # errors
-    "GptkitError": "gptkit.core.errors:GptkitError",
-    "SettingError": "gptkit.core.errors:SettingError",
+    "GptkitError": "gptkit.errors:GptkitError",
+    "SettingError": "gptkit.errors:SettingError",
     # building blocks
     "GPTConfig": "gptkit.core.config:GPTConfig",
     "PRESETS": "gptkit.core.config:PRESETS",

@@ -4,8 +4,8 @@ same trainer, checkpoints, resume and launcher)."""
 
 from __future__ import annotations
 
+from gptkit.api.settings import FinetuneSettings
 from gptkit.cli.train import make_train_command
-from gptkit.core.settings import FinetuneSettings
 
 finetune = make_train_command(
     FinetuneSettings,

@@ -10,6 +10,7 @@ drop the last partial batch; validation batches are neither shuffled nor dropped
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,9 +21,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from gptkit.core.errors import GptkitError, SettingError
 from gptkit.core.order import DataOrder
 from gptkit.core.tokenizer import ENDOFTEXT, encode
+from gptkit.errors import GptkitError, SettingError
 
 
 def resolve_corpora(specs: Sequence[str]) -> list[tuple[str, object]]:
@@ -311,7 +312,7 @@ def make_prepared_loaders(
     consumed, so memory stays bounded whatever the corpus size; the split into
     training and validation tokens is the one ``gptkit prepare`` recorded.
     """
-    from gptkit.core.prepared import open_tokens, read_meta
+    from gptkit.core.token_files import open_tokens, read_meta
 
     _check_batching(batch_size, stride)
     stride = stride or context_length
@@ -385,24 +386,19 @@ def _splits(
     order: str = "seeded",
     collate_fn: Any = None,
 ) -> DataSplits:
-    """The loaders over two datasets (see :class:`DataSplits`): windows of a
-    corpus, or any dataset with ``describe_items()`` and ``token_count()``
-    (instruction examples, batched by ``collate_fn``)."""
+    """The loaders over two window datasets (see :class:`DataSplits`), or other
+    datasets with a ``context_length`` (instruction examples: ``collate_fn``)."""
     if order == "book":
         return _book_splits(
-            train_set,
-            val_set,
-            batch_size,
-            characters,
-            total_tokens,
-            world_size,
-            lazy,
+            train_set, val_set, batch_size, characters, total_tokens, world_size, lazy,
             collate_fn,
-        )
+        )  # fmt: skip
     n_train = len(train_set)  # type: ignore[arg-type]
+    context_length = train_set.context_length  # type: ignore[attr-defined]
     if n_train // world_size < batch_size:
         raise SettingError(
-            f"{_too_few(train_set)} make no full batch of {{batch_size}} {batch_size}"
+            f"corpus too short: {n_train} training windows of {context_length}"
+            f" tokens make no full batch of {{batch_size}} {batch_size}"
             + (f" on each of {world_size} processes" if world_size > 1 else "")
         )
     sampler = EpochSampler(
@@ -416,11 +412,7 @@ def _splits(
         dataset: torch.utils.data.Dataset, size: int, **kwargs: object
     ) -> torch.utils.data.DataLoader:
         return torch.utils.data.DataLoader(
-            dataset,
-            batch_size=size,
-            generator=torch.Generator(),
-            collate_fn=collate_fn,
-            **kwargs,
+            dataset, size, generator=torch.Generator(), collate_fn=collate_fn, **kwargs
         )
 
     global_batch = batch_size * world_size
@@ -434,28 +426,10 @@ def _splits(
         train_sampler=sampler,
         characters=characters,
         total_tokens=total_tokens,
-        train_tokens=_token_count(train_set, len(train_loader) * global_batch),
-        val_tokens=_token_count(val_set, len(val_set)),  # type: ignore[arg-type]
+        train_tokens=len(train_loader) * global_batch * context_length,
+        val_tokens=len(val_set) * context_length,  # type: ignore[arg-type]
         world_size=world_size,
     )
-
-
-def _too_few(dataset: Any) -> str:
-    """``corpus too short: 3 training windows of 256 tokens`` (or the dataset's
-    own description of its items)."""
-    if hasattr(dataset, "describe_items"):
-        return dataset.describe_items()
-    return (
-        f"corpus too short: {len(dataset)} training windows of"
-        f" {dataset.context_length} tokens"
-    )
-
-
-def _token_count(dataset: Any, items: int) -> int:
-    """Tokens in the first ``items`` items (windows: all the same length)."""
-    if hasattr(dataset, "token_count"):
-        return int(dataset.token_count(items))
-    return items * dataset.context_length
 
 
 def _book_splits(
@@ -472,45 +446,40 @@ def _book_splits(
     evaluation reads the first eval_iter batches of another shuffled pass."""
     from gptkit.core.order import BookOrderSampler
 
+    DataLoader = functools.partial(torch.utils.data.DataLoader, collate_fn=collate_fn)
+
     if world_size > 1 or lazy:
         raise SettingError(
             "{data_order} book is for one process and in-memory corpora;"
             " use {data_order} seeded"
         )
     n_train = len(train_set)  # type: ignore[arg-type]
+    context_length = train_set.context_length  # type: ignore[attr-defined]
     if n_train < batch_size:
         raise SettingError(
-            f"{_too_few(train_set)} make no full batch of {{batch_size}} {batch_size}"
+            f"corpus too short: {n_train} training windows of {context_length}"
+            f" tokens make no full batch of {{batch_size}} {batch_size}"
         )
     sampler = BookOrderSampler(n_train)
-    train_loader = torch.utils.data.DataLoader(
-        train_set,
-        batch_size=batch_size,
-        sampler=sampler,
-        drop_last=True,
-        collate_fn=collate_fn,
+    train_loader = DataLoader(
+        train_set, batch_size=batch_size, sampler=sampler, drop_last=True
     )
     return DataSplits(
         train_loader=train_loader,
-        train_eval_loader=torch.utils.data.DataLoader(
+        train_eval_loader=DataLoader(
             train_set,
             batch_size=batch_size,
             sampler=BookOrderSampler(n_train),
             drop_last=True,
-            collate_fn=collate_fn,
         ),
-        val_loader=torch.utils.data.DataLoader(
-            val_set,
-            batch_size=batch_size,
-            shuffle=False,
-            drop_last=False,
-            collate_fn=collate_fn,
+        val_loader=DataLoader(
+            val_set, batch_size=batch_size, shuffle=False, drop_last=False
         ),
         train_sampler=sampler,  # type: ignore[arg-type]
         characters=characters,
         total_tokens=total_tokens,
-        train_tokens=_token_count(train_set, len(train_loader) * batch_size),
-        val_tokens=_token_count(val_set, len(val_set)),  # type: ignore[arg-type]
+        train_tokens=len(train_loader) * batch_size * context_length,
+        val_tokens=len(val_set) * context_length,  # type: ignore[arg-type]
         world_size=1,
     )
 

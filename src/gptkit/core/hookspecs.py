@@ -90,25 +90,14 @@ def register_quantizers() -> list[Any]:
 
 @hookspec
 def register_prompt_styles() -> list[Any]:
-    """Prompt styles: :class:`~gptkit.core.interfaces.PromptStyle` classes,
-    chosen with ``gptkit finetune --prompt-style NAME`` and recorded in the run.
-
-    Called once, when the registry is first used.
-
-    :return: a list of components.
-    """
+    """Prompt styles: :class:`~gptkit.core.interfaces.PromptStyle` classes
+    (``gptkit finetune --prompt-style NAME``). :return: a list of components."""
 
 
 @hookspec
 def register_adapters() -> list[Any]:
-    """Adapters for parameter-efficient finetuning:
-    :class:`~gptkit.core.interfaces.Adapter` classes, chosen with ``gptkit
-    finetune --lora [NAME:]KEY=VALUE,...`` (``lora`` by default).
-
-    Called once, when the registry is first used.
-
-    :return: a list of components.
-    """
+    """Adapters: :class:`~gptkit.core.interfaces.Adapter` classes (``gptkit
+    finetune --lora [NAME:]KEY=VALUE,...``). :return: a list of components."""
 
 
 @hookspec

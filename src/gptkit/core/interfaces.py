@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from gptkit.core.component_options import build_options
+from gptkit.core.options import build_options
 
 if TYPE_CHECKING:
     import torch
@@ -165,7 +165,7 @@ class Sampler(ComponentBase):
         except RuntimeError:
             if bool(torch.isfinite(probs).all()):
                 raise
-            from gptkit.core.errors import GptkitError
+            from gptkit.errors import GptkitError
 
             raise GptkitError(
                 f"sampler {self.name}: the model's next-token probabilities are"
@@ -221,15 +221,7 @@ class Quantizer(ComponentBase):
 
 class PromptStyle(ComponentBase):
     """How instruction records and chat messages become the text a model reads
-    (``--prompt-style NAME``; the run records it, so ``generate``, ``chat`` and
-    the server apply it unasked).
-
-    A record of the book's format (``instruction``, ``input``, ``output``)
-    becomes :meth:`instruction_prompt` followed by :meth:`response_text`; a
-    conversation (``messages``, each ``{"role", "content"}``) becomes
-    :meth:`chat_prompt` of the messages before the last assistant reply
-    followed by that reply. Training appends ``<|endoftext|>``.
-    """
+    (``--prompt-style NAME``; see docs/plugins.md)."""
 
     kind = "prompt style"
     #: Text that ends a reply when the model writes it (the next turn's header).
@@ -244,13 +236,11 @@ class PromptStyle(ComponentBase):
         raise NotImplementedError
 
     def chat_prompt(self, messages: list[dict[str, str]]) -> str:
-        """The text the model continues to write the next assistant reply to
-        ``messages`` (roles ``system``, ``user``, ``assistant``)."""
+        """The text the model continues to write the next assistant reply."""
         raise NotImplementedError
 
     def clean_response(self, text: str) -> str:
-        """A generated reply as ``responses.json`` stores it (the book strips
-        the response header and surrounding whitespace)."""
+        """A generated reply as it is stored and returned."""
         return text.strip()
 
 
@@ -258,36 +248,22 @@ class PromptStyle(ComponentBase):
 
 
 class Adapter(ComponentBase):
-    """Parameter-efficient finetuning of linear layers (``gptkit finetune
-    --lora r=16,alpha=16``; ``--lora NAME:KEY=VALUE,...`` picks another).
-
-    :func:`gptkit.core.lora.apply_adapter` freezes every parameter of the
-    model, hands each targeted ``torch.nn.Linear`` to :meth:`adapt_linear`
-    and puts the module it returns in its place; only the parameters of those
-    modules train, and only they are saved in the run's checkpoints.
-    """
+    """Parameter-efficient finetuning of linear layers (``--lora``; LoRA, ...):
+    the model frozen, the targeted layers replaced (see docs/plugins.md)."""
 
     kind = "adapter"
 
     def adapt_linear(self, linear: torch.nn.Module, name: str) -> torch.nn.Module:
-        """A module computing ``linear``'s function plus a trainable update.
-
-        It keeps ``linear``'s ``weight`` and ``bias`` (frozen) under those
-        names, adds its own trainable parameters, and has a
-        ``delta_weight()`` method returning the update as an ``(out, in)``
-        matrix, which merging adds to ``weight``. ``name`` is the layer's name
-        in the model (``trf_blocks.0.att.W_query``, ``out_head``).
-        """
+        """``linear`` (frozen, same ``weight``/``bias``) plus a trainable update
+        whose ``delta_weight()`` (out, in) merging adds to the weight."""
         raise NotImplementedError
 
     def trainable_parameters(self, in_features: int, out_features: int) -> int:
-        """How many parameters :meth:`adapt_linear` adds to a layer of that
-        shape (the memory preflight counts them before the model exists)."""
+        """Parameters :meth:`adapt_linear` adds to a layer of that shape."""
         raise NotImplementedError
 
     def targets(self) -> tuple[str, ...]:
-        """The layers to adapt (names or name endings: ``W_query``,
-        ``att.out_proj``, ``out_head``); empty: every linear layer."""
+        """Layer names (or name endings) to adapt; empty: every linear layer."""
         return ()
 
 
@@ -353,9 +329,6 @@ class RunInfo:
     train_tokens: int
     val_tokens: int
     start_step: int = 0
-    #: Parameters the optimizer updates (fewer than ``num_parameters`` with
-    #: an adapter such as LoRA); None: all.
-    trainable_parameters: int | None = None
 
 
 class Logger(ComponentBase):

@@ -11,7 +11,7 @@ come:
   (:func:`gptkit.cli.flags.settings_options` builds it);
 - validation (:meth:`Settings.validate`: types and bounds from the metadata,
   then the class's own cross-field checks), with errors that name the setting
-  (:class:`~gptkit.core.errors.SettingError`: ``lr`` in Python, ``--lr`` on
+  (:class:`~gptkit.errors.SettingError`: ``lr`` in Python, ``--lr`` on
   the command line);
 - what a run directory's ``config.json`` records (:meth:`Settings.to_dict`),
   and what ``--resume`` may change: ``resume="fixed"`` settings keep the run's
@@ -29,9 +29,9 @@ from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, ClassVar, TypeVar
 
-from gptkit.core.component_options import bounds_problem, convert_value
-from gptkit.core.errors import SettingError
+from gptkit.core.options import bounds_problem, convert_value
 from gptkit.core.precision import PRECISIONS
+from gptkit.errors import SettingError
 
 S = TypeVar("S", bound="Settings")
 
@@ -471,124 +471,6 @@ class TrainSettings(DataSettings, ModelSettings):
 
 
 @dataclass
-class FinetuneSettings(TrainSettings):
-    """Everything ``gptkit finetune`` / :func:`gptkit.finetune` takes: the
-    training settings with the book's chapter-7 defaults, instruction data in
-    place of a corpus."""
-
-    default_preset: ClassVar[str] = "gpt2-124m"
-    job: ClassVar[str] = "finetune"
-
-    preset: str | None = setting(
-        None,
-        choices=PRESET_NAMES,
-        help="Model size preset of a random init (without --weights).",
-        default_help="gpt2-124m",
-    )
-    data: str | None = setting(
-        None,
-        metavar="PATH|NAME",
-        help="Instruction data: a JSON list of {instruction, input, output}"
-        " records (the book's format), JSON Lines, or chat records {messages:"
-        " [...]}; or a built-in data set (instruction-data: the book's 1,100"
-        " examples, downloaded once).",
-    )
-    corpus: tuple[str, ...] = setting((), cli=False, help="Unused by finetuning.")
-    stride: int | None = setting(None, cli=False, help="Unused by finetuning.")
-    drop_rate: float | None = setting(
-        0.0, ge=0.0, lt=1.0, help="Dropout rate (the book finetunes without)."
-    )
-    train_ratio: float | None = setting(
-        0.85, gt=0.0, lt=1.0, help="Share of the records used for training."
-    )
-    test_ratio: float = setting(
-        0.1,
-        ge=0.0,
-        lt=1.0,
-        help="Share of the records held out for testing (responses.json); the"
-        " rest validates.",
-    )
-    prompt_style: str | None = setting(
-        None,
-        help="Prompt style plugin (alpaca, phi3, chat-template); recorded in the"
-        " run, so generate, chat and serve apply it.",
-        default_help="the model's chat template if it has one, else alpaca",
-    )
-    mask_instructions: bool = setting(
-        False,
-        help="Learn only the responses: the prompt tokens are left out of the"
-        " loss (the book's exercise 7.2).",
-    )
-    allowed_max_length: int | None = setting(
-        None,
-        ge=2,
-        help="Cut examples to this many tokens (the book's allowed_max_length);"
-        " examples whose prompt alone is longer are skipped and counted.",
-        default_help="the context length (1024 for GPT-2)",
-    )
-    test_responses: int | None = setting(
-        None,
-        ge=0,
-        resume=ADJUSTABLE,
-        help="Write the responses to the first N test records to"
-        " RUN/responses.json after training (0: none).",
-        default_help="all",
-    )
-    response_tokens: int = setting(
-        256,
-        ge=1,
-        resume=ADJUSTABLE,
-        help="Most new tokens of each test response (greedy, stopping at"
-        " <|endoftext|>).",
-    )
-    lora: str | None = setting(
-        None,
-        metavar="r=R,alpha=A[,dropout=P,targets=T+T]",
-        help="Train low-rank adapters instead of the weights (LoRA, the book's"
-        " appendix E): frozen base, adapters on every linear layer unless"
-        " targets= names some (W_query+W_value); checkpoints hold only the"
-        " adapters. NAME:KEY=VALUE,... picks another adapter plugin.",
-    )
-    epochs: int = setting(2, ge=1, help="Passes over the training records.")
-    lr: float = setting(5e-5, gt=0.0, help="Peak learning rate of AdamW.")
-    eval_freq: int = setting(5, ge=1, help="Evaluate every N optimizer steps.")
-    start_context: str | None = setting(
-        None,
-        help="Prompt of the sample printed after each epoch ('' for none).",
-        default_help="the first validation record, in the prompt style",
-    )
-
-    def check(self) -> None:
-        Settings.check(self)
-        cls = type(self)
-        _check_size(self.max_memory)
-        if self.data is None:
-            raise SettingError(
-                "{data} is required: a JSON/JSONL file of instruction records or"
-                " instruction-data (the book's)",
-                settings_class=cls,
-            )
-        if self.corpus or self.stride is not None:
-            raise SettingError(
-                "finetuning reads {data}, not {corpus}/{stride}", settings_class=cls
-            )
-        if self.lora is not None:
-            from gptkit.core.lora import get_adapter
-
-            get_adapter(self.lora)
-        if self.split_ratio() + self.test_ratio >= 1.0:
-            raise SettingError(
-                f"{{train_ratio}} {self.split_ratio()} + {{test_ratio}}"
-                f" {self.test_ratio} leaves nothing for validation; keep the sum"
-                " below 1",
-                settings_class=cls,
-            )
-
-    def split_ratio(self) -> float:
-        return 0.85 if self.train_ratio is None else self.train_ratio
-
-
-@dataclass
 class LoadSettings(ModelSettings):
     """Which weights to load, and how (``gptkit.load``; ``--weights`` and friends).
 
@@ -639,7 +521,7 @@ class LoadSettings(ModelSettings):
 
 def _check_size(size: str | None) -> None:
     if size is not None:
-        from gptkit.core.preflight import parse_size
+        from gptkit.core.options import parse_size
 
         parse_size(size)
 

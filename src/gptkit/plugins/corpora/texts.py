@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gptkit.core.downloads import cache_dir, cached_download
-from gptkit.core.errors import GptkitError
 from gptkit.core.interfaces import Corpus
+from gptkit.errors import GptkitError
+from gptkit.system.downloads import cache_dir, cached_download
 
 VERDICT_URL = (
     "https://raw.githubusercontent.com/rasbt/LLMs-from-scratch/main/"

@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from gptkit.core.checkpoint import FORMAT, load_checkpoint, resolve_checkpoint_dir
+from gptkit.core.checkpoints.layout import FORMAT, resolve_checkpoint_dir
+from gptkit.core.checkpoints.native import load_checkpoint
 from gptkit.core.interfaces import LoadedWeights, WeightLoader
 
 
@@ -39,7 +40,7 @@ class NativeLoader(WeightLoader):
         ckpt = resolve_checkpoint_dir(Path(location).expanduser())
         cfg, state, meta = load_checkpoint(ckpt)
         if meta.get("adapter"):  # a LoRA run: its base, with the adapter merged
-            from gptkit.core.lora import merged_state
+            from gptkit.formats.adapters import merged_state
 
             state = merged_state(cfg, state, meta["adapter"])
         return LoadedWeights(cfg, state, source=str(ckpt), extra={"checkpoint": meta})

@@ -32,12 +32,13 @@ def _plan(run: RunInfo) -> str:
 def _adapter_line(run: RunInfo) -> list[str]:
     """``lora: r=16, alpha=16.0 on 73 layers: 2.4M of 127.4M parameters train``."""
     adapter = run.config.get("adapter")
-    if not adapter or run.trainable_parameters is None:
+    if not adapter:
         return []
+    trainable = adapter["trainable_parameters"]
     options = ", ".join(f"{k}={v}" for k, v in adapter["options"].items() if v != "")
-    share = 100 * run.trainable_parameters / max(1, run.num_parameters)
+    share = 100 * trainable / max(1, run.num_parameters)
     return [
-        f"{adapter['name']}: {options}; {_millions(run.trainable_parameters)} of"
+        f"{adapter['name']}: {options}; {_millions(trainable)} of"
         f" {_millions(run.num_parameters)} parameters train ({share:.2f}%),"
         f" the base ({adapter['base']}) is frozen"
     ]
@@ -60,7 +61,7 @@ class ConsoleLogger(Logger):
         )
 
     def start(self, run: RunInfo) -> None:
-        from gptkit.core.progress import progress_bar, progress_wanted
+        from gptkit.system.progress import progress_bar, progress_wanted
 
         cfg = run.config
         model = cfg.get("model", {})

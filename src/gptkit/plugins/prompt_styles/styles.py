@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from gptkit.core.errors import GptkitError
 from gptkit.core.interfaces import PromptStyle
+from gptkit.errors import GptkitError
 
 ALPACA_PREAMBLE = (
     "Below is an instruction that describes a task. "
