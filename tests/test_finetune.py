@@ -308,3 +308,66 @@ def test_a_killed_finetuning_resumes_to_the_uninterrupted_run(small_data, tmp_pa
     assert json.loads((run / "responses.json").read_text()) == json.loads(
         (reference / "responses.json").read_text()
     )
+
+
+# -- chat ---------------------------------------------------------------------------
+
+
+def test_gptkit_chat_in_a_terminal(tuned):
+    """Streaming, /reset, Ctrl-C stopping one answer (not the session), /exit."""
+    pexpect = pytest.importorskip("pexpect")
+    env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}"}
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "gptkit", "chat", "--weights", str(tuned), "--max-new-tokens", "4000"],
+        env=env, encoding="utf-8", timeout=240,
+    )  # fmt: skip
+    try:
+        child.expect("alpaca prompt style")
+        child.expect_exact("you> ")
+        child.sendline("Name a color.")
+        child.expect_exact("model> ")
+        child.expect(r"\S")  # streaming: the first piece arrives before the end
+        child.sendintr()  # Ctrl-C: this answer stops, the session goes on
+        child.expect_exact("[stopped]")
+        child.expect_exact("you> ")
+        child.sendline("/reset")
+        child.expect_exact("(the conversation is forgotten)")
+        child.expect_exact("you> ")
+        child.sendline("/exit")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0
+
+
+def test_chat_history_keeps_to_the_context(tuned):
+    import gptkit
+    from gptkit.cli.chat import fit_history
+
+    lm = gptkit.load(str(tuned), device="cpu")  # context 256
+    turn = "word " * 40
+    history = [{"role": "system", "content": "Be brief."}]
+    for _ in range(4):
+        history += [
+            {"role": "user", "content": turn},
+            {"role": "assistant", "content": turn},
+        ]
+    history.append({"role": "user", "content": "Last question?"})
+    kept = fit_history(lm, history, 1, {"max_new_tokens": 64})
+    assert kept[0] == history[0] and kept[-1] == history[-1]
+    assert len(kept) < len(history) and (len(history) - len(kept)) % 2 == 0
+    assert len(lm.encode(lm.chat_prompt(kept))) <= 256 - 64
+
+
+def test_chat_refuses_a_model_without_a_prompt_style(tmp_path, cli_run):
+    import torch
+
+    from gptkit.core.config import get_preset
+    from gptkit.core.model import GPTModel
+
+    torch.save(GPTModel(get_preset("tiny")).state_dict(), tmp_path / "m.pth")
+    result = cli_run(
+        "chat", "--weights", f"book:{tmp_path / 'm.pth'}", "--n-heads", "2"
+    )
+    assert "has no prompt style" in one_line_error(result)

@@ -126,12 +126,6 @@ class FinetuneSettings(TrainSettings):
         Settings.check(self)
         cls = type(self)
         _check_size(self.max_memory)
-        if self.data is None:
-            raise SettingError(
-                "{data} is required: a JSON/JSONL file of instruction records or"
-                " instruction-data (the book's)",
-                settings_class=cls,
-            )
         if self.corpus or self.stride is not None:
             raise SettingError(
                 "finetuning reads {data}, not {corpus}/{stride}", settings_class=cls
@@ -218,7 +212,11 @@ class FinetuneData:
         )
         from gptkit.runs.guard import warn
 
-        assert settings.data is not None
+        if settings.data is None:  # (a resume's partial settings may lack it)
+            raise SettingError(
+                "{data} is required: a JSON/JSONL file of instruction records or"
+                " instruction-data (the book's)"
+            )
         style = resolve_style(settings.prompt_style, loaded)
         data = read_instruction_data(settings.data)
         if dist.is_main:
