@@ -434,3 +434,17 @@ class LanguageModel:
             "train_perplexity": perplexity(train_loss),
             "val_perplexity": perplexity(val_loss),
         }
+
+
+def remember_style(lm: LanguageModel) -> None:
+    """Keep ``lm``'s prompt style with its module (for code that is handed
+    the module alone, such as the server's engine)."""
+    lm.model.prompt_style_record = lm.prompt_style_record  # type: ignore[assignment]
+
+
+def style_of(model: Any) -> PromptStyle | None:
+    """The prompt style :func:`remember_style` kept with ``model``, if any."""
+    from gptkit.runs.finetune import style_from_record
+
+    record = getattr(model, "prompt_style_record", None)
+    return None if record is None else style_from_record(record)

@@ -13,9 +13,10 @@ if TYPE_CHECKING:
 def load_model(settings: LoadSettings) -> tuple[GPTModel, str]:
     """(model in eval mode, the name clients use for it): the weights the
     settings name (``gptkit.load``), or a random init of their preset."""
-    from gptkit.api.model import LanguageModel
+    from gptkit.api.model import LanguageModel, remember_style
 
     lm = LanguageModel.from_settings(settings)
+    remember_style(lm)  # /v1/chat/completions formats messages in it
     if settings.weights is not None:
         return lm.model, default_name(settings.weights)
     return lm.model, settings.preset_name()
