@@ -269,9 +269,24 @@ def test_chat_needs_a_prompt_style(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_killed_finetuning_resumes_to_the_uninterrupted_run(small_data, tmp_path):
+@pytest.mark.parametrize("mode", ["full", "lora"])
+def test_a_killed_finetuning_resumes_to_the_uninterrupted_run(
+    small_data, tmp_path, mode
+):
     env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}"}
-    args = ["finetune", *TINY, "--data", str(small_data), "--lr", "1e-3",
+    model = TINY
+    if mode == "lora":  # adapters on a saved base: only they are checkpointed
+        import torch
+
+        from gptkit.core.config import get_preset
+        from gptkit.core.model import GPTModel
+
+        torch.manual_seed(5)
+        base = GPTModel(get_preset("tiny").replace(context_length=256))
+        torch.save(base.state_dict(), tmp_path / "base.pth")
+        model = ["--weights", f"book:{tmp_path / 'base.pth'}", "--n-heads", "2",
+                 "--lora", "r=4,alpha=8,dropout=0.1"]  # fmt: skip
+    args = ["finetune", *model, "--data", str(small_data), "--lr", "1e-3",
             "--checkpoint-every", "2", "--logger", "jsonl"]  # fmt: skip
 
     def start(extra: list[str], pause_at: int | None = None) -> subprocess.Popen:
