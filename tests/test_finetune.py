@@ -386,3 +386,39 @@ def test_chat_refuses_a_model_without_a_prompt_style(tmp_path, cli_run):
         "chat", "--weights", f"book:{tmp_path / 'm.pth'}", "--n-heads", "2"
     )
     assert "has no prompt style" in one_line_error(result)
+
+
+# -- evaluation ---------------------------------------------------------------------
+
+
+def test_eval_data_is_the_response_only_loss_of_the_test_split(
+    tuned, small_data, cli_run
+):
+    import math
+
+    import torch
+
+    import gptkit
+    from gptkit.core.tokenizer import EOT_ID
+
+    result = cli_run("eval", "--weights", str(tuned), "--data", str(small_data),
+                     "--json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    got = json.loads(result.stdout)
+    # Independently: each test record alone, unpadded; the loss of its response
+    # tokens and the end of text after them, given everything before.
+    lm = gptkit.load(str(tuned), device="cpu")
+    style = lm.prompt_style
+    total, count = 0.0, 0
+    for record in json.loads(small_data.read_text())[34:38]:
+        prompt = style.instruction_prompt(record["instruction"], record["input"])
+        ids = [*lm.encode(prompt + style.response_text(record["output"])), EOT_ID]
+        start = len(lm.encode(prompt))
+        with torch.no_grad():
+            logp = torch.log_softmax(lm.model(torch.tensor([ids[:-1]]))[0], -1)
+        for pos in range(start - 1, len(ids) - 1):
+            total -= logp[pos, ids[pos + 1]].item()
+            count += 1
+    assert got["test_records"] == 4 and got["response_tokens"] == count
+    assert got["test_loss"] == pytest.approx(total / count, rel=1e-5)
+    assert got["test_perplexity"] == pytest.approx(math.exp(total / count), rel=1e-5)

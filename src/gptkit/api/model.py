@@ -328,6 +328,70 @@ class LanguageModel:
 
     # -- evaluation --------------------------------------------------------------
 
+    def evaluate_instructions(
+        self,
+        data: str,
+        *,
+        batch_size: int = 8,
+        train_ratio: float = 0.85,
+        test_ratio: float = 0.1,
+    ) -> dict[str, Any]:
+        """The loss and perplexity of the responses of ``data``'s test split
+        (the book's split), prompts masked out of the loss, in the model's
+        prompt style (``alpaca`` for a model without one): the mean
+        cross-entropy over every response token and its ``<|endoftext|>``."""
+        import math
+
+        import torch
+        import torch.nn.functional as F
+
+        from gptkit.formats.instruction_batches import (
+            IGNORE_INDEX,
+            InstructionCollator,
+            InstructionDataset,
+        )
+        from gptkit.formats.instructions import read_instruction_data, split_records
+        from gptkit.runs.finetune import resolve_style, style_from_record
+
+        style = (
+            style_from_record(self.prompt_style_record)
+            if self.prompt_style_record is not None
+            else resolve_style(None, None)
+        )
+        records = read_instruction_data(data).records
+        test = split_records(records, train_ratio, test_ratio).test
+        if not test:
+            raise SettingError(f"{data}: the test split is empty; use more records")
+        context = self.config.context_length
+        dataset = InstructionDataset(test, style, context)
+        collate = InstructionCollator(allowed_max_length=context, mask_prompt=True)
+        total, count = 0.0, 0
+        with torch.no_grad():
+            for start in range(0, len(dataset), batch_size):
+                inputs, targets = collate(
+                    [
+                        dataset[i]
+                        for i in range(start, min(len(dataset), start + batch_size))
+                    ]
+                )
+                logits = self.model(inputs.to(self.device)).float()  # (B, T, V)
+                targets = targets.to(self.device)
+                total += F.cross_entropy(
+                    logits.flatten(0, 1), targets.flatten(), reduction="sum"
+                ).item()
+                count += int((targets != IGNORE_INDEX).sum())
+        loss = total / count
+        return {
+            "weights": self.spec,
+            "data": data,
+            "prompt_style": style.name,
+            "test_records": len(dataset),
+            "skipped": dataset.skipped,
+            "response_tokens": count,
+            "test_loss": loss,
+            "test_perplexity": math.exp(loss) if loss < 700 else float("inf"),
+        }
+
     def loss(self, text: str) -> float:
         """Mean next-token cross-entropy of ``text`` (nats per token), over
         consecutive windows of the context length; ``exp`` of it is the

@@ -541,6 +541,12 @@ class EvalSettings(DataSettings, LoadSettings):
         123, help="Seed of a random init (without weights) and of the data order."
     )
     compile: bool = setting(False, cli=False, help="Unused by evaluation.")
+    data: str | None = setting(
+        None,
+        metavar="PATH|NAME",
+        help="Instruction data instead of a corpus: the response-only loss of its"
+        " test split (the book's 85/10/5) in the model's prompt style.",
+    )
 
 
 @dataclass
