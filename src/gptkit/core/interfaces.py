@@ -187,6 +187,12 @@ class SearchStrategy(ComponentBase):
     def generate(self, model: Any, request: Any) -> Any:
         raise NotImplementedError
 
+    def sequences(self) -> int:
+        """How many sequences it decodes together for one prompt (beam search:
+        its beams): what a server counts against its batch before admitting a
+        request. 1 unless a strategy says more."""
+        return 1
+
 
 # -- quantizers ---------------------------------------------------------------
 

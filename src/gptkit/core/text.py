@@ -78,11 +78,27 @@ class TextStream:
         if not (finished or stopped):
             if self.text.endswith("\ufffd"):  # an incomplete UTF-8 character
                 safe = len(self.text.rstrip("\ufffd"))
-            hold = max((len(s) - 1 for s in self.stop_strings), default=0)
+            hold = max(
+                (_partial(self.text[:safe], s) for s in self.stop_strings), default=0
+            )
             safe = max(self.sent, safe - hold)
         piece = self.text[self.sent : safe]
         self.sent = max(self.sent, safe)
         return piece
+
+
+def _partial(text: str, stop: str) -> int:
+    """The length of the longest end of ``text`` that begins ``stop`` (text
+    that may yet become a stop string, so it is held back); 0 if none. Only
+    that much is held, never ``len(stop) - 1`` characters regardless: a long
+    stop string does not turn a stream into one chunk."""
+    start = max(0, len(text) - len(stop) + 1)
+    at = text.find(stop[0], start) if stop else -1
+    while at != -1:
+        if stop.startswith(text[at:]):
+            return len(text) - at
+        at = text.find(stop[0], at + 1)
+    return 0
 
 
 class TextGeneration:
