@@ -12,7 +12,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
@@ -22,6 +22,15 @@ from gptkit.serve.completions import create_completion
 from gptkit.serve.errors import APIError, unavailable
 from gptkit.serve.metrics import Metrics
 from gptkit.serve.middleware import ApiKeyAuth, BodyLimit, RequestLog
+from gptkit.serve.schemas import (
+    MAX_LOGIT_BIAS,
+    MAX_LOGPROBS,
+    MAX_STOP_CHARS,
+    MAX_STOP_STRINGS,
+    Health,
+    Limits,
+    Model,
+)
 from gptkit.serve.settings import ServeSettings
 
 log = logging.getLogger("gptkit.serve")
@@ -34,9 +43,12 @@ class ServeState:
     engine: BatchingEngine
     settings: ServeSettings
     model_name: str
+    drafts: dict[str, Any] = field(default_factory=dict)  # name -> GPTModel
+    auth: bool = False
     metrics: Metrics = field(default_factory=Metrics)
     created: int = field(default_factory=lambda: int(time.time()))
     draining: bool = False
+    openapi: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         from gptkit.core.tokenizer import EOT_ID, decode, encode, get_tokenizer
@@ -48,6 +60,21 @@ class ServeState:
         self.vocab_size = self.engine.vocab_limit
         self.max_seq_len = self.engine.max_seq_len
         self.fingerprint = f"gptkit-{self.model_name}"
+        settings = self.settings
+        self.limits = Limits(
+            max_prompts=settings.max_queue,
+            max_n=self.engine.max_batch_size,
+            max_beams=self.engine.max_batch_size,
+            max_request_tokens=settings.max_request_tokens
+            or self.engine.max_batch_size * self.max_seq_len,
+            max_logprobs=MAX_LOGPROBS,
+            max_stop_strings=MAX_STOP_STRINGS,
+            max_stop_chars=MAX_STOP_CHARS,
+            max_logit_bias=MAX_LOGIT_BIAS,
+            max_body_bytes=settings.max_body_bytes,
+            request_timeout_s=settings.request_timeout,
+            drafts=sorted(self.drafts),
+        )
         engine = self.engine
         self.metrics.watch_engine(
             lambda: engine.queued, lambda: engine.running, lambda: engine.steps
@@ -70,28 +97,40 @@ async def health(request: Request) -> Response:
         status = "draining"
     elif not state.engine.alive:
         status = "engine stopped"
-    body = {
-        "status": status,
-        "model": state.model_name,
-        "running": state.engine.running,
-        "waiting": state.engine.queued,
-    }
-    return JSONResponse(body, status_code=200 if status == "ok" else 503)
+    body = Health(
+        status=status,  # type: ignore[arg-type]
+        model=state.model_name,
+        running=state.engine.running,
+        waiting=state.engine.queued,
+    )
+    return JSONResponse(body.model_dump(), status_code=200 if status == "ok" else 503)
 
 
 def _model_card(state: ServeState) -> dict[str, Any]:
-    return {
-        "id": state.model_name,
-        "object": "model",
-        "created": state.created,
-        "owned_by": "gptkit",
-        "max_model_len": state.max_seq_len,
-    }
+    card = Model(
+        id=state.model_name,
+        object="model",
+        created=state.created,
+        owned_by="gptkit",
+        max_model_len=state.max_seq_len,
+        limits=state.limits,
+    )
+    return card.model_dump()
 
 
 async def list_models(request: Request) -> Response:
     state: ServeState = request.app.state.serve
     return JSONResponse({"object": "list", "data": [_model_card(state)]})
+
+
+async def openapi_json(request: Request) -> Response:
+    state: ServeState = request.app.state.serve
+    if state.openapi is None:
+        from gptkit import __version__
+        from gptkit.serve.openapi import openapi
+
+        state.openapi = openapi(state.model_name, state.auth, __version__)
+    return JSONResponse(state.openapi)
 
 
 async def get_model(request: Request) -> Response:
@@ -139,6 +178,13 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return error.response()
 
 
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    """The client disconnected before its body was read: nothing to answer,
+    nothing to log but the request line (status 499, as nginx counts it)."""
+    request.scope.setdefault("state", {})["error"] = "client_disconnected"
+    return Response(status_code=499)
+
+
 async def _unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unexpected error on %s", request.url.path)
     error = APIError(500, f"internal error: {type(exc).__name__}", type="server_error")
@@ -150,11 +196,15 @@ def create_app(
     settings: ServeSettings,
     model_name: str,
     api_key: str | None = None,
+    drafts: dict[str, Any] | None = None,
 ) -> ASGIApp:
-    """The server's ASGI app; ``api_key``: required on ``/v1`` when given. The
-    engine starts with the app and is closed (in-flight work finished, bounded
-    by ``drain_timeout``) when it stops."""
-    state = ServeState(engine, settings, model_name)
+    """The server's ASGI app; ``api_key``: required on ``/v1`` when given;
+    ``drafts``: the draft models requests may name. The engine starts with the
+    app and is closed (in-flight work finished, bounded by ``drain_timeout``)
+    when it stops."""
+    state = ServeState(
+        engine, settings, model_name, dict(drafts or {}), auth=api_key is not None
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -172,10 +222,12 @@ def create_app(
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
             Route("/health", health, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
+            Route("/openapi.json", openapi_json, methods=["GET"]),
         ],
         exception_handlers={
             APIError: _api_error,
             HTTPException: _http_error,
+            ClientDisconnect: _client_gone,
             Exception: _unexpected,
         },
         lifespan=lifespan,
