@@ -40,6 +40,28 @@ ERRORS = {
 }
 
 
+#: One server-sent event of a stream (OpenAPI 3.1: the schema of each event):
+#: its data is a chunk (Completion), an error (ErrorResponse) or ``[DONE]``.
+_EVENT = {
+    "type": "object",
+    "properties": {
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "contentSchema": {
+                "anyOf": [
+                    {"$ref": REF.format(model="Completion")},
+                    {"$ref": REF.format(model="ErrorResponse")},
+                ]
+            },
+            "description": "a Completion chunk or an ErrorResponse as JSON; the"
+            " last event's data is [DONE]",
+        }
+    },
+    "required": ["data"],
+}
+
+
 def _json(model: type[BaseModel]) -> dict[str, Any]:
     return {"application/json": {"schema": {"$ref": REF.format(model=model.__name__)}}}
 
@@ -81,7 +103,7 @@ def openapi(model_name: str, auth: bool, version: str) -> dict[str, Any]:
                         " its chunks with stream: true",
                         "content": {
                             **_json(Completion),
-                            "text/event-stream": {"schema": {"type": "string"}},
+                            "text/event-stream": {"schema": _EVENT},
                         },
                     },
                     **_errors(*completion_errors),
