@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import re
 from pathlib import Path
 
 import tiktoken
@@ -64,35 +63,9 @@ def get_tokenizer() -> tiktoken.Encoding:
     )
 
 
-#: Whitespace runs at least this long are encoded apart (see :func:`encode`).
-LONG_WHITESPACE = 4096
-
-
-def encode(text: str, long_run: int = LONG_WHITESPACE) -> list[int]:
-    """Token ids of ``text``; ``<|endoftext|>`` is allowed (as in the book).
-
-    tiktoken's regex engine runs out of stack on a whitespace run of about a
-    million characters (GPT-2's pattern ``\\s+(?!\\S)`` backtracks through
-    it). Such a run is one piece of the pattern anyway (all of it but its last
-    character, which the pattern joins to the word that follows), and the
-    pattern has no look-behind, so the text before the run, the run and the
-    text from its last character on are encoded apart and joined: the same ids
-    as one call (tests compare the two with a small ``long_run``).
-    """
-    tokenizer = get_tokenizer()
-    if len(text) < long_run:
-        return tokenizer.encode(text, allowed_special={ENDOFTEXT})
-    ids: list[int] = []
-    start = 0
-    for run in re.finditer(rf"\s{{{long_run},}}", text):
-        begin, end = run.span()
-        if end < len(text) and not text.startswith(ENDOFTEXT, end):
-            end -= 1  # (a special token ends the regex's text, as its end does)
-        ids += tokenizer.encode(text[start:begin], allowed_special={ENDOFTEXT})
-        ids += tokenizer._encode_single_piece(text[begin:end])
-        start = end
-    ids += tokenizer.encode(text[start:], allowed_special={ENDOFTEXT})
-    return ids
+def encode(text: str) -> list[int]:
+    """Token ids of ``text``; ``<|endoftext|>`` is allowed (as in the book)."""
+    return get_tokenizer().encode(text, allowed_special={ENDOFTEXT})
 
 
 def decode(ids: list[int]) -> str:
