@@ -173,7 +173,7 @@ def test_a_small_vocabulary_refuses_prompts_it_cannot_read(model):
         engine.close(10)
 
 
-# -- fault 5: a million whitespace characters (the fix: the reliability branch's) ----------------------------------
+# -- fault 5: a million whitespace characters (fixed on the reliability branch)
 
 
 def test_a_million_whitespace_characters_encode():
