@@ -107,6 +107,7 @@ def test_schemathesis_finds_no_fault(server, tmp_path):
         capture_output=True,
         text=True,
         timeout=float(seconds) + 120,
+        cwd=tmp_path,  # its cache and reports stay out of the checkout
         env={**os.environ, "SCHEMATHESIS_TELEMETRY": "false", "NO_COLOR": "1"},
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
