@@ -109,10 +109,10 @@ def test_a_draft_that_cannot_be_loaded_is_a_one_line_error(cli_run, tmp_path):
 
 
 def test_a_draft_with_a_smaller_vocabulary_is_refused(tmp_path):
-    from gptkit.core.checkpoint import save_checkpoint
+    from gptkit.core.checkpoints.native import save_checkpoint
     from gptkit.core.config import get_preset
-    from gptkit.core.errors import GptkitError
     from gptkit.core.model import GPTModel
+    from gptkit.errors import GptkitError
     from gptkit.serve.loading import load_drafts
 
     cfg = get_preset("tiny").replace(context_length=32, vocab_size=1000)

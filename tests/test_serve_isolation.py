@@ -10,12 +10,18 @@ import time
 import pytest
 import torch
 
-from gptkit.core.batching import BatchingEngine, BatchRequest, Delta, Done, Finished
-from gptkit.core.errors import GptkitError
 from gptkit.core.interfaces import Sampler
 from gptkit.core.registry import get_registry
 from gptkit.core.text import TextStream, generate_text
 from gptkit.core.tokenizer import encode, get_tokenizer
+from gptkit.errors import GptkitError
+from gptkit.serve.engine.batching import (
+    BatchingEngine,
+    BatchRequest,
+    Delta,
+    Done,
+    Finished,
+)
 from tests.helpers import tiny_model
 
 POISON = 7777  # a token id the poisoned model refuses to read
@@ -237,7 +243,7 @@ def test_logit_bias_allows_300_tokens():
 
 
 def test_torch_generators_take_what_the_engine_lets_through():
-    from gptkit.core.batching import MAX_SEED
+    from gptkit.serve.engine.batching import MAX_SEED
 
     torch.Generator().manual_seed(MAX_SEED)
     with pytest.raises((ValueError, RuntimeError, OverflowError)):

@@ -334,7 +334,7 @@ def test_slow_clients_are_cut_off_at_the_read_timeout(server):
 def small_vocab_server(tmp_path_factory: pytest.TempPathFactory):
     import torch
 
-    from gptkit.core.checkpoint import save_checkpoint
+    from gptkit.core.checkpoints.native import save_checkpoint
     from gptkit.core.config import get_preset
     from gptkit.core.model import GPTModel
 

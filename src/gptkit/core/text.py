@@ -88,17 +88,12 @@ class TextStream:
 
 
 def _partial(text: str, stop: str) -> int:
-    """The length of the longest end of ``text`` that begins ``stop`` (text
-    that may yet become a stop string, so it is held back); 0 if none. Only
-    that much is held, never ``len(stop) - 1`` characters regardless: a long
-    stop string does not turn a stream into one chunk."""
-    start = max(0, len(text) - len(stop) + 1)
-    at = text.find(stop[0], start) if stop else -1
-    while at != -1:
-        if stop.startswith(text[at:]):
-            return len(text) - at
+    """Length of the longest end of ``text`` that begins ``stop`` (held back:
+    not ``len(stop) - 1`` characters regardless, so streams stay streams)."""
+    at = text.find(stop[0], max(0, len(text) - len(stop) + 1)) if stop else -1
+    while at != -1 and not stop.startswith(text[at:]):
         at = text.find(stop[0], at + 1)
-    return 0
+    return 0 if at == -1 else len(text) - at
 
 
 class TextGeneration:

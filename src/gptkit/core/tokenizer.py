@@ -18,7 +18,7 @@ from typing import Any
 import tiktoken
 from tiktoken.load import data_gym_to_mergeable_bpe_ranks
 
-from gptkit.core.errors import GptkitError
+from gptkit.errors import GptkitError
 
 ENDOFTEXT = "<|endoftext|>"
 EOT_ID = 50256

@@ -20,7 +20,9 @@ import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from gptkit.core.batching import (
+from gptkit.core.interfaces import SearchStrategy
+from gptkit.errors import GptkitError
+from gptkit.serve.engine.batching import (
     BatchRequest,
     Delta,
     Done,
@@ -29,8 +31,6 @@ from gptkit.core.batching import (
     QueueFull,
     RequestHandle,
 )
-from gptkit.core.errors import GptkitError
-from gptkit.core.interfaces import SearchStrategy
 from gptkit.serve.errors import (
     APIError,
     bad_request,
@@ -43,7 +43,7 @@ from gptkit.serve.sampling import request_sampler
 from gptkit.serve.schemas import CompletionRequest, parse_request
 
 if TYPE_CHECKING:
-    from gptkit.serve.app import ServeState
+    from gptkit.serve.state import ServeState
 
 
 @dataclass

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gptkit.core.errors import GptkitError
+from gptkit.errors import GptkitError
 
 if TYPE_CHECKING:
     from gptkit.core.model import GPTModel
@@ -29,7 +29,7 @@ def load_model(settings: LoadSettings) -> tuple[GPTModel, str]:
 def load_drafts(model: GPTModel, specs: dict[str, str]) -> dict[str, GPTModel]:
     """The draft models ``{name: spec}``, on ``model``'s device and dtype; a
     draft must cover the model's vocabulary (it proposes the model's tokens)."""
-    from gptkit.core.weights import model_from_spec
+    from gptkit.core.loading import model_from_spec
 
     param = next(model.parameters())
     drafts = {}

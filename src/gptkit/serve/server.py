@@ -28,7 +28,7 @@ import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from gptkit.core.errors import GptkitError
+from gptkit.errors import GptkitError
 from gptkit.serve.settings import ServeSettings
 
 if TYPE_CHECKING:
@@ -229,8 +229,8 @@ def serve(
     ``drafts``: the draft models requests may name, by name."""
     import torch
 
-    from gptkit.core.batching import BatchingEngine
     from gptkit.serve.app import create_app
+    from gptkit.serve.engine.batching import BatchingEngine
 
     if settings.threads:
         torch.set_num_threads(settings.threads)
