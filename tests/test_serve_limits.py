@@ -165,6 +165,8 @@ def test_requests_name_only_the_drafts_the_operator_loaded(server, runs):
         messages.add(body["error"]["message"])
     assert len(messages) == 1  # the same answer whether a path exists or not
     assert "tiny-draft" in messages.pop()
+    no_draft = {**GOOD, "sampler": "speculative"}
+    assert_400(post(server, no_draft), "sampler_options.draft", "missing_option")
     assert_400(
         post(server, speculative(draft_quantize="int4:group_size=7")),
         "sampler_options.draft_quantize",

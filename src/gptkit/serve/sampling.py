@@ -114,6 +114,15 @@ def request_sampler(
                 )
         shortcuts = {k: v for k, v in given.items() if k in fields}
         provided = _resources(cls, options, drafts or {})
+        for key in getattr(cls, "required_options", ()):
+            if key not in options and key not in provided and key not in shortcuts:
+                allowed = ", ".join(sorted(drafts or {})) or "none loaded"
+                raise bad_request(
+                    f"sampler {req.sampler!r} needs sampler_options.{key}"
+                    + (f" (drafts: {allowed})" if key == "draft" else ""),
+                    f"sampler_options.{key}",
+                    "missing_option",
+                )
         settings.update(sampler=req.sampler, options=options, **shortcuts)
     try:
         choice = resolve_sampler(GenerateSettings.create(settings))
