@@ -115,10 +115,16 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _client_gone(request: Request, exc: Exception) -> Response:
-    """The client disconnected before its body was read: nothing to answer,
-    nothing to log but the request line (status 499, as nginx counts it)."""
+    """The client disconnected before its body was read: nothing to log but
+    the request line (status 499, as nginx counts it); the answer, OpenAI's
+    error object as always, goes nowhere."""
     request.scope.setdefault("state", {})["error"] = "client_disconnected"
-    return Response(status_code=499)
+    error = APIError(
+        499,
+        "the client closed the connection before its request was read",
+        code="client_disconnected",
+    )
+    return error.response()
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
