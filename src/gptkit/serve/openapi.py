@@ -46,14 +46,19 @@ _EVENT = {
     "type": "object",
     "properties": {
         "data": {
-            "type": "string",
-            "contentMediaType": "application/json",
-            "contentSchema": {
-                "anyOf": [
-                    {"$ref": REF.format(model="Completion")},
-                    {"$ref": REF.format(model="ErrorResponse")},
-                ]
-            },
+            "anyOf": [
+                {
+                    "type": "string",
+                    "contentMediaType": "application/json",
+                    "contentSchema": {
+                        "anyOf": [
+                            {"$ref": REF.format(model="Completion")},
+                            {"$ref": REF.format(model="ErrorResponse")},
+                        ]
+                    },
+                },
+                {"const": "[DONE]"},
+            ],
             "description": "a Completion chunk or an ErrorResponse as JSON; the"
             " last event's data is [DONE]",
         }
@@ -167,7 +172,10 @@ def openapi(model_name: str, auth: bool, version: str) -> dict[str, Any]:
             }
         },
     }
-    components: dict[str, Any] = {"schemas": defs["$defs"]}
+    schemas = defs["$defs"]
+    # the one model this server serves (a fact of this server, not of the type)
+    schemas["CompletionRequest"]["properties"]["model"]["enum"] = [model_name]
+    components: dict[str, Any] = {"schemas": schemas}
     if auth:
         components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
     return {
