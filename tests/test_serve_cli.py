@@ -135,6 +135,7 @@ def test_draft_names(tmp_path):
     }
 
 
+@pytest.mark.slow
 def test_a_non_loopback_host_without_a_key_warns(tmp_path):
     """Issue 22, fault 19: listening on every interface with no API key says so."""
     import os
