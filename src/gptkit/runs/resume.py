@@ -38,7 +38,8 @@ def resumed_settings(
             f"{run_dir} is a {recorded.job} run; continue it with"
             f" gptkit {recorded.job} --resume"
         )
-    merged = merge_for_resume(recorded, saved_settings(run_dir), given)
+    cls = settings_class or recorded  # (a subclass of the recorded class may add)
+    merged = merge_for_resume(cls, saved_settings(run_dir), given)
     return replace(merged, out=str(run_dir))
 
 
