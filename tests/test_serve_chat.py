@@ -122,3 +122,30 @@ def test_bad_chat_requests_are_400(client):
         )
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="gpt-9", messages=MESSAGES)
+
+
+def test_gptkit_judge_through_a_local_gptkit_serve(server, tmp_path, cli_run):
+    """The book's scoring prompt sent to an OpenAI-compatible endpoint (here
+    gptkit serve itself: no other model is reachable); a tiny model's answers
+    are not integers, so they are counted as unscored, as the book counts them."""
+    from gptkit.api.judge import judge_prompt
+
+    entry = {"instruction": "Name a color.", "input": "", "output": "Blue.",
+             "model_response": "Red."}  # fmt: skip
+    assert judge_prompt(entry).startswith(
+        "Given the input `Below is an instruction that describes a task."
+    )
+    assert judge_prompt(entry).endswith(
+        "score the model response `Red.` on a scale from 0 to 100, where 100 is"
+        " the best score. Respond with the integer number only."
+    )
+    path = tmp_path / "responses.json"
+    path.write_text(json.dumps([entry, {**entry, "model_response": "Blue."}]))
+    result = cli_run("judge", str(path), "--endpoint", f"{server.url}/v1",
+                     "--model", MODEL_NAME, "--json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    scores = json.loads(result.stdout)["scores"]
+    assert len(scores) == 2 and all(s is None or 0 <= s <= 999 for s in scores)
+    bad = cli_run("judge", str(path), "--endpoint", f"{server.url}/v1",
+                  "--model", "gpt-9")  # fmt: skip
+    assert bad.exit_code == 2 and "answered 404" in bad.stderr

@@ -16,6 +16,7 @@ BUILTIN_COMMANDS = {
     "train": "gptkit.cli.train:train",
     "finetune": "gptkit.cli.finetune:finetune",
     "chat": "gptkit.cli.chat:chat",
+    "judge": "gptkit.cli.judge:judge",
     "eval": "gptkit.cli.evaluate:evaluate",
     "generate": "gptkit.cli.generate:generate",
     "export": "gptkit.cli.export:export",
