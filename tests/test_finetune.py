@@ -287,7 +287,8 @@ def test_a_killed_finetuning_resumes_to_the_uninterrupted_run(
         model = ["--weights", f"book:{tmp_path / 'base.pth'}", "--n-heads", "2",
                  "--lora", "r=4,alpha=8,dropout=0.1"]  # fmt: skip
     args = ["finetune", *model, "--data", str(small_data), "--lr", "1e-3",
-            "--checkpoint-every", "2", "--logger", "jsonl"]  # fmt: skip
+            "--checkpoint-every", "2", "--logger", "jsonl",
+            "--response-tokens", "32"]  # fmt: skip
 
     def start(extra: list[str], pause_at: int | None = None) -> subprocess.Popen:
         launcher = ["-m", "gptkit"]
