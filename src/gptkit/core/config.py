@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, ClassVar
 
 from gptkit.core.errors import GptkitError
 
@@ -20,9 +20,71 @@ GPT2_VOCAB_SIZE = 50257
 TIED_HEAD = {"out_head.weight": "tok_emb.weight"}
 
 
+class ModelConfig:
+    """What every architecture's config dataclass shares (the core reads a
+    model's shape only through these): ``vocab_size``, ``context_length``,
+    ``emb_dim``, ``n_layers``, ``n_heads``, ``n_kv_heads``, ``head_dim``,
+    ``drop_rate``, ``tie_embeddings`` and the methods below. ``arch`` names the
+    architecture component that builds the model (``gpt2``, ``llama``, ...)."""
+
+    arch: ClassVar[str] = "gpt2"
+
+    def replace(self, **changes: Any) -> Any:
+        """A copy with some fields changed (``None`` values are ignored)."""
+        return dataclasses.replace(
+            self,  # type: ignore[type-var]
+            **{k: v for k, v in changes.items() if v is not None},
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields; another family than GPT-2 records its ``arch``
+        (so GPT-2 runs keep the ``config.json`` they always had)."""
+        data = dataclasses.asdict(self)  # type: ignore[call-overload]
+        return data if self.arch == "gpt2" else {"arch": self.arch, **data}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Any:
+        """Build from a dict, rejecting unknown keys with a clear message."""
+        data = dict(data)
+        arch = data.pop("arch", cls.arch)
+        if arch != cls.arch:
+            raise GptkitError(
+                f"model settings of architecture {arch!r} given to {cls.arch!r}"
+            )
+        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise GptkitError(f"unknown model setting(s): {', '.join(unknown)}")
+        return cls(**data)
+
+    def tied_keys(self) -> dict[str, str]:
+        """State-dict keys that are not tensors of their own in this model (a
+        tied head: :data:`TIED_HEAD`) -> the key of the tensor they share."""
+        return dict(TIED_HEAD) if getattr(self, "tie_embeddings", False) else {}
+
+    def without_tied(self, state: dict[str, Any]) -> dict[str, Any]:
+        """``state`` without the keys that share another tensor (what is stored,
+        checked and assigned)."""
+        tied = self.tied_keys()
+        return {k: v for k, v in state.items() if k not in tied}
+
+    def num_parameters(self) -> int:
+        """Parameter count (a shared embedding counted once)."""
+        raise NotImplementedError
+
+    def kv_values_per_token(self) -> int:
+        """Values one token adds to the key/value cache (keys and values of
+        every layer): what the memory preflight of generation counts."""
+        n_kv = getattr(self, "n_kv_heads", getattr(self, "n_heads", 1))
+        head_dim = getattr(self, "head_dim", 0)
+        return 2 * self.n_layers * n_kv * head_dim  # type: ignore[attr-defined]
+
+
 @dataclass(frozen=True)
-class GPTConfig:
+class GPTConfig(ModelConfig):
     """Hyperparameters of a GPT-2-style decoder (names as in the book)."""
+
+    arch: ClassVar[str] = "gpt2"
 
     vocab_size: int = GPT2_VOCAB_SIZE
     context_length: int = 1024
@@ -52,34 +114,10 @@ class GPTConfig:
     def head_dim(self) -> int:
         return self.emb_dim // self.n_heads
 
-    def replace(self, **changes: Any) -> GPTConfig:
-        """A copy with some fields changed (``None`` values are ignored)."""
-        return dataclasses.replace(
-            self, **{k: v for k, v in changes.items() if v is not None}
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def tied_keys(self) -> dict[str, str]:
-        """State-dict keys that are not tensors of their own in this model (a
-        tied head: :data:`TIED_HEAD`) -> the key of the tensor they share."""
-        return dict(TIED_HEAD) if self.tie_embeddings else {}
-
-    def without_tied(self, state: dict[str, Any]) -> dict[str, Any]:
-        """``state`` without the keys that share another tensor (what is stored,
-        checked and assigned)."""
-        tied = self.tied_keys()
-        return {k: v for k, v in state.items() if k not in tied}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> GPTConfig:
-        """Build from a dict, rejecting unknown keys with a clear message."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise GptkitError(f"unknown model setting(s): {', '.join(unknown)}")
-        return cls(**data)
+    @property
+    def n_kv_heads(self) -> int:
+        """Key/value heads: as many as query heads (no grouped-query attention)."""
+        return self.n_heads
 
     def num_parameters(self) -> int:
         """Parameter count (shared embedding counted once when tied)."""
@@ -109,11 +147,28 @@ PRESETS: dict[str, GPTConfig] = {
 }
 
 
-def get_preset(name: str) -> GPTConfig:
-    """The preset called ``name``; an unknown name lists the valid ones."""
-    try:
+def get_preset(name: str) -> Any:
+    """The preset called ``name``, of any architecture (GPT-2's here, the others'
+    from their components); an unknown name lists the valid ones."""
+    if name in PRESETS:
         return PRESETS[name]
+    from gptkit.core.architectures import all_presets
+
+    presets = all_presets()
+    try:
+        return presets[name]
     except KeyError:
         raise GptkitError(
-            f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}"
+            f"unknown preset {name!r}; choose one of: {', '.join(presets)}"
         ) from None
+
+
+def model_config_from_dict(data: dict[str, Any]) -> Any:
+    """The config of any architecture from its :meth:`ModelConfig.to_dict`
+    (``arch`` absent: GPT-2, as every run written before families existed)."""
+    arch = data.get("arch", "gpt2")
+    if arch == "gpt2":
+        return GPTConfig.from_dict(data)
+    from gptkit.core.architectures import get_architecture
+
+    return get_architecture(arch).config_class().from_dict(data)

@@ -63,6 +63,68 @@ def get_tokenizer() -> tiktoken.Encoding:
     )
 
 
+class Tokenizer:
+    """Text <-> token ids, as a model family needs it.
+
+    ``spec`` says where it comes from (what a run directory records, and what
+    :func:`load_tokenizer` reads back): ``gpt2``, or the path of a
+    ``tokenizer.json``. ``eos_ids``: the ids generation stops on;
+    ``n_vocab``: ids are below it.
+    """
+
+    spec: str = ""
+    n_vocab: int = 0
+    eos_ids: tuple[int, ...] = ()
+    #: The id a document starts with (Llama 3's ``<|begin_of_text|>``), or None.
+    bos_id: int | None = None
+    #: What separates documents of a corpus (``<|endoftext|>`` for GPT-2).
+    separator: str = ""
+
+    @property
+    def eos_id(self) -> int | None:
+        """The first end-of-sequence id (what an empty prompt starts from)."""
+        return self.eos_ids[0] if self.eos_ids else None
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text``; special tokens written in it are recognised."""
+        raise NotImplementedError
+
+    def decode(self, ids: list[int]) -> str:
+        raise NotImplementedError
+
+
+class GPT2Tokenizer(Tokenizer):
+    """GPT-2's byte-pair encoding (tiktoken, built offline)."""
+
+    spec = "gpt2"
+    n_vocab = N_VOCAB
+    eos_ids = (EOT_ID,)
+    separator = ENDOFTEXT
+
+    def encode(self, text: str) -> list[int]:
+        return encode(text)
+
+    def decode(self, ids: list[int]) -> str:
+        return decode(list(ids))
+
+
+@functools.cache
+def gpt2_tokenizer() -> GPT2Tokenizer:
+    """GPT-2's tokenizer (one per process)."""
+    return GPT2Tokenizer()
+
+
+def load_tokenizer(spec: str | None) -> Tokenizer:
+    """A tokenizer by spec: ``gpt2`` (or None), a ``tokenizer.json`` file, a
+    directory holding one, or ``hf:org/repo[@revision]`` (its tokenizer.json
+    from the Hugging Face cache or the Hub)."""
+    if spec is None or spec == "gpt2":
+        return gpt2_tokenizer()
+    from gptkit.core.hf_tokenizer import load_hf_tokenizer
+
+    return load_hf_tokenizer(spec)
+
+
 def encode(text: str) -> list[int]:
     """Token ids of ``text``; ``<|endoftext|>`` is allowed (as in the book)."""
     return get_tokenizer().encode(text, allowed_special={ENDOFTEXT})

@@ -1,0 +1,98 @@
+"""Model families by name, by preset, by config and by Hugging Face
+``model_type`` (torch-free: the architecture components are looked up in the
+registry; their models are imported when one is built).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from gptkit.core.errors import GptkitError
+
+if TYPE_CHECKING:
+    from gptkit.core.interfaces import Architecture
+
+#: How a package adds a family, said wherever an unknown one is met.
+HOW_TO_ADD = (
+    "a package adds one with the register_architectures hook (see"
+    " docs/model-families.md)"
+)
+
+
+def known_architectures() -> list[str]:
+    """The names of every registered architecture (imports nothing)."""
+    from gptkit.core.registry import get_registry
+
+    return get_registry().architectures.names()
+
+
+def get_architecture(name: str) -> Architecture:
+    """The architecture component called ``name``; an unknown one is one line
+    listing the known families and how to add one."""
+    from gptkit.core.registry import get_registry
+
+    components = get_registry().architectures
+    if name not in components:
+        raise GptkitError(
+            f"unknown model family {name!r}; known: {', '.join(components.names())}"
+            f" ({HOW_TO_ADD})"
+        )
+    return components.create(name)
+
+
+def architecture_of(cfg: Any) -> Architecture:
+    """The architecture that builds models of config ``cfg``."""
+    return get_architecture(getattr(type(cfg), "arch", "gpt2"))
+
+
+def build(cfg: Any) -> Any:
+    """A freshly initialised model of ``cfg`` (any family)."""
+    return architecture_of(cfg).build(cfg)
+
+
+def all_presets() -> dict[str, Any]:
+    """Every architecture's presets, GPT-2's first."""
+    presets: dict[str, Any] = {}
+    for name in known_architectures():
+        for preset, cfg in get_architecture(name).presets().items():
+            presets.setdefault(preset, cfg)
+    return presets
+
+
+def preset_architecture(preset: str) -> str:
+    """The family of a preset."""
+    from gptkit.core.config import get_preset
+
+    return getattr(type(get_preset(preset)), "arch", "gpt2")
+
+
+def for_hf_config(data: Any, where: str) -> Architecture:
+    """The architecture reading a Hugging Face ``config.json`` (parsed) by its
+    ``model_type``; an unknown one lists the known families."""
+    if not isinstance(data, dict):
+        raise GptkitError(f"{where} is not a JSON object")
+    model_type = data.get("model_type")
+    if model_type is None:  # old GPT-2 configs name only the class
+        archs = [str(a) for a in data.get("architectures") or []]
+        if any(a.startswith("GPT2") for a in archs):
+            model_type = "gpt2"
+    types: dict[str, str] = {}
+    for name in known_architectures():
+        for kind in get_architecture(name).hf_model_types:
+            types.setdefault(kind, name)
+    if model_type in types:
+        return get_architecture(types[model_type])
+    kind = model_type or ", ".join(map(str, data.get("architectures") or []))
+    raise GptkitError(
+        f"{where} describes a {kind or 'unknown'!r} model, a family gptkit does"
+        f" not know; known model types: {', '.join(types)} ({HOW_TO_ADD})"
+    )
+
+
+def hf_model_types() -> set[str]:
+    """Every ``model_type`` some architecture reads."""
+    return {
+        kind
+        for name in known_architectures()
+        for kind in get_architecture(name).hf_model_types
+    }
