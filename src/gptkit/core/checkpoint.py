@@ -25,7 +25,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from gptkit._version import __version__
-from gptkit.core.config import GPTConfig
+from gptkit.core.config import GPTConfig, model_config_from_dict
 from gptkit.core.errors import GptkitError
 from gptkit.core.storage import (
     StorageError,
@@ -215,7 +215,7 @@ def load_checkpoint(ckpt_dir: Path) -> tuple[GPTConfig, dict[str, torch.Tensor],
     from gptkit.core.sharded_checkpoint import is_sharded_checkpoint, load_consolidated
 
     meta = read_config(ckpt_dir)
-    cfg = GPTConfig.from_dict(meta["model"])
+    cfg = model_config_from_dict(meta["model"])
     if is_sharded_checkpoint(ckpt_dir):
         return cfg, load_consolidated(ckpt_dir, cfg), meta
     try:

@@ -254,8 +254,12 @@ def build_trainer(
     else:
         cfg = get_preset(settings.preset_name()).replace(**settings.model_overrides())
         preset = settings.preset_name()
+    tokenizer = run_tokenizer(settings, cfg, loaded)
+    if loaded is None and tokenizer.n_vocab != cfg.vocab_size:
+        # A new model's vocabulary is its tokenizer's.
+        cfg = cfg.replace(vocab_size=tokenizer.n_vocab)
     check_training_memory(settings, cfg, device, dist, weights_loaded=bool(loaded))
-    data, corpus_names, corpus_prompt = _load_data(settings, cfg, dist)
+    data, corpus_names, corpus_prompt = _load_data(settings, cfg, dist, tokenizer)
 
     torch.manual_seed(settings.seed)  # the book seeds right before building the model
     state = fit_context(loaded.state_dict, cfg) if loaded is not None else None
@@ -274,6 +278,7 @@ def build_trainer(
         "gptkit_version": __version__,
         "preset": preset,
         "model": cfg.to_dict(),
+        **({} if tokenizer.spec == "gpt2" else {"tokenizer": tokenizer.spec}),
         "data": {
             "corpus": corpus_names,
             "prepared": settings.data is not None,
@@ -322,6 +327,7 @@ def build_trainer(
         run_dir=run_dir,
         run_config=run_config,
         dist=dist,
+        tokenizer=tokenizer,
     )
     run_config["steps_per_epoch"] = trainer.steps_per_epoch
     run_config["total_steps"] = trainer.total_steps
@@ -335,8 +341,17 @@ def build_trainer(
     return trainer
 
 
+def run_tokenizer(settings: TrainSettings, cfg: Any, loaded: Any) -> Any:
+    """The tokenizer of a run: ``--tokenizer``, else the one of the weights it
+    starts from (their checkpoint's), else the family's default (GPT-2's)."""
+    from gptkit.core.architectures import tokenizer_for
+
+    extra = loaded.extra if loaded is not None else {}
+    return tokenizer_for(cfg, extra, settings.tokenizer)
+
+
 def _load_data(
-    settings: TrainSettings, cfg: GPTConfig, dist: DistContext
+    settings: TrainSettings, cfg: GPTConfig, dist: DistContext, tokenizer: Any = None
 ) -> tuple[Any, list[str], str]:
     """The data splits, the corpus names and the corpus's sample prompt."""
     from gptkit.core.data import load_corpora, make_loaders, make_prepared_loaders
@@ -353,10 +368,11 @@ def _load_data(
             **shard,
         )
         return data, [str(settings.data)], Corpus.sample_prompt
-    text, prompt = load_corpora(settings.corpus_names())
+    text, prompt = load_corpora(settings.corpus_names(), tokenizer)
     order = data_order(settings, dist)
     data = make_loaders(
         text,
+        tokenizer=tokenizer,
         context_length=cfg.context_length,
         batch_size=settings.batch_size,
         stride=settings.stride,
@@ -393,13 +409,13 @@ def restore(trainer: Trainer, run_dir: Path, cfg: GPTConfig, dist: Any) -> None:
         recover_incomplete,
         set_aside,
     )
-    from gptkit.core.config import GPTConfig
+    from gptkit.core.config import model_config_from_dict
 
     checkpoints = run_dir / "checkpoints"
     point = ResumePoint(None)
     for ckpt in reversed(list_checkpoints(checkpoints)):
         try:
-            saved_cfg = GPTConfig.from_dict(read_config(ckpt)["model"])
+            saved_cfg = model_config_from_dict(read_config(ckpt)["model"])
         except GptkitError as exc:
             point.damaged.append((ckpt, str(exc)))
             continue

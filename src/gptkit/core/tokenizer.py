@@ -79,6 +79,14 @@ class Tokenizer:
     bos_id: int | None = None
     #: What separates documents of a corpus (``<|endoftext|>`` for GPT-2).
     separator: str = ""
+    #: Never generate ids the tokenizer does not have (GPT-2 models with a
+    #: padded vocabulary); False: every id of the model may come, as with
+    #: ``transformers`` (Llama 3, Qwen3).
+    masks_padding: bool = False
+
+    def vocab_limit(self, model_vocab: int) -> int:
+        """Ids at or above this are never generated."""
+        return min(self.n_vocab, model_vocab) if self.masks_padding else model_vocab
 
     @property
     def eos_id(self) -> int | None:
@@ -100,6 +108,7 @@ class GPT2Tokenizer(Tokenizer):
     n_vocab = N_VOCAB
     eos_ids = (EOT_ID,)
     separator = ENDOFTEXT
+    masks_padding = True
 
     def encode(self, text: str) -> list[int]:
         return encode(text)

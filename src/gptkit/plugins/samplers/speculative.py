@@ -245,7 +245,7 @@ class Speculative(SearchStrategy):
         result.new_ids.append(token)
         if req.on_token is not None:
             req.on_token(row, token)
-        if req.eos_id is not None and token == req.eos_id:
+        if req.is_eos(token):
             result.finish_reason = "eos"
             return True
         if req.stop is not None and req.stop(row, result.new_ids):
@@ -282,7 +282,7 @@ class Speculative(SearchStrategy):
             [seq],
             sampler,
             max_new_tokens=req.max_new_tokens - offset,
-            eos_id=req.eos_id,
+            eos_id=req.eos_ids,
             stop=stop,
             generator=req.generator,
             on_token=on_token,
