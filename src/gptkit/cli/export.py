@@ -64,16 +64,40 @@ def _write_tokenizer(tmp: Path, cfg: GPTConfig) -> list[str]:
     return ["vocab.json", "merges.txt", "tokenizer_config.json"]
 
 
+def _copy_tokenizer(tmp: Path, tokenizer: Any) -> list[str]:
+    """A checkpoint's own tokenizer files (tokenizer.json and the files beside
+    it that name its special tokens), copied as they are."""
+    path = getattr(tokenizer, "path", None)
+    if path is None:
+        return []
+    files = []
+    for name in (
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "generation_config.json",
+    ):
+        source = Path(path).parent / name if name != "tokenizer.json" else Path(path)
+        if source.is_file():
+            shutil.copyfile(source, tmp / name)
+            files.append(name)
+    return files
+
+
 def write_hf_dir(
-    out: Path, cfg: GPTConfig, state: dict[str, torch.Tensor]
+    out: Path,
+    cfg: GPTConfig,
+    state: dict[str, torch.Tensor],
+    tokenizer: Any = None,
 ) -> list[str]:
-    """Write ``config.json`` + ``model.safetensors`` (+ tokenizer files) for
-    ``transformers.GPT2LMHeadModel`` into ``out`` atomically: everything goes to
-    a temporary sibling directory, which is renamed into place at the end.
+    """Write ``config.json`` + ``model.safetensors`` (+ tokenizer files) in the
+    Hugging Face format of the model's family (``GPT2LMHeadModel``,
+    ``LlamaForCausalLM``, ...) into ``out`` atomically: everything goes to a
+    temporary sibling directory, which is renamed into place at the end.
     ``state`` (checked, in gptkit's names) is emptied on the way."""
     from safetensors.torch import save_file
 
-    from gptkit.core.hf_format import config_to_hf, state_to_hf
+    from gptkit.core.architectures import architecture_of
     from gptkit.core.storage import (
         default_file_mode,
         ensure_dir,
@@ -82,8 +106,9 @@ def write_hf_dir(
         guarded,
     )
 
+    arch = architecture_of(cfg)
     dtype = str(next(iter(state.values())).dtype).removeprefix("torch.")
-    tensors = state_to_hf(cfg, state)
+    tensors = arch.state_to_hf(cfg, state)
     ensure_dir(out.parent)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     try:
@@ -92,11 +117,15 @@ def write_hf_dir(
             tmp.mkdir()
             save_file(tensors, tmp / "model.safetensors", metadata={"format": "pt"})
             del tensors
-            config = config_to_hf(cfg, dtype)
+            config = arch.config_to_hf(cfg, dtype)
             (tmp / "config.json").write_text(
                 json.dumps(config, indent=2) + "\n", encoding="utf-8"
             )
-            files = ["config.json", "model.safetensors", *_write_tokenizer(tmp, cfg)]
+            if arch.name == "gpt2":
+                written = _write_tokenizer(tmp, cfg)
+            else:
+                written = _copy_tokenizer(tmp, tokenizer)
+            files = ["config.json", "model.safetensors", *written]
             mode = default_file_mode()
             for name in files:
                 os.chmod(tmp / name, mode)  # safetensors creates its file private
@@ -126,7 +155,7 @@ def write_hf_dir(
     type=click.Choice(["hf"]),
     default="hf",
     show_default=True,
-    help="hf: a transformers GPT2LMHeadModel directory.",
+    help="hf: a transformers directory (GPT2LMHeadModel, LlamaForCausalLM, ...).",
 )
 @click.option(
     "--dtype",
@@ -141,10 +170,11 @@ def write_hf_dir(
 def export(**opts: Any) -> None:
     """Write weights in Hugging Face transformers format to OUT_DIR.
 
-    OUT_DIR gets config.json, model.safetensors and GPT-2's tokenizer files;
-    transformers.GPT2LMHeadModel.from_pretrained(OUT_DIR) loads it and computes
-    the same logits. A model without query/key/value biases gets zero biases; an
-    untied output head is written as lm_head.weight with tie_word_embeddings
+    OUT_DIR gets config.json, model.safetensors and the tokenizer files (GPT-2's,
+    or the checkpoint's own tokenizer.json for Llama 3, Qwen3, ...);
+    transformers.AutoModelForCausalLM.from_pretrained(OUT_DIR) loads it and
+    computes the same logits. A GPT-2 without query/key/value biases gets zero
+    biases; an untied output head is written as lm_head.weight with tie_word_embeddings
     false. OUT_DIR must not exist or be empty: it is written in a temporary
     directory that is renamed at the end, so it holds a complete export or
     nothing.
@@ -155,6 +185,7 @@ def export(**opts: Any) -> None:
       gptkit export --weights book:model.pth --format hf my-gpt2
       python -c "import transformers as t; t.pipeline('text-generation', 'my-gpt2')"
     """
+    from gptkit.core.architectures import architecture_of, tokenizer_for
     from gptkit.core.device import resolve_dtype
     from gptkit.core.weights import check_state_dict, load_weights
 
@@ -163,13 +194,20 @@ def export(**opts: Any) -> None:
     loaded = load_weights(opts["weights"], {"n_heads": opts["n_heads"]})
     cfg, state = loaded.config, loaded.state_dict
     check_state_dict(cfg, state)
+    arch = architecture_of(cfg)
+    tokenizer = None
+    if arch.name != "gpt2":
+        try:
+            tokenizer = tokenizer_for(cfg, loaded.extra)
+        except GptkitError as exc:  # the weights alone are still worth exporting
+            click.echo(f"warning: no tokenizer files exported: {exc}", err=True)
     state = cfg.without_tied(state)
     if opts["dtype"]:
         dtype = resolve_dtype(opts["dtype"])
         for key in list(state):
             state[key] = state[key].to(dtype)
     size = sum(t.numel() * t.element_size() for t in state.values())
-    files = write_hf_dir(out, cfg, state)
+    files = write_hf_dir(out, cfg, state, tokenizer)
     head = "tied" if cfg.tie_embeddings else "untied"
     click.echo(
         f"exported {loaded.source} ({cfg.n_layers} layers, {cfg.emb_dim} wide,"
@@ -177,6 +215,7 @@ def export(**opts: Any) -> None:
         f" {size / 1e6:,.1f} MB) to {out}"
     )
     click.echo(f"files: {', '.join(files)}")
+    model_class = arch.config_to_hf(cfg).get("architectures", ["GPT2LMHeadModel"])[0]
     click.echo(
-        f"load it with: transformers.GPT2LMHeadModel.from_pretrained({str(out)!r})"
+        f"load it with: transformers.{model_class}.from_pretrained({str(out)!r})"
     )

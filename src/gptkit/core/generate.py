@@ -105,6 +105,9 @@ class GenerationRequest:
     #: Called after every decoding step (a progress bar); a search strategy
     #: calls it once per step of each prompt's search.
     on_step: Callable[[], None] | None = None
+    #: The model's tokenizer when the caller knows it (a speculative draft
+    #: must share it).
+    tokenizer: Any = None
 
     def __post_init__(self) -> None:
         if not self.eos_ids and self.eos_id is not None:
@@ -257,6 +260,7 @@ def iter_tokens(
     no_repeat_ngram_size: int = 0,
     compiled: bool = False,
     on_step: Callable[[], None] | None = None,
+    tokenizer: Any = None,
 ) -> Iterator[list[Generated]]:
     """Generate step by step: yields the results (one per prompt, growing) after
     every decoding step, so that a caller can stream or stop early (closing the
@@ -291,6 +295,7 @@ def iter_tokens(
         no_repeat_ngram_size=no_repeat_ngram_size,
         compiled=compiled,
         on_step=on_step,
+        tokenizer=tokenizer,
     )
     was_training = model.training
     model.eval()

@@ -83,6 +83,17 @@ class HFTokenizer(Tokenizer):
     def encode(self, text: str) -> list[int]:
         return list(self.backend.encode(text, add_special_tokens=True).ids)
 
+    def fingerprint(self) -> str:
+        """A hash of the vocabulary (added tokens included), so copies of one
+        tokenizer in different directories compare equal."""
+        import hashlib
+
+        if not hasattr(self, "_fingerprint"):
+            vocab = sorted(self.backend.get_vocab(with_added_tokens=True).items())
+            digest = hashlib.sha256(json.dumps(vocab).encode("utf-8")).hexdigest()
+            self._fingerprint = f"tokenizer.json:{digest[:16]}"
+        return self._fingerprint
+
     def decode(self, ids: list[int]) -> str:
         return self.backend.decode(list(ids), skip_special_tokens=False)
 

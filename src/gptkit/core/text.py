@@ -139,6 +139,7 @@ class TextGeneration:
             "compiled": compiled,
             "on_step": on_step,
             "vocab_limit": self.tokenizer.vocab_limit(model.cfg.vocab_size),
+            "tokenizer": self.tokenizer,
         }
 
     def _stop(self, row: int, new_ids: list[int]) -> bool:

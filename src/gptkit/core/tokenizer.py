@@ -100,6 +100,15 @@ class Tokenizer:
     def decode(self, ids: list[int]) -> str:
         raise NotImplementedError
 
+    def token_bytes(self, token: int) -> bytes:
+        """The bytes of one token (log probabilities report them)."""
+        return self.decode([token]).encode("utf-8")
+
+    def fingerprint(self) -> str:
+        """Equal for tokenizers that map text to the same ids (two checkpoints
+        of a family share one): what a speculative draft must share."""
+        return self.spec
+
 
 class GPT2Tokenizer(Tokenizer):
     """GPT-2's byte-pair encoding (tiktoken, built offline)."""
@@ -115,6 +124,9 @@ class GPT2Tokenizer(Tokenizer):
 
     def decode(self, ids: list[int]) -> str:
         return decode(list(ids))
+
+    def token_bytes(self, token: int) -> bytes:
+        return get_tokenizer().decode_single_token_bytes(token)
 
 
 @functools.cache

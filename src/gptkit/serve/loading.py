@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from gptkit.api.model import LanguageModel
     from gptkit.core.model import GPTModel
     from gptkit.core.settings import LoadSettings
 
@@ -13,12 +14,18 @@ if TYPE_CHECKING:
 def load_model(settings: LoadSettings) -> tuple[GPTModel, str]:
     """(model in eval mode, the name clients use for it): the weights the
     settings name (``gptkit.load``), or a random init of their preset."""
+    lm, name = load_language_model(settings)
+    return lm.model, name
+
+
+def load_language_model(settings: LoadSettings) -> tuple[LanguageModel, str]:
+    """(the model with its tokenizer, the name clients use for it)."""
     from gptkit.api.model import LanguageModel
 
     lm = LanguageModel.from_settings(settings)
     if settings.weights is not None:
-        return lm.model, default_name(settings.weights)
-    return lm.model, settings.preset_name()
+        return lm, default_name(settings.weights)
+    return lm, settings.preset_name()
 
 
 def default_name(spec: str) -> str:
