@@ -254,3 +254,29 @@ def test_faults_are_one_line(cli_run, tmp_path):
         cli_run("train", "--preset", "llama-tiny", "--tokenizer", str(tmp_path)),
         "tokenizer not found",
     )
+
+
+@pytest.mark.slow
+def test_served_completions_equal_generate(cli_run, checkpoint):
+    """gptkit serve on a Llama 3 / Qwen3 checkpoint: its tokenizer, continuous
+    batching, streaming; a greedy completion equals gptkit generate's."""
+    pytest.importorskip("openai")
+    pytest.importorskip("uvicorn")
+    from tests.serve_harness import MODEL_NAME, ServerProcess
+
+    expected = _generate(cli_run, checkpoint, PROMPT, "--max-new-tokens", "12")
+    [row] = expected["results"]
+    server = ServerProcess(checkpoint, "--max-batch-size", "4")
+    try:
+        client = server.client()
+        response = client.completions.create(
+            model=MODEL_NAME, prompt=[PROMPT, PROMPT], max_tokens=12, temperature=0
+        )
+        assert [c.text for c in response.choices] == [row["completion"]] * 2
+        assert response.usage.prompt_tokens == 2 * len(row["prompt_ids"])
+        pieces = client.completions.create(
+            model=MODEL_NAME, prompt=PROMPT, max_tokens=12, temperature=0, stream=True
+        )
+        assert "".join(c.choices[0].text for c in pieces) == row["completion"]
+    finally:
+        assert server.stop() == 0, server.log()
