@@ -122,7 +122,7 @@ def test_quantized_generation(cli_run, checkpoint):
 
 def test_quantized_logits_stay_close(checkpoint):
     from gptkit.core.quantize import quantize_model
-    from gptkit.core.weights import model_from_spec
+    from gptkit.core.loading import model_from_spec
 
     model, _ = model_from_spec(str(checkpoint))
     ids = torch.tensor([[1, 5, 9, 44, 300, 7]])
@@ -154,7 +154,7 @@ def test_speculative_with_a_draft_sharing_the_tokenizer(
 def test_speculative_draft_with_another_vocabulary_is_refused(
     cli_run, checkpoint, tmp_path
 ):
-    from gptkit.core.checkpoint import save_checkpoint
+    from gptkit.core.checkpoints.native import save_checkpoint
     from gptkit.core.config import get_preset
     from gptkit.core.model import GPTModel
 

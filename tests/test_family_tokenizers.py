@@ -11,8 +11,8 @@ import pytest
 import torch
 
 import gptkit
-from gptkit.core.errors import GptkitError
-from gptkit.core.hf_tokenizer import HFTokenizer
+from gptkit.errors import GptkitError
+from gptkit.formats.hf_tokenizer import HFTokenizer
 
 transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")

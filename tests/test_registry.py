@@ -15,7 +15,6 @@ import pytest
 
 from gptkit import hookimpl
 from gptkit.core import hookspecs
-from gptkit.core.errors import GptkitError, PluginError
 from gptkit.core.interfaces import (
     Architecture,
     Component,
@@ -27,6 +26,7 @@ from gptkit.core.interfaces import (
     WeightLoader,
 )
 from gptkit.core.registry import build_registry, report_errors
+from gptkit.errors import GptkitError, PluginError
 
 
 def plugin(**hooks) -> types.SimpleNamespace:

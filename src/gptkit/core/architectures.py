@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from gptkit.core.errors import GptkitError
+from gptkit.errors import GptkitError
 
 if TYPE_CHECKING:
     from gptkit.core.interfaces import Architecture
@@ -61,9 +61,11 @@ def all_presets() -> dict[str, Any]:
 
 def preset_architecture(preset: str) -> str:
     """The family of a preset."""
-    from gptkit.core.config import get_preset
-
-    return getattr(type(get_preset(preset)), "arch", "gpt2")
+    if preset not in (presets := all_presets()):
+        raise GptkitError(
+            f"unknown preset {preset!r}; choose one of: {', '.join(presets)}"
+        )
+    return getattr(type(presets[preset]), "arch", "gpt2")
 
 
 def for_hf_config(data: Any, where: str) -> Architecture:
@@ -96,32 +98,3 @@ def hf_model_types() -> set[str]:
         for name in known_architectures()
         for kind in get_architecture(name).hf_model_types
     }
-
-
-def tokenizer_for(cfg: Any, extra: Any = None, spec: str | None = None) -> Any:
-    """The tokenizer of a model: ``spec`` (``--tokenizer``) when given, else
-    the one its checkpoint recorded, else the Hugging Face checkpoint's own
-    (its directory's ``tokenizer.json``), else the family's default."""
-    from pathlib import Path
-
-    from gptkit.core.tokenizer import load_tokenizer
-
-    extra = extra or {}
-    recorded = (extra.get("checkpoint") or {}).get("tokenizer")
-    if spec:
-        return load_tokenizer(spec)
-    if recorded:
-        return load_tokenizer(recorded)
-    arch = architecture_of(cfg)
-    if extra.get("hf_dir") and getattr(type(cfg), "arch", "gpt2") != "gpt2":
-        return arch.tokenizer(Path(extra["hf_dir"]))
-    return arch.tokenizer(None)
-
-
-def check_vocabulary(cfg: Any, tokenizer: Any, what: str = "the model") -> None:
-    """A tokenizer whose ids the model's embedding cannot hold is refused."""
-    if tokenizer.n_vocab > cfg.vocab_size:
-        raise GptkitError(
-            f"tokenizer {tokenizer.spec} has {tokenizer.n_vocab:,} ids, but {what}"
-            f" has a vocabulary of {cfg.vocab_size:,}; use the model's own tokenizer"
-        )

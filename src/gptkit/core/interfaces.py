@@ -17,12 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from gptkit.core.component_options import build_options
+from gptkit.core.options import build_options
 
 if TYPE_CHECKING:
     import torch
 
-    from gptkit.core.config import GPTConfig
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]*$")
 
@@ -165,7 +164,7 @@ class Sampler(ComponentBase):
         except RuntimeError:
             if bool(torch.isfinite(probs).all()):
                 raise
-            from gptkit.core.errors import GptkitError
+            from gptkit.errors import GptkitError
 
             raise GptkitError(
                 f"sampler {self.name}: the model's next-token probabilities are"
@@ -310,7 +309,8 @@ class LoadedWeights:
     """What a weight loader returns: the model's config and its state dict
     (in gptkit's parameter names), plus anything else it found."""
 
-    config: GPTConfig
+    #: The model config (a :class:`gptkit.core.config.ModelConfig` of any family).
+    config: Any
     state_dict: dict[str, torch.Tensor]
     source: str
     extra: dict[str, Any] = field(default_factory=dict)

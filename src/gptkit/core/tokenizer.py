@@ -15,7 +15,7 @@ from pathlib import Path
 import tiktoken
 from tiktoken.load import data_gym_to_mergeable_bpe_ranks
 
-from gptkit.core.errors import GptkitError
+from gptkit.errors import GptkitError
 
 ENDOFTEXT = "<|endoftext|>"
 EOT_ID = 50256
@@ -133,17 +133,6 @@ class GPT2Tokenizer(Tokenizer):
 def gpt2_tokenizer() -> GPT2Tokenizer:
     """GPT-2's tokenizer (one per process)."""
     return GPT2Tokenizer()
-
-
-def load_tokenizer(spec: str | None) -> Tokenizer:
-    """A tokenizer by spec: ``gpt2`` (or None), a ``tokenizer.json`` file, a
-    directory holding one, or ``hf:org/repo[@revision]`` (its tokenizer.json
-    from the Hugging Face cache or the Hub)."""
-    if spec is None or spec == "gpt2":
-        return gpt2_tokenizer()
-    from gptkit.core.hf_tokenizer import load_hf_tokenizer
-
-    return load_hf_tokenizer(spec)
 
 
 def encode(text: str) -> list[int]:

@@ -1,7 +1,7 @@
 """GPT-2 (Radford et al., 2019; the book's chapters 4 and 5): the first
 architecture component. Its model, config and Hugging Face mapping are the
 core's own (:mod:`gptkit.core.model`, :mod:`gptkit.core.config`,
-:mod:`gptkit.core.hf_format`); this component only names them, so every number
+:mod:`gptkit.formats.hf`); this component only names them, so every number
 GPT-2 gave before families existed stays as it was."""
 
 from __future__ import annotations
@@ -42,26 +42,26 @@ class GPT2(Architecture):
         return GPTModel(cfg)
 
     def config_from_hf(self, data: dict[str, Any], where: str) -> GPTConfig:
-        from gptkit.core.hf_format import config_from_hf
+        from gptkit.formats.hf import config_from_hf
 
         return config_from_hf(data, where)
 
     def config_to_hf(self, cfg: GPTConfig, dtype: str = "float32") -> dict[str, Any]:
-        from gptkit.core.hf_format import config_to_hf
+        from gptkit.formats.hf import config_to_hf
 
         return config_to_hf(cfg, dtype)
 
     def state_from_hf(
         self, cfg: GPTConfig, source: Any, where: str
     ) -> dict[str, torch.Tensor]:
-        from gptkit.core.hf_format import state_from_hf
+        from gptkit.formats.hf import state_from_hf
 
         return state_from_hf(cfg, source, where)
 
     def state_to_hf(
         self, cfg: GPTConfig, state: dict[str, torch.Tensor]
     ) -> dict[str, torch.Tensor]:
-        from gptkit.core.hf_format import state_to_hf
+        from gptkit.formats.hf import state_to_hf
 
         return state_to_hf(cfg, state)
 

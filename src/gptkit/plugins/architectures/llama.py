@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from gptkit.core.config import ModelConfig
-from gptkit.core.errors import GptkitError
 from gptkit.core.interfaces import Architecture
+from gptkit.errors import GptkitError
 
 if TYPE_CHECKING:
     import torch
@@ -498,7 +498,7 @@ class Llama(Architecture):
 
         if directory is None:
             return gpt2_tokenizer()
-        from gptkit.core.hf_tokenizer import TOKENIZER_JSON, HFTokenizer
+        from gptkit.formats.hf_tokenizer import TOKENIZER_JSON, HFTokenizer
 
         path = Path(directory) / TOKENIZER_JSON
         if not path.is_file():

@@ -19,7 +19,7 @@ buffers: a model built on the meta device and assigned its weights is complete).
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +29,10 @@ from gptkit.core.model import CAUSAL, KVCache, attention_inputs
 
 if TYPE_CHECKING:
     from gptkit.core.model import _CacheStep
-    from gptkit.plugins.architectures.llama import LlamaConfig
+
+#: A :class:`~gptkit.plugins.architectures.llama.LlamaConfig` (not imported:
+#: the config module imports this one when it builds a model).
+LlamaConfig = Any
 
 
 class RMSNorm(nn.Module):

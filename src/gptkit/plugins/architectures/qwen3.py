@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from gptkit.core.errors import GptkitError
+from gptkit.errors import GptkitError
 from gptkit.plugins.architectures.llama import GPT2_VOCAB, Llama, LlamaConfig
 
 

@@ -8,7 +8,7 @@ downloaded. Tensors come back on the CPU in the file's dtype (fp32 for OpenAI's
 GPT-2), in gptkit's names; the caller casts them and moves them to the device.
 Each tensor is read and converted on its own, with the file mapped only while
 that tensor is read, so loading needs about the file's size in memory (see
-``benchmarks/load_memory.py``).
+``benchmarks/scripts/load_memory.py``).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gptkit.core.errors import GptkitError
 from gptkit.core.interfaces import LoadedWeights, WeightLoader
+from gptkit.errors import GptkitError
 from gptkit.plugins.loaders.hub import (
     CONFIG,
     GPT2_ALIASES,
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     import torch
 
     from gptkit.core.config import GPTConfig
-    from gptkit.core.hf_format import TensorSource
+    from gptkit.formats.hf import TensorSource
 
 INDEX = "model.safetensors.index.json"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
@@ -91,7 +91,7 @@ def safetensors_source(files: list[Path]) -> TensorSource:
     keep mapped pages resident."""
     from safetensors import safe_open
 
-    from gptkit.core.hf_format import TensorSource
+    from gptkit.formats.hf import TensorSource
 
     where: dict[str, Path] = {}
     shapes: dict[str, tuple[int, ...]] = {}
