@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from gptkit.core.generate import generate_tokens
-from gptkit.core.model import KVCache
 from gptkit.core.loading import model_from_spec
+from gptkit.core.model import KVCache
 from gptkit.errors import GptkitError
 from gptkit.plugins.samplers.beam import BeamSearch
 from gptkit.plugins.samplers.token import Greedy

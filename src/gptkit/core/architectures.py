@@ -12,7 +12,7 @@ from gptkit.errors import GptkitError
 if TYPE_CHECKING:
     from gptkit.core.interfaces import Architecture
 
-#: How a package adds a family, said wherever an unknown one is met.
+#: How a package adds a family (said wherever an unknown one is met).
 HOW_TO_ADD = (
     "a package adds one with the register_architectures hook (see"
     " docs/model-families.md)"
@@ -66,35 +66,3 @@ def preset_architecture(preset: str) -> str:
             f"unknown preset {preset!r}; choose one of: {', '.join(presets)}"
         )
     return getattr(type(presets[preset]), "arch", "gpt2")
-
-
-def for_hf_config(data: Any, where: str) -> Architecture:
-    """The architecture reading a Hugging Face ``config.json`` (parsed) by its
-    ``model_type``; an unknown one lists the known families."""
-    if not isinstance(data, dict):
-        raise GptkitError(f"{where} is not a JSON object")
-    model_type = data.get("model_type")
-    if model_type is None:  # old GPT-2 configs name only the class
-        archs = [str(a) for a in data.get("architectures") or []]
-        if any(a.startswith("GPT2") for a in archs):
-            model_type = "gpt2"
-    types: dict[str, str] = {}
-    for name in known_architectures():
-        for kind in get_architecture(name).hf_model_types:
-            types.setdefault(kind, name)
-    if model_type in types:
-        return get_architecture(types[model_type])
-    kind = model_type or ", ".join(map(str, data.get("architectures") or []))
-    raise GptkitError(
-        f"{where} describes a {kind or 'unknown'!r} model, a family gptkit does"
-        f" not know; known model types: {', '.join(types)} ({HOW_TO_ADD})"
-    )
-
-
-def hf_model_types() -> set[str]:
-    """Every ``model_type`` some architecture reads."""
-    return {
-        kind
-        for name in known_architectures()
-        for kind in get_architecture(name).hf_model_types
-    }

@@ -21,63 +21,44 @@ TIED_HEAD = {"out_head.weight": "tok_emb.weight"}
 
 
 class ModelConfig:
-    """What every architecture's config dataclass shares (the core reads a
-    model's shape only through these): ``vocab_size``, ``context_length``,
-    ``emb_dim``, ``n_layers``, ``n_heads``, ``n_kv_heads``, ``head_dim``,
-    ``drop_rate``, ``tie_embeddings`` and the methods below. ``arch`` names the
-    architecture component that builds the model (``gpt2``, ``llama``, ...)."""
+    """Base of every architecture's config dataclass: the core reads a model's
+    shape through ``vocab_size``, ``context_length``, ``emb_dim``, ``n_layers``,
+    ``n_heads``, ``n_kv_heads``, ``head_dim``, ``drop_rate`` and the methods
+    below; ``arch`` names the architecture component that builds the model."""
 
     arch: ClassVar[str] = "gpt2"
 
     def replace(self, **changes: Any) -> Any:
         """A copy with some fields changed (``None`` values are ignored)."""
-        return dataclasses.replace(
-            self,  # type: ignore[type-var]
-            **{k: v for k, v in changes.items() if v is not None},
-        )
+        changes = {k: v for k, v in changes.items() if v is not None}
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready fields; another family than GPT-2 records its ``arch``
-        (so GPT-2 runs keep the ``config.json`` they always had)."""
+        """The fields; other families than GPT-2 record their ``arch``."""
         data = dataclasses.asdict(self)  # type: ignore[call-overload]
         return data if self.arch == "gpt2" else {"arch": self.arch, **data}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Any:
         """Build from a dict, rejecting unknown keys with a clear message."""
-        data = dict(data)
-        arch = data.pop("arch", cls.arch)
-        if arch != cls.arch:
-            raise GptkitError(
-                f"model settings of architecture {arch!r} given to {cls.arch!r}"
-            )
-        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
-        unknown = sorted(set(data) - known)
+        data = {k: v for k, v in data.items() if k != "arch"}
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})  # type: ignore[arg-type]
         if unknown:
             raise GptkitError(f"unknown model setting(s): {', '.join(unknown)}")
         return cls(**data)
 
     def tied_keys(self) -> dict[str, str]:
-        """State-dict keys that are not tensors of their own in this model (a
-        tied head: :data:`TIED_HEAD`) -> the key of the tensor they share."""
+        """State-dict keys sharing another tensor (a tied head) -> that key."""
         return dict(TIED_HEAD) if getattr(self, "tie_embeddings", False) else {}
 
     def without_tied(self, state: dict[str, Any]) -> dict[str, Any]:
-        """``state`` without the keys that share another tensor (what is stored,
-        checked and assigned)."""
+        """``state`` without the keys that share another tensor."""
         tied = self.tied_keys()
         return {k: v for k, v in state.items() if k not in tied}
 
     def num_parameters(self) -> int:
         """Parameter count (a shared embedding counted once)."""
         raise NotImplementedError
-
-    def kv_values_per_token(self) -> int:
-        """Values one token adds to the key/value cache (keys and values of
-        every layer): what the memory preflight of generation counts."""
-        n_kv = getattr(self, "n_kv_heads", getattr(self, "n_heads", 1))
-        head_dim = getattr(self, "head_dim", 0)
-        return 2 * self.n_layers * n_kv * head_dim  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -148,8 +129,7 @@ PRESETS: dict[str, GPTConfig] = {
 
 
 def get_preset(name: str) -> Any:
-    """The preset called ``name``, of any architecture (GPT-2's here, the others'
-    from their components); an unknown name lists the valid ones."""
+    """The preset called ``name`` of any family; an unknown one lists them."""
     if name in PRESETS:
         return PRESETS[name]
     from gptkit.core.architectures import all_presets
@@ -164,8 +144,8 @@ def get_preset(name: str) -> Any:
 
 
 def model_config_from_dict(data: dict[str, Any]) -> Any:
-    """The config of any architecture from its :meth:`ModelConfig.to_dict`
-    (``arch`` absent: GPT-2, as every run written before families existed)."""
+    """The config of any family from :meth:`ModelConfig.to_dict` (no ``arch``:
+    GPT-2)."""
     arch = data.get("arch", "gpt2")
     if arch == "gpt2":
         return GPTConfig.from_dict(data)

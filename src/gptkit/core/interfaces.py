@@ -219,71 +219,51 @@ class Quantizer(ComponentBase):
 
 
 class Architecture(ComponentBase):
-    """A model family (``--arch NAME``): its config dataclass and presets, the
-    model it builds, its mapping to and from Hugging Face checkpoints, and its
-    tokenizer.
+    """A model family (``--arch NAME``): config dataclass, presets, the model,
+    its Hugging Face mapping both ways and its tokenizer (docs/plugins.md).
 
-    The model a family builds is an ``nn.Module`` the core uses only through
-    this interface: ``model.cfg`` (the config), ``model(ids, cache=...,
-    position_ids=..., attention_mask=..., logits_at=...)`` -> logits (see
-    ``GPTModel.forward``; the key/value cache is a ``KVCache`` of
-    ``cfg.n_layers`` x ``cfg.n_kv_heads`` x ``cfg.head_dim``),
-    ``model.blocks()`` (the transformer blocks: FSDP units, activation
-    checkpointing) and its ``nn.Linear`` layers (quantization). The config
-    subclasses :class:`gptkit.core.config.ModelConfig` and names this
-    component in its ``arch`` class attribute.
+    The model is an ``nn.Module`` the core uses only through ``model.cfg``,
+    ``model(ids, cache=, position_ids=, attention_mask=, logits_at=)`` (as
+    ``GPTModel.forward``), ``model.blocks()`` and its ``nn.Linear`` layers.
     """
 
     kind = "architecture"
-    #: The ``model_type`` values of Hugging Face ``config.json`` files this
-    #: family reads (``("llama",)``).
+    #: ``model_type`` values of the Hugging Face ``config.json`` files it reads.
     hf_model_types: ClassVar[tuple[str, ...]] = ()
     #: The preset of ``--arch NAME`` without ``--preset``.
     default_preset: ClassVar[str] = ""
 
     def config_class(self) -> type:
-        """The config dataclass (a :class:`~gptkit.core.config.ModelConfig`)."""
+        """The config dataclass (a ``ModelConfig`` whose ``arch`` is ``name``)."""
         raise NotImplementedError
 
     def presets(self) -> dict[str, Any]:
-        """Named configs (``llama-3.2-1b`` -> config); names are unique across
-        every architecture."""
+        """Named configs; names are unique across every architecture."""
         return {}
 
     def build(self, cfg: Any) -> torch.nn.Module:
-        """A freshly initialised model of ``cfg`` (on the current default
-        device: the core builds on the meta device to load weights)."""
+        """A freshly initialised model of ``cfg`` (the default device)."""
         raise NotImplementedError
 
     def config_from_hf(self, data: dict[str, Any], where: str) -> Any:
-        """The config of a parsed Hugging Face ``config.json``; what this family
-        cannot run (another activation, contradictory shapes) is a
-        :class:`~gptkit.core.errors.GptkitError` naming ``where``."""
+        """The config of a parsed ``config.json``; a GptkitError naming ``where``
+        for what the family cannot run."""
         raise NotImplementedError
 
     def config_to_hf(self, cfg: Any, dtype: str = "float32") -> dict[str, Any]:
         """A Hugging Face ``config.json`` (a dict) for ``cfg``."""
         raise NotImplementedError
 
-    def state_from_hf(
-        self, cfg: Any, source: Any, where: str
-    ) -> dict[str, torch.Tensor]:
-        """gptkit's state dict from a checkpoint's tensors (``source`` is a
-        ``TensorSource``: names, shapes, one tensor opened at a time), checked
-        against ``cfg`` first; the file's dtype is kept."""
+    def state_from_hf(self, cfg: Any, source: Any, where: str) -> dict[str, Any]:
+        """gptkit's state dict from a ``TensorSource``, checked against ``cfg``."""
         raise NotImplementedError
 
-    def state_to_hf(
-        self, cfg: Any, state: dict[str, torch.Tensor]
-    ) -> dict[str, torch.Tensor]:
-        """The Hugging Face tensors of a gptkit state dict (which may be emptied
-        as it is converted, so the weights are not held twice)."""
+    def state_to_hf(self, cfg: Any, state: dict[str, Any]) -> dict[str, Any]:
+        """Hugging Face tensors of a state dict (which it may empty)."""
         raise NotImplementedError
 
     def tokenizer(self, directory: Path | None) -> Any:
-        """The tokenizer of a checkpoint ``directory`` (its ``tokenizer.json``),
-        or the family's default when ``None``; a
-        :class:`~gptkit.core.tokenizer.Tokenizer`."""
+        """The tokenizer of a checkpoint directory, or the default (None)."""
         raise NotImplementedError
 
 

@@ -19,7 +19,9 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gptkit.core.interfaces import LoadedWeights, WeightLoader
+from gptkit.core.architectures import HOW_TO_ADD, get_architecture
+from gptkit.core.interfaces import Architecture, LoadedWeights, WeightLoader
+from gptkit.core.registry import get_registry
 from gptkit.errors import GptkitError
 from gptkit.plugins.loaders.hub import (
     CONFIG,
@@ -41,12 +43,42 @@ INDEX = "model.safetensors.index.json"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 
 
+def _architecture_for(data: Any, where: str) -> Architecture:
+    """The architecture reading a Hugging Face ``config.json`` (parsed) by its
+    ``model_type``; an unknown one lists the known families."""
+    if not isinstance(data, dict):
+        raise GptkitError(f"{where} is not a JSON object")
+    model_type = data.get("model_type")
+    if model_type is None:  # old GPT-2 configs name only the class
+        archs = [str(a) for a in data.get("architectures") or []]
+        if any(a.startswith("GPT2") for a in archs):
+            model_type = "gpt2"
+    types: dict[str, str] = {}
+    for name in get_registry().architectures.names():
+        for kind in get_architecture(name).hf_model_types:
+            types.setdefault(kind, name)
+    if model_type in types:
+        return get_architecture(types[model_type])
+    kind = model_type or ", ".join(map(str, data.get("architectures") or []))
+    raise GptkitError(
+        f"{where} describes a {kind or 'unknown'!r} model, a family gptkit does"
+        f" not know; known model types: {', '.join(types)} ({HOW_TO_ADD})"
+    )
+
+
+def hf_model_types() -> set[str]:
+    """Every ``model_type`` some architecture reads."""
+    return {
+        kind
+        for name in get_registry().architectures.names()
+        for kind in get_architecture(name).hf_model_types
+    }
+
+
 def is_hf_dir(path: Path) -> bool:
     """Whether ``path`` is a directory holding a ``transformers``
     ``config.json`` of a known family (its ``model_type``; gptkit's own
     checkpoints have ``format: gptkit`` instead)."""
-    from gptkit.core.architectures import hf_model_types
-
     try:
         data = json.loads((path / CONFIG).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -57,15 +89,13 @@ def is_hf_dir(path: Path) -> bool:
 def read_hf_config(path: Path) -> tuple[GPTConfig, dict[str, Any]]:
     """The model config and the raw dict of a ``transformers`` ``config.json``,
     read by the architecture its ``model_type`` names."""
-    from gptkit.core.architectures import for_hf_config
-
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise GptkitError(f"cannot read {path}: {exc.strerror or exc}") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise GptkitError(f"{path} is not valid JSON: {exc}") from None
-    arch = for_hf_config(data, str(path))
+    arch = _architecture_for(data, str(path))
     return arch.config_from_hf(data, str(path)), data
 
 
