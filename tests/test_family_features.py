@@ -280,3 +280,80 @@ def test_served_completions_equal_generate(cli_run, checkpoint):
         assert "".join(c.choices[0].text for c in pieces) == row["completion"]
     finally:
         assert server.stop() == 0, server.log()
+
+
+def test_prepare_with_a_checkpoint_tokenizer_and_train_on_it(
+    cli_run, checkpoint, tmp_path, verdict_path
+):
+    """gptkit prepare --tokenizer writes the tokenizer's ids (documents ended
+    by its end-of-sequence id); a run on the prepared corpus takes that
+    tokenizer, and a run with another one is refused in one line."""
+    import numpy as np
+
+    from gptkit.core.token_files import open_tokens, read_meta
+    from gptkit.formats.hf_tokenizer import HFTokenizer
+
+    out = tmp_path / "prepared"
+    result = cli_run(
+        "prepare", str(verdict_path), "--out", str(out), "--tokenizer",
+        str(checkpoint), "--workers", "1", "--no-progress",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    meta = read_meta(out)
+    tok = HFTokenizer(checkpoint / "tokenizer.json")
+    assert meta["tokenizer"] == tok.spec and meta["dtype"] == "uint16"
+    assert meta["eot_token"] == tok.eos_id
+    text = verdict_path.read_text(encoding="utf-8")
+    expected = tok.backend.encode(text, add_special_tokens=False).ids
+    assert np.array_equal(np.asarray(open_tokens(out, meta)), np.asarray(expected))
+
+    run = tmp_path / "run"
+    trained = cli_run(
+        "train", "--preset", "qwen3-tiny", "--data", str(out), "--epochs", "1",
+        "--max-steps", "2", "--eval-freq", "2", "--eval-iter", "1",
+        "--batch-size", "2", "--out", str(run), "--logger", "jsonl",
+        "--device", "cpu", "--max-new-tokens", "2",
+    )  # fmt: skip
+    assert trained.exit_code == 0, trained.stderr
+    assert json.loads((run / "config.json").read_text())["tokenizer"] == tok.spec
+    assert_clean_error(
+        cli_run(
+            "train",
+            "--preset",
+            "tiny",
+            "--data",
+            str(out),
+            "--tokenizer",
+            "gpt2",
+            "--out",
+            str(tmp_path / "other"),
+        ),
+        "was prepared with tokenizer",
+    )
+
+
+def test_wide_vocabularies_are_stored_as_uint32(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from gptkit.core.token_files import open_tokens, read_meta
+    from gptkit.formats.prepared import prepare
+
+    words = {f"w{i}": i for i in range(70_000)}
+    words["<eos>"] = 70_000
+    tok = Tokenizer(models.WordLevel(vocab=words, unk_token="<eos>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    (tmp_path / "tok").mkdir()
+    tok.save(str(tmp_path / "tok" / "tokenizer.json"))
+    (tmp_path / "tok" / "tokenizer_config.json").write_text('{"eos_token": "<eos>"}')
+    (tmp_path / "a.txt").write_text(" ".join(f"w{i}" for i in range(69_990, 70_000)))
+    (tmp_path / "b.txt").write_text("w1 w2 w65537")
+    meta = prepare(
+        [str(tmp_path / "a.txt"), str(tmp_path / "b.txt")],
+        tmp_path / "out",
+        tokenizer=str(tmp_path / "tok"),
+        progress=False,
+        message=lambda _: None,
+    )
+    assert meta["dtype"] == "uint32"
+    ids = open_tokens(tmp_path / "out", read_meta(tmp_path / "out")).tolist()
+    assert ids == [*range(69_990, 70_000), 70_000, 1, 2, 65_537]

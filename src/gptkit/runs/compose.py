@@ -303,11 +303,29 @@ def build_trainer(
 
 def run_tokenizer(settings: TrainSettings, cfg: Any, loaded: Any) -> Any:
     """The tokenizer of a run: ``--tokenizer``, else the one of the weights it
-    starts from (their checkpoint's), else the family's default (GPT-2's)."""
-    from gptkit.formats.tokenizers import tokenizer_for
+    starts from (their checkpoint's), else a prepared corpus's, else the
+    family's default (GPT-2's). A prepared corpus of another tokenizer is
+    refused."""
+    from gptkit.formats.tokenizers import load_tokenizer, tokenizer_for
 
     extra = loaded.extra if loaded is not None else {}
-    return tokenizer_for(cfg, extra, settings.tokenizer)
+    spec = settings.tokenizer
+    prepared = None
+    if settings.data is not None:
+        from gptkit.core.token_files import read_meta
+
+        prepared = str(read_meta(Path(settings.data)).get("tokenizer", "gpt2"))
+        if spec is None and loaded is None:
+            spec = prepared
+    tokenizer = tokenizer_for(cfg, extra, spec)
+    if prepared is not None:
+        if load_tokenizer(prepared).fingerprint() != tokenizer.fingerprint():
+            raise SettingError(
+                f"{{data}} {settings.data} was prepared with tokenizer {prepared},"
+                f" the run uses {tokenizer.spec}; prepare it again with"
+                " --tokenizer, or train with that tokenizer"
+            )
+    return tokenizer
 
 
 def _load_data(
