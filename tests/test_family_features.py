@@ -357,3 +357,28 @@ def test_wide_vocabularies_are_stored_as_uint32(tmp_path):
     assert meta["dtype"] == "uint32"
     ids = open_tokens(tmp_path / "out", read_meta(tmp_path / "out")).tolist()
     assert ids == [*range(69_990, 70_000), 70_000, 1, 2, 65_537]
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_torch_thread")
+@pytest.mark.parametrize("preset", ["llama-tiny", "qwen3-tiny"])
+def test_compiled_greedy_equals_eager(preset):
+    import shutil
+
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        pytest.skip("Inductor on the CPU needs a C++ compiler")
+    from gptkit.core.config import get_preset
+    from gptkit.core.generate import generate_tokens
+    from gptkit.core.registry import get_registry
+    from gptkit.core.weights import build_model
+
+    torch.manual_seed(0)
+    cfg = get_preset(preset).replace(vocab_size=512, context_length=32)
+    model = build_model(cfg).eval()
+    greedy = get_registry().samplers.create("greedy")
+    prompts = [[1, 2, 3, 4], [5, 6]]
+    eager = generate_tokens(model, prompts, greedy, max_new_tokens=12, eos_id=None)
+    compiled = generate_tokens(
+        model, prompts, greedy, max_new_tokens=12, eos_id=None, compiled=True
+    )
+    assert [r.new_ids for r in compiled] == [r.new_ids for r in eager]
