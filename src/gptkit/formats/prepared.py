@@ -240,6 +240,8 @@ def tokenize_shard(shard: Shard, work: Path, tokenizer: str = "gpt2") -> dict[st
 
 def _worker(job: tuple[Shard, str, str]) -> tuple[int, dict[str, int]]:
     shard, work, tokenizer = job
+    if tokenizer == "gpt2":
+        return shard.index, tokenize_shard(shard, Path(work))
     return shard.index, tokenize_shard(shard, Path(work), tokenizer)
 
 
