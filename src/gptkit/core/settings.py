@@ -262,7 +262,7 @@ class ModelSettings(Settings):
     preset: str | None = setting(
         None,
         choices=PRESET_NAMES,
-        help="Model size preset (see README: Models).",
+        help="Model size preset (docs: Training and resume, Models).",
         default_help="mini",
     )
     context_length: int | None = setting(
