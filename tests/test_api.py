@@ -17,7 +17,6 @@ import pytest
 import gptkit
 from tests.conftest import REPO, put_in_hub_cache, save_transformers_gpt2
 
-
 API_PAGE = REPO / "docs" / "reference" / "python-api.md"
 
 

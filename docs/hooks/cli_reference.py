@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 
 MARKER = "<!-- gptkit-cli-reference -->"
-#: The help is rendered at this terminal width, the same for every reader.
+#: The help is rendered as a terminal of this many columns shows it (click
+#: wraps at two columns less), the same for every reader.
 COLUMNS = "80"
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -58,6 +59,7 @@ def help_text(path: list[str]) -> str:
         prog_name="gptkit",
         env={"COLUMNS": COLUMNS, "GPTKIT_LOAD_PLUGINS": ""},
         catch_exceptions=False,
+        terminal_width=int(COLUMNS) - 2,  # CliRunner would force 80
     )
     if result.exit_code != 0:
         raise RuntimeError(f"gptkit {' '.join(path)} --help failed: {result.output}")
@@ -84,7 +86,7 @@ def reference_markdown() -> str:
         reset_registry()
 
 
-def on_page_markdown(markdown: str, page, config, files) -> str:  # noqa: ARG001
+def on_page_markdown(markdown: str, page, config, files) -> str:
     if MARKER not in markdown:
         return markdown
     return markdown.replace(MARKER, reference_markdown())
