@@ -1,8 +1,9 @@
 """The shell and Python blocks of the tutorials and guides run as written (on a
 tiny configuration where a directive says so; see tests/doc_blocks.py), in page
 order, each page in its own directory that starts with what the quickstart
-leaves behind, ``runs/mini`` (a tiny model here), and a small ``notes/`` corpus. Blocks that cannot run here (a GPU, a download, several
-machines, hours of compute) are skipped with the reason their directive gives."""
+leaves behind, ``runs/mini`` (a tiny model here), and a small ``notes/``
+corpus. Blocks that cannot run here (a GPU, a download, several machines, hours
+of compute) are skipped with the reason their directive gives."""
 
 from __future__ import annotations
 
