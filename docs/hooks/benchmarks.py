@@ -110,6 +110,10 @@ def _title(result: dict[str, Any]) -> str:
 def _sampling_cell(row: dict[str, Any], rows: dict[str, dict[str, Any]]) -> str:
     speeds = _speeds(row)
     cell = f"{statistics.median(speeds):,.1f} (best {max(speeds):,.1f})"
+    base = rows.get(row.get("sampler", ""))
+    if base is not None and row["name"].startswith(base["name"] + " "):
+        ratio = statistics.median(speeds) / statistics.median(_speeds(base))
+        cell += f", {ratio:.2f}x {base['name']}"
     twin = rows.get(f"transformers {row['name']}")
     if twin is not None:
         ratio = statistics.median(speeds) / statistics.median(_speeds(twin))
@@ -150,8 +154,9 @@ def results_markdown(folder: Path = RESULTS) -> str:
             "",
             "tokens/s: the median of the timed repeats, the best in brackets;"
             + (
-                " ratios are medians against transformers' `generate` on the same"
-                " weights in the same run."
+                " ratios divide medians: a quantized row by its sampler's fp32 row,"
+                " a gptkit row by transformers' `generate` on the same weights in"
+                " the same run."
                 if sampling
                 else " ratios are medians against the book-style step in the same"
                 " run; MFU of the best repeat against the measured peak of the"
