@@ -187,6 +187,11 @@ class SearchStrategy(ComponentBase):
     def generate(self, model: Any, request: Any) -> Any:
         raise NotImplementedError
 
+    def sequences(self) -> int:
+        """Sequences decoded together per prompt (beam search: its beams), as a
+        server counts them against its batch."""
+        return 1
+
 
 # -- quantizers ---------------------------------------------------------------
 

@@ -8,7 +8,11 @@ A field declares its help text and bounds in ``metadata``::
             default=1.0, metadata={"help": "softmax temperature", "ge": 0.0}
         )
 
-Recognised metadata: ``help``, ``ge``, ``gt``, ``le``, ``lt``, ``choices``. Values
+Recognised metadata: ``help``, ``ge``, ``gt``, ``le``, ``lt``, ``choices``, and
+``resource`` for a value that names something to open (``"weights"``: a weights
+spec; any other kind: how to load one): an HTTP server never takes such a value
+from a request; a ``weights`` option may only name a model its operator loaded,
+which the component receives through ``use_resource(option, model)``. Values
 may be Python objects or strings from the command line (``-o temperature=0.8``);
 strings are converted to the field's type. A ``validate(self)`` method on the
 class runs last, for checks across fields.

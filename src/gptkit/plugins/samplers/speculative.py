@@ -53,7 +53,8 @@ class Speculative(SearchStrategy):
         draft: str = field(
             default="",
             metadata={
-                "help": "weights spec of the draft model (RUN_DIR, hf:gpt2, ...)"
+                "help": "weights spec of the draft model (RUN_DIR, hf:gpt2, ...)",
+                "resource": "weights",
             },
         )
         k: int = field(
@@ -71,7 +72,11 @@ class Speculative(SearchStrategy):
             metadata={"help": "nucleus probability mass", "gt": 0.0, "le": 1.0},
         )
         draft_quantize: str | None = field(
-            default=None, metadata={"help": "quantize the draft (int8, int4, ...)"}
+            default=None,
+            metadata={
+                "help": "quantize the draft (int8, int4, ...)",
+                "resource": "load",
+            },
         )
 
     def __init__(self, options: Any = None, **kwargs: Any) -> None:
@@ -89,6 +94,13 @@ class Speculative(SearchStrategy):
         strategy = cls(**options)
         strategy._draft = draft.eval()
         return strategy
+
+    def use_resource(self, option: str, value: Any) -> None:
+        """The model a server loaded for ``draft`` (requests name a draft, the
+        server hands it over; nothing is opened per request)."""
+        if option != "draft":
+            raise GptkitError(f"the speculative sampler has no resource {option!r}")
+        self._draft = value.eval()
 
     def stats(self) -> dict[str, float | int]:
         """Totals since creation: rounds, proposed and accepted draft tokens,
