@@ -16,6 +16,7 @@ import pytest
 from gptkit import hookimpl
 from gptkit.core import hookspecs
 from gptkit.core.interfaces import (
+    Architecture,
     Component,
     Corpus,
     Logger,
@@ -139,6 +140,22 @@ def test_hook_register_quantizers():
     assert reg.quantizers.entry("int8").plugin == "gptkit.plugins.quantizers"
 
 
+class Toy(Architecture):
+    name = "toy"
+    summary = "test family"
+    hf_model_types = ("toy",)
+
+
+def test_hook_register_architectures():
+    reg = build_registry(
+        entry_points=False,
+        extra_plugins={"p": plugin(register_architectures=[f"{__name__}:Toy"])},
+    )
+    assert reg.architectures.get("toy") is Toy
+    assert reg.architectures.names()[:3] == ["gpt2", "llama", "qwen3"]
+    assert reg.architectures.entry("llama").plugin == "gptkit.plugins.architectures"
+
+
 def test_hook_register_commands():
     from gptkit.core.registry import add_plugin_commands
 
@@ -161,7 +178,7 @@ def test_hook_register_commands():
 
 def test_hooks_have_tests():
     names = [n for n in dir(hookspecs) if n.startswith("register_")]
-    assert len(names) == 7
+    assert len(names) == 8
     for name in names:
         assert f"test_hook_{name}" in globals(), f"hook {name} has no test"
 

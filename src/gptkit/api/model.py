@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from gptkit.core.config import GPTConfig
     from gptkit.core.model import GPTModel
     from gptkit.core.text import TextResult
+    from gptkit.core.tokenizer import Tokenizer
 
 
 def load(weights: str | None = None, /, **settings: Any) -> LanguageModel:
@@ -44,10 +45,21 @@ class LanguageModel:
     ``config``, ``device`` and ``dtype`` describe it.
     """
 
-    def __init__(self, model: GPTModel, *, spec: str, settings: LoadSettings) -> None:
+    def __init__(
+        self,
+        model: GPTModel,
+        *,
+        spec: str,
+        settings: LoadSettings,
+        tokenizer: Tokenizer | None = None,
+    ) -> None:
+        from gptkit.core.tokenizer import gpt2_tokenizer
+
         self.model = model.eval()
         self.spec = spec
         self.settings = settings
+        #: The model's tokenizer (the checkpoint's own; GPT-2's for GPT-2).
+        self.tokenizer = tokenizer or gpt2_tokenizer()
 
     @classmethod
     def from_settings(cls, settings: LoadSettings) -> LanguageModel:
@@ -58,11 +70,12 @@ class LanguageModel:
         from gptkit.core.device import resolve_device, resolve_dtype
         from gptkit.core.loading import model_from_spec
         from gptkit.core.weights import build_model
+        from gptkit.formats.tokenizers import check_vocabulary, tokenizer_for
 
         device = resolve_device(settings.device)
         dtype = resolve_dtype(settings.dtype)
         if settings.weights is not None:
-            model, _ = model_from_spec(
+            model, loaded = model_from_spec(
                 settings.weights,
                 device=device,
                 dtype=dtype,
@@ -70,12 +83,17 @@ class LanguageModel:
                 quantize=settings.quantize,
             )
             spec = settings.weights
+            tokenizer = tokenizer_for(model.cfg, loaded.extra, settings.tokenizer)
+            check_vocabulary(model.cfg, tokenizer, spec)
         else:
             from gptkit.runs.preflight import check_memory, model_estimate
 
             cfg = get_preset(settings.preset_name()).replace(
                 **settings.model_overrides()
             )
+            tokenizer = tokenizer_for(cfg, None, settings.tokenizer)
+            if tokenizer.n_vocab != cfg.vocab_size:  # a new model takes its ids
+                cfg = cfg.replace(vocab_size=tokenizer.n_vocab)
             check_memory(
                 model_estimate(cfg, dtype=settings.dtype),
                 device,
@@ -89,7 +107,7 @@ class LanguageModel:
 
                 quantize_model(model, settings.quantize)
             spec = f"random init ({settings.preset_name()}, seed {seed})"
-        return cls(model, spec=spec, settings=settings)
+        return cls(model, spec=spec, settings=settings, tokenizer=tokenizer)
 
     # -- what it is ------------------------------------------------------------
 
@@ -118,18 +136,13 @@ class LanguageModel:
             f" {self.device})"
         )
 
-    @staticmethod
-    def encode(text: str) -> list[int]:
-        """GPT-2 token ids of ``text`` (``<|endoftext|>`` allowed)."""
-        from gptkit.core.tokenizer import encode
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text`` by the model's tokenizer (special tokens such
+        as ``<|endoftext|>`` allowed)."""
+        return self.tokenizer.encode(text)
 
-        return encode(text)
-
-    @staticmethod
-    def decode(ids: Sequence[int]) -> str:
-        from gptkit.core.tokenizer import decode
-
-        return decode(list(ids))
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids))
 
     # -- generation --------------------------------------------------------------
 
@@ -255,6 +268,7 @@ class LanguageModel:
             "seed": chosen.seed,
             "truncate": chosen.truncate,
             "compiled": self.settings.compile,
+            "tokenizer": self.tokenizer,
             **choice.engine,
         }
         return choice.sampler, kwargs
@@ -336,7 +350,8 @@ class LanguageModel:
         )
         check_memory(estimate, self.device, max_memory=self.settings.max_memory)
         data = make_loaders(
-            load_text(chosen.corpus_names()),
+            load_text(chosen.corpus_names(), self.tokenizer),
+            tokenizer=self.tokenizer,
             context_length=context,
             batch_size=chosen.batch_size,
             stride=chosen.stride,

@@ -30,7 +30,16 @@ def read_prompts(prompts: tuple[str, ...]) -> list[str]:
 @click.argument("prompts", nargs=-1)
 @settings_options(
     LoadSettings,
-    only=("weights", "n_heads", "dtype", "device", "quantize", "compile", "max_memory"),
+    only=(
+        "weights",
+        "n_heads",
+        "tokenizer",
+        "dtype",
+        "device",
+        "quantize",
+        "compile",
+        "max_memory",
+    ),
 )
 @settings_options(GenerateSettings)
 @click.option("--stream", is_flag=True, help="Print text as it is generated.")

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from gptkit.core.order import DataOrder
-from gptkit.core.tokenizer import ENDOFTEXT, encode
+from gptkit.core.tokenizer import ENDOFTEXT, Tokenizer, encode
 from gptkit.errors import GptkitError, SettingError
 
 
@@ -53,14 +53,18 @@ def _exists(path: Path) -> bool:
         return False
 
 
-def load_text(specs: Sequence[str]) -> str:
-    """All documents of all corpora, joined with ``<|endoftext|>``."""
-    return load_corpora(specs)[0]
+def load_text(specs: Sequence[str], tokenizer: Tokenizer | None = None) -> str:
+    """All documents of all corpora, joined with ``<|endoftext|>`` (the
+    tokenizer's end-of-sequence token)."""
+    return load_corpora(specs, tokenizer)[0]
 
 
-def load_corpora(specs: Sequence[str]) -> tuple[str, str]:
+def load_corpora(
+    specs: Sequence[str], tokenizer: Tokenizer | None = None
+) -> tuple[str, str]:
     """(text, sample prompt): the joined documents and the first corpus's
-    suggested prompt for per-epoch samples."""
+    suggested prompt for per-epoch samples. Documents are separated by the
+    tokenizer's end-of-sequence token (GPT-2's ``<|endoftext|>`` by default)."""
     if not specs:
         raise SettingError("give at least one {corpus}")
     docs: list[str] = []
@@ -69,7 +73,8 @@ def load_corpora(specs: Sequence[str]) -> tuple[str, str]:
         docs.extend(corpus.documents())  # type: ignore[attr-defined]
     if not docs or not any(d.strip() for d in docs):
         raise GptkitError(f"corpus {', '.join(specs)} is empty")
-    return ENDOFTEXT.join(docs), resolved[0][1].sample_prompt  # type: ignore[attr-defined]
+    separator = ENDOFTEXT if tokenizer is None else tokenizer.separator
+    return separator.join(docs), resolved[0][1].sample_prompt  # type: ignore[attr-defined]
 
 
 class TokenWindows(torch.utils.data.Dataset):
@@ -266,8 +271,10 @@ def make_loaders(
     rank: int = 0,
     world_size: int = 1,
     order: str = "seeded",
+    tokenizer: Tokenizer | None = None,
 ) -> DataSplits:
-    """Split, tokenize and window ``text``; check there is enough of it.
+    """Split, tokenize (GPT-2's tokenizer unless ``tokenizer``) and window
+    ``text``; check there is enough of it.
 
     ``order``: ``seeded`` (a permutation per epoch from ``seed``: any number of
     processes) or ``book`` (the book's DataLoader shuffling, exactly)."""
@@ -278,8 +285,9 @@ def make_loaders(
     _check_batching(batch_size, stride)
     stride = stride or context_length
     split = int(train_ratio * len(text))
-    train_ids = torch.tensor(encode(text[:split]), dtype=torch.long)
-    val_ids = torch.tensor(encode(text[split:]), dtype=torch.long)
+    tokens = encode if tokenizer is None else tokenizer.encode
+    train_ids = torch.tensor(tokens(text[:split]), dtype=torch.long)
+    val_ids = torch.tensor(tokens(text[split:]), dtype=torch.long)
     _check_length(len(train_ids), len(val_ids), context_length)
     return _splits(
         TokenWindows(train_ids, context_length, stride),

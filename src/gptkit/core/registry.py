@@ -26,6 +26,7 @@ from gptkit._version import __version__
 from gptkit.core import hookspecs
 from gptkit.core.interfaces import (
     NAME_PATTERN,
+    Architecture,
     Component,
     ComponentBase,
     Corpus,
@@ -47,6 +48,7 @@ BUILTIN_PLUGINS = (
     "gptkit.plugins.loggers",
     "gptkit.plugins.corpora",
     "gptkit.plugins.quantizers",
+    "gptkit.plugins.architectures",
 )
 ENTRY_POINT_GROUP = "gptkit"
 
@@ -58,6 +60,7 @@ KINDS: dict[str, tuple[str, tuple[type, ...], str]] = {
     "loggers": ("register_loggers", (Logger,), "logger"),
     "corpora": ("register_corpora", (Corpus,), "corpus"),
     "quantizers": ("register_quantizers", (Quantizer,), "quantizer"),
+    "architectures": ("register_architectures", (Architecture,), "architecture"),
 }
 
 
@@ -177,6 +180,7 @@ class Registry:
         self.loggers = ComponentSet("loggers")
         self.corpora = ComponentSet("corpora")
         self.quantizers = ComponentSet("quantizers")
+        self.architectures = ComponentSet("architectures")
         self.plugins: list[PluginInfo] = []
         self.errors: list[PluginLoadError] = []
 

@@ -214,8 +214,12 @@ def build_trainer(
     else:
         cfg = get_preset(settings.preset_name()).replace(**settings.model_overrides())
         preset = settings.preset_name()
+    tokenizer = run_tokenizer(settings, cfg, loaded)
+    if loaded is None and tokenizer.n_vocab != cfg.vocab_size:
+        # A new model's vocabulary is its tokenizer's.
+        cfg = cfg.replace(vocab_size=tokenizer.n_vocab)
     check_training_memory(settings, cfg, device, dist, weights_loaded=bool(loaded))
-    data, corpus_names, corpus_prompt = _load_data(settings, cfg, dist)
+    data, corpus_names, corpus_prompt = _load_data(settings, cfg, dist, tokenizer)
 
     torch.manual_seed(settings.seed)  # the book seeds right before building the model
     state = fit_context(loaded.state_dict, cfg) if loaded is not None else None
@@ -234,6 +238,7 @@ def build_trainer(
         "gptkit_version": __version__,
         "preset": preset,
         "model": cfg.to_dict(),
+        **({} if tokenizer.spec == "gpt2" else {"tokenizer": tokenizer.spec}),
         "data": {
             "corpus": corpus_names,
             "prepared": settings.data is not None,
@@ -282,6 +287,7 @@ def build_trainer(
         run_dir=run_dir,
         run_config=run_config,
         dist=dist,
+        tokenizer=tokenizer,
     )
     run_config["steps_per_epoch"] = trainer.steps_per_epoch
     run_config["total_steps"] = trainer.total_steps
@@ -295,8 +301,35 @@ def build_trainer(
     return trainer
 
 
+def run_tokenizer(settings: TrainSettings, cfg: Any, loaded: Any) -> Any:
+    """The tokenizer of a run: ``--tokenizer``, else the one of the weights it
+    starts from (their checkpoint's), else a prepared corpus's, else the
+    family's default (GPT-2's). A prepared corpus of another tokenizer is
+    refused."""
+    from gptkit.formats.tokenizers import load_tokenizer, tokenizer_for
+
+    extra = loaded.extra if loaded is not None else {}
+    spec = settings.tokenizer
+    prepared = None
+    if settings.data is not None:
+        from gptkit.core.token_files import read_meta
+
+        prepared = str(read_meta(Path(settings.data)).get("tokenizer", "gpt2"))
+        if spec is None and loaded is None:
+            spec = prepared
+    tokenizer = tokenizer_for(cfg, extra, spec)
+    if prepared is not None:
+        if load_tokenizer(prepared).fingerprint() != tokenizer.fingerprint():
+            raise SettingError(
+                f"{{data}} {settings.data} was prepared with tokenizer {prepared},"
+                f" the run uses {tokenizer.spec}; prepare it again with"
+                " --tokenizer, or train with that tokenizer"
+            )
+    return tokenizer
+
+
 def _load_data(
-    settings: TrainSettings, cfg: GPTConfig, dist: DistContext
+    settings: TrainSettings, cfg: GPTConfig, dist: DistContext, tokenizer: Any = None
 ) -> tuple[Any, list[str], str]:
     """The data splits, the corpus names and the corpus's sample prompt."""
     from gptkit.core.data import load_corpora, make_loaders, make_prepared_loaders
@@ -313,10 +346,11 @@ def _load_data(
             **shard,
         )
         return data, [str(settings.data)], Corpus.sample_prompt
-    text, prompt = load_corpora(settings.corpus_names())
+    text, prompt = load_corpora(settings.corpus_names(), tokenizer)
     order = data_order(settings, dist)
     data = make_loaders(
         text,
+        tokenizer=tokenizer,
         context_length=cfg.context_length,
         batch_size=settings.batch_size,
         stride=settings.stride,

@@ -70,13 +70,13 @@ def restore(trainer: Trainer, run_dir: Path, cfg: GPTConfig, dist: Any) -> None:
         recover_incomplete,
         set_aside,
     )
-    from gptkit.core.config import GPTConfig
+    from gptkit.core.config import model_config_from_dict
 
     checkpoints = run_dir / "checkpoints"
     point = ResumePoint(None)
     for ckpt in reversed(list_checkpoints(checkpoints)):
         try:
-            saved_cfg = GPTConfig.from_dict(read_config(ckpt)["model"])
+            saved_cfg = model_config_from_dict(read_config(ckpt)["model"])
         except GptkitError as exc:
             point.damaged.append((ckpt, str(exc)))
             continue

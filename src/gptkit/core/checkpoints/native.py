@@ -33,7 +33,7 @@ from gptkit.core.checkpoints.layout import (
     read_config,
 )
 from gptkit.core.checkpoints.sharded import load_consolidated
-from gptkit.core.config import GPTConfig
+from gptkit.core.config import GPTConfig, model_config_from_dict
 from gptkit.errors import GptkitError
 from gptkit.system.storage import (
     StorageError,
@@ -132,7 +132,7 @@ def load_checkpoint(ckpt_dir: Path) -> tuple[GPTConfig, dict[str, torch.Tensor],
     """Config, weights (CPU) and the config.json metadata of a checkpoint
     (a sharded one's weights consolidated from its shards)."""
     meta = read_config(ckpt_dir)
-    cfg = GPTConfig.from_dict(meta["model"])
+    cfg = model_config_from_dict(meta["model"])
     if is_sharded_checkpoint(ckpt_dir):
         return cfg, load_consolidated(ckpt_dir, cfg), meta
     try:

@@ -193,6 +193,15 @@ class TrainerCheckpoints:
             options=full,
         )
 
+    def _checkpoint_info(self) -> dict[str, Any]:
+        """What a checkpoint's config.json records besides the model: the
+        epoch, the tokens seen and (another than GPT-2's) the tokenizer."""
+        info: dict[str, Any] = {"epoch": self.epoch, "tokens_seen": self.tokens_seen}
+        spec = getattr(getattr(self, "tokenizer", None), "spec", "gpt2")
+        if spec != "gpt2":
+            info["tokenizer"] = spec
+        return info
+
     def save(self) -> Path | None:
         """Write a checkpoint (rank 0, or every process for a sharded one);
         every process learns whether it worked."""
@@ -209,7 +218,7 @@ class TrainerCheckpoints:
                 self.cfg,
                 trainer_state=self._loop_state(),
                 dist=self.dist,
-                info={"epoch": self.epoch, "tokens_seen": self.tokens_seen},
+                info=self._checkpoint_info(),
                 keep_last=self.settings.keep_last,
             )
             self.last_checkpoint = path
@@ -226,7 +235,7 @@ class TrainerCheckpoints:
                     self.model,
                     self.cfg,
                     trainer_state=state,
-                    info={"epoch": self.epoch, "tokens_seen": self.tokens_seen},
+                    info=self._checkpoint_info(),
                     keep_last=self.settings.keep_last,
                 )
                 outcome = (str(path), None)
