@@ -8,12 +8,13 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, overload
 
 from gptkit.core.settings import EvalSettings, GenerateSettings, LoadSettings
-from gptkit.errors import SettingError
+from gptkit.errors import GptkitError, SettingError
 
 if TYPE_CHECKING:
     import torch
 
     from gptkit.core.config import GPTConfig
+    from gptkit.core.interfaces import PromptStyle
     from gptkit.core.model import GPTModel
     from gptkit.core.text import TextResult
     from gptkit.core.tokenizer import Tokenizer
@@ -52,6 +53,7 @@ class LanguageModel:
         spec: str,
         settings: LoadSettings,
         tokenizer: Tokenizer | None = None,
+        prompt_style: dict[str, Any] | None = None,
     ) -> None:
         from gptkit.core.tokenizer import gpt2_tokenizer
 
@@ -60,6 +62,9 @@ class LanguageModel:
         self.settings = settings
         #: The model's tokenizer (the checkpoint's own; GPT-2's for GPT-2).
         self.tokenizer = tokenizer or gpt2_tokenizer()
+        #: The prompt style a finetuned model recorded (``{"name", "options"}``),
+        #: or None.
+        self.prompt_style_record = prompt_style
 
     @classmethod
     def from_settings(cls, settings: LoadSettings) -> LanguageModel:
@@ -74,7 +79,10 @@ class LanguageModel:
 
         device = resolve_device(settings.device)
         dtype = resolve_dtype(settings.dtype)
+        style = None
         if settings.weights is not None:
+            from gptkit.runs.finetune import recorded_style
+
             model, loaded = model_from_spec(
                 settings.weights,
                 device=device,
@@ -85,6 +93,7 @@ class LanguageModel:
             spec = settings.weights
             tokenizer = tokenizer_for(model.cfg, loaded.extra, settings.tokenizer)
             check_vocabulary(model.cfg, tokenizer, spec)
+            style = recorded_style(loaded.extra)
         else:
             from gptkit.runs.preflight import check_memory, model_estimate
 
@@ -107,7 +116,9 @@ class LanguageModel:
 
                 quantize_model(model, settings.quantize)
             spec = f"random init ({settings.preset_name()}, seed {seed})"
-        return cls(model, spec=spec, settings=settings, tokenizer=tokenizer)
+        return cls(
+            model, spec=spec, settings=settings, tokenizer=tokenizer, prompt_style=style
+        )
 
     # -- what it is ------------------------------------------------------------
 
@@ -273,7 +284,123 @@ class LanguageModel:
         }
         return choice.sampler, kwargs
 
+    # -- instructions and chat ------------------------------------------------------
+
+    @property
+    def prompt_style(self) -> PromptStyle:
+        """The prompt style the model was finetuned with (an error for a model
+        that has none)."""
+        from gptkit.runs.finetune import style_from_record
+
+        if self.prompt_style_record is None:
+            raise GptkitError(
+                f"{self.spec} has no prompt style (it was not finetuned with"
+                " gptkit finetune); chat needs an instruction-finetuned model"
+            )
+        return style_from_record(self.prompt_style_record)
+
+    def chat_prompt(self, messages: Sequence[dict[str, str]]) -> str:
+        """The prompt of the next reply to ``messages`` in the model's style."""
+        return self.prompt_style.chat_prompt([dict(m) for m in messages])
+
+    def chat_settings(self, settings: dict[str, Any]) -> dict[str, Any]:
+        """Generation keywords for a reply: the style's stop strings added,
+        greedy (the book's) unless a sampler is asked for, 256 new tokens unless
+        given."""
+        stop = tuple(settings.get("stop") or ()) + self.prompt_style.stop
+        return {"max_new_tokens": 256, **settings, "stop": stop}
+
+    def chat(self, messages: Sequence[dict[str, str]], **settings: Any) -> str:
+        """The model's reply to a conversation (``[{"role": "user", "content":
+        ...}, ...]``), in its prompt style; keywords as :meth:`generate`.
+
+        >>> lm = gptkit.load("runs/sft")  # doctest: +SKIP
+        >>> lm.chat([{"role": "user", "content": "Name a color."}])  # doctest: +SKIP
+        """
+        prompt = self.chat_prompt(messages)
+        text = self.generate(prompt, **self.chat_settings(settings))
+        return self.clean_reply(str(text))
+
+    def clean_reply(self, text: str) -> str:
+        """A generated reply without the style's stop strings and headers."""
+        style = self.prompt_style
+        for stop in style.stop:
+            text = text.split(stop)[0]
+        return style.clean_response(text)
+
+    def stream_chat(
+        self, messages: Sequence[dict[str, str]], **settings: Any
+    ) -> Iterator[str]:
+        """The reply to ``messages`` piece by piece (the pieces add up to the
+        raw reply; :meth:`clean_reply` tidies it)."""
+        prompt = self.chat_prompt(messages)
+        yield from self.stream(prompt, **self.chat_settings(settings))
+
     # -- evaluation --------------------------------------------------------------
+
+    def evaluate_instructions(
+        self,
+        data: str,
+        *,
+        batch_size: int = 8,
+        train_ratio: float = 0.85,
+        test_ratio: float = 0.1,
+    ) -> dict[str, Any]:
+        """The loss and perplexity of the responses of ``data``'s test split
+        (the book's split), prompts masked out of the loss, in the model's
+        prompt style (``alpaca`` for a model without one): the mean
+        cross-entropy over every response token and its ``<|endoftext|>``."""
+        import math
+
+        import torch
+        import torch.nn.functional as F
+
+        from gptkit.formats.instruction_batches import (
+            IGNORE_INDEX,
+            InstructionCollator,
+            InstructionDataset,
+        )
+        from gptkit.formats.instructions import read_instruction_data, split_records
+        from gptkit.runs.finetune import resolve_style, style_from_record
+
+        style = (
+            style_from_record(self.prompt_style_record)
+            if self.prompt_style_record is not None
+            else resolve_style(None, None)
+        )
+        records = read_instruction_data(data).records
+        test = split_records(records, train_ratio, test_ratio).test
+        if not test:
+            raise SettingError(f"{data}: the test split is empty; use more records")
+        context = self.config.context_length
+        dataset = InstructionDataset(test, style, context)
+        collate = InstructionCollator(allowed_max_length=context, mask_prompt=True)
+        total, count = 0.0, 0
+        with torch.no_grad():
+            for start in range(0, len(dataset), batch_size):
+                inputs, targets = collate(
+                    [
+                        dataset[i]
+                        for i in range(start, min(len(dataset), start + batch_size))
+                    ]
+                )
+                logits = self.model(inputs.to(self.device)).float()  # (B, T, V)
+                targets = targets.to(self.device)
+                total += F.cross_entropy(
+                    logits.flatten(0, 1), targets.flatten(), reduction="sum"
+                ).item()
+                count += int((targets != IGNORE_INDEX).sum())
+        loss = total / count
+        return {
+            "weights": self.spec,
+            "data": data,
+            "prompt_style": style.name,
+            "test_records": len(dataset),
+            "skipped": dataset.skipped,
+            "response_tokens": count,
+            "test_loss": loss,
+            "test_perplexity": math.exp(loss) if loss < 700 else float("inf"),
+        }
 
     def loss(self, text: str) -> float:
         """Mean next-token cross-entropy of ``text`` (nats per token), over
@@ -382,3 +509,17 @@ class LanguageModel:
             "train_perplexity": perplexity(train_loss),
             "val_perplexity": perplexity(val_loss),
         }
+
+
+def remember_style(lm: LanguageModel) -> None:
+    """Keep ``lm``'s prompt style with its module (for code that is handed
+    the module alone, such as the server's engine)."""
+    lm.model.prompt_style_record = lm.prompt_style_record  # type: ignore[assignment]
+
+
+def style_of(model: Any) -> PromptStyle | None:
+    """The prompt style :func:`remember_style` kept with ``model``, if any."""
+    from gptkit.runs.finetune import style_from_record
+
+    record = getattr(model, "prompt_style_record", None)
+    return None if record is None else style_from_record(record)

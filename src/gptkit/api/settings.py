@@ -16,11 +16,13 @@ from gptkit.core.settings import (
     all_settings_flags,
     flag_of,
 )
+from gptkit.runs.finetune import FinetuneSettings
 
 __all__ = [
     "DEVICES",
     "PRESET_NAMES",
     "EvalSettings",
+    "FinetuneSettings",
     "GenerateSettings",
     "LoadSettings",
     "Settings",

@@ -10,6 +10,7 @@ drop the last partial batch; validation batches are neither shuffled nor dropped
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -391,12 +392,15 @@ def _splits(
     characters: int,
     total_tokens: int,
     order: str = "seeded",
+    collate_fn: Any = None,
 ) -> DataSplits:
-    """The loaders over two window datasets (see :class:`DataSplits`)."""
+    """The loaders over two window datasets (see :class:`DataSplits`), or other
+    datasets with a ``context_length`` (instruction examples: ``collate_fn``)."""
     if order == "book":
         return _book_splits(
-            train_set, val_set, batch_size, characters, total_tokens, world_size, lazy
-        )
+            train_set, val_set, batch_size, characters, total_tokens, world_size, lazy,
+            collate_fn,
+        )  # fmt: skip
     n_train = len(train_set)  # type: ignore[arg-type]
     context_length = train_set.context_length  # type: ignore[attr-defined]
     if n_train // world_size < batch_size:
@@ -416,7 +420,7 @@ def _splits(
         dataset: torch.utils.data.Dataset, size: int, **kwargs: object
     ) -> torch.utils.data.DataLoader:
         return torch.utils.data.DataLoader(
-            dataset, batch_size=size, generator=torch.Generator(), **kwargs
+            dataset, size, generator=torch.Generator(), collate_fn=collate_fn, **kwargs
         )
 
     global_batch = batch_size * world_size
@@ -444,10 +448,13 @@ def _book_splits(
     total_tokens: int,
     world_size: int,
     lazy: bool,
+    collate_fn: Any = None,
 ) -> DataSplits:
     """The book's loaders: shuffled with the global RNG (see core/order.py); the
     evaluation reads the first eval_iter batches of another shuffled pass."""
     from gptkit.core.order import BookOrderSampler
+
+    DataLoader = functools.partial(torch.utils.data.DataLoader, collate_fn=collate_fn)
 
     if world_size > 1 or lazy:
         raise SettingError(
@@ -462,18 +469,18 @@ def _book_splits(
             f" tokens make no full batch of {{batch_size}} {batch_size}"
         )
     sampler = BookOrderSampler(n_train)
-    train_loader = torch.utils.data.DataLoader(
+    train_loader = DataLoader(
         train_set, batch_size=batch_size, sampler=sampler, drop_last=True
     )
     return DataSplits(
         train_loader=train_loader,
-        train_eval_loader=torch.utils.data.DataLoader(
+        train_eval_loader=DataLoader(
             train_set,
             batch_size=batch_size,
             sampler=BookOrderSampler(n_train),
             drop_last=True,
         ),
-        val_loader=torch.utils.data.DataLoader(
+        val_loader=DataLoader(
             val_set, batch_size=batch_size, shuffle=False, drop_last=False
         ),
         train_sampler=sampler,  # type: ignore[arg-type]

@@ -391,6 +391,9 @@ class DataSettings(Settings):
 class TrainSettings(DataSettings, ModelSettings):
     """Everything ``gptkit train`` / :func:`gptkit.train` takes."""
 
+    #: The command that writes such runs (recorded in config.json).
+    job: ClassVar[str] = "train"
+
     data: str | None = setting(
         None,
         metavar="DIR",
@@ -593,6 +596,12 @@ class EvalSettings(DataSettings, LoadSettings):
         123, help="Seed of a random init (without weights) and of the data order."
     )
     compile: bool = setting(False, cli=False, help="Unused by evaluation.")
+    data: str | None = setting(
+        None,
+        metavar="PATH|NAME",
+        help="Instruction data instead of a corpus: the response-only loss of its"
+        " test split (the book's 85/10/5) in the model's prompt style.",
+    )
 
 
 @dataclass

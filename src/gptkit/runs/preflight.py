@@ -128,9 +128,11 @@ def training_estimate(
     precision: str = "fp32",
     device_type: str = "cpu",
     weights_loaded: bool = False,
+    trainable: int | None = None,
 ) -> MemoryEstimate:
     """Weights (unless ``weights_loaded``: already in memory), gradients and
-    AdamW's moments (fp32), the activations kept for the backward pass of one
+    AdamW's moments (fp32) of the ``trainable`` parameters (an adapter's; all
+    by default), the activations kept for the backward pass of one
     micro-batch of ``batch_size`` x ``context_length`` tokens, and its
     logits."""
     est = MemoryEstimate("training")
@@ -139,7 +141,15 @@ def training_estimate(
     model = _model_settings(cfg)
     if not weights_loaded:
         est.add("weights", 4 * n, f"{n:,} parameters", *model)
-    est.add("gradients and AdamW state", 12 * n, "", *model)
+    if trainable is None:
+        est.add("gradients and AdamW state", 12 * n, "", *model)
+    else:
+        est.add(
+            "adapter, its gradients and AdamW state",
+            16 * trainable,
+            f"{trainable:,} trainable parameters",
+            "lora",
+        )
     act_bytes = 4 if precision == "fp32" else 2
     tokens = b * s
     # Korthikanti et al.: ~34·d values per token and layer at 16 bits.

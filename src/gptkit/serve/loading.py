@@ -25,9 +25,10 @@ def load_model(settings: LoadSettings) -> tuple[GPTModel, str]:
 
 def load_language_model(settings: LoadSettings) -> tuple[LanguageModel, str]:
     """(the model with its tokenizer, the name clients use for it)."""
-    from gptkit.api.model import LanguageModel
+    from gptkit.api.model import LanguageModel, remember_style
 
     lm = LanguageModel.from_settings(settings)
+    remember_style(lm)  # /v1/chat/completions formats messages in it
     if settings.weights is not None:
         return lm, default_name(settings.weights)
     return lm, settings.preset_name()

@@ -50,7 +50,11 @@ from gptkit.system.storage import (
 
 
 def model_tensors(model: torch.nn.Module, cfg: GPTConfig) -> dict[str, torch.Tensor]:
-    """The state dict to store: parameters only, a tied head stored once."""
+    """The state dict to store: parameters only, a tied head stored once; an
+    adapted model's (LoRA) trainable tensors only."""
+    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    if len(trainable) < len(list(model.parameters())):  # an adapter's, alone
+        return {n: p.detach().contiguous() for n, p in trainable.items()}
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     return cfg.without_tied(state)
 

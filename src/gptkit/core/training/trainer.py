@@ -153,7 +153,7 @@ class Trainer(TrainerCheckpoints):
         # FSDP's grad scaler and the fused AdamW disagree on a tensor shape
         # (torch 2.13); fp16 with FSDP takes the multi-tensor AdamW.
         self.optimizer = make_adamw(
-            model.parameters(),
+            [p for p in model.parameters() if p.requires_grad],  # adapters: theirs
             lr=settings.lr,
             weight_decay=settings.weight_decay,
             fused=not (self.sharded and self.scaler.is_enabled()),
@@ -178,6 +178,9 @@ class Trainer(TrainerCheckpoints):
         self.partially_restored = False  # a failed restore changed the model
         self._saved_step = -1  # the step of last_checkpoint
         self.stop_requested = False
+        #: Recorded in every checkpoint's config.json (a finetuned model's
+        #: prompt style, so that whatever loads it applies it).
+        self.checkpoint_info: dict[str, Any] = {}
 
     # -- set-up ----------------------------------------------------------------
 
@@ -299,7 +302,7 @@ class Trainer(TrainerCheckpoints):
                 y.to(self.device).flatten(),
                 reduction="sum",
             ).item()
-            sums[i, 1] = y.numel()
+            sums[i, 1] = (y != -100).sum().item()  # padding targets are ignored
         sums = all_reduce_sum(sums, self.device)
         if count == 0:
             return float("nan")

@@ -39,4 +39,8 @@ class NativeLoader(WeightLoader):
     def load(self, location: str) -> LoadedWeights:
         ckpt = resolve_checkpoint_dir(Path(location).expanduser())
         cfg, state, meta = load_checkpoint(ckpt)
+        if meta.get("adapter"):  # a LoRA run: its base, with the adapter merged
+            from gptkit.formats.adapters import merged_state
+
+            state = merged_state(cfg, state, meta["adapter"])
         return LoadedWeights(cfg, state, source=str(ckpt), extra={"checkpoint": meta})
