@@ -370,8 +370,8 @@ BAD = [
 
 def expected_text(model, request: dict, choice: int) -> tuple[str, str]:
     """(text, finish reason) of one choice, generated alone in this process."""
+    from gptkit.api.text import generate_text
     from gptkit.core.registry import get_registry
-    from gptkit.core.text import generate_text
     from gptkit.serve.sampling import openai_choice
 
     shortcuts = {k: request[k] for k in ("temperature", "top_p") if k in request}

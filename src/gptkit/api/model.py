@@ -7,16 +7,16 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, overload
 
-from gptkit.core.settings import EvalSettings, GenerateSettings, LoadSettings
+from gptkit.api.settings import EvalSettings, GenerateSettings, LoadSettings
 from gptkit.errors import GptkitError, SettingError
 
 if TYPE_CHECKING:
     import torch
 
+    from gptkit.api.text import TextResult
     from gptkit.core.config import GPTConfig
     from gptkit.core.interfaces import PromptStyle
     from gptkit.core.model import GPTModel
-    from gptkit.core.text import TextResult
     from gptkit.core.tokenizer import Tokenizer
 
 
@@ -25,7 +25,7 @@ def load(weights: str | None = None, /, **settings: Any) -> LanguageModel:
     ``"book:model.pth"``, a checkpoint directory), or a random init of
     ``preset`` (seeded by ``seed``) when no weights are given.
 
-    Keywords are :class:`~gptkit.core.settings.LoadSettings` (``device``,
+    Keywords are :class:`~gptkit.api.settings.LoadSettings` (``device``,
     ``dtype``, ``n_heads`` for files that do not record it, ...).
 
     >>> lm = gptkit.load("hf:gpt2", device="cpu")            # doctest: +SKIP
@@ -173,7 +173,7 @@ class LanguageModel:
         """The continuation of ``prompt`` (a string), or of each prompt of a list
         (generated as one batch).
 
-        Keywords are :class:`~gptkit.core.settings.GenerateSettings`
+        Keywords are :class:`~gptkit.api.settings.GenerateSettings`
         (``max_new_tokens``, ``sampler``, ``temperature``, ``top_k``, ``top_p``,
         ``num_beams``, ``stop``, ``seed``, ...); any other keyword is an option
         of the sampler (``length_penalty=0.6`` for beam search). Beam search with
@@ -198,8 +198,8 @@ class LanguageModel:
 
         ``progress``: a progress bar of the decoding steps on stderr (default:
         when stderr is a terminal, or ``GPTKIT_PROGRESS=1``)."""
+        from gptkit.api.text import TextGeneration
         from gptkit.core.interfaces import SearchStrategy
-        from gptkit.core.text import TextGeneration
         from gptkit.system.progress import progress_bar
 
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
@@ -248,7 +248,7 @@ class LanguageModel:
         (the pieces add up to :meth:`generate`'s text). Settings as
         :meth:`generate`; the sampler must produce tokens one by one (not beam
         search). Stop iterating to stop generating."""
-        from gptkit.core.text import TextGeneration
+        from gptkit.api.text import TextGeneration
 
         if not isinstance(prompt, str):
             raise TypeError("stream takes one prompt (a string)")
@@ -435,7 +435,7 @@ class LanguageModel:
         ``gptkit eval`` computes them (the book's chapter 5 split and windows).
 
         Keywords are the data settings of
-        :class:`~gptkit.core.settings.EvalSettings`: ``context_length`` (at most
+        :class:`~gptkit.api.settings.EvalSettings`: ``context_length`` (at most
         the model's), ``batch_size``, ``stride``, ``train_ratio``, ``eval_iter``
         (the first N batches only), ``seed``. ``progress``: a progress bar of
         the batches on stderr (default: when stderr is a terminal).

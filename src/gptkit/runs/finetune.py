@@ -16,7 +16,7 @@ from gptkit.core.settings import (
     PRESET_NAMES,
     Settings,
     TrainSettings,
-    _check_size,
+    check_size,
     setting,
 )
 from gptkit.errors import GptkitError, SettingError
@@ -125,7 +125,7 @@ class FinetuneSettings(TrainSettings):
     def check(self) -> None:
         Settings.check(self)
         cls = type(self)
-        _check_size(self.max_memory)
+        check_size(self.max_memory)
         if self.corpus or self.stride is not None:
             raise SettingError(
                 "finetuning reads {data}, not {corpus}/{stride}", settings_class=cls

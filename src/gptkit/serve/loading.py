@@ -12,8 +12,8 @@ from gptkit.errors import GptkitError
 
 if TYPE_CHECKING:
     from gptkit.api.model import LanguageModel
+    from gptkit.api.settings import LoadSettings
     from gptkit.core.model import GPTModel
-    from gptkit.core.settings import LoadSettings
 
 
 def load_model(settings: LoadSettings) -> tuple[GPTModel, str]:

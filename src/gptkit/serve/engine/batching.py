@@ -52,10 +52,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from gptkit.api.text import TextStream, completion_text
 from gptkit.core.generate import next_token_logits, prepare_prompt
 from gptkit.core.interfaces import Sampler, SearchStrategy
 from gptkit.core.model import GPTModel, KVCache
-from gptkit.core.text import TextStream, completion_text
 from gptkit.core.tokenizer import EOT_ID, Tokenizer, gpt2_tokenizer
 from gptkit.errors import GptkitError
 from gptkit.serve.engine.requests import (
