@@ -232,7 +232,7 @@ def plan(specs: Sequence[str], shard_bytes: int) -> tuple[list[Source], list[Sha
 def tokenize_shard(shard: Shard, work: Path) -> dict[str, int]:
     """Tokenize one shard into ``work/shard-NNNNNN.bin`` (+ a ``.json`` with
     its counts, whose presence marks the shard done); return the counts."""
-    from gptkit.core.tokenizer import ENDOFTEXT, get_tokenizer
+    from gptkit.core.tokenizer import encode_array
 
     if shard.text is not None:
         text = shard.text
@@ -251,11 +251,7 @@ def tokenize_shard(shard: Shard, work: Path) -> dict[str, int]:
                 f" offset {offset}); convert it, e.g. with iconv -t utf-8"
             ) from None
         del data
-    enc = get_tokenizer()
-    if hasattr(enc, "encode_to_numpy"):  # tiktoken >= 0.8: no Python int list
-        ids = enc.encode_to_numpy(text, allowed_special={ENDOFTEXT})
-    else:  # pragma: no cover - older tiktoken
-        ids = np.asarray(enc.encode(text, allowed_special={ENDOFTEXT}))
+    ids = encode_array(text)
     tokens = ids.astype(np.uint16)
     if shard.eot_after:
         tokens = np.append(tokens, np.uint16(EOT_ID))
