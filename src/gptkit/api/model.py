@@ -120,15 +120,18 @@ class LanguageModel:
     @staticmethod
     def encode(text: str) -> list[int]:
         """GPT-2 token ids of ``text`` (``<|endoftext|>`` allowed)."""
+        from gptkit.api import arguments
         from gptkit.core.tokenizer import encode
 
-        return encode(text)
+        return encode(arguments.text(text, "text"))
 
     @staticmethod
     def decode(ids: Sequence[int]) -> str:
-        from gptkit.core.tokenizer import decode
+        """The text of GPT-2 token ids (each in 0..50256)."""
+        from gptkit.api import arguments
+        from gptkit.core.tokenizer import N_VOCAB, decode
 
-        return decode(list(ids))
+        return decode(arguments.token_ids(ids, N_VOCAB))
 
     # -- generation --------------------------------------------------------------
 
@@ -173,11 +176,12 @@ class LanguageModel:
 
         ``progress``: a progress bar of the decoding steps on stderr (default:
         when stderr is a terminal, or ``GPTKIT_PROGRESS=1``)."""
+        from gptkit.api import arguments
         from gptkit.core.interfaces import SearchStrategy
         from gptkit.core.progress import progress_bar
         from gptkit.core.text import TextGeneration
 
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        prompts = arguments.prompts(prompt)
         sampler, kwargs = self._sampling(settings)
         self._check_generation_memory(prompts, sampler, kwargs)
         steps = kwargs["max_new_tokens"]
@@ -223,10 +227,10 @@ class LanguageModel:
         (the pieces add up to :meth:`generate`'s text). Settings as
         :meth:`generate`; the sampler must produce tokens one by one (not beam
         search). Stop iterating to stop generating."""
+        from gptkit.api import arguments
         from gptkit.core.text import TextGeneration
 
-        if not isinstance(prompt, str):
-            raise TypeError("stream takes one prompt (a string)")
+        arguments.text(prompt, "prompt")  # one prompt
         sampler, kwargs = self._sampling(settings)
         if not getattr(sampler, "streams", False):
             raise SettingError(
@@ -267,7 +271,11 @@ class LanguageModel:
         import torch
         import torch.nn.functional as F
 
-        ids = self.encode(text)
+        from gptkit.api import arguments
+        from gptkit.core.tokenizer import check_ids_fit
+
+        ids = self.encode(arguments.text(text, "text"))
+        check_ids_fit(max(ids, default=0), self.config.vocab_size, "the text")
         if len(ids) < 2:
             raise SettingError("loss needs a text of at least two tokens")
         ctx = self.config.context_length
@@ -341,6 +349,7 @@ class LanguageModel:
             stride=chosen.stride,
             train_ratio=chosen.split_ratio(),
             seed=chosen.seed,
+            vocab_size=self.config.vocab_size,
         )
         n = chosen.eval_iter
         batches = eval_batches(data.train_eval_loader, n) + eval_batches(

@@ -11,6 +11,7 @@ import click
 
 from gptkit.cli.flags import PRESET_NAMES, device_option, echo_json
 from gptkit.core.errors import GptkitError
+from gptkit.core.settings import MAX_SEED
 
 
 def _progress(text: str) -> None:
@@ -185,7 +186,7 @@ def bench() -> None:
     help="Also run the book's no-cache loop or transformers' generate on the same"
     " weights; repeatable. Adds a ratio column.",
 )
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True)
 @click.option(
     "--dtype",
     type=click.Choice(["fp32", "bf16", "fp16"]),
@@ -327,7 +328,7 @@ def sampling(**opts: Any) -> None:
 )
 @click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True)
 @click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True)
 @device_option
 @output_options
 def training(**opts: Any) -> None:

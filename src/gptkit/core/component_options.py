@@ -17,6 +17,7 @@ class runs last, for checks across fields.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -59,8 +60,10 @@ def convert_value(value: Any, annotation: Any) -> Any:
     if origin in (tuple, list):
         if isinstance(value, str):  # "a,b" from a command line
             items = [v for v in value.split(",") if v != ""]
-        else:
+        elif isinstance(value, Iterable) and not isinstance(value, Mapping | bytes):
             items = list(value)
+        else:
+            raise ValueError(f"{value!r} is not a list")
         inner = args[0] if args else str
         converted = [convert_value(v, inner) for v in items]
         return tuple(converted) if origin is tuple else converted
@@ -89,12 +92,15 @@ def convert_value(value: Any, annotation: Any) -> Any:
         if annotation is float:
             if isinstance(value, bool):
                 raise ValueError
-            return float(value)
+            number = float(value)
+            if math.isnan(number):  # compares false with every bound
+                raise ValueError
+            return number
         if annotation is str:
             if not isinstance(value, str | int | float) or isinstance(value, bool):
                 raise ValueError
             return str(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         name = getattr(annotation, "__name__", str(annotation))
         raise ValueError(f"{value!r} is not a valid {name}") from None
     return value

@@ -350,6 +350,7 @@ def _load_data(
             batch_size=settings.batch_size,
             stride=settings.stride,
             seed=settings.seed,
+            vocab_size=cfg.vocab_size,
             **shard,
         )
         return data, [str(settings.data)], Corpus.sample_prompt
@@ -363,6 +364,7 @@ def _load_data(
         train_ratio=settings.split_ratio(),
         seed=settings.seed,
         order=order,
+        vocab_size=cfg.vocab_size,
         **shard,
     )
     return data, list(settings.corpus_names()), prompt

@@ -59,6 +59,10 @@ MAX_MEMORY_HELP = (
     " the device's free memory is always checked."
 )
 DTYPES = ("fp32", "bf16", "fp16")
+#: A seed is a non-negative 63-bit integer: torch's generators take 64 bits, and
+#: the offsets added to a seed (epoch, rank, sample) stay inside them.
+MAX_SEED = 2**63 - 1
+SEED = {"ge": 0, "le": MAX_SEED}
 
 
 def setting(
@@ -323,7 +327,9 @@ class DataSettings(Settings):
         help="Share of the characters used for training.",
         default_help="0.9",
     )
-    seed: int = setting(123, help="Seed of the initial weights and the data order.")
+    seed: int = setting(
+        123, **SEED, help="Seed of the initial weights and the data order."
+    )
 
     def corpus_names(self) -> tuple[str, ...]:
         return self.corpus or self.default_corpus
@@ -491,7 +497,10 @@ class LoadSettings(ModelSettings):
         help="Precision of the weights and activations.",
     )
     seed: int | None = setting(
-        None, help="Seed of a random init (without weights).", default_help="123"
+        None,
+        **SEED,
+        help="Seed of a random init (without weights).",
+        default_help="123",
     )
     quantize: str | None = setting(
         None,
@@ -535,7 +544,9 @@ class EvalSettings(DataSettings, LoadSettings):
         default_help="all",
     )
     seed: int = setting(
-        123, help="Seed of a random init (without weights) and of the data order."
+        123,
+        **SEED,
+        help="Seed of a random init (without weights) and of the data order.",
     )
     compile: bool = setting(False, cli=False, help="Unused by evaluation.")
 
@@ -596,7 +607,7 @@ class GenerateSettings(Settings):
     stop: tuple[str, ...] = setting(
         (), metavar="STRING", help="Stop at this string; repeatable."
     )
-    seed: int | None = setting(None, help="Seed for reproducible sampling.")
+    seed: int | None = setting(None, **SEED, help="Seed for reproducible sampling.")
     truncate: bool = setting(
         True,
         help="Keep the end of a prompt longer than the context (--no-truncate:"

@@ -19,7 +19,7 @@ import torch
 from gptkit.core.generate import Generated, iter_tokens
 from gptkit.core.interfaces import Sampler, SearchStrategy
 from gptkit.core.model import GPTModel
-from gptkit.core.tokenizer import EOT_ID, decode, encode
+from gptkit.core.tokenizer import EOT_ID, check_ids_fit, decode, encode
 
 
 @dataclass
@@ -134,6 +134,8 @@ class TextGeneration:
 
     def __iter__(self) -> Iterator[tuple[int, str]]:
         prompt_ids = [encode(p) for p in self.prompts]
+        largest = max((max(ids, default=0) for ids in prompt_ids), default=0)
+        check_ids_fit(largest, self.model.cfg.vocab_size, "the prompt")
         whole = isinstance(self.sampler, SearchStrategy)  # yields finished rows
         limit = int(self._settings["max_new_tokens"])  # type: ignore[call-overload]
         streams: dict[int, TextStream] = {}

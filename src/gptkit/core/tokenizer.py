@@ -136,4 +136,29 @@ def encode_array(text: str) -> Any:
 
 
 def decode(ids: list[int]) -> str:
-    return get_tokenizer().decode(ids)
+    """The text of token ids; an id outside the vocabulary is a GptkitError."""
+    try:
+        return get_tokenizer().decode(ids)
+    except (KeyError, OverflowError, TypeError, ValueError):
+        bad = next(
+            (i for i in ids if not (isinstance(i, int) and 0 <= i < N_VOCAB)), ids
+        )
+        raise GptkitError(
+            f"token id {bad!r} is not in GPT-2's vocabulary (0..{N_VOCAB - 1})"
+        ) from None
+
+
+def check_ids_fit(largest: int, vocab_size: int, what: str) -> None:
+    """Refuse token ids the model has no embedding for: GPT-2's tokenizer makes
+    ids up to 50,256, a model with a smaller vocabulary (an HF GPT-2 of 1,000
+    tokens) cannot read them, and a damaged token file may hold any id.
+
+    :param largest: the largest id of ``what`` (the text, corpus or file).
+    """
+    if largest >= vocab_size:
+        shown = f" ({decode([largest])!r})" if largest < N_VOCAB else ""
+        raise GptkitError(
+            f"{what} holds token id {largest:,}{shown}, past the model's vocabulary"
+            f" of {vocab_size:,} tokens (GPT-2's tokenizer makes ids up to"
+            f" {N_VOCAB - 1:,}); use a model with GPT-2's vocabulary"
+        )

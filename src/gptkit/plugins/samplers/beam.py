@@ -29,6 +29,7 @@ from gptkit.core.interfaces import SearchStrategy
 from gptkit.core.model import GPTModel
 
 _FLOOR = -1.0e9  # the score of an empty slot or a forbidden candidate
+_HUGE = 1.0e300  # the largest length normalisation
 
 
 class BeamSearch(SearchStrategy):
@@ -108,7 +109,7 @@ class BeamSearch(SearchStrategy):
                 hits |= token == req.eos_id
             # Finished candidates among the first `beams` may enter the hypotheses.
             if improvable and not (opts.early_stopping == "true" and bool(done.all())):
-                normalised = cand_scores / (generated**lp)
+                normalised = cand_scores / length_norm(generated, lp)
                 normalised = torch.where(
                     hits & top_slots, normalised, normalised + _FLOOR
                 )
@@ -168,4 +169,15 @@ class BeamSearch(SearchStrategy):
             if (self.options.early_stopping == "never" and lp > 0)
             else generated
         )
-        return bool(running[0] / (length**lp) > done_scores.min())
+        return bool(running[0] / length_norm(length, lp) > done_scores.min())
+
+
+def length_norm(length: int, penalty: float) -> float:
+    """``length ** penalty``, the divisor of a hypothesis's summed
+    log-probability (as transformers computes it), kept finite and positive
+    for any penalty: 1e308 would overflow, -1e308 underflow to zero."""
+    try:
+        value = length**penalty
+    except OverflowError:
+        return _HUGE
+    return value if value > 0.0 else 1.0 / _HUGE

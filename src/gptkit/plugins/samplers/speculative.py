@@ -36,6 +36,7 @@ from gptkit.core.errors import GptkitError
 from gptkit.core.generate import Generated, GenerationRequest, generate_tokens
 from gptkit.core.interfaces import Sampler, SearchStrategy
 from gptkit.core.model import GPTModel, KVCache
+from gptkit.core.tokenizer import check_ids_fit
 from gptkit.plugins.samplers.token import Greedy, TopP
 from gptkit.plugins.samplers.warpers import warp
 
@@ -161,6 +162,9 @@ class Speculative(SearchStrategy):
         result = Generated(prompt_ids=list(prompt), prompt_index=index)
         if req.max_new_tokens <= 0:
             return result
+        check_ids_fit(
+            max(prompt, default=0), draft.cfg.vocab_size, "the prompt (for the draft)"
+        )
         greedy = self.options.temperature == 0.0
         vocab = min(req.vocab_limit, model.cfg.vocab_size, draft.cfg.vocab_size)
         device = next(model.parameters()).device

@@ -1,0 +1,196 @@
+"""Faults found by a probe of the CLI, the Python API, bench and training
+(issue 22): each test reproduces one and fails on the code before its fix."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+import gptkit
+from gptkit.core.errors import GptkitError
+from tests.conftest import assert_clean_error
+
+
+@pytest.fixture(scope="module")
+def lm():
+    return gptkit.load(preset="tiny", device="cpu")
+
+
+# -- 6: seeds outside int64 -------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [2**64, 2**70, -1])
+def test_a_seed_outside_63_bits_is_a_setting_error(lm, seed):
+    with pytest.raises(GptkitError, match="seed"):
+        gptkit.load(preset="tiny", seed=seed)
+    with pytest.raises(GptkitError, match="seed"):
+        lm.generate("a", seed=seed, max_new_tokens=1)
+    with pytest.raises(GptkitError, match="seed"):
+        gptkit.TrainSettings.create(seed=seed)
+
+
+def test_the_largest_seed_works(lm):
+    out = lm.generate("a", seed=2**63 - 1, temperature=1.0, max_new_tokens=2)
+    assert isinstance(out, str)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("generate", "--weights", "nope", "--seed", "18446744073709551616", "hi"),
+        ("train", "--preset", "tiny", "--seed", "18446744073709551616"),
+        ("eval", "--preset", "tiny", "--seed", "18446744073709551616"),
+        ("bench", "sampling", "--seed", "18446744073709551616"),
+    ],
+)
+def test_the_command_line_refuses_a_huge_seed_in_one_line(cli_run, args):
+    assert_clean_error(cli_run(*args), "--seed")
+
+
+# -- 13: numeric edges of the sampling settings ------------------------------------
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"top_p": 5e-324, "seed": 1},
+        {"temperature": 1e-300, "seed": 1},
+        {"temperature": 1e-300, "top_k": 5, "seed": 1},
+        {"repetition_penalty": 1e-300, "temperature": 1.0, "seed": 1},
+        {"repetition_penalty": 1e308, "temperature": 1.0, "seed": 1},
+        {"num_beams": 2, "length_penalty": 1e308},
+        {"num_beams": 2, "length_penalty": -1e308},
+        {"min_p": 5e-324, "seed": 1},
+    ],
+)
+def test_extreme_but_valid_sampling_values_generate(lm, settings):
+    text = lm.generate("Every effort moves", max_new_tokens=3, **settings)
+    assert isinstance(text, str) and text
+
+
+def test_a_vanishing_temperature_is_greedy(lm):
+    greedy = lm.generate("Every effort moves", max_new_tokens=5)
+    cold = lm.generate("Every effort moves", max_new_tokens=5, temperature=1e-300)
+    assert cold == greedy
+
+
+@pytest.mark.parametrize("name", ["temperature", "length_penalty", "top_p"])
+def test_nan_is_refused_for_any_float(lm, name):
+    extra = {"num_beams": 2} if name == "length_penalty" else {}
+    with pytest.raises(GptkitError, match=name):
+        lm.generate("a", max_new_tokens=1, **{name: math.nan}, **extra)
+
+
+# -- 17: the Python API raises GptkitError, not TypeError/ValueError ----------------
+
+
+@pytest.mark.parametrize(
+    ("call", "fragment"),
+    [
+        (lambda lm: lm.generate(None), "prompt"),
+        (lambda lm: lm.generate([]), "prompt"),
+        (lambda lm: lm.generate([1, 2]), "prompt"),
+        (lambda lm: lm.generate("a", stop=None), "stop"),
+        (lambda lm: lm.generate("a", stop=5), "stop"),
+        (lambda lm: lm.generate("a\ud800"), "surrogate"),
+        (lambda lm: list(lm.stream(["a"])), "prompt"),
+        (lambda lm: lm.decode([10**9]), "vocabulary"),
+        (lambda lm: lm.decode([-1]), "vocabulary"),
+        (lambda lm: lm.encode(None), "text"),
+        (lambda lm: lm.loss(None), "text"),
+        (lambda lm: gptkit.train(corpus=None), "corpus"),
+        (lambda lm: gptkit.train(loggers=None), "loggers"),
+        (lambda lm: gptkit.train("runs/x"), "TrainSettings"),
+        (lambda lm: gptkit.Run.open(None), "directory"),
+        (lambda lm: gptkit.resume(None), "run_dir"),
+    ],
+)
+def test_wrong_arguments_raise_gptkit_errors(lm, call, fragment):
+    with pytest.raises(GptkitError, match=fragment):
+        call(lm)
+
+
+def test_an_unknown_plot_is_a_gptkit_error(tmp_path):
+    run = gptkit.train(
+        corpus="the-verdict",
+        preset="tiny",
+        max_steps=1,
+        eval_freq=1,
+        eval_iter=1,
+        max_new_tokens=0,
+        loggers=["jsonl"],
+        out=str(tmp_path / "run"),
+        device="cpu",
+    )
+    with pytest.raises(GptkitError, match="unknown plot 'nope'"):
+        run.plot("nope")
+
+
+# -- 12: models with a vocabulary smaller than GPT-2's tokenizer --------------------
+
+
+@pytest.fixture(scope="module")
+def small_vocab_model(tmp_path_factory):
+    from tests.conftest import save_transformers_gpt2
+
+    path = tmp_path_factory.mktemp("vocab1000") / "m"
+    save_transformers_gpt2(path, vocab_size=1000, n_positions=64)
+    return f"hf:{path}"
+
+
+def test_generate_with_a_small_vocabulary_says_so(cli_run, small_vocab_model):
+    result = cli_run("generate", "--weights", small_vocab_model, "Every effort moves")
+    assert_clean_error(result, "vocabulary of 1,000 tokens")
+
+
+def test_eval_with_a_small_vocabulary_says_so(cli_run, small_vocab_model):
+    result = cli_run("eval", "--weights", small_vocab_model, "--corpus", "the-verdict")
+    assert_clean_error(result, "vocabulary of 1,000 tokens")
+    lm = gptkit.load(small_vocab_model, device="cpu")
+    with pytest.raises(GptkitError, match="vocabulary"):
+        lm.loss("Every effort moves you")
+
+
+def test_train_with_a_small_vocabulary_leaves_no_run_directory(
+    cli_run, small_vocab_model, tmp_path
+):
+    out = tmp_path / "run"
+    result = cli_run(
+        *("train", "--weights", small_vocab_model, "--corpus", "the-verdict"),
+        *("--out", str(out), "--device", "cpu"),
+    )
+    assert_clean_error(result, "vocabulary of 1,000 tokens")
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_a_small_vocabulary_model_still_generates_from_ids_it_knows(
+    small_vocab_model,
+):
+    lm = gptkit.load(small_vocab_model, device="cpu")
+    assert isinstance(lm.generate("$!", max_new_tokens=3), str)  # ids 3, 0
+
+
+# -- 15: a prepared token file holding ids past the vocabulary -----------------------
+
+
+def test_a_prepared_corpus_with_a_foreign_id_is_one_line(cli_run, tmp_path):
+    import numpy as np
+
+    from gptkit.core.prepared import read_meta
+
+    data = tmp_path / "prepared"
+    text = tmp_path / "t.txt"
+    text.write_text("Every effort moves you. " * 400, encoding="utf-8")
+    ok = cli_run("prepare", str(text), "--out", str(data))
+    assert ok.exit_code == 0, ok.stderr
+    meta = read_meta(data)
+    tokens = np.memmap(data / meta["tokens_file"], dtype=np.uint16, mode="r+")
+    tokens[5] = 65535
+    tokens.flush()
+    del tokens
+    result = cli_run(
+        *("train", "--data", str(data), "--preset", "tiny", "--device", "cpu"),
+        *("--context-length", "16", "--out", str(tmp_path / "run")),
+    )
+    assert_clean_error(result, "token id 65,535", "vocabulary of 50,257")
