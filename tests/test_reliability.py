@@ -194,3 +194,99 @@ def test_a_prepared_corpus_with_a_foreign_id_is_one_line(cli_run, tmp_path):
         *("--context-length", "16", "--out", str(tmp_path / "run")),
     )
     assert_clean_error(result, "token id 65,535", "vocabulary of 50,257")
+
+
+# -- 4: bench and prompt readers are bounded ------------------------------------------
+
+
+def test_bench_sampling_refuses_huge_beams_before_allocating(cli_run, monkeypatch):
+    from gptkit.bench import runners
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was built before the preflight")
+
+    monkeypatch.setattr(runners, "bench_model", no_model)
+    result = cli_run(
+        *("bench", "sampling", "--preset", "tiny", "--samplers", "beam"),
+        *("-o", "beam.num_beams=100000", "--device", "cpu"),
+    )
+    assert_clean_error(result, "generation needs about", "-o beam.num_beams")
+
+
+def test_bench_training_refuses_a_huge_batch_before_allocating(cli_run, monkeypatch):
+    from gptkit.bench import limits
+
+    def no_measurement(*args, **kwargs):
+        raise AssertionError("the benchmark started before the preflight")
+
+    monkeypatch.setattr(limits, "machine_limits", no_measurement)
+    result = cli_run(
+        *("bench", "training", "--preset", "tiny", "--batch-size", "100000"),
+        *("--device", "cpu"),
+    )
+    assert_clean_error(result, "training needs about", "--batch-size")
+
+
+@pytest.fixture
+def small_input_limit(monkeypatch):
+    from gptkit.cli import inputs
+
+    monkeypatch.setattr(inputs, "MAX_INPUT_BYTES", 1000)
+
+
+def test_standard_input_is_read_bounded(cli_run, small_input_limit):
+    result = cli_run("generate", "--weights", "nope", "-", input="a\n" * 600)
+    assert_clean_error(result, "standard input holds more than")
+
+
+def test_a_prompts_file_is_read_bounded(cli_run, tmp_path, small_input_limit):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a prompt\n" * 200, encoding="utf-8")
+    result = cli_run("bench", "sampling", "--preset", "tiny", "--prompts", str(prompts))
+    assert_clean_error(result, "prompts file", "holds more than")
+
+
+def test_generate_reads_prompts_from_standard_input_as_before():
+    import io
+    import sys
+
+    from gptkit.cli.generate import read_prompts
+
+    for text, lines in [("a\nb\n", ["a", "b"]), ("a\n\nb", ["a", "", "b"])]:
+        saved = sys.stdin
+        sys.stdin = io.TextIOWrapper(io.BytesIO(text.encode()))
+        try:
+            assert read_prompts(("-",)) == lines
+        finally:
+            sys.stdin = saved
+
+
+# -- 19: prepare on a FIFO ----------------------------------------------------------------
+
+
+def test_prepare_on_a_fifo_says_what_it_is(cli_run, tmp_path):
+    import os
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    result = cli_run("prepare", str(fifo), "--out", str(tmp_path / "out"))
+    assert_clean_error(result, "FIFO", "not a regular file")
+    result = cli_run("train", "--corpus", str(fifo), "--out", str(tmp_path / "run"))
+    assert_clean_error(result, "FIFO", "not a regular file")
+
+
+# -- 20: eval's memory preflight comes before the model is built ---------------------------
+
+
+def test_eval_refuses_a_huge_context_before_building_the_model(cli_run, monkeypatch):
+    from gptkit.core import weights
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was built before the preflight")
+
+    monkeypatch.setattr(weights, "build_model", no_model)
+    result = cli_run(
+        *("eval", "--preset", "tiny", "--context-length", "4000000"),
+        *("--corpus", "the-verdict", "--device", "cpu"),
+    )
+    assert_clean_error(result, "evaluation needs about", "--context-length")

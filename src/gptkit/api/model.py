@@ -4,7 +4,7 @@ for Python users."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, overload
 
 from gptkit.core.errors import SettingError
@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
     from gptkit.core.config import GPTConfig
     from gptkit.core.model import GPTModel
+    from gptkit.core.preflight import MemoryEstimate
     from gptkit.core.text import TextResult
 
 
@@ -37,6 +38,27 @@ def load(weights: str | None = None, /, **settings: Any) -> LanguageModel:
     return LanguageModel.from_settings(chosen)
 
 
+def load_for_evaluation(settings: EvalSettings) -> LanguageModel:
+    """The model ``gptkit eval`` evaluates: ``weights``, or a random init of
+    ``preset`` seeded by ``seed`` at ``context_length``. A random init whose
+    evaluation (weights, activations, logits of a batch) cannot fit is refused
+    before any of it is allocated."""
+    from gptkit.core.preflight import evaluation_estimate
+
+    load = {k: getattr(settings, k) for k in LoadSettings.names()}
+    if settings.weights is None:
+        load["preset"] = settings.preset_name()
+    else:
+        load["context_length"] = None  # evaluation windows, not the model's
+
+    def workload(cfg: GPTConfig) -> MemoryEstimate:
+        return evaluation_estimate(
+            cfg, batch_size=settings.batch_size, dtype=settings.dtype, weights=True
+        )
+
+    return LanguageModel.from_settings(LoadSettings.create(load), workload=workload)
+
+
 class LanguageModel:
     """A GPT with GPT-2's tokenizer: text in, text out.
 
@@ -50,8 +72,17 @@ class LanguageModel:
         self.settings = settings
 
     @classmethod
-    def from_settings(cls, settings: LoadSettings) -> LanguageModel:
-        """Load what ``settings`` name (see :func:`load`)."""
+    def from_settings(
+        cls,
+        settings: LoadSettings,
+        *,
+        workload: Callable[[GPTConfig], MemoryEstimate] | None = None,
+    ) -> LanguageModel:
+        """Load what ``settings`` name (see :func:`load`).
+
+        ``workload``: the memory of what the model will do, weights included
+        (an evaluation, a generation); a random init is refused before it is
+        built when that does not fit, not only when its weights do not."""
         import torch
 
         from gptkit.core.config import get_preset
@@ -75,11 +106,12 @@ class LanguageModel:
             cfg = get_preset(settings.preset_name()).replace(
                 **settings.model_overrides()
             )
-            check_memory(
-                model_estimate(cfg, dtype=settings.dtype),
-                device,
-                max_memory=settings.max_memory,
+            estimate = (
+                workload(cfg)
+                if workload is not None
+                else model_estimate(cfg, dtype=settings.dtype)
             )
+            check_memory(estimate, device, max_memory=settings.max_memory)
             seed = 123 if settings.seed is None else settings.seed
             torch.manual_seed(seed)
             model = build_model(cfg, device=device, dtype=dtype)

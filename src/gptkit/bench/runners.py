@@ -43,6 +43,14 @@ SAMPLER_OPTIONS: dict[str, dict[str, Any]] = {
 }
 
 
+def bench_config(preset: str) -> Any:
+    """The shape of :func:`bench_model`: the preset with a tied head,
+    query/key/value biases and no dropout."""
+    from gptkit.core.config import get_preset
+
+    return get_preset(preset).replace(tie_embeddings=True, qkv_bias=True, drop_rate=0.0)
+
+
 def bench_model(
     preset: str = "gpt2-124m",
     *,
@@ -55,11 +63,10 @@ def bench_model(
     eval mode."""
     import torch
 
-    from gptkit.core.config import get_preset
     from gptkit.core.device import resolve_dtype
     from gptkit.core.model import GPTModel
 
-    cfg = get_preset(preset).replace(tie_embeddings=True, qkv_bias=True, drop_rate=0.0)
+    cfg = bench_config(preset)
     torch.manual_seed(seed)
     model = GPTModel(cfg).eval()
     return model.to(device=device, dtype=resolve_dtype(dtype))

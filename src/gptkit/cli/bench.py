@@ -45,12 +45,9 @@ def parse_sampler_options(pairs: tuple[str, ...]) -> dict[str, dict[str, str]]:
 
 def read_prompts_file(path: Path) -> list[str]:
     """One prompt per line; blank lines are skipped."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise GptkitError(f"prompts file {path} is not UTF-8 text") from None
-    except OSError as exc:
-        raise GptkitError(f"cannot read prompts file {path}: {exc.strerror}") from None
+    from gptkit.cli.inputs import read_file
+
+    text = read_file(path, "prompts file")
     prompts = [line.rstrip("\r") for line in text.split("\n") if line.strip()]
     if not prompts:
         raise GptkitError(

@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from gptkit.cli.flags import echo_json, given_settings, settings_options
-from gptkit.core.settings import EvalSettings, LoadSettings
+from gptkit.core.settings import EvalSettings
 
 _DATA = ("corpus", "context_length", "batch_size", "stride", "train_ratio", "eval_iter")
 
@@ -39,18 +39,11 @@ def evaluate(ctx: click.Context, **opts: Any) -> None:
           --context-length 256                       # exercise 5.5: 3.7547 / 3.5596
       gptkit eval --weights book:model.pth --n-heads 16 --corpus the-verdict
     """
-    from gptkit.api.model import LanguageModel
+    from gptkit.api.model import load_for_evaluation
 
     given = given_settings(ctx, opts, EvalSettings)
     settings = EvalSettings.create(given)  # every value checked before loading
-    load = {k: v for k, v in given.items() if k in LoadSettings.names()}
-    if settings.weights is None:
-        # A random init takes the context length (a model setting) and the seed.
-        load["seed"] = settings.seed
-        load.setdefault("preset", settings.preset_name())
-    else:
-        load.pop("context_length", None)  # evaluation windows, not the model's
-    lm = LanguageModel.from_settings(LoadSettings.create(load))
+    lm = load_for_evaluation(settings)
     data = {k: v for k, v in given.items() if k in _DATA}
     result = lm.evaluate(seed=settings.seed, progress=opts["progress"], **data)
     if opts["json_"]:

@@ -44,7 +44,12 @@ import numpy as np
 from gptkit._version import __version__
 from gptkit.core.errors import GptkitError, SettingError
 from gptkit.core.runlock import RunLock, run_dir_is_empty
-from gptkit.core.storage import atomic_open, atomic_write, guarded
+from gptkit.core.storage import (
+    atomic_open,
+    atomic_write,
+    guarded,
+    special_file_kind,
+)
 
 FORMAT = "gptkit-tokens"
 VERSION = 1
@@ -160,6 +165,12 @@ def resolve_inputs(specs: Sequence[str]) -> list[tuple[str, Any]]:
             continue
         for path in corpora.create("files", paths=(spec,)).files():  # type: ignore[attr-defined]
             if not path.is_file():
+                kind = special_file_kind(path)
+                if kind is not None:  # exists, but has no size to shard by
+                    raise GptkitError(
+                        f"corpus path {path} is {kind}, not a regular file;"
+                        " save the text to a file first"
+                    )
                 raise GptkitError(f"corpus file not found: {path}")
             out.append(("file", path))
     if not out:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from gptkit.core.errors import GptkitError
 from gptkit.core.interfaces import Corpus
-from gptkit.core.storage import atomic_write
+from gptkit.core.storage import atomic_write, special_file_kind
 
 VERDICT_URL = (
     "https://raw.githubusercontent.com/rasbt/LLMs-from-scratch/main/"
@@ -37,6 +37,9 @@ def read_text(path: Path) -> str:
     if not path.exists():
         raise GptkitError(f"corpus file not found: {path}")
     if not path.is_file():
+        kind = special_file_kind(path)
+        if kind is not None:
+            raise GptkitError(f"corpus path {path} is {kind}, not a regular file")
         raise GptkitError(f"corpus path is not a file: {path}")
     data = path.read_bytes()
     try:
