@@ -17,7 +17,7 @@ def lm():
     return gptkit.load(preset="tiny", device="cpu")
 
 
-# -- 6: seeds outside int64 -------------------------------------------------------
+# -- 6: seeds outside int64 --
 
 
 @pytest.mark.parametrize("seed", [2**64, 2**70, -1])
@@ -48,7 +48,7 @@ def test_the_command_line_refuses_a_huge_seed_in_one_line(cli_run, args):
     assert_clean_error(cli_run(*args), "--seed")
 
 
-# -- 13: numeric edges of the sampling settings ------------------------------------
+# -- 13: numeric edges of the sampling settings --
 
 
 @pytest.mark.parametrize(
@@ -82,7 +82,7 @@ def test_nan_is_refused_for_any_float(lm, name):
         lm.generate("a", max_new_tokens=1, **{name: math.nan}, **extra)
 
 
-# -- 17: the Python API raises GptkitError, not TypeError/ValueError ----------------
+# -- 17: the Python API raises GptkitError, not TypeError/ValueError --
 
 
 @pytest.mark.parametrize(
@@ -127,7 +127,7 @@ def test_an_unknown_plot_is_a_gptkit_error(tmp_path):
         run.plot("nope")
 
 
-# -- 12: models with a vocabulary smaller than GPT-2's tokenizer --------------------
+# -- 12: models with a vocabulary smaller than GPT-2's tokenizer --
 
 
 @pytest.fixture(scope="module")
@@ -171,7 +171,7 @@ def test_a_small_vocabulary_model_still_generates_from_ids_it_knows(
     assert isinstance(lm.generate("$!", max_new_tokens=3), str)  # ids 3, 0
 
 
-# -- 15: a prepared token file holding ids past the vocabulary -----------------------
+# -- 15: a prepared token file holding ids past the vocabulary --
 
 
 def test_a_prepared_corpus_with_a_foreign_id_is_one_line(cli_run, tmp_path):
@@ -196,7 +196,7 @@ def test_a_prepared_corpus_with_a_foreign_id_is_one_line(cli_run, tmp_path):
     assert_clean_error(result, "token id 65,535", "vocabulary of 50,257")
 
 
-# -- 4: bench and prompt readers are bounded ------------------------------------------
+# -- 4: bench and prompt readers are bounded --
 
 
 def test_bench_sampling_refuses_huge_beams_before_allocating(cli_run, monkeypatch):
@@ -261,7 +261,7 @@ def test_generate_reads_prompts_from_standard_input_as_before():
             sys.stdin = saved
 
 
-# -- 19: prepare on a FIFO ----------------------------------------------------------------
+# -- 19: prepare on a FIFO --
 
 
 def test_prepare_on_a_fifo_says_what_it_is(cli_run, tmp_path):
@@ -275,7 +275,7 @@ def test_prepare_on_a_fifo_says_what_it_is(cli_run, tmp_path):
     assert_clean_error(result, "FIFO", "not a regular file")
 
 
-# -- 20: eval's memory preflight comes before the model is built ---------------------------
+# -- 20: eval's memory preflight comes before the model is built --
 
 
 def test_eval_refuses_a_huge_context_before_building_the_model(cli_run, monkeypatch):
