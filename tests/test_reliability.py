@@ -290,3 +290,108 @@ def test_eval_refuses_a_huge_context_before_building_the_model(cli_run, monkeypa
         *("--corpus", "the-verdict", "--device", "cpu"),
     )
     assert_clean_error(result, "evaluation needs about", "--context-length")
+
+
+# -- 21: core errors name settings, each front end says them its way --
+
+
+def _raised_texts(path):
+    """The string constants of every ``raise`` statement in a module."""
+    import ast
+
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Raise) and node.exc is not None:
+            for part in ast.walk(node.exc):
+                if isinstance(part, ast.Constant) and isinstance(part.value, str):
+                    yield node.lineno, part.value
+
+
+def test_no_core_error_names_a_command_line_flag():
+    import re
+
+    from tests.conftest import REPO
+
+    flag = re.compile(r"(?<![\w-])--[a-z][a-z-]+")
+    found = [
+        f"{path.relative_to(REPO)}:{line}: {text!r}"
+        for folder in ("core", "plugins")
+        for path in sorted((REPO / "src" / "gptkit" / folder).rglob("*.py"))
+        for line, text in _raised_texts(path)
+        if flag.search(text)
+    ]
+    assert not found, "\n".join(found)
+
+
+def test_a_device_error_names_the_setting_per_front_end(cli_run):
+    import torch
+
+    from gptkit.core.device import resolve_device
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(GptkitError) as info:
+        resolve_device("cuda")
+    assert str(info.value) == "device cuda: no CUDA device is available"
+    result = cli_run("generate", "--weights", "x", "--device", "cuda", "hi")
+    assert_clean_error(result, "--device cuda: no CUDA device")
+
+
+# -- 16: quantized checkpoints --
+
+
+@pytest.fixture
+def int8_checkpoint(tmp_path):
+    from gptkit.core.quantize import quantize_model, save_quantized
+
+    lm = gptkit.load(preset="tiny", device="cpu")
+    quantize_model(lm.model, "int8")
+    return save_quantized(lm.model, tmp_path / "q8")
+
+
+@pytest.mark.parametrize(
+    "record", [[1, 2], {"method": "int8", "options": "x"}, {"options": {}}, "int8"]
+)
+def test_a_damaged_quantization_record_is_one_line(cli_run, int8_checkpoint, record):
+    import json
+
+    path = int8_checkpoint / "config.json"
+    config = json.loads(path.read_text())
+    config["quantization"] = record
+    path.write_text(json.dumps(config))
+    result = cli_run("generate", "--weights", str(int8_checkpoint), "hi")
+    assert_clean_error(result, "'quantization' record is damaged")
+
+
+@pytest.mark.parametrize("command", ["train", "export"])
+def test_train_and_export_say_the_checkpoint_is_quantized(
+    cli_run, int8_checkpoint, tmp_path, command
+):
+    args = {
+        "train": ("train", "--corpus", "the-verdict", "--out", str(tmp_path / "run")),
+        "export": ("export", "--format", "hf", str(tmp_path / "hf")),
+    }[command]
+    result = cli_run(*args, "--weights", str(int8_checkpoint))
+    assert_clean_error(result, "this checkpoint is quantized (int8)")
+    assert not (tmp_path / "run").exists() and not (tmp_path / "hf").exists()
+
+
+def test_a_changed_n_heads_is_refused(cli_run, int8_checkpoint, tmp_path):
+    import json
+
+    from gptkit.core.checkpoint import save_checkpoint
+
+    path = int8_checkpoint / "config.json"
+    config = json.loads(path.read_text())
+    config["model"]["n_heads"] = 4
+    path.write_text(json.dumps(config))
+    result = cli_run("generate", "--weights", str(int8_checkpoint), "hi")
+    assert_clean_error(result, "says n_heads 4", "saved with n_heads 2")
+    # the same for a float checkpoint
+    lm = gptkit.load(preset="tiny", device="cpu")
+    ckpt = save_checkpoint(tmp_path / "ckpts", 1, lm.model, lm.config)
+    config = json.loads((ckpt / "config.json").read_text())
+    config["model"]["n_heads"] = 1
+    (ckpt / "config.json").write_text(json.dumps(config))
+    with pytest.raises(GptkitError, match="says n_heads 1"):
+        gptkit.load(str(ckpt), device="cpu")

@@ -156,11 +156,16 @@ def export(**opts: Any) -> None:
       python -c "import transformers as t; t.pipeline('text-generation', 'my-gpt2')"
     """
     from gptkit.core.device import resolve_dtype
-    from gptkit.core.weights import check_state_dict, load_weights
+    from gptkit.core.weights import (
+        check_state_dict,
+        load_weights,
+        require_float_weights,
+    )
 
     out: Path = opts["out_dir"]
     refuse_existing(out)
     loaded = load_weights(opts["weights"], {"n_heads": opts["n_heads"]})
+    require_float_weights(loaded, opts["weights"], "export")
     cfg, state = loaded.config, loaded.state_dict
     check_state_dict(cfg, state)
     state = cfg.without_tied(state)

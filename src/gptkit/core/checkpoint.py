@@ -54,6 +54,45 @@ def model_tensors(model: torch.nn.Module, cfg: GPTConfig) -> dict[str, torch.Ten
     return cfg.without_tied(state)
 
 
+#: safetensors metadata key holding the model config the tensors were saved
+#: with: config.json can be edited, the tensors' header is checked against it.
+MODEL_METADATA = "gptkit_model"
+#: Model settings a checkpoint may change after saving (training-only).
+_FREE = ("drop_rate",)
+
+
+def weights_metadata(cfg: GPTConfig) -> dict[str, str]:
+    """The safetensors metadata of a checkpoint's weights."""
+    return {"format": "pt", MODEL_METADATA: json.dumps(cfg.to_dict(), sort_keys=True)}
+
+
+def check_saved_config(path: Path, cfg: GPTConfig) -> None:
+    """Refuse a ``config.json`` whose model differs from the one recorded in
+    its weights file (an edited ``n_heads`` loads the same tensor shapes into
+    another computation). Weights without the record are accepted."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            recorded = (f.metadata() or {}).get(MODEL_METADATA)
+    except Exception:  # the load itself reports damaged files
+        return
+    if recorded is None:
+        return
+    try:
+        saved = json.loads(recorded)
+    except ValueError:
+        raise GptkitError(f"corrupt model record in {path}") from None
+    current = cfg.to_dict()
+    for key in sorted(set(saved) | set(current)):
+        if key not in _FREE and saved.get(key) != current.get(key):
+            raise GptkitError(
+                f"{path.parent / CONFIG} says {key} {current.get(key)}, but its"
+                f" weights were saved with {key} {saved.get(key)}; the config was"
+                " changed after saving"
+            )
+
+
 def save_checkpoint(
     checkpoints_dir: Path,
     step: int,
@@ -77,7 +116,7 @@ def save_checkpoint(
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir()
             tensors = model_tensors(model, cfg)
-            save_file(tensors, tmp / WEIGHTS, metadata={"format": "pt"})
+            save_file(tensors, tmp / WEIGHTS, metadata=weights_metadata(cfg))
             del tensors
             os.chmod(tmp / WEIGHTS, default_file_mode())  # safetensors: private
             fsync_file(tmp / WEIGHTS)
@@ -224,6 +263,7 @@ def load_checkpoint(ckpt_dir: Path) -> tuple[GPTConfig, dict[str, torch.Tensor],
         raise GptkitError(
             f"corrupt checkpoint weights {ckpt_dir / WEIGHTS}: {exc}"
         ) from None
+    check_saved_config(ckpt_dir / WEIGHTS, cfg)
     return cfg, state, meta
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from gptkit.core.errors import GptkitError
+from gptkit.core.errors import SettingError
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -23,12 +23,12 @@ def resolve_device(name: str = "auto") -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise GptkitError("--device cuda: no CUDA device is available")
+        raise SettingError("{device} cuda: no CUDA device is available")
     if name == "mps" and not torch.backends.mps.is_available():
-        raise GptkitError("--device mps: Apple's MPS backend is not available")
+        raise SettingError("{device} mps: Apple's MPS backend is not available")
     if name not in DEVICES:
-        raise GptkitError(
-            f"unknown device {name!r}; choose one of {', '.join(DEVICES)}"
+        raise SettingError(
+            f"unknown {{device}} {name!r}; choose one of {', '.join(DEVICES)}"
         )
     return torch.device(name)
 
@@ -86,6 +86,6 @@ def resolve_dtype(name: str) -> torch.dtype:
     try:
         return DTYPES[name]
     except KeyError:
-        raise GptkitError(
-            f"unknown dtype {name!r}; choose one of {', '.join(DTYPES)}"
+        raise SettingError(
+            f"unknown {{dtype}} {name!r}; choose one of {', '.join(DTYPES)}"
         ) from None

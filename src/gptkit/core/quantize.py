@@ -94,6 +94,21 @@ def quantize_model(model: GPTModel, spec: str | Quantizer, **options: Any) -> GP
     return model
 
 
+def read_record(record: Any, source: str) -> dict[str, Any]:
+    """A checkpoint's quantization record, checked: ``{"method": NAME,
+    "options": {...}}``; anything else is a one-line error naming ``source``."""
+    if (
+        not isinstance(record, Mapping)
+        or not isinstance(record.get("method"), str)
+        or not isinstance(record.get("options", {}), Mapping)
+    ):
+        raise GptkitError(
+            f"{source}: its {CONFIG_KEY!r} record is damaged ({record!r:.80});"
+            ' expected {"method": NAME, "options": {...}}'
+        )
+    return {"method": record["method"], "options": dict(record.get("options") or {})}
+
+
 def build_quantized_model(
     cfg: GPTConfig,
     state: dict[str, torch.Tensor],
@@ -172,7 +187,7 @@ def save_quantized(model: GPTModel, directory: str | Path) -> Path:
     directory."""
     from safetensors.torch import save_file
 
-    from gptkit.core.checkpoint import CONFIG, FORMAT, WEIGHTS
+    from gptkit.core.checkpoint import CONFIG, FORMAT, WEIGHTS, weights_metadata
     from gptkit.core.storage import (
         default_file_mode,
         fsync_dir,
@@ -194,7 +209,7 @@ def save_quantized(model: GPTModel, directory: str | Path) -> Path:
         state = {
             k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()
         }
-        save_file(state, tmp / WEIGHTS, metadata={"format": "pt"})
+        save_file(state, tmp / WEIGHTS, metadata=weights_metadata(model.cfg))
         os.chmod(tmp / WEIGHTS, default_file_mode())
         fsync_file(tmp / WEIGHTS)
         meta = {

@@ -228,7 +228,7 @@ def build_trainer(
     from gptkit.core.distributed import barrier, broadcast_object
     from gptkit.core.storage import write_json_atomic
     from gptkit.core.train import Trainer
-    from gptkit.core.weights import build_model, load_weights
+    from gptkit.core.weights import build_model, load_weights, require_float_weights
 
     # Resolve every plugin before touching the disk: a typo fails fast.
     parts = resolve_components(settings, hide_loggers=hide_loggers)
@@ -242,6 +242,7 @@ def build_trainer(
     loaded = None
     if settings.weights:
         loaded = load_weights(settings.weights, settings.weight_hints())
+        require_float_weights(loaded, settings.weights, "training")
         cfg = loaded.config.replace(
             drop_rate=settings.drop_rate, context_length=settings.context_length
         )

@@ -463,8 +463,8 @@ class TrainSettings(DataSettings, ModelSettings):
                 )
             if self.train_ratio is not None:
                 raise SettingError(
-                    "{train_ratio} is fixed when the corpus is prepared (gptkit"
-                    " prepare --train-ratio); drop it with {data}",
+                    "{train_ratio} is fixed when the corpus is prepared (the"
+                    " ratio given to gptkit prepare); drop it with {data}",
                     settings_class=cls,
                 )
             if self.data_order == "book":

@@ -180,6 +180,27 @@ def build_model(
     return model
 
 
+def quantization_record(loaded: LoadedWeights) -> dict[str, Any] | None:
+    """The quantization record of weights saved quantized (checked), or None."""
+    record = (loaded.extra.get("checkpoint") or {}).get("quantization")
+    if record is None:
+        return None
+    from gptkit.core.quantize import read_record
+
+    return read_record(record, loaded.source or "the checkpoint")
+
+
+def require_float_weights(loaded: LoadedWeights, spec: str, purpose: str) -> None:
+    """Refuse quantized weights where float ones are needed (``purpose``:
+    "training", "export"), naming the real cause rather than a tensor."""
+    record = quantization_record(loaded)
+    if record is not None:
+        raise GptkitError(
+            f"{spec}: this checkpoint is quantized ({record['method']}); {purpose}"
+            " needs float weights: use the checkpoint it was quantized from"
+        )
+
+
 def model_from_spec(
     spec: str,
     *,
@@ -196,7 +217,7 @@ def model_from_spec(
     :mod:`gptkit.core.quantize`). Weights saved quantized are rebuilt as they
     were saved, without quantizing again."""
     loaded = load_weights(spec, hints)
-    record = (loaded.extra.get("checkpoint") or {}).get("quantization")
+    record = quantization_record(loaded)
     if record is not None:
         from gptkit.core.quantize import load_quantized
 

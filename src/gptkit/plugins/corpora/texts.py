@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gptkit.core.errors import GptkitError
+from gptkit.core.errors import GptkitError, SettingError
 from gptkit.core.interfaces import Corpus
 from gptkit.core.storage import atomic_write, special_file_kind
 
@@ -91,8 +91,8 @@ class PythonDocs(Corpus):
         try:
             from pydoc_data.topics import topics
         except ImportError:  # some distributions strip it
-            raise GptkitError(
-                "this Python has no pydoc_data module; use --corpus PATH instead"
+            raise SettingError(
+                "this Python has no pydoc_data module; give a text file as {corpus}"
             ) from None
         for key in sorted(topics):
             yield topics[key] if self.options.raw else tidy_whitespace(topics[key])
@@ -119,9 +119,9 @@ class TheVerdict(Corpus):
             with urllib.request.urlopen(VERDICT_URL, timeout=30) as response:
                 data = response.read()
         except OSError as exc:
-            raise GptkitError(
+            raise SettingError(
                 f"cannot download the-verdict ({exc}); save the text as {path}"
-                " or pass its path to --corpus"
+                " or give its path as {corpus}"
             ) from None
         if _sha256(data) != VERDICT_SHA256:
             raise GptkitError(
