@@ -11,6 +11,10 @@ import gptkit
 from gptkit.core.errors import GptkitError
 from tests.conftest import assert_clean_error
 
+# Tiny models: one torch thread (OpenMP threads waiting for a busy core of a
+# shared machine make each small operation many times slower).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 @pytest.fixture(scope="module")
 def lm():
@@ -395,3 +399,63 @@ def test_a_changed_n_heads_is_refused(cli_run, int8_checkpoint, tmp_path):
     (ckpt / "config.json").write_text(json.dumps(config))
     with pytest.raises(GptkitError, match="says n_heads 1"):
         gptkit.load(str(ckpt), device="cpu")
+
+
+# -- 7: resume with another process count, under every logger --
+
+
+def _logger_names():
+    from gptkit.core.registry import get_registry, reset_registry
+
+    names = list(get_registry().loggers.names())
+    reset_registry()
+    return names
+
+
+@pytest.fixture(scope="module")
+def run_of_two_processes(tmp_path_factory):
+    """A one-process run whose checkpoint says two processes trained it (what
+    a resume from a 2-process run sees, without launching two)."""
+    import shutil
+
+    import torch
+
+    run = tmp_path_factory.mktemp("two") / "run"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    gptkit.train(
+        preset="tiny",
+        corpus="the-verdict",
+        device="cpu",
+        context_length=16,
+        max_steps=4,
+        checkpoint_every=2,
+        eval_iter=1,
+        data_order="seeded",
+        grad_accum=2,
+        max_new_tokens=0,
+        loggers=["jsonl"],
+        out=str(run),
+    )
+    torch.set_num_threads(threads)
+    shutil.rmtree(run / "checkpoints" / "step-000004")
+    path = run / "checkpoints" / "step-000002" / "trainer_state.pt"
+    state = torch.load(path, weights_only=False)
+    state.update(world_size=2, batch_in_epoch=state["batch_in_epoch"] // 2)
+    state["settings"]["grad_accum"] = 1
+    torch.save(state, path)
+    return run
+
+
+@pytest.mark.parametrize("logger", _logger_names())
+def test_resume_with_another_process_count_under_every_logger(
+    cli_run, tmp_path, logger, run_of_two_processes
+):
+    import shutil
+
+    run = shutil.copytree(run_of_two_processes, tmp_path / "run")
+    result = cli_run("train", "--resume", str(run), "--logger", logger)
+    assert result.exit_code == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    if logger == "console":  # the note is told once the logger has started
+        assert "resuming a run of 2 process(es) with 1" in result.stdout

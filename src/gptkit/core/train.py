@@ -128,6 +128,8 @@ class Trainer(TrainerCheckpoints):
         self.device = device
         self.scheduler = scheduler
         self.loggers = list(loggers)
+        # Lines told before the loggers start (a resume's notes) wait for it.
+        self._untold: list[str] | None = []
         self.run_dir = run_dir
         self.run_config = run_config or {}
         self.dist = dist or DistContext()
@@ -241,7 +243,13 @@ class Trainer(TrainerCheckpoints):
     # -- the loop ------------------------------------------------------------
 
     def tell(self, text: str) -> None:
-        """A line of information for the user, through the loggers."""
+        """A line of information for the user, through the loggers. Before
+        :meth:`fit` has started them (restoring a checkpoint tells what it
+        found) the line is kept and told right after their ``start``: a
+        logger is never called before it has started."""
+        if self._untold is not None:
+            self._untold.append(text)
+            return
         for logger in self.loggers:
             logger.message(text)
 
@@ -344,6 +352,9 @@ class Trainer(TrainerCheckpoints):
         )
         for logger in self.loggers:
             logger.start(info)
+        untold, self._untold = self._untold or [], None
+        for line in untold:
+            self.tell(line)
         started = time.perf_counter()
         last_eval: dict[str, Any] = {}
         status = "completed"
