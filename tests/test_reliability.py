@@ -459,3 +459,92 @@ def test_resume_with_another_process_count_under_every_logger(
     assert "Traceback" not in result.stderr
     if logger == "console":  # the note is told once the logger has started
         assert "resuming a run of 2 process(es) with 1" in result.stdout
+
+
+# -- 18, 21: a multi-process run ends with one gptkit line --
+
+
+def _launch(args, **kwargs):
+    """``gptkit train --devices 2 ARGS`` as a user runs it (a subprocess)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "gptkit", "train", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
+
+
+_LONG_RUN = (
+    *("--devices", "2", "--preset", "tiny", "--corpus", "the-verdict"),
+    *("--context-length", "16", "--batch-size", "2", "--epochs", "100"),
+    *("--logger", "jsonl", "--max-new-tokens", "0", "--eval-freq", "1000"),
+)
+
+
+def _wait_for_steps(run, proc):
+    import time
+
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        metrics = run / "metrics.jsonl"
+        if metrics.is_file() and metrics.read_text().count("\n") >= 3:
+            return
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.5)
+    raise AssertionError("the run did not start")
+
+
+def _workers(pid):
+    from pathlib import Path
+
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(c) for c in children]
+
+
+def _one_line(proc, *fragments):
+    err = proc.stderr.read()
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    return lines[0]
+
+
+@pytest.mark.slow
+def test_kill_9_of_one_rank_is_one_gptkit_line(tmp_path):
+    import os
+    import signal
+
+    run = tmp_path / "run"
+    proc = _launch([*_LONG_RUN, "--out", str(run)])
+    _wait_for_steps(run, proc)
+    worker = max(_workers(proc.pid))  # the second one started
+    os.kill(worker, signal.SIGKILL)
+    assert proc.wait(timeout=120) == 2
+    _one_line(proc, "gptkit: error: training process", "killed by SIGKILL")
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_launcher_is_one_gptkit_line(tmp_path):
+    import signal
+
+    run = tmp_path / "run"
+    proc = _launch([*_LONG_RUN, "--out", str(run)])
+    _wait_for_steps(run, proc)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 128 + signal.SIGTERM
+    _one_line(proc, "gptkit: interrupted at step", "checkpoint saved")
+    # ... and a wrong number of processes for that run is refused once
+    proc = _launch(["--resume", str(run), "--devices", "3"])
+    assert proc.wait(timeout=240) == 2
+    _one_line(proc, "gptkit: error: the run's global batch", "divides 2")
