@@ -115,7 +115,7 @@ def _high(meta: dict[str, Any]) -> float | None:
 
 def _ints(meta: dict[str, Any]) -> st.SearchStrategy[Any]:
     low = _low(meta)
-    start = 0 if low is None else int(math.floor(low)) + ("gt" in meta)
+    start = 0 if low is None else math.floor(low) + ("gt" in meta)
     high = _high(meta)
     stop = start + WORK_CAP if high is None else min(start + WORK_CAP, int(high))
     edges = {*EDGE_INTS}

@@ -21,7 +21,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import gptkit
-from gptkit.core.errors import GptkitError
 from gptkit.core.settings import (
     EvalSettings,
     GenerateSettings,
@@ -29,6 +28,7 @@ from gptkit.core.settings import (
     TrainSettings,
     flag_of,
 )
+from gptkit.errors import GptkitError
 from tests.fuzz_settings import (
     declared_fields,
     field_values,
@@ -83,7 +83,7 @@ def lm():
 
 @pytest.fixture(scope="module")
 def checkpoint(lm, tmp_path_factory):
-    from gptkit.core.checkpoint import save_checkpoint
+    from gptkit.core.checkpoints.native import save_checkpoint
 
     return save_checkpoint(tmp_path_factory.mktemp("ckpt"), 1, lm.model, lm.config)
 

@@ -8,7 +8,7 @@ import math
 import pytest
 
 import gptkit
-from gptkit.core.errors import GptkitError
+from gptkit.errors import GptkitError
 from tests.conftest import assert_clean_error
 
 # Tiny models: one torch thread (OpenMP threads waiting for a busy core of a
@@ -181,7 +181,7 @@ def test_a_small_vocabulary_model_still_generates_from_ids_it_knows(
 def test_a_prepared_corpus_with_a_foreign_id_is_one_line(cli_run, tmp_path):
     import numpy as np
 
-    from gptkit.core.prepared import read_meta
+    from gptkit.core.token_files import read_meta
 
     data = tmp_path / "prepared"
     text = tmp_path / "t.txt"
@@ -383,7 +383,7 @@ def test_train_and_export_say_the_checkpoint_is_quantized(
 def test_a_changed_n_heads_is_refused(cli_run, int8_checkpoint, tmp_path):
     import json
 
-    from gptkit.core.checkpoint import save_checkpoint
+    from gptkit.core.checkpoints.native import save_checkpoint
 
     path = int8_checkpoint / "config.json"
     config = json.loads(path.read_text())

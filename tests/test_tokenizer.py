@@ -2,8 +2,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gptkit.core import tokenizer
 from gptkit.core.tokenizer import EOT_ID, N_VOCAB, decode, encode, get_tokenizer
+from gptkit.formats.prepared import _encode_array
+from gptkit.system import whitespace
 
 BOOK_TEXT = "Hello, do you like tea? <|endoftext|> In the sunlit terraces"
 BOOK_IDS = [
@@ -74,10 +75,10 @@ def test_cutting_out_whitespace_runs_keeps_tiktokens_ids(text):
     """With the cut-out threshold at 2 characters, every whitespace run takes
     the new path: the ids must still be exactly tiktoken's."""
     reference = get_tokenizer().encode(text, allowed_special={"<|endoftext|>"})
-    saved = tokenizer.LONG_WHITESPACE
-    tokenizer.LONG_WHITESPACE = 2
+    saved = whitespace.LONG_WHITESPACE
+    whitespace.LONG_WHITESPACE = 2
     try:
         assert encode(text) == reference
-        assert tokenizer.encode_array(text).tolist() == reference
+        assert _encode_array(text).tolist() == reference
     finally:
-        tokenizer.LONG_WHITESPACE = saved
+        whitespace.LONG_WHITESPACE = saved

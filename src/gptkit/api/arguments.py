@@ -1,5 +1,5 @@
 """The positional arguments of the Python API, checked as settings are: a value
-of the wrong kind is a :class:`~gptkit.core.errors.GptkitError` naming the
+of the wrong kind is a :class:`~gptkit.errors.GptkitError` naming the
 argument, never a ``TypeError`` from deep inside (``lm.generate(None)``,
 ``Run.open(None)``)."""
 
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from gptkit.core.errors import GptkitError, SettingError
+from gptkit.errors import GptkitError, SettingError
 
 
 def _kind(value: Any) -> str:

@@ -7,16 +7,16 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, overload
 
-from gptkit.core.errors import SettingError
 from gptkit.core.settings import EvalSettings, GenerateSettings, LoadSettings
+from gptkit.errors import SettingError
 
 if TYPE_CHECKING:
     import torch
 
     from gptkit.core.config import GPTConfig
     from gptkit.core.model import GPTModel
-    from gptkit.core.preflight import MemoryEstimate
     from gptkit.core.text import TextResult
+    from gptkit.runs.preflight import MemoryEstimate
 
 
 def load(weights: str | None = None, /, **settings: Any) -> LanguageModel:
@@ -43,7 +43,7 @@ def load_for_evaluation(settings: EvalSettings) -> LanguageModel:
     ``preset`` seeded by ``seed`` at ``context_length``. A random init whose
     evaluation (weights, activations, logits of a batch) cannot fit is refused
     before any of it is allocated."""
-    from gptkit.core.preflight import evaluation_estimate
+    from gptkit.runs.preflight import evaluation_estimate
 
     load = {k: getattr(settings, k) for k in LoadSettings.names()}
     if settings.weights is None:
@@ -87,7 +87,8 @@ class LanguageModel:
 
         from gptkit.core.config import get_preset
         from gptkit.core.device import resolve_device, resolve_dtype
-        from gptkit.core.weights import build_model, model_from_spec
+        from gptkit.core.loading import model_from_spec
+        from gptkit.core.weights import build_model
 
         device = resolve_device(settings.device)
         dtype = resolve_dtype(settings.dtype)
@@ -101,7 +102,7 @@ class LanguageModel:
             )
             spec = settings.weights
         else:
-            from gptkit.core.preflight import check_memory, model_estimate
+            from gptkit.runs.preflight import check_memory, model_estimate
 
             cfg = get_preset(settings.preset_name()).replace(
                 **settings.model_overrides()
@@ -210,8 +211,8 @@ class LanguageModel:
         when stderr is a terminal, or ``GPTKIT_PROGRESS=1``)."""
         from gptkit.api import arguments
         from gptkit.core.interfaces import SearchStrategy
-        from gptkit.core.progress import progress_bar
         from gptkit.core.text import TextGeneration
+        from gptkit.system.progress import progress_bar
 
         prompts = arguments.prompts(prompt)
         sampler, kwargs = self._sampling(settings)
@@ -233,9 +234,15 @@ class LanguageModel:
         self, prompts: list[str], sampler: Any, kwargs: dict[str, Any]
     ) -> None:
         """Refuse, before anything is allocated, a generation whose key/value
-        cache, beams or logits cannot fit (see :mod:`gptkit.core.preflight`)."""
+        cache, beams or logits cannot fit (see :mod:`gptkit.runs.preflight`)."""
         from gptkit.core.interfaces import SearchStrategy
-        from gptkit.core.preflight import check_memory, generation_estimate
+        from gptkit.runs.preflight import (
+            check_memory,
+            check_prompts_fit,
+            generation_estimate,
+        )
+
+        check_prompts_fit(prompts, self.config.vocab_size)
 
         beams = 1
         if isinstance(sampler, SearchStrategy):
@@ -304,7 +311,7 @@ class LanguageModel:
         import torch.nn.functional as F
 
         from gptkit.api import arguments
-        from gptkit.core.tokenizer import check_ids_fit
+        from gptkit.runs.preflight import check_ids_fit
 
         ids = self.encode(arguments.text(text, "text"))
         check_ids_fit(max(ids, default=0), self.config.vocab_size, "the text")
@@ -340,8 +347,12 @@ class LanguageModel:
         """
         from gptkit.core.data import eval_batches, load_text, make_loaders
         from gptkit.core.loss import loader_loss, perplexity
-        from gptkit.core.preflight import check_memory, evaluation_estimate
-        from gptkit.core.progress import progress_bar
+        from gptkit.runs.preflight import (
+            check_data_fits,
+            check_memory,
+            evaluation_estimate,
+        )
+        from gptkit.system.progress import progress_bar
 
         if corpus is not None:
             settings["corpus"] = corpus
@@ -381,8 +392,8 @@ class LanguageModel:
             stride=chosen.stride,
             train_ratio=chosen.split_ratio(),
             seed=chosen.seed,
-            vocab_size=self.config.vocab_size,
         )
+        check_data_fits(data, self.config.vocab_size, "the corpus")
         n = chosen.eval_iter
         batches = eval_batches(data.train_eval_loader, n) + eval_batches(
             data.val_loader, n

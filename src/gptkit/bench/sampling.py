@@ -52,7 +52,7 @@ from gptkit.bench.runners import (
     transformers_kwargs,
     transformers_twin,
 )
-from gptkit.core.errors import GptkitError
+from gptkit.errors import GptkitError
 
 #: Short prompts of the default run: varied registers, a few tokens each.
 DEFAULT_PROMPTS = (
@@ -129,7 +129,7 @@ def _load_model(settings: SamplingSettings, device: Any) -> tuple[Any, str]:
             settings.preset, seed=settings.seed, dtype=settings.dtype, device=device
         )
         return model, f"preset {settings.preset} (random weights, seed {settings.seed})"
-    from gptkit.core.weights import model_from_spec
+    from gptkit.core.loading import model_from_spec
 
     model, _ = model_from_spec(
         settings.weights, device=device, dtype=resolve_dtype(settings.dtype)
@@ -147,8 +147,8 @@ def _preflight(
     """Refuse, before the contenders allocate anything, a run whose widest
     generation (one prompt at a time, the most beams, the longest prompt) or
     model cannot fit in the device's free memory."""
-    from gptkit.core.errors import SettingError
-    from gptkit.core.preflight import check_memory, generation_estimate
+    from gptkit.errors import SettingError
+    from gptkit.runs.preflight import check_memory, generation_estimate
 
     beams = max(
         (int(getattr(s.options, "num_beams", 1) or 1) for s in samplers.values()),

@@ -9,9 +9,9 @@ from typing import Any
 
 import click
 
+from gptkit.api.settings import MAX_SEED
 from gptkit.cli.flags import PRESET_NAMES, device_option, echo_json
-from gptkit.core.errors import GptkitError
-from gptkit.core.settings import MAX_SEED
+from gptkit.errors import GptkitError
 
 
 def _progress(text: str) -> None:

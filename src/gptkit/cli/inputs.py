@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import BinaryIO
 
-from gptkit.core.errors import GptkitError
+from gptkit.errors import GptkitError
 
 #: The most a prompt input may hold (prompts go to a context window of at most
 #: thousands of tokens; a corpus belongs to ``--corpus`` or ``gptkit prepare``).

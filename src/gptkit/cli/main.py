@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import importlib
 import os
-import re
 import sys
 from typing import Any
 
 import click
 
 from gptkit._version import __version__
-from gptkit.core.errors import GptkitError, Interrupted
+from gptkit.errors import GptkitError, Interrupted
 
 BUILTIN_COMMANDS = {
     "train": "gptkit.cli.train:train",
@@ -81,8 +80,12 @@ class LazyGroup(click.Group):
         except BrokenPipeError:
             sys.exit(0)
         except OSError as exc:  # a write or read no guard named: still one line
+            from gptkit.api.failures import describe_unexpected_os_error
+
             _fail(describe_unexpected_os_error(exc))
         except (MemoryError, RuntimeError) as exc:
+            from gptkit.api.failures import out_of_memory_message, peer_failure_message
+
             message = out_of_memory_message(exc)
             if message is not None:
                 _fail(message)
@@ -97,11 +100,11 @@ class LazyGroup(click.Group):
 
 def _cli_message(exc: GptkitError) -> str:
     """The error's message, naming settings by their command-line options."""
-    from gptkit.core.errors import SettingError
+    from gptkit.errors import SettingError
 
     if not isinstance(exc, SettingError):
         return str(exc)
-    from gptkit.core.settings import all_settings_flags
+    from gptkit.api.settings import all_settings_flags
 
     flags = all_settings_flags()
     return exc.render(lambda name: flags.get(name, "--" + name.replace("_", "-")))
@@ -129,55 +132,6 @@ def _last_line(line: str, kind: str) -> None:
         except (OSError, ValueError):
             pass
     click.echo(line, err=True)
-
-
-def peer_failure_message(exc: BaseException) -> str | None:
-    """One line for a collective that failed because another process of a
-    multi-process run died (gloo's "Connection closed by peer"); None for
-    anything else."""
-    if "torch.distributed" not in sys.modules:
-        return None
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()):
-        return None
-    backend_error = getattr(dist, "DistBackendError", ())
-    text = str(exc)
-    peerish = ("Connection closed by peer", "Connection reset by peer", "Broken pipe")
-    if not (isinstance(exc, backend_error) or any(p in text for p in peerish)):
-        return None
-    first = (text.strip().splitlines() or [""])[0][:200]
-    return (
-        f"another process of this run stopped ({first}); gptkit train --resume"
-        " RUN_DIR continues from the last checkpoint"
-    )
-
-
-def describe_unexpected_os_error(exc: OSError) -> str:
-    """One line for an ``OSError`` that reached the top."""
-    from gptkit.core.storage import describe_os_error
-
-    if exc.filename:
-        name = os.fsdecode(exc.filename)
-        return f"{name}: {describe_os_error(exc, name, 'access')}"
-    return describe_os_error(exc, ".", "access")
-
-
-def out_of_memory_message(exc: BaseException) -> str | None:
-    """One line for running out of memory (``MemoryError``, torch's
-    ``OutOfMemoryError`` or an allocator's ``RuntimeError``); None for any
-    other error."""
-    from gptkit.core.runguard import out_of_memory
-
-    if not out_of_memory(exc):
-        return None
-    first = (str(exc).strip().splitlines() or [""])[0]
-    first = re.sub(r"^\[enforce fail at [^\]]*\]\s*\.?\s*", "", first)
-    detail = f" ({first[:200]})" if first else ""
-    return (
-        f"out of memory{detail}; lower the batch size, context length, number"
-        " of beams or prompts, or the model's size"
-    )
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -8,9 +8,9 @@ from typing import Any
 
 import click
 
+from gptkit.api.settings import LoadSettings
 from gptkit.cli.flags import given_settings, settings_options
-from gptkit.core.errors import GptkitError
-from gptkit.core.settings import LoadSettings
+from gptkit.errors import GptkitError
 from gptkit.serve.settings import ServeSettings
 
 #: The modules of the ``serve`` extra.
@@ -54,6 +54,7 @@ def serve(ctx: click.Context, **opts: Any) -> int:
       GPTKIT_API_KEY=secret gptkit serve --weights runs/NAME \\
           --max-batch-size 16 --api-key-env GPTKIT_API_KEY
       gptkit serve --preset gpt2-124m --max-seq-len 256     # random weights
+      gptkit serve --weights hf:gpt2-medium --draft small=hf:gpt2
     """
     _require_serve_extra()
     load = LoadSettings.create(given_settings(ctx, opts, LoadSettings))
@@ -62,8 +63,9 @@ def serve(ctx: click.Context, **opts: Any) -> int:
     settings = ServeSettings.create(given_settings(ctx, opts, ServeSettings))
     api_key = _api_key(settings.api_key_env)
 
-    from gptkit.serve.loading import load_model
+    from gptkit.serve.loading import load_drafts, load_model
     from gptkit.serve.server import serve as run_server
 
     model, name = load_model(load)
-    return run_server(model, settings.model_name or name, settings, api_key)
+    drafts = load_drafts(model, settings.drafts())
+    return run_server(model, settings.model_name or name, settings, api_key, drafts)

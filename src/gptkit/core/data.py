@@ -20,13 +20,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from gptkit.core.errors import GptkitError, SettingError
 from gptkit.core.order import DataOrder
-from gptkit.core.tokenizer import ENDOFTEXT, check_ids_fit, encode
-
-#: Prepared corpora up to this many tokens are scanned whole for ids past the
-#: model's vocabulary when opened (a second or so); larger ones window by window.
-SCAN_TOKENS = 1 << 28
+from gptkit.core.tokenizer import ENDOFTEXT, encode
+from gptkit.errors import GptkitError, SettingError
 
 
 def resolve_corpora(specs: Sequence[str]) -> list[tuple[str, object]]:
@@ -270,14 +266,11 @@ def make_loaders(
     rank: int = 0,
     world_size: int = 1,
     order: str = "seeded",
-    vocab_size: int | None = None,
 ) -> DataSplits:
     """Split, tokenize and window ``text``; check there is enough of it.
 
     ``order``: ``seeded`` (a permutation per epoch from ``seed``: any number of
-    processes) or ``book`` (the book's DataLoader shuffling, exactly).
-    ``vocab_size``: the model's; a token id past it is an error here, before
-    anything is trained."""
+    processes) or ``book`` (the book's DataLoader shuffling, exactly)."""
     if not 0.0 < train_ratio < 1.0:
         raise SettingError(
             f"{{train_ratio}} must be between 0 and 1, got {train_ratio}"
@@ -288,9 +281,6 @@ def make_loaders(
     train_ids = torch.tensor(encode(text[:split]), dtype=torch.long)
     val_ids = torch.tensor(encode(text[split:]), dtype=torch.long)
     _check_length(len(train_ids), len(val_ids), context_length)
-    if vocab_size is not None:
-        largest = max(int(train_ids.max()), int(val_ids.max()))
-        check_ids_fit(largest, vocab_size, "the corpus")
     return _splits(
         TokenWindows(train_ids, context_length, stride),
         TokenWindows(val_ids, context_length, stride),
@@ -314,18 +304,14 @@ def make_prepared_loaders(
     seed: int = 123,
     rank: int = 0,
     world_size: int = 1,
-    vocab_size: int | None = None,
 ) -> DataSplits:
     """Loaders that stream windows from a corpus made by ``gptkit prepare``.
 
     The token file is memory-mapped and the training order is computed as it is
     consumed, so memory stays bounded whatever the corpus size; the split into
     training and validation tokens is the one ``gptkit prepare`` recorded.
-    ``vocab_size``: the model's; the file's ids are checked against it (the
-    whole file up to :data:`SCAN_TOKENS` tokens, then each window as it is
-    read), so a damaged file is an error, not an index out of range.
     """
-    from gptkit.core.prepared import open_tokens, read_meta
+    from gptkit.core.token_files import open_tokens, read_meta
 
     _check_batching(batch_size, stride)
     stride = stride or context_length
@@ -333,12 +319,9 @@ def make_prepared_loaders(
     tokens = open_tokens(directory, meta)
     n_train = int(meta["train_tokens"])
     _check_length(n_train, len(tokens) - n_train, context_length)
-    source = str(directory)
-    if vocab_size is not None and len(tokens) <= SCAN_TOKENS:
-        check_ids_fit(int(tokens.max()), vocab_size, source)
     return _splits(
-        MemmapWindows(tokens[:n_train], context_length, stride, vocab_size, source),
-        MemmapWindows(tokens[n_train:], context_length, stride, vocab_size, source),
+        MemmapWindows(tokens[:n_train], context_length, stride),
+        MemmapWindows(tokens[n_train:], context_length, stride),
         batch_size=batch_size,
         seed=seed,
         rank=rank,
@@ -353,19 +336,10 @@ class MemmapWindows(torch.utils.data.Dataset):
     """``TokenWindows`` over a memory-mapped uint16 token array: a window is
     read from the file (the page cache) only when it is used."""
 
-    def __init__(
-        self,
-        tokens: np.ndarray,
-        context_length: int,
-        stride: int,
-        vocab_size: int | None = None,
-        source: str = "the prepared corpus",
-    ) -> None:
+    def __init__(self, tokens: np.ndarray, context_length: int, stride: int) -> None:
         self.tokens = tokens
         self.context_length = context_length
         self.stride = stride
-        self.vocab_size = vocab_size
-        self.source = source
         self.count = len(range(0, max(0, len(tokens) - context_length), stride))
 
     def __len__(self) -> int:
@@ -373,10 +347,9 @@ class MemmapWindows(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
         s = i * self.stride
-        window = self.tokens[s : s + self.context_length + 1]
-        if self.vocab_size is not None:
-            check_ids_fit(int(window.max()), self.vocab_size, self.source)
-        chunk = torch.from_numpy(window.astype(np.int64))
+        chunk = torch.from_numpy(
+            self.tokens[s : s + self.context_length + 1].astype(np.int64)
+        )
         return chunk[:-1], chunk[1:]
 
 

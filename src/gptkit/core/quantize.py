@@ -28,11 +28,12 @@ import torch
 from torch import nn
 
 from gptkit._version import __version__
-from gptkit.core.component_options import parse_pairs
 from gptkit.core.config import GPTConfig
-from gptkit.core.errors import GptkitError
 from gptkit.core.interfaces import Quantizer
 from gptkit.core.model import GPTModel
+from gptkit.core.options import parse_pairs
+from gptkit.core.weights import meta_model
+from gptkit.errors import GptkitError
 
 #: config.json key of a quantized checkpoint: {"method": NAME, "options": {...}}
 CONFIG_KEY = "quantization"
@@ -94,21 +95,6 @@ def quantize_model(model: GPTModel, spec: str | Quantizer, **options: Any) -> GP
     return model
 
 
-def read_record(record: Any, source: str) -> dict[str, Any]:
-    """A checkpoint's quantization record, checked: ``{"method": NAME,
-    "options": {...}}``; anything else is a one-line error naming ``source``."""
-    if (
-        not isinstance(record, Mapping)
-        or not isinstance(record.get("method"), str)
-        or not isinstance(record.get("options", {}), Mapping)
-    ):
-        raise GptkitError(
-            f"{source}: its {CONFIG_KEY!r} record is damaged ({record!r:.80});"
-            ' expected {"method": NAME, "options": {...}}'
-        )
-    return {"method": record["method"], "options": dict(record.get("options") or {})}
-
-
 def build_quantized_model(
     cfg: GPTConfig,
     state: dict[str, torch.Tensor],
@@ -121,8 +107,6 @@ def build_quantized_model(
     """A quantized model from a quantized checkpoint's tensors: quantize a meta
     model the same way (shapes only), then assign ``state``. ``options``
     override run-time options of the recorded quantizer (its ``backend``)."""
-    from gptkit.core.weights import meta_model
-
     method = record.get("method")
     saved = dict(record.get("options") or {})
     quantizer = get_quantizer(str(method), {**saved, **(options or {})})
@@ -187,8 +171,8 @@ def save_quantized(model: GPTModel, directory: str | Path) -> Path:
     directory."""
     from safetensors.torch import save_file
 
-    from gptkit.core.checkpoint import CONFIG, FORMAT, WEIGHTS, weights_metadata
-    from gptkit.core.storage import (
+    from gptkit.core.checkpoints.layout import CONFIG, FORMAT, WEIGHTS, weights_metadata
+    from gptkit.system.storage import (
         default_file_mode,
         fsync_dir,
         fsync_file,

@@ -11,7 +11,7 @@ come:
   (:func:`gptkit.cli.flags.settings_options` builds it);
 - validation (:meth:`Settings.validate`: types and bounds from the metadata,
   then the class's own cross-field checks), with errors that name the setting
-  (:class:`~gptkit.core.errors.SettingError`: ``lr`` in Python, ``--lr`` on
+  (:class:`~gptkit.errors.SettingError`: ``lr`` in Python, ``--lr`` on
   the command line);
 - what a run directory's ``config.json`` records (:meth:`Settings.to_dict`),
   and what ``--resume`` may change: ``resume="fixed"`` settings keep the run's
@@ -29,9 +29,9 @@ from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, ClassVar, TypeVar
 
-from gptkit.core.component_options import bounds_problem, convert_value
-from gptkit.core.errors import SettingError
+from gptkit.core.options import bounds_problem, convert_value
 from gptkit.core.precision import PRECISIONS
+from gptkit.errors import SettingError
 
 S = TypeVar("S", bound="Settings")
 
@@ -59,10 +59,7 @@ MAX_MEMORY_HELP = (
     " the device's free memory is always checked."
 )
 DTYPES = ("fp32", "bf16", "fp16")
-#: A seed is a non-negative 63-bit integer: torch's generators take 64 bits, and
-#: the offsets added to a seed (epoch, rank, sample) stay inside them.
-MAX_SEED = 2**63 - 1
-SEED = {"ge": 0, "le": MAX_SEED}
+SEED = {"ge": 0, "le": 2**63 - 1}  # torch takes 64 bits: room for offsets (rank)
 
 
 def setting(
@@ -158,7 +155,7 @@ class Settings:
                 value = (value,)  # corpus="the-verdict": one item
             try:
                 converted[name] = convert_value(value, hint)
-            except ValueError as exc:
+            except (TypeError, ValueError) as exc:
                 raise SettingError(f"{{{name}}}: {exc}", settings_class=cls) from None
         settings = cls(**converted)
         settings.validate()
@@ -327,9 +324,7 @@ class DataSettings(Settings):
         help="Share of the characters used for training.",
         default_help="0.9",
     )
-    seed: int = setting(
-        123, **SEED, help="Seed of the initial weights and the data order."
-    )
+    seed: int = setting(123, **SEED, help="Seed of the initial weights, data order.")
 
     def corpus_names(self) -> tuple[str, ...]:
         return self.corpus or self.default_corpus
@@ -497,10 +492,7 @@ class LoadSettings(ModelSettings):
         help="Precision of the weights and activations.",
     )
     seed: int | None = setting(
-        None,
-        **SEED,
-        help="Seed of a random init (without weights).",
-        default_help="123",
+        None, **SEED, help="Seed of a random init (no weights).", default_help="123"
     )
     quantize: str | None = setting(
         None,
@@ -527,7 +519,7 @@ class LoadSettings(ModelSettings):
 
 def _check_size(size: str | None) -> None:
     if size is not None:
-        from gptkit.core.preflight import parse_size
+        from gptkit.core.options import parse_size
 
         parse_size(size)
 
@@ -544,9 +536,7 @@ class EvalSettings(DataSettings, LoadSettings):
         default_help="all",
     )
     seed: int = setting(
-        123,
-        **SEED,
-        help="Seed of a random init (without weights) and of the data order.",
+        123, **SEED, help="Seed of a random init (no weights) and the data order."
     )
     compile: bool = setting(False, cli=False, help="Unused by evaluation.")
 

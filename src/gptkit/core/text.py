@@ -19,7 +19,7 @@ import torch
 from gptkit.core.generate import Generated, iter_tokens
 from gptkit.core.interfaces import Sampler, SearchStrategy
 from gptkit.core.model import GPTModel
-from gptkit.core.tokenizer import EOT_ID, check_ids_fit, decode, encode
+from gptkit.core.tokenizer import EOT_ID, decode, encode
 
 
 @dataclass
@@ -78,11 +78,22 @@ class TextStream:
         if not (finished or stopped):
             if self.text.endswith("\ufffd"):  # an incomplete UTF-8 character
                 safe = len(self.text.rstrip("\ufffd"))
-            hold = max((len(s) - 1 for s in self.stop_strings), default=0)
+            hold = max(
+                (_partial(self.text[:safe], s) for s in self.stop_strings), default=0
+            )
             safe = max(self.sent, safe - hold)
         piece = self.text[self.sent : safe]
         self.sent = max(self.sent, safe)
         return piece
+
+
+def _partial(text: str, stop: str) -> int:
+    """Length of the longest end of ``text`` that begins ``stop`` (held back:
+    not ``len(stop) - 1`` characters regardless, so streams stay streams)."""
+    at = text.find(stop[0], max(0, len(text) - len(stop) + 1)) if stop else -1
+    while at != -1 and not stop.startswith(text[at:]):
+        at = text.find(stop[0], at + 1)
+    return 0 if at == -1 else len(text) - at
 
 
 class TextGeneration:
@@ -134,8 +145,6 @@ class TextGeneration:
 
     def __iter__(self) -> Iterator[tuple[int, str]]:
         prompt_ids = [encode(p) for p in self.prompts]
-        largest = max((max(ids, default=0) for ids in prompt_ids), default=0)
-        check_ids_fit(largest, self.model.cfg.vocab_size, "the prompt")
         whole = isinstance(self.sampler, SearchStrategy)  # yields finished rows
         limit = int(self._settings["max_new_tokens"])  # type: ignore[call-overload]
         streams: dict[int, TextStream] = {}

@@ -1,9 +1,14 @@
-"""The one place the server gets its model from: the library layer's loader."""
+"""The one place the server gets its models from: the library layer's loader.
+
+The model and the drafts requests may name are loaded here, at start-up, from
+the operator's settings; nothing a request says is ever opened."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from gptkit.errors import GptkitError
 
 if TYPE_CHECKING:
     from gptkit.core.model import GPTModel
@@ -19,6 +24,24 @@ def load_model(settings: LoadSettings) -> tuple[GPTModel, str]:
     if settings.weights is not None:
         return lm.model, default_name(settings.weights)
     return lm.model, settings.preset_name()
+
+
+def load_drafts(model: GPTModel, specs: dict[str, str]) -> dict[str, GPTModel]:
+    """The draft models ``{name: spec}``, on ``model``'s device and dtype; a
+    draft must cover the model's vocabulary (it proposes the model's tokens)."""
+    from gptkit.core.loading import model_from_spec
+
+    param = next(model.parameters())
+    drafts = {}
+    for name, spec in specs.items():
+        draft, _ = model_from_spec(spec, device=param.device, dtype=param.dtype)
+        if draft.cfg.vocab_size < model.cfg.vocab_size:
+            raise GptkitError(
+                f"--draft {name}: its vocabulary has {draft.cfg.vocab_size} tokens,"
+                f" the model's {model.cfg.vocab_size}; a draft must cover the model's"
+            )
+        drafts[name] = draft.eval()
+    return drafts
 
 
 def default_name(spec: str) -> str:

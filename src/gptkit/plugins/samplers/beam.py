@@ -60,6 +60,9 @@ class BeamSearch(SearchStrategy):
             if self.num_return_sequences > self.num_beams:
                 raise ValueError("num_return_sequences must be <= num_beams")
 
+    def sequences(self) -> int:
+        return self.options.num_beams
+
     def generate(self, model: GPTModel, request: GenerationRequest) -> list[Generated]:
         results: list[Generated] = []
         for index, prompt in enumerate(request.prompts):
