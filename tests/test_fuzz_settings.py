@@ -44,7 +44,7 @@ LONG = settings.default.max_examples >= 1000
 
 def examples(ci: int) -> settings:
     return settings(
-        max_examples=ci * 40 if LONG else ci,
+        max_examples=ci * 10 if LONG else ci,
         deadline=timedelta(seconds=60),
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
         derandomize=not LONG,  # CI: the same examples every run
@@ -162,7 +162,7 @@ def test_evaluate_settings(lm, values):
 _runs = itertools.count()
 
 
-@examples(6)
+@examples(3)
 @given(
     settings_dicts(
         TrainSettings,
@@ -181,7 +181,7 @@ def test_train_settings(tmp_path_factory, values):
         "preset": "tiny",
         "corpus": "the-verdict",
         "context_length": 16,
-        "max_steps": 2,
+        "max_steps": 1,
         "eval_iter": 1,
         "max_new_tokens": 2,
         "loggers": ["jsonl"],
