@@ -31,6 +31,9 @@ INTERFACES = (
     interfaces.Logger,
     interfaces.Corpus,
     interfaces.Quantizer,
+    interfaces.Architecture,
+    interfaces.PromptStyle,
+    interfaces.Adapter,
 )
 
 

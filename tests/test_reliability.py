@@ -145,15 +145,14 @@ def small_vocab_model(tmp_path_factory):
 
 def test_generate_with_a_small_vocabulary_says_so(cli_run, small_vocab_model):
     result = cli_run("generate", "--weights", small_vocab_model, "Every effort moves")
-    assert_clean_error(result, "vocabulary of 1,000 tokens")
+    assert_clean_error(result, "vocabulary of 1,000")
 
 
 def test_eval_with_a_small_vocabulary_says_so(cli_run, small_vocab_model):
     result = cli_run("eval", "--weights", small_vocab_model, "--corpus", "the-verdict")
-    assert_clean_error(result, "vocabulary of 1,000 tokens")
-    lm = gptkit.load(small_vocab_model, device="cpu")
+    assert_clean_error(result, "vocabulary of 1,000")
     with pytest.raises(GptkitError, match="vocabulary"):
-        lm.loss("Every effort moves you")
+        gptkit.load(small_vocab_model, device="cpu")
 
 
 def test_train_with_a_small_vocabulary_leaves_no_run_directory(
@@ -164,15 +163,8 @@ def test_train_with_a_small_vocabulary_leaves_no_run_directory(
         *("train", "--weights", small_vocab_model, "--corpus", "the-verdict"),
         *("--out", str(out), "--device", "cpu"),
     )
-    assert_clean_error(result, "vocabulary of 1,000 tokens")
+    assert_clean_error(result, "vocabulary of 1,000")
     assert not out.exists() or not any(out.iterdir())
-
-
-def test_a_small_vocabulary_model_still_generates_from_ids_it_knows(
-    small_vocab_model,
-):
-    lm = gptkit.load(small_vocab_model, device="cpu")
-    assert isinstance(lm.generate("$!", max_new_tokens=3), str)  # ids 3, 0
 
 
 # -- 15: a prepared token file holding ids past the vocabulary --
@@ -197,7 +189,7 @@ def test_a_prepared_corpus_with_a_foreign_id_is_one_line(cli_run, tmp_path):
         *("train", "--data", str(data), "--preset", "tiny", "--device", "cpu"),
         *("--context-length", "16", "--out", str(tmp_path / "run")),
     )
-    assert_clean_error(result, "token id 65,535", "vocabulary of 50,257")
+    assert_clean_error(result, "token id 65,535", "vocabulary of 50,257 tokens")
 
 
 # -- 4: bench and prompt readers are bounded --

@@ -8,14 +8,16 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, overload
 
 from gptkit.core.settings import EvalSettings, GenerateSettings, LoadSettings
-from gptkit.errors import SettingError
+from gptkit.errors import GptkitError, SettingError
 
 if TYPE_CHECKING:
     import torch
 
     from gptkit.core.config import GPTConfig
+    from gptkit.core.interfaces import PromptStyle
     from gptkit.core.model import GPTModel
     from gptkit.core.text import TextResult
+    from gptkit.core.tokenizer import Tokenizer
     from gptkit.runs.preflight import MemoryEstimate
 
 
@@ -66,10 +68,25 @@ class LanguageModel:
     ``config``, ``device`` and ``dtype`` describe it.
     """
 
-    def __init__(self, model: GPTModel, *, spec: str, settings: LoadSettings) -> None:
+    def __init__(
+        self,
+        model: GPTModel,
+        *,
+        spec: str,
+        settings: LoadSettings,
+        tokenizer: Tokenizer | None = None,
+        prompt_style: dict[str, Any] | None = None,
+    ) -> None:
+        from gptkit.core.tokenizer import gpt2_tokenizer
+
         self.model = model.eval()
         self.spec = spec
         self.settings = settings
+        #: The model's tokenizer (the checkpoint's own; GPT-2's for GPT-2).
+        self.tokenizer = tokenizer or gpt2_tokenizer()
+        #: The prompt style a finetuned model recorded (``{"name", "options"}``),
+        #: or None.
+        self.prompt_style_record = prompt_style
 
     @classmethod
     def from_settings(
@@ -89,11 +106,15 @@ class LanguageModel:
         from gptkit.core.device import resolve_device, resolve_dtype
         from gptkit.core.loading import model_from_spec
         from gptkit.core.weights import build_model
+        from gptkit.formats.tokenizers import check_vocabulary, tokenizer_for
 
         device = resolve_device(settings.device)
         dtype = resolve_dtype(settings.dtype)
+        style = None
         if settings.weights is not None:
-            model, _ = model_from_spec(
+            from gptkit.runs.finetune import recorded_style
+
+            model, loaded = model_from_spec(
                 settings.weights,
                 device=device,
                 dtype=dtype,
@@ -101,12 +122,18 @@ class LanguageModel:
                 quantize=settings.quantize,
             )
             spec = settings.weights
+            tokenizer = tokenizer_for(model.cfg, loaded.extra, settings.tokenizer)
+            check_vocabulary(model.cfg, tokenizer, spec)
+            style = recorded_style(loaded.extra)
         else:
             from gptkit.runs.preflight import check_memory, model_estimate
 
             cfg = get_preset(settings.preset_name()).replace(
                 **settings.model_overrides()
             )
+            tokenizer = tokenizer_for(cfg, None, settings.tokenizer)
+            if tokenizer.n_vocab != cfg.vocab_size:  # a new model takes its ids
+                cfg = cfg.replace(vocab_size=tokenizer.n_vocab)
             estimate = (
                 workload(cfg)
                 if workload is not None
@@ -121,7 +148,9 @@ class LanguageModel:
 
                 quantize_model(model, settings.quantize)
             spec = f"random init ({settings.preset_name()}, seed {seed})"
-        return cls(model, spec=spec, settings=settings)
+        return cls(
+            model, spec=spec, settings=settings, tokenizer=tokenizer, prompt_style=style
+        )
 
     # -- what it is ------------------------------------------------------------
 
@@ -150,21 +179,18 @@ class LanguageModel:
             f" {self.device})"
         )
 
-    @staticmethod
-    def encode(text: str) -> list[int]:
-        """GPT-2 token ids of ``text`` (``<|endoftext|>`` allowed)."""
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text`` by the model's tokenizer (special tokens such
+        as ``<|endoftext|>`` allowed)."""
         from gptkit.api import arguments
-        from gptkit.core.tokenizer import encode
 
-        return encode(arguments.text(text, "text"))
+        return self.tokenizer.encode(arguments.text(text, "text"))
 
-    @staticmethod
-    def decode(ids: Sequence[int]) -> str:
-        """The text of GPT-2 token ids (each in 0..50256)."""
+    def decode(self, ids: Sequence[int]) -> str:
+        """The text of token ids (each in the tokenizer's vocabulary)."""
         from gptkit.api import arguments
-        from gptkit.core.tokenizer import N_VOCAB, decode
 
-        return decode(arguments.token_ids(ids, N_VOCAB))
+        return self.tokenizer.decode(arguments.token_ids(ids, self.tokenizer.n_vocab))
 
     # -- generation --------------------------------------------------------------
 
@@ -238,11 +264,8 @@ class LanguageModel:
         from gptkit.core.interfaces import SearchStrategy
         from gptkit.runs.preflight import (
             check_memory,
-            check_prompts_fit,
             generation_estimate,
         )
-
-        check_prompts_fit(prompts, self.config.vocab_size)
 
         beams = 1
         if isinstance(sampler, SearchStrategy):
@@ -297,11 +320,128 @@ class LanguageModel:
             "seed": chosen.seed,
             "truncate": chosen.truncate,
             "compiled": self.settings.compile,
+            "tokenizer": self.tokenizer,
             **choice.engine,
         }
         return choice.sampler, kwargs
 
+    # -- instructions and chat ------------------------------------------------------
+
+    @property
+    def prompt_style(self) -> PromptStyle:
+        """The prompt style the model was finetuned with (an error for a model
+        that has none)."""
+        from gptkit.runs.finetune import style_from_record
+
+        if self.prompt_style_record is None:
+            raise GptkitError(
+                f"{self.spec} has no prompt style (it was not finetuned with"
+                " gptkit finetune); chat needs an instruction-finetuned model"
+            )
+        return style_from_record(self.prompt_style_record)
+
+    def chat_prompt(self, messages: Sequence[dict[str, str]]) -> str:
+        """The prompt of the next reply to ``messages`` in the model's style."""
+        return self.prompt_style.chat_prompt([dict(m) for m in messages])
+
+    def chat_settings(self, settings: dict[str, Any]) -> dict[str, Any]:
+        """Generation keywords for a reply: the style's stop strings added,
+        greedy (the book's) unless a sampler is asked for, 256 new tokens unless
+        given."""
+        stop = tuple(settings.get("stop") or ()) + self.prompt_style.stop
+        return {"max_new_tokens": 256, **settings, "stop": stop}
+
+    def chat(self, messages: Sequence[dict[str, str]], **settings: Any) -> str:
+        """The model's reply to a conversation (``[{"role": "user", "content":
+        ...}, ...]``), in its prompt style; keywords as :meth:`generate`.
+
+        >>> lm = gptkit.load("runs/sft")  # doctest: +SKIP
+        >>> lm.chat([{"role": "user", "content": "Name a color."}])  # doctest: +SKIP
+        """
+        prompt = self.chat_prompt(messages)
+        text = self.generate(prompt, **self.chat_settings(settings))
+        return self.clean_reply(str(text))
+
+    def clean_reply(self, text: str) -> str:
+        """A generated reply without the style's stop strings and headers."""
+        style = self.prompt_style
+        for stop in style.stop:
+            text = text.split(stop)[0]
+        return style.clean_response(text)
+
+    def stream_chat(
+        self, messages: Sequence[dict[str, str]], **settings: Any
+    ) -> Iterator[str]:
+        """The reply to ``messages`` piece by piece (the pieces add up to the
+        raw reply; :meth:`clean_reply` tidies it)."""
+        prompt = self.chat_prompt(messages)
+        yield from self.stream(prompt, **self.chat_settings(settings))
+
     # -- evaluation --------------------------------------------------------------
+
+    def evaluate_instructions(
+        self,
+        data: str,
+        *,
+        batch_size: int = 8,
+        train_ratio: float = 0.85,
+        test_ratio: float = 0.1,
+    ) -> dict[str, Any]:
+        """The loss and perplexity of the responses of ``data``'s test split
+        (the book's split), prompts masked out of the loss, in the model's
+        prompt style (``alpaca`` for a model without one): the mean
+        cross-entropy over every response token and its ``<|endoftext|>``."""
+        import math
+
+        import torch
+        import torch.nn.functional as F
+
+        from gptkit.formats.instruction_batches import (
+            IGNORE_INDEX,
+            InstructionCollator,
+            InstructionDataset,
+        )
+        from gptkit.formats.instructions import read_instruction_data, split_records
+        from gptkit.runs.finetune import resolve_style, style_from_record
+
+        style = (
+            style_from_record(self.prompt_style_record)
+            if self.prompt_style_record is not None
+            else resolve_style(None, None)
+        )
+        records = read_instruction_data(data).records
+        test = split_records(records, train_ratio, test_ratio).test
+        if not test:
+            raise SettingError(f"{data}: the test split is empty; use more records")
+        context = self.config.context_length
+        dataset = InstructionDataset(test, style, context)
+        collate = InstructionCollator(allowed_max_length=context, mask_prompt=True)
+        total, count = 0.0, 0
+        with torch.no_grad():
+            for start in range(0, len(dataset), batch_size):
+                inputs, targets = collate(
+                    [
+                        dataset[i]
+                        for i in range(start, min(len(dataset), start + batch_size))
+                    ]
+                )
+                logits = self.model(inputs.to(self.device)).float()  # (B, T, V)
+                targets = targets.to(self.device)
+                total += F.cross_entropy(
+                    logits.flatten(0, 1), targets.flatten(), reduction="sum"
+                ).item()
+                count += int((targets != IGNORE_INDEX).sum())
+        loss = total / count
+        return {
+            "weights": self.spec,
+            "data": data,
+            "prompt_style": style.name,
+            "test_records": len(dataset),
+            "skipped": dataset.skipped,
+            "response_tokens": count,
+            "test_loss": loss,
+            "test_perplexity": math.exp(loss) if loss < 700 else float("inf"),
+        }
 
     def loss(self, text: str) -> float:
         """Mean next-token cross-entropy of ``text`` (nats per token), over
@@ -386,7 +526,8 @@ class LanguageModel:
         )
         check_memory(estimate, self.device, max_memory=self.settings.max_memory)
         data = make_loaders(
-            load_text(chosen.corpus_names()),
+            load_text(chosen.corpus_names(), self.tokenizer),
+            tokenizer=self.tokenizer,
             context_length=context,
             batch_size=chosen.batch_size,
             stride=chosen.stride,
@@ -418,3 +559,17 @@ class LanguageModel:
             "train_perplexity": perplexity(train_loss),
             "val_perplexity": perplexity(val_loss),
         }
+
+
+def remember_style(lm: LanguageModel) -> None:
+    """Keep ``lm``'s prompt style with its module (for code that is handed
+    the module alone, such as the server's engine)."""
+    lm.model.prompt_style_record = lm.prompt_style_record  # type: ignore[assignment]
+
+
+def style_of(model: Any) -> PromptStyle | None:
+    """The prompt style :func:`remember_style` kept with ``model``, if any."""
+    from gptkit.runs.finetune import style_from_record
+
+    record = getattr(model, "prompt_style_record", None)
+    return None if record is None else style_from_record(record)

@@ -17,6 +17,7 @@ from gptkit.core.settings import (
     all_settings_flags,
     flag_of,
 )
+from gptkit.runs.finetune import FinetuneSettings
 
 MAX_SEED = SEED["le"]
 
@@ -25,6 +26,7 @@ __all__ = [
     "MAX_SEED",
     "PRESET_NAMES",
     "EvalSettings",
+    "FinetuneSettings",
     "GenerateSettings",
     "LoadSettings",
     "Settings",

@@ -113,13 +113,13 @@ def _gptkit_variant(
     import torch
 
     from gptkit.bench.measure import sync
-    from gptkit.core.model import GPTModel
     from gptkit.core.registry import get_registry
     from gptkit.core.settings import TrainSettings
     from gptkit.core.training.trainer import Trainer
+    from gptkit.core.weights import new_model
 
     torch.manual_seed(settings.seed)
-    model = GPTModel(cfg).to(device)
+    model = new_model(cfg).to(device)
     inputs, targets = _fixed_batch(cfg, settings.batch_size, settings.seed, device)
     trainer = Trainer(
         model,
@@ -234,6 +234,11 @@ def run_training(
             f"unknown precision {unknown[0]!r}; choose from {', '.join(PRECISIONS)}"
         )
     cfg = get_preset(settings.preset).replace(context_length=settings.context_length)
+    if settings.baseline and getattr(type(cfg), "arch", "gpt2") != "gpt2":
+        raise GptkitError(
+            f"the book-style baseline is GPT-2's; {settings.preset} is a"
+            f" {type(cfg).arch} model: add --no-baseline"
+        )
     device = resolve_device(settings.device)
     _check(settings, device)
     _preflight(settings, cfg, device)

@@ -38,12 +38,16 @@ def evaluate(ctx: click.Context, **opts: Any) -> None:
       gptkit eval --weights hf:gpt2 --corpus the-verdict \\
           --context-length 256                       # exercise 5.5: 3.7547 / 3.5596
       gptkit eval --weights book:model.pth --n-heads 16 --corpus the-verdict
+      gptkit eval --weights runs/sft --data instruction-data   # response-only loss
     """
     from gptkit.api.model import load_for_evaluation
 
     given = given_settings(ctx, opts, EvalSettings)
     settings = EvalSettings.create(given)  # every value checked before loading
     lm = load_for_evaluation(settings)
+    if settings.data is not None:
+        _instructions(lm, settings, given, opts["json_"])
+        return
     data = {k: v for k, v in given.items() if k in _DATA}
     result = lm.evaluate(seed=settings.seed, progress=opts["progress"], **data)
     if opts["json_"]:
@@ -67,3 +71,23 @@ def evaluate(ctx: click.Context, **opts: Any) -> None:
     ]
     for label, value in rows:
         click.echo(f"{label + ':':<17} {value}")
+
+
+def _instructions(lm: Any, settings: Any, given: dict[str, Any], json_: bool) -> None:
+    """``--data``: the response-only loss of an instruction data set's test split."""
+    if settings.corpus:
+        raise click.UsageError("--data and --corpus both name the text; give one")
+    batch = given.get("batch_size", 8)
+    result = lm.evaluate_instructions(settings.data, batch_size=batch)
+    if json_:
+        echo_json(result)
+        return
+    click.echo(f"{'weights:':<17} {result['weights']} ({result['prompt_style']} style)")
+    click.echo(
+        f"{'test split:':<17} {result['test_records']} records,"
+        f" {result['response_tokens']:,} response tokens"
+    )
+    click.echo(
+        f"{'response loss:':<17} {result['test_loss']:.5f}"
+        f" (perplexity {result['test_perplexity']:,.2f})"
+    )

@@ -15,6 +15,8 @@ from gptkit.errors import GptkitError, Interrupted
 
 BUILTIN_COMMANDS = {
     "train": "gptkit.cli.train:train",
+    "finetune": "gptkit.cli.finetune:finetune",
+    "chat": "gptkit.cli.chat:chat",
     "eval": "gptkit.cli.evaluate:evaluate",
     "generate": "gptkit.cli.generate:generate",
     "export": "gptkit.cli.export:export",

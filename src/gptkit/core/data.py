@@ -10,6 +10,7 @@ drop the last partial batch; validation batches are neither shuffled nor dropped
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ import torch
 from torch import Tensor
 
 from gptkit.core.order import DataOrder
-from gptkit.core.tokenizer import ENDOFTEXT, encode
+from gptkit.core.tokenizer import ENDOFTEXT, Tokenizer, encode
 from gptkit.errors import GptkitError, SettingError
 
 
@@ -53,14 +54,18 @@ def _exists(path: Path) -> bool:
         return False
 
 
-def load_text(specs: Sequence[str]) -> str:
-    """All documents of all corpora, joined with ``<|endoftext|>``."""
-    return load_corpora(specs)[0]
+def load_text(specs: Sequence[str], tokenizer: Tokenizer | None = None) -> str:
+    """All documents of all corpora, joined with ``<|endoftext|>`` (the
+    tokenizer's end-of-sequence token)."""
+    return load_corpora(specs, tokenizer)[0]
 
 
-def load_corpora(specs: Sequence[str]) -> tuple[str, str]:
+def load_corpora(
+    specs: Sequence[str], tokenizer: Tokenizer | None = None
+) -> tuple[str, str]:
     """(text, sample prompt): the joined documents and the first corpus's
-    suggested prompt for per-epoch samples."""
+    suggested prompt for per-epoch samples. Documents are separated by the
+    tokenizer's end-of-sequence token (GPT-2's ``<|endoftext|>`` by default)."""
     if not specs:
         raise SettingError("give at least one {corpus}")
     docs: list[str] = []
@@ -69,7 +74,8 @@ def load_corpora(specs: Sequence[str]) -> tuple[str, str]:
         docs.extend(corpus.documents())  # type: ignore[attr-defined]
     if not docs or not any(d.strip() for d in docs):
         raise GptkitError(f"corpus {', '.join(specs)} is empty")
-    return ENDOFTEXT.join(docs), resolved[0][1].sample_prompt  # type: ignore[attr-defined]
+    separator = ENDOFTEXT if tokenizer is None else tokenizer.separator
+    return separator.join(docs), resolved[0][1].sample_prompt  # type: ignore[attr-defined]
 
 
 class TokenWindows(torch.utils.data.Dataset):
@@ -266,8 +272,10 @@ def make_loaders(
     rank: int = 0,
     world_size: int = 1,
     order: str = "seeded",
+    tokenizer: Tokenizer | None = None,
 ) -> DataSplits:
-    """Split, tokenize and window ``text``; check there is enough of it.
+    """Split, tokenize (GPT-2's tokenizer unless ``tokenizer``) and window
+    ``text``; check there is enough of it.
 
     ``order``: ``seeded`` (a permutation per epoch from ``seed``: any number of
     processes) or ``book`` (the book's DataLoader shuffling, exactly)."""
@@ -278,8 +286,9 @@ def make_loaders(
     _check_batching(batch_size, stride)
     stride = stride or context_length
     split = int(train_ratio * len(text))
-    train_ids = torch.tensor(encode(text[:split]), dtype=torch.long)
-    val_ids = torch.tensor(encode(text[split:]), dtype=torch.long)
+    tokens = encode if tokenizer is None else tokenizer.encode
+    train_ids = torch.tensor(tokens(text[:split]), dtype=torch.long)
+    val_ids = torch.tensor(tokens(text[split:]), dtype=torch.long)
     _check_length(len(train_ids), len(val_ids), context_length)
     return _splits(
         TokenWindows(train_ids, context_length, stride),
@@ -383,12 +392,15 @@ def _splits(
     characters: int,
     total_tokens: int,
     order: str = "seeded",
+    collate_fn: Any = None,
 ) -> DataSplits:
-    """The loaders over two window datasets (see :class:`DataSplits`)."""
+    """The loaders over two window datasets (see :class:`DataSplits`), or other
+    datasets with a ``context_length`` (instruction examples: ``collate_fn``)."""
     if order == "book":
         return _book_splits(
-            train_set, val_set, batch_size, characters, total_tokens, world_size, lazy
-        )
+            train_set, val_set, batch_size, characters, total_tokens, world_size, lazy,
+            collate_fn,
+        )  # fmt: skip
     n_train = len(train_set)  # type: ignore[arg-type]
     context_length = train_set.context_length  # type: ignore[attr-defined]
     if n_train // world_size < batch_size:
@@ -408,7 +420,7 @@ def _splits(
         dataset: torch.utils.data.Dataset, size: int, **kwargs: object
     ) -> torch.utils.data.DataLoader:
         return torch.utils.data.DataLoader(
-            dataset, batch_size=size, generator=torch.Generator(), **kwargs
+            dataset, size, generator=torch.Generator(), collate_fn=collate_fn, **kwargs
         )
 
     global_batch = batch_size * world_size
@@ -436,10 +448,13 @@ def _book_splits(
     total_tokens: int,
     world_size: int,
     lazy: bool,
+    collate_fn: Any = None,
 ) -> DataSplits:
     """The book's loaders: shuffled with the global RNG (see core/order.py); the
     evaluation reads the first eval_iter batches of another shuffled pass."""
     from gptkit.core.order import BookOrderSampler
+
+    DataLoader = functools.partial(torch.utils.data.DataLoader, collate_fn=collate_fn)
 
     if world_size > 1 or lazy:
         raise SettingError(
@@ -454,18 +469,18 @@ def _book_splits(
             f" tokens make no full batch of {{batch_size}} {batch_size}"
         )
     sampler = BookOrderSampler(n_train)
-    train_loader = torch.utils.data.DataLoader(
+    train_loader = DataLoader(
         train_set, batch_size=batch_size, sampler=sampler, drop_last=True
     )
     return DataSplits(
         train_loader=train_loader,
-        train_eval_loader=torch.utils.data.DataLoader(
+        train_eval_loader=DataLoader(
             train_set,
             batch_size=batch_size,
             sampler=BookOrderSampler(n_train),
             drop_last=True,
         ),
-        val_loader=torch.utils.data.DataLoader(
+        val_loader=DataLoader(
             val_set, batch_size=batch_size, shuffle=False, drop_last=False
         ),
         train_sampler=sampler,  # type: ignore[arg-type]

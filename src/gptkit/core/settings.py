@@ -31,7 +31,7 @@ from typing import Any, ClassVar, TypeVar
 
 from gptkit.core.options import bounds_problem, convert_value
 from gptkit.core.precision import PRECISIONS
-from gptkit.errors import SettingError
+from gptkit.errors import GptkitError, SettingError
 
 S = TypeVar("S", bound="Settings")
 
@@ -44,6 +44,14 @@ PRESET_NAMES = (
     "tiny",
     "mini",
     "small",
+    "llama-3.2-1b",
+    "llama-3.2-3b",
+    "llama-tiny",
+    "qwen3-0.6b",
+    "qwen3-1.7b",
+    "qwen3-4b",
+    "qwen3-8b",
+    "qwen3-tiny",
 )
 MODEL_FIELDS = (
     "context_length",
@@ -262,9 +270,22 @@ class ModelSettings(Settings):
 
     preset: str | None = setting(
         None,
-        choices=PRESET_NAMES,
-        help="Model size preset (see README: Models).",
-        default_help="mini",
+        help="Model size preset of any family: gpt2-124m ... gpt2-1558m, tiny,"
+        " mini, small, llama-3.2-1b, llama-tiny, qwen3-0.6b ... qwen3-8b,"
+        " qwen3-tiny (docs/model-families.md).",
+        default_help="mini; with --arch, the family's",
+    )
+    arch: str | None = setting(
+        None,
+        help="Model family: gpt2, llama, qwen3 or a plugin's (gptkit plugins).",
+        default_help="the preset's",
+    )
+    tokenizer: str | None = setting(
+        None,
+        metavar="SPEC",
+        help="Tokenizer: gpt2, a tokenizer.json, a directory holding one, or"
+        " hf:org/repo.",
+        default_help="the checkpoint's; gpt2 for a new model",
     )
     context_length: int | None = setting(
         None, ge=1, help="Context length in tokens (overrides the preset)."
@@ -284,7 +305,41 @@ class ModelSettings(Settings):
         }
 
     def preset_name(self) -> str:
+        if self.preset is None and self.arch is not None:
+            from gptkit.core.architectures import get_architecture
+
+            return get_architecture(self.arch).default_preset or self.default_preset
         return self.preset or self.default_preset
+
+    def check(self) -> None:
+        super().check()
+        cls = type(self)
+        if self.arch is not None:
+            from gptkit.core.architectures import get_architecture
+
+            try:
+                get_architecture(self.arch)
+            except GptkitError as exc:
+                raise SettingError(
+                    "{arch} " + str(exc).removeprefix("unknown model family "),
+                    settings_class=cls,
+                ) from None
+        if self.preset is not None:
+            from gptkit.core.architectures import all_presets, preset_architecture
+
+            presets = all_presets()
+            if self.preset not in presets:
+                raise SettingError(
+                    f"{{preset}} {self.preset!r} is unknown; choose one of:"
+                    f" {', '.join(presets)}",
+                    settings_class=cls,
+                )
+            family = preset_architecture(self.preset)
+            if self.arch is not None and family != self.arch:
+                raise SettingError(
+                    f"{{preset}} {self.preset} is a {family} preset, not {self.arch}",
+                    settings_class=cls,
+                )
 
     def weight_hints(self) -> dict[str, Any]:
         """What weights must agree with (or, for files that do not record it,
@@ -336,6 +391,9 @@ class DataSettings(Settings):
 @dataclass
 class TrainSettings(DataSettings, ModelSettings):
     """Everything ``gptkit train`` / :func:`gptkit.train` takes."""
+
+    #: The command that writes such runs (recorded in config.json).
+    job: ClassVar[str] = "train"
 
     data: str | None = setting(
         None,
@@ -539,6 +597,12 @@ class EvalSettings(DataSettings, LoadSettings):
         123, **SEED, help="Seed of a random init (no weights) and the data order."
     )
     compile: bool = setting(False, cli=False, help="Unused by evaluation.")
+    data: str | None = setting(
+        None,
+        metavar="PATH|NAME",
+        help="Instruction data instead of a corpus: the response-only loss of its"
+        " test split (the book's 85/10/5) in the model's prompt style.",
+    )
 
 
 @dataclass

@@ -42,6 +42,7 @@ from gptkit.runs.guard import (
     warn,
     where_resume_starts,
 )
+from gptkit.runs.jobdata import RunData
 from gptkit.runs.resume import restore
 
 if TYPE_CHECKING:
@@ -130,6 +131,7 @@ def run_training(
     settings.validate()
     dist, device = init_distributed(settings.device)
     trainer: Trainer | None = None
+    after_fit = None
     clean = False
     try:
         # Every process must use rank 0's directory (the default name is a time).
@@ -145,8 +147,11 @@ def run_training(
             )
             if took_over:
                 warn(took_over)
+            after_fit = getattr(trainer, "after_fit", None)
             try:
                 summary = trainer.fit()
+                if after_fit is not None:
+                    after_fit(trainer, summary)
                 clean = True
                 return summary, run_dir
             except KeyboardInterrupt:
@@ -216,44 +221,65 @@ def build_trainer(
     else:
         cfg = get_preset(settings.preset_name()).replace(**settings.model_overrides())
         preset = settings.preset_name()
-    check_training_memory(settings, cfg, device, dist, weights_loaded=bool(loaded))
-    data, corpus_names, corpus_prompt = _load_data(settings, cfg, dist)
+    tokenizer = run_tokenizer(settings, cfg, loaded)
+    if loaded is None and tokenizer.n_vocab != cfg.vocab_size:
+        # A new model's vocabulary is its tokenizer's.
+        cfg = cfg.replace(vocab_size=tokenizer.n_vocab)
+    check_training_memory(
+        settings,
+        cfg,
+        device,
+        dist,
+        weights_loaded=bool(loaded),
+        trainable=_trainable(settings, cfg),
+    )
+    if settings.job == "finetune":
+        from gptkit.runs.finetune import FinetuneData
+
+        job: RunData = FinetuneData.load(settings, cfg, dist, loaded, tokenizer)
+    else:
+        job = _load_data(settings, cfg, dist, tokenizer)
+    data = job.splits
     what = settings.data or "the corpus"
     check_data_fits(data, cfg.vocab_size, str(what))  # before the run directory
 
     torch.manual_seed(settings.seed)  # the book seeds right before building the model
     state = fit_context(loaded.state_dict, cfg) if loaded is not None else None
     model = build_model(cfg, state, device=device, dtype=torch.float32)
+    if job.adapt is not None:  # LoRA: the base frozen, adapters trained
+        job.adapt(model)
+    if job.reseed:  # chapter 7 seeds again after loading the model
+        torch.manual_seed(settings.seed)
     if dist.rank:  # the same initial weights everywhere, other dropout masks
         torch.manual_seed(settings.seed + dist.rank)
 
     saved = settings.to_dict(saved_only=True)
     # The order used, so that a resume with another number of processes keeps it.
-    saved["data_order"] = data_order(settings, dist)
+    saved["data_order"] = job.order
     if loaded is not None:
         # Record the heads used (a book .pth file does not), so resume rebuilds
         # the same model.
         saved["n_heads"] = loaded.config.n_heads
     run_config = {
         "gptkit_version": __version__,
+        "job": settings.job,
         "preset": preset,
         "model": cfg.to_dict(),
+        **({} if tokenizer.spec == "gpt2" else {"tokenizer": tokenizer.spec}),
         "data": {
-            "corpus": corpus_names,
-            "prepared": settings.data is not None,
+            **job.config,
             "characters": data.characters,
             "tokens": data.total_tokens,
             "context_length": cfg.context_length,
-            "stride": settings.stride or cfg.context_length,
             "batch_size": settings.batch_size,
             "processes": dist.world_size,
             "global_batch_size": settings.batch_size
             * dist.world_size
             * settings.grad_accum,
-            "train_ratio": None if settings.data else settings.split_ratio(),
             "train_tokens_per_epoch": data.train_tokens,
             "val_tokens": data.val_tokens,
         },
+        **job.run_config,
         "optimizer": {
             "name": "AdamW",
             "lr": settings.lr,
@@ -275,7 +301,7 @@ def build_trainer(
     }
     effective = settings
     if settings.start_context is None:
-        effective = replace(settings, start_context=corpus_prompt)
+        effective = replace(settings, start_context=job.start_context)
     trainer = Trainer(
         model,
         data,
@@ -286,9 +312,13 @@ def build_trainer(
         run_dir=run_dir,
         run_config=run_config,
         dist=dist,
+        tokenizer=tokenizer,
     )
     run_config["steps_per_epoch"] = trainer.steps_per_epoch
     run_config["total_steps"] = trainer.total_steps
+    trainer.checkpoint_info.update(job.checkpoint_info)
+    if job.after_fit is not None:
+        trainer.after_fit = job.after_fit  # type: ignore[attr-defined]
     if resume:
         restore(trainer, run_dir, cfg, dist)
     else:
@@ -299,10 +329,37 @@ def build_trainer(
     return trainer
 
 
+def run_tokenizer(settings: TrainSettings, cfg: Any, loaded: Any) -> Any:
+    """The tokenizer of a run: ``--tokenizer``, else the one of the weights it
+    starts from (their checkpoint's), else a prepared corpus's, else the
+    family's default (GPT-2's). A prepared corpus of another tokenizer is
+    refused."""
+    from gptkit.formats.tokenizers import load_tokenizer, tokenizer_for
+
+    extra = loaded.extra if loaded is not None else {}
+    spec = settings.tokenizer
+    prepared = None
+    if settings.data is not None and settings.job != "finetune":
+        from gptkit.core.token_files import read_meta
+
+        prepared = str(read_meta(Path(settings.data)).get("tokenizer", "gpt2"))
+        if spec is None and loaded is None:
+            spec = prepared
+    tokenizer = tokenizer_for(cfg, extra, spec)
+    if prepared is not None:
+        if load_tokenizer(prepared).fingerprint() != tokenizer.fingerprint():
+            raise SettingError(
+                f"{{data}} {settings.data} was prepared with tokenizer {prepared},"
+                f" the run uses {tokenizer.spec}; prepare it again with"
+                " --tokenizer, or train with that tokenizer"
+            )
+    return tokenizer
+
+
 def _load_data(
-    settings: TrainSettings, cfg: GPTConfig, dist: DistContext
-) -> tuple[Any, list[str], str]:
-    """The data splits, the corpus names and the corpus's sample prompt."""
+    settings: TrainSettings, cfg: GPTConfig, dist: DistContext, tokenizer: Any = None
+) -> RunData:
+    """The corpus's loaders, its names and its sample prompt."""
     from gptkit.core.data import load_corpora, make_loaders, make_prepared_loaders
     from gptkit.core.interfaces import Corpus
 
@@ -316,11 +373,17 @@ def _load_data(
             seed=settings.seed,
             **shard,
         )
-        return data, [str(settings.data)], Corpus.sample_prompt
-    text, prompt = load_corpora(settings.corpus_names())
+        return RunData(
+            data,
+            _corpus_config(settings, cfg, [str(settings.data)]),
+            Corpus.sample_prompt,
+            None,
+        )
+    text, prompt = load_corpora(settings.corpus_names(), tokenizer)
     order = data_order(settings, dist)
     data = make_loaders(
         text,
+        tokenizer=tokenizer,
         context_length=cfg.context_length,
         batch_size=settings.batch_size,
         stride=settings.stride,
@@ -329,7 +392,29 @@ def _load_data(
         order=order,
         **shard,
     )
-    return data, list(settings.corpus_names()), prompt
+    names = list(settings.corpus_names())
+    return RunData(data, _corpus_config(settings, cfg, names), prompt, order)
+
+
+def _corpus_config(
+    settings: TrainSettings, cfg: GPTConfig, names: list[str]
+) -> dict[str, Any]:
+    return {
+        "corpus": names,
+        "prepared": settings.data is not None,
+        "stride": settings.stride or cfg.context_length,
+        "train_ratio": None if settings.data else settings.split_ratio(),
+    }
+
+
+def _trainable(settings: TrainSettings, cfg: GPTConfig) -> int | None:
+    """Parameters an adapter trains (None: all of them)."""
+    spec = getattr(settings, "lora", None)
+    if spec is None:
+        return None
+    from gptkit.formats.adapters import get_adapter, trainable_count
+
+    return trainable_count(cfg, get_adapter(spec))
 
 
 def data_order(settings: TrainSettings, dist: DistContext) -> str | None:

@@ -128,9 +128,11 @@ def training_estimate(
     precision: str = "fp32",
     device_type: str = "cpu",
     weights_loaded: bool = False,
+    trainable: int | None = None,
 ) -> MemoryEstimate:
     """Weights (unless ``weights_loaded``: already in memory), gradients and
-    AdamW's moments (fp32), the activations kept for the backward pass of one
+    AdamW's moments (fp32) of the ``trainable`` parameters (an adapter's; all
+    by default), the activations kept for the backward pass of one
     micro-batch of ``batch_size`` x ``context_length`` tokens, and its
     logits."""
     est = MemoryEstimate("training")
@@ -139,7 +141,15 @@ def training_estimate(
     model = _model_settings(cfg)
     if not weights_loaded:
         est.add("weights", 4 * n, f"{n:,} parameters", *model)
-    est.add("gradients and AdamW state", 12 * n, "", *model)
+    if trainable is None:
+        est.add("gradients and AdamW state", 12 * n, "", *model)
+    else:
+        est.add(
+            "adapter, its gradients and AdamW state",
+            16 * trainable,
+            f"{trainable:,} trainable parameters",
+            "lora",
+        )
     act_bytes = 4 if precision == "fp32" else 2
     tokens = b * s
     # Korthikanti et al.: ~34·d values per token and layer at 16 bits.
@@ -319,17 +329,16 @@ def require_float_weights(loaded: Any, spec: str, purpose: str) -> None:
 
 
 def check_ids_fit(largest: int, vocab_size: int, what: str) -> None:
-    """Refuse token ids the model has no embedding for: GPT-2's tokenizer makes
-    ids up to 50,256, a model with a smaller vocabulary (an HF GPT-2 of 1,000
-    tokens) cannot read them, and a damaged token file may hold any id.
+    """Refuse token ids the model has no embedding for (a damaged or foreign
+    token file may hold any id; a model smaller than its tokenizer cannot read
+    every text).
 
     :param largest: the largest id of ``what`` (the text, corpus or file).
     """
     if largest >= vocab_size:
         raise GptkitError(
             f"{what} holds token id {largest:,}, past the model's vocabulary of"
-            f" {vocab_size:,} tokens (GPT-2's tokenizer makes ids up to 50,256);"
-            " use a model with GPT-2's vocabulary"
+            f" {vocab_size:,} tokens; use the model's own tokenizer and data"
         )
 
 
@@ -342,12 +351,3 @@ def check_data_fits(data: Any, vocab_size: int, what: str) -> None:
         ids = getattr(dataset, "ids", getattr(dataset, "tokens", None))
         if ids is not None and len(ids):
             check_ids_fit(int(ids.max()), vocab_size, what)
-
-
-def check_prompts_fit(prompts: list[str], vocab_size: int) -> None:
-    """:func:`check_ids_fit` over prompts (before a generation allocates)."""
-    from gptkit.core.tokenizer import N_VOCAB, encode
-
-    if vocab_size < N_VOCAB:  # GPT-2's own vocabulary holds every id
-        largest = max((max(encode(p), default=0) for p in prompts), default=0)
-        check_ids_fit(largest, vocab_size, "the prompt")

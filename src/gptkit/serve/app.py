@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from gptkit.serve.chat import create_chat_completion
 from gptkit.serve.completions import create_completion
 from gptkit.serve.engine.batching import BatchingEngine
 from gptkit.serve.errors import APIError
@@ -80,15 +81,6 @@ async def get_model(request: Request) -> Response:
             code="model_not_found",
         )
     return JSONResponse(_model_card(state))
-
-
-async def chat_completions(request: Request) -> Response:
-    raise APIError(
-        404,
-        "chat completions are not served: GPT-2 is a base model with no chat"
-        " template; send text to /v1/completions",
-        code="unsupported_endpoint",
-    )
 
 
 async def metrics(request: Request) -> Response:
@@ -161,7 +153,7 @@ def create_app(
             Route("/v1/completions", create_completion, methods=["POST"]),
             Route("/v1/models", list_models, methods=["GET"]),
             Route("/v1/models/{model:path}", get_model, methods=["GET"]),
-            Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+            Route("/v1/chat/completions", create_chat_completion, methods=["POST"]),
             Route("/health", health, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
             Route("/openapi.json", openapi_json, methods=["GET"]),

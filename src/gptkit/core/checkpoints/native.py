@@ -34,7 +34,7 @@ from gptkit.core.checkpoints.layout import (
     weights_metadata,
 )
 from gptkit.core.checkpoints.sharded import load_consolidated
-from gptkit.core.config import GPTConfig
+from gptkit.core.config import GPTConfig, model_config_from_dict
 from gptkit.errors import GptkitError
 from gptkit.system.storage import (
     StorageError,
@@ -51,7 +51,11 @@ from gptkit.system.storage import (
 
 
 def model_tensors(model: torch.nn.Module, cfg: GPTConfig) -> dict[str, torch.Tensor]:
-    """The state dict to store: parameters only, a tied head stored once."""
+    """The state dict to store: parameters only, a tied head stored once; an
+    adapted model's (LoRA) trainable tensors only."""
+    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    if len(trainable) < len(list(model.parameters())):  # an adapter's, alone
+        return {n: p.detach().contiguous() for n, p in trainable.items()}
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     return cfg.without_tied(state)
 
@@ -133,7 +137,7 @@ def load_checkpoint(ckpt_dir: Path) -> tuple[GPTConfig, dict[str, torch.Tensor],
     """Config, weights (CPU) and the config.json metadata of a checkpoint
     (a sharded one's weights consolidated from its shards)."""
     meta = read_config(ckpt_dir)
-    cfg = GPTConfig.from_dict(meta["model"])
+    cfg = model_config_from_dict(meta["model"])
     if is_sharded_checkpoint(ckpt_dir):
         return cfg, load_consolidated(ckpt_dir, cfg), meta
     try:

@@ -43,7 +43,7 @@ from gptkit.core.loss import batch_loss, loader_loss
 from gptkit.core.model import GPTModel
 from gptkit.core.precision import check_device, get_precision
 from gptkit.core.settings import TrainSettings
-from gptkit.core.tokenizer import decode, encode
+from gptkit.core.tokenizer import Tokenizer, gpt2_tokenizer
 from gptkit.core.training import parallel
 from gptkit.core.training.checkpointing import TrainerCheckpoints
 from gptkit.core.training.state import set_rng_state
@@ -121,8 +121,10 @@ class Trainer(TrainerCheckpoints):
         run_dir: Path | None = None,
         run_config: dict[str, Any] | None = None,
         dist: DistContext | None = None,
+        tokenizer: Tokenizer | None = None,
     ) -> None:
         settings.validate()
+        self.tokenizer = tokenizer or gpt2_tokenizer()
         if device.type == "cpu":
             # Keep the step's large logits blocks in the heap instead of
             # mapping fresh zeroed pages every step (system.allocator).
@@ -152,7 +154,7 @@ class Trainer(TrainerCheckpoints):
         # FSDP's grad scaler and the fused AdamW disagree on a tensor shape
         # (torch 2.13); fp16 with FSDP takes the multi-tensor AdamW.
         self.optimizer = make_adamw(
-            model.parameters(),
+            [p for p in model.parameters() if p.requires_grad],  # adapters: theirs
             lr=settings.lr,
             weight_decay=settings.weight_decay,
             fused=not (self.sharded and self.scaler.is_enabled()),
@@ -177,6 +179,9 @@ class Trainer(TrainerCheckpoints):
         self.partially_restored = False  # a failed restore changed the model
         self._saved_step = -1  # the step of last_checkpoint
         self.stop_requested = False
+        #: Recorded in every checkpoint's config.json (a finetuned model's
+        #: prompt style, so that whatever loads it applies it).
+        self.checkpoint_info: dict[str, Any] = {}
 
     # -- set-up ----------------------------------------------------------------
 
@@ -300,7 +305,7 @@ class Trainer(TrainerCheckpoints):
                 y.to(self.device).flatten(),
                 reduction="sum",
             ).item()
-            sums[i, 1] = y.numel()
+            sums[i, 1] = (y != -100).sum().item()  # padding targets are ignored
         sums = all_reduce_sum(sums, self.device)
         if count == 0:
             return float("nan")
@@ -325,11 +330,13 @@ class Trainer(TrainerCheckpoints):
         sampler = get_registry().samplers.create(self.settings.sampler)
         result = generate_tokens(
             model,  # type: ignore[arg-type]
-            [encode(self.settings.start_context)],
+            [self.tokenizer.encode(self.settings.start_context)],
             sampler,
             max_new_tokens=self.settings.max_new_tokens,
+            eos_id=self.tokenizer.eos_id,
+            vocab_limit=self.tokenizer.vocab_limit(self.cfg.vocab_size),
         )[0]
-        return self.settings.start_context + decode(result.new_ids)
+        return self.settings.start_context + self.tokenizer.decode(result.new_ids)
 
     def _lr(self) -> float:
         lr = self.scheduler.lr_at(self.step, self.total_steps, self.settings.lr)

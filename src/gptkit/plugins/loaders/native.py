@@ -48,6 +48,10 @@ class NativeLoader(WeightLoader):
         cfg, state, meta = load_checkpoint(ckpt)
         check_saved_config(ckpt / WEIGHTS, cfg)
         check_quantization_record(meta, ckpt)
+        if meta.get("adapter"):  # a LoRA run: its base, with the adapter merged
+            from gptkit.formats.adapters import merged_state
+
+            state = merged_state(cfg, state, meta["adapter"])
         return LoadedWeights(cfg, state, source=str(ckpt), extra={"checkpoint": meta})
 
 
