@@ -99,7 +99,7 @@ def test_heads_come_from_gpt2s_table_or_the_user():
         4,
         1,
     ]
-    with pytest.raises(GptkitError, match="--n-heads"):
+    with pytest.raises(GptkitError, match="give n_heads"):
         default_heads(200)  # 200 // 64 = 3 does not divide 200
 
 

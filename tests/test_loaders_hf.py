@@ -402,7 +402,7 @@ def test_download_checks_the_architecture_before_the_weights(
 
 def test_download_revision_flag_conflicts(cli_run, hf_hub_cache):
     assert_clean_error(
-        cli_run("download", "gpt2@v1", "--revision", "v2"), "--revision is 'v2'"
+        cli_run("download", "gpt2@v1", "--revision", "v2"), "revision 'v2' is given too"
     )
 
 

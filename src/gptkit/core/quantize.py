@@ -171,7 +171,7 @@ def save_quantized(model: GPTModel, directory: str | Path) -> Path:
     directory."""
     from safetensors.torch import save_file
 
-    from gptkit.core.checkpoints.layout import CONFIG, FORMAT, WEIGHTS
+    from gptkit.core.checkpoints.layout import CONFIG, FORMAT, WEIGHTS, weights_metadata
     from gptkit.system.storage import (
         default_file_mode,
         fsync_dir,
@@ -193,7 +193,7 @@ def save_quantized(model: GPTModel, directory: str | Path) -> Path:
         state = {
             k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()
         }
-        save_file(state, tmp / WEIGHTS, metadata={"format": "pt"})
+        save_file(state, tmp / WEIGHTS, metadata=weights_metadata(model.cfg))
         os.chmod(tmp / WEIGHTS, default_file_mode())
         fsync_file(tmp / WEIGHTS)
         meta = {
