@@ -21,13 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import gptkit
-from gptkit.core.settings import (
-    EvalSettings,
-    GenerateSettings,
-    LoadSettings,
-    TrainSettings,
-    flag_of,
-)
+from gptkit.api.settings import EvalSettings, GenerateSettings, LoadSettings
+from gptkit.core.settings import TrainSettings, flag_of
 from gptkit.errors import GptkitError
 from tests.fuzz_settings import (
     declared_fields,
