@@ -338,7 +338,8 @@ def test_a_device_error_names_the_setting_per_front_end(cli_run):
 
 @pytest.fixture
 def int8_checkpoint(tmp_path):
-    from gptkit.core.quantize import quantize_model, save_quantized
+    from gptkit.core.quantize import quantize_model
+    from gptkit.formats.quantized import save_quantized
 
     lm = gptkit.load(preset="tiny", device="cpu")
     quantize_model(lm.model, "int8")

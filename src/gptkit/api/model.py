@@ -104,8 +104,8 @@ class LanguageModel:
 
         from gptkit.core.config import get_preset
         from gptkit.core.device import resolve_device, resolve_dtype
-        from gptkit.core.loading import model_from_spec
         from gptkit.core.weights import build_model
+        from gptkit.formats.models import model_from_spec
         from gptkit.formats.tokenizers import check_vocabulary, tokenizer_for
 
         device = resolve_device(settings.device)
@@ -485,8 +485,9 @@ class LanguageModel:
         (the first N batches only), ``seed``. ``progress``: a progress bar of
         the batches on stderr (default: when stderr is a terminal).
         """
-        from gptkit.core.data import eval_batches, load_text, make_loaders
+        from gptkit.core.data import eval_batches, make_loaders
         from gptkit.core.loss import loader_loss, perplexity
+        from gptkit.formats.corpora import load_text
         from gptkit.runs.preflight import (
             check_data_fits,
             check_memory,

@@ -129,7 +129,7 @@ def _load_model(settings: SamplingSettings, device: Any) -> tuple[Any, str]:
             settings.preset, seed=settings.seed, dtype=settings.dtype, device=device
         )
         return model, f"preset {settings.preset} (random weights, seed {settings.seed})"
-    from gptkit.core.loading import model_from_spec
+    from gptkit.formats.models import model_from_spec
 
     model, _ = model_from_spec(
         settings.weights, device=device, dtype=resolve_dtype(settings.dtype)

@@ -360,8 +360,9 @@ def _load_data(
     settings: TrainSettings, cfg: GPTConfig, dist: DistContext, tokenizer: Any = None
 ) -> RunData:
     """The corpus's loaders, its names and its sample prompt."""
-    from gptkit.core.data import load_corpora, make_loaders, make_prepared_loaders
+    from gptkit.core.data import make_loaders, make_prepared_loaders
     from gptkit.core.interfaces import Corpus
+    from gptkit.formats.corpora import load_corpora
 
     shard = {"rank": dist.rank, "world_size": dist.world_size}
     if settings.data is not None:

@@ -129,7 +129,7 @@ class Speculative(SearchStrategy):
                     "speculative decoding needs a draft model: -o draft=SPEC"
                     " (a run directory, hf:gpt2, ...)"
                 )
-            from gptkit.core.loading import model_from_spec
+            from gptkit.formats.models import model_from_spec
             from gptkit.formats.tokenizers import tokenizer_for
 
             self._draft, loaded = model_from_spec(
