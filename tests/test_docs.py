@@ -32,6 +32,8 @@ INTERFACES = (
     interfaces.Corpus,
     interfaces.Quantizer,
     interfaces.Architecture,
+    interfaces.PromptStyle,
+    interfaces.Adapter,
 )
 
 

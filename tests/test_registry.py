@@ -16,10 +16,12 @@ import pytest
 from gptkit import hookimpl
 from gptkit.core import hookspecs
 from gptkit.core.interfaces import (
+    Adapter,
     Architecture,
     Component,
     Corpus,
     Logger,
+    PromptStyle,
     Quantizer,
     Sampler,
     Scheduler,
@@ -156,6 +158,52 @@ def test_hook_register_architectures():
     assert reg.architectures.entry("llama").plugin == "gptkit.plugins.architectures"
 
 
+class Shouting(PromptStyle):
+    name = "shouting"
+    summary = "test prompt style"
+
+    def instruction_prompt(self, instruction, input=""):
+        return instruction.upper()
+
+    def response_text(self, output):
+        return f" -> {output}"
+
+    def chat_prompt(self, messages):
+        return messages[-1]["content"].upper() + " -> "
+
+
+def test_hook_register_prompt_styles():
+    reg = build_registry(
+        entry_points=False,
+        extra_plugins={"p": plugin(register_prompt_styles=[f"{__name__}:Shouting"])},
+    )
+    style = reg.prompt_styles.create("shouting")
+    assert style.instruction_prompt("hi") + style.response_text("yo") == "HI -> yo"
+    assert {"alpaca", "phi3", "chat-template"} <= set(reg.prompt_styles.names())
+    assert reg.prompt_styles.entry("alpaca").plugin == "gptkit.plugins.prompt_styles"
+
+
+class Nothing(Adapter):
+    name = "nothing"
+    summary = "test adapter"
+
+    def adapt_linear(self, linear, name):
+        return linear
+
+    def trainable_parameters(self, in_features, out_features):
+        return 0
+
+
+def test_hook_register_adapters():
+    reg = build_registry(
+        entry_points=False,
+        extra_plugins={"p": plugin(register_adapters=[f"{__name__}:Nothing"])},
+    )
+    assert reg.adapters.get("nothing") is Nothing
+    assert reg.adapters.create("lora", {"r": "4"}).options.r == 4
+    assert reg.adapters.entry("lora").plugin == "gptkit.plugins.adapters"
+
+
 def test_hook_register_commands():
     from gptkit.core.registry import add_plugin_commands
 
@@ -178,7 +226,7 @@ def test_hook_register_commands():
 
 def test_hooks_have_tests():
     names = [n for n in dir(hookspecs) if n.startswith("register_")]
-    assert len(names) == 8
+    assert len(names) == 10
     for name in names:
         assert f"test_hook_{name}" in globals(), f"hook {name} has no test"
 

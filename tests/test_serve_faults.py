@@ -138,8 +138,11 @@ def test_unknown_model_is_404_and_the_client_raises_not_found(server, client):
 def test_routes_and_methods(server):
     assert_error(server.request("GET", "/v2/nothing", headers=AUTH), 404)
     assert_error(server.request("GET", "/v1/completions", headers=AUTH), 405)
-    chat = server.request("POST", "/v1/chat/completions", GOOD, AUTH)
-    assert_error(chat, 404, code="unsupported_endpoint", fragment="chat template")
+    # A model with no prompt style (not finetuned by gptkit) cannot chat.
+    message = {"role": "user", "content": "Hi"}
+    body = {"model": MODEL_NAME, "messages": [message], "max_tokens": 5}
+    chat = server.request("POST", "/v1/chat/completions", body, AUTH)
+    assert_error(chat, 400, code="no_prompt_style", fragment="no prompt style")
 
 
 def test_api_key_missing_or_wrong_is_401_and_never_logged(server):

@@ -24,15 +24,17 @@ _LAZY = {
     "load": "gptkit.api.model:load",
     "LanguageModel": "gptkit.api.model:LanguageModel",
     "train": "gptkit.api.runs:train",
+    "finetune": "gptkit.api.runs:finetune",
     "resume": "gptkit.api.runs:resume",
     "Run": "gptkit.api.runs:Run",
     "export": "gptkit.api.export:export",
     "prepare": "gptkit.api.prepare:prepare",
     # settings (every keyword of load/generate/evaluate/train)
     "TrainSettings": "gptkit.core.settings:TrainSettings",
-    "EvalSettings": "gptkit.core.settings:EvalSettings",
-    "GenerateSettings": "gptkit.core.settings:GenerateSettings",
-    "LoadSettings": "gptkit.core.settings:LoadSettings",
+    "FinetuneSettings": "gptkit.runs.finetune:FinetuneSettings",
+    "EvalSettings": "gptkit.api.settings:EvalSettings",
+    "GenerateSettings": "gptkit.api.settings:GenerateSettings",
+    "LoadSettings": "gptkit.api.settings:LoadSettings",
     "ExportSettings": "gptkit.api.export:ExportSettings",
     "PrepareSettings": "gptkit.api.prepare:PrepareSettings",
     # errors
@@ -53,6 +55,7 @@ _LAZY = {
     "WeightLoader": "gptkit.core.interfaces:WeightLoader",
     "Logger": "gptkit.core.interfaces:Logger",
     "Corpus": "gptkit.core.interfaces:Corpus",
+    "PromptStyle": "gptkit.core.interfaces:PromptStyle",
 }
 
 __all__ = ["__version__", "hookimpl", *_LAZY]

@@ -37,6 +37,11 @@ class ExportSettings(Settings):
         ge=1,
         help="Attention heads, for book .pth weights (which do not record them).",
     )
+    merge: bool = setting(
+        False,
+        help="Merge a LoRA run's adapters into its base weights (required for a"
+        " run finetuned with --lora, whose checkpoints hold only the adapters).",
+    )
 
     def check(self) -> None:
         if not self.weights:
@@ -71,11 +76,14 @@ def export(
     from gptkit.core.weights import check_state_dict, load_weights
     from gptkit.formats.hf_dir import refuse_existing, write_hf_dir
     from gptkit.formats.tokenizers import tokenizer_for
+    from gptkit.runs.preflight import require_float_weights
 
     settings = settings or ExportSettings.create(kwargs)
     out = Path(out)
     refuse_existing(out)
+    _check_merge(str(settings.weights), settings.merge)
     loaded = load_weights(str(settings.weights), {"n_heads": settings.n_heads})
+    require_float_weights(loaded, str(settings.weights), "export")
     cfg, state = loaded.config, loaded.state_dict
     check_state_dict(cfg, state)
     arch = architecture_of(cfg)
@@ -100,3 +108,21 @@ def export(
         size / 1e6,
         arch.config_to_hf(cfg)["architectures"][0],
     )
+
+
+def _check_merge(spec: str, merge: bool) -> None:
+    """``merge`` goes with (and only with) weights that hold adapters."""
+    from gptkit.core.checkpoints.layout import read_config, resolve_checkpoint_dir
+    from gptkit.core.weights import split_spec
+
+    prefix, location = split_spec(spec)
+    adapter = None
+    if prefix == "native":
+        adapter = read_config(resolve_checkpoint_dir(Path(location))).get("adapter")
+    if merge and not adapter:
+        raise SettingError(f"{{merge}}: {spec} holds no LoRA adapters to merge")
+    if adapter and not merge:
+        raise SettingError(
+            f"{spec} holds LoRA adapters only (base: {adapter.get('base')});"
+            " add {merge} to export them merged into their base"
+        )

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from gptkit.core.settings import TrainSettings
 from gptkit.errors import GptkitError
+from gptkit.runs.finetune import FinetuneSettings
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -33,6 +34,35 @@ def train(settings: TrainSettings | None = None, /, **kwargs: Any) -> Run:
 
     if settings is None:
         settings = TrainSettings.create(kwargs)
+    elif not isinstance(settings, TrainSettings):
+        raise GptkitError(
+            f"train's positional argument is a TrainSettings, not"
+            f" {type(settings).__name__}; give settings as keywords"
+        )
+    elif kwargs:
+        settings = settings.replace(**kwargs)
+    summary, run_dir = run_training(settings)
+    return Run(run_dir, summary=summary)
+
+
+def finetune(settings: FinetuneSettings | None = None, /, **kwargs: Any) -> Run:
+    """Finetune a model on instruction data and return its :class:`Run` (what
+    ``gptkit finetune`` does; the book's chapter 7).
+
+    Keywords are :class:`~gptkit.core.settings.FinetuneSettings`, named as the
+    command's options with underscores (``data``, ``weights``,
+    ``prompt_style``, ``mask_instructions``, ``test_responses``, ...); the
+    defaults are the book's. The test records' responses are in
+    ``run.responses``.
+
+    >>> run = gptkit.finetune(weights="hf:gpt2", data="instruction-data")
+    ... # doctest: +SKIP
+    >>> run.responses[0]["model_response"]  # doctest: +SKIP
+    """
+    from gptkit.runs.compose import run_training
+
+    if settings is None:
+        settings = FinetuneSettings.create(kwargs)
     elif kwargs:
         settings = settings.replace(**kwargs)
     summary, run_dir = run_training(settings)
@@ -44,10 +74,11 @@ def resume(run_dir: str | Path, /, **kwargs: Any) -> Run:
     is the same as if it had never stopped. Only adjustable settings
     (``loggers``, ``checkpoint_every``, ``keep_last``, ``compile``, ``device``)
     may be given; the others are the run's own."""
+    from gptkit.api import arguments
     from gptkit.runs.compose import run_training
     from gptkit.runs.resume import resumed_settings
 
-    settings = resumed_settings(Path(run_dir), kwargs)
+    settings = resumed_settings(arguments.directory(run_dir, "run_dir"), kwargs)
     summary, directory = run_training(settings, resume=True)
     return Run(directory, summary=summary)
 
@@ -57,9 +88,10 @@ class Run:
     :func:`train` and :func:`resume` return one."""
 
     def __init__(self, directory: str | Path, *, summary: dict[str, Any] | None = None):
+        from gptkit.api import arguments
         from gptkit.runs.files import read_run_config
 
-        self.dir = Path(directory)
+        self.dir = arguments.directory(directory, "directory")
         self.config: dict[str, Any] = read_run_config(self.dir)
         self._summary = summary
 
@@ -81,10 +113,25 @@ class Run:
 
     @property
     def settings(self) -> TrainSettings:
-        """The settings the run was started with."""
+        """The settings the run was started with (:class:`FinetuneSettings`
+        for a finetuning run)."""
         from gptkit.runs.files import saved_settings
+        from gptkit.runs.resume import settings_class_of
 
-        return TrainSettings.create(saved_settings(self.dir))
+        return settings_class_of(self.dir).create(saved_settings(self.dir))
+
+    @property
+    def responses(self) -> list[dict[str, Any]]:
+        """A finetuning run's ``responses.json``: the test records, each with
+        the finetuned model's ``model_response`` (the book's format)."""
+        import json
+
+        from gptkit.runs.finetune import RESPONSES
+
+        path = self.dir / RESPONSES
+        if not path.is_file():
+            raise GptkitError(f"{self.dir} has no {RESPONSES}")
+        return json.loads(path.read_text(encoding="utf-8"))
 
     @property
     def metrics(self) -> list[dict[str, Any]]:
@@ -144,8 +191,12 @@ class Run:
         over epochs and tokens seen), ``perplexity`` or ``lr``. Returned as a
         matplotlib figure (Jupyter shows it inline) and written as a PNG to
         ``path`` (default ``plots/<kind>.png`` in the run directory)."""
-        from gptkit.formats.plots import figure, save_figure
+        from gptkit.formats.plots import KINDS, figure, save_figure
 
+        if kind not in KINDS:
+            raise GptkitError(
+                f"unknown plot {kind!r}; choose one of {', '.join(KINDS)}"
+            )
         evals, steps = self.evals, self.steps
         if kind != "lr" and not evals:
             raise GptkitError(f"{self.dir} has no evaluation to plot yet")

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from gptkit.api.settings import EvalSettings, LoadSettings
+from gptkit.api.settings import EvalSettings
 from gptkit.cli.flags import echo_json, given_settings, settings_options
 
 _DATA = ("corpus", "context_length", "batch_size", "stride", "train_ratio", "eval_iter")
@@ -38,19 +38,16 @@ def evaluate(ctx: click.Context, **opts: Any) -> None:
       gptkit eval --weights hf:gpt2 --corpus the-verdict \\
           --context-length 256                       # exercise 5.5: 3.7547 / 3.5596
       gptkit eval --weights book:model.pth --n-heads 16 --corpus the-verdict
+      gptkit eval --weights runs/sft --data instruction-data   # response-only loss
     """
-    from gptkit.api.model import LanguageModel
+    from gptkit.api.model import load_for_evaluation
 
     given = given_settings(ctx, opts, EvalSettings)
     settings = EvalSettings.create(given)  # every value checked before loading
-    load = {k: v for k, v in given.items() if k in LoadSettings.names()}
-    if settings.weights is None:
-        # A random init takes the context length (a model setting) and the seed.
-        load["seed"] = settings.seed
-        load.setdefault("preset", settings.preset_name())
-    else:
-        load.pop("context_length", None)  # evaluation windows, not the model's
-    lm = LanguageModel.from_settings(LoadSettings.create(load))
+    lm = load_for_evaluation(settings)
+    if settings.data is not None:
+        _instructions(lm, settings, given, opts["json_"])
+        return
     data = {k: v for k, v in given.items() if k in _DATA}
     result = lm.evaluate(seed=settings.seed, progress=opts["progress"], **data)
     if opts["json_"]:
@@ -74,3 +71,23 @@ def evaluate(ctx: click.Context, **opts: Any) -> None:
     ]
     for label, value in rows:
         click.echo(f"{label + ':':<17} {value}")
+
+
+def _instructions(lm: Any, settings: Any, given: dict[str, Any], json_: bool) -> None:
+    """``--data``: the response-only loss of an instruction data set's test split."""
+    if settings.corpus:
+        raise click.UsageError("--data and --corpus both name the text; give one")
+    batch = given.get("batch_size", 8)
+    result = lm.evaluate_instructions(settings.data, batch_size=batch)
+    if json_:
+        echo_json(result)
+        return
+    click.echo(f"{'weights:':<17} {result['weights']} ({result['prompt_style']} style)")
+    click.echo(
+        f"{'test split:':<17} {result['test_records']} records,"
+        f" {result['response_tokens']:,} response tokens"
+    )
+    click.echo(
+        f"{'response loss:':<17} {result['test_loss']:.5f}"
+        f" (perplexity {result['test_perplexity']:,.2f})"
+    )

@@ -31,6 +31,7 @@ def export(ctx: click.Context, out_dir: Path, **opts: Any) -> None:
     Examples:
       gptkit export --weights runs/20261128-101500 --format hf my-gpt2
       gptkit export --weights book:model.pth --format hf my-gpt2
+      gptkit export --weights runs/lora-sft --merge my-sft    # LoRA merged
       python -c "import transformers as t; t.pipeline('text-generation', 'my-gpt2')"
     """
     from gptkit.api.export import export as run_export

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import click
@@ -14,8 +13,11 @@ from gptkit.errors import GptkitError
 
 def read_prompts(prompts: tuple[str, ...]) -> list[str]:
     if prompts == ("-",):
-        lines = [line.rstrip("\n") for line in sys.stdin]
-        if not lines:
+        from gptkit.cli.inputs import read_stdin
+
+        text = read_stdin()
+        lines = text.split("\n")[:-1] if text.endswith("\n") else text.split("\n")
+        if not text:
             raise GptkitError("no prompts on standard input")
         return lines
     if not prompts:
@@ -43,6 +45,13 @@ def read_prompts(prompts: tuple[str, ...]) -> list[str]:
 )
 @settings_options(GenerateSettings)
 @click.option("--stream", is_flag=True, help="Print text as it is generated.")
+@click.option(
+    "--raw",
+    is_flag=True,
+    help="Continue the prompts as they are, even when the model records a prompt"
+    " style (a finetuned run: each prompt is otherwise an instruction, and the"
+    " response is printed).",
+)
 @click.option(
     "--progress/--no-progress",
     default=None,
@@ -89,6 +98,9 @@ def generate(ctx: click.Context, **opts: Any) -> None:
             f"--stream needs a per-token sampler; {choice.name} returns whole sequences"
         )
     lm = LanguageModel.from_settings(load)
+    if lm.prompt_style_record is not None and not opts["raw"]:
+        _instruct(lm, prompts, sampling, opts)
+        return
     if opts["stream"]:
         click.echo(prompts[0], nl=False)
         for piece in lm.stream(prompts[0], **sampling):
@@ -103,3 +115,30 @@ def generate(ctx: click.Context, **opts: Any) -> None:
         if i:
             click.echo()
         click.echo(r.prompt + r.completion)
+
+
+def _instruct(
+    lm: Any, prompts: list[str], sampling: dict[str, Any], opts: dict[str, Any]
+) -> None:
+    """A finetuned model: each prompt is a user message in the model's prompt
+    style, and the reply is printed."""
+    settings = lm.chat_settings({"max_new_tokens": 256, **sampling})
+    styled = [lm.chat_prompt([{"role": "user", "content": p}]) for p in prompts]
+    if opts["stream"]:
+        for piece in lm.stream(styled[0], **settings):
+            click.echo(piece, nl=False)
+        click.echo()
+        return
+    results = lm.complete(styled, progress=opts["progress"], **settings)
+    if opts["json_"]:
+        rows = []
+        for r in results:
+            row = r.to_dict()
+            row["response"] = lm.clean_reply(r.completion)
+            rows.append(row)
+        echo_json({"prompt_style": lm.prompt_style.name, "results": rows})
+        return
+    for i, r in enumerate(results):
+        if i:
+            click.echo()
+        click.echo(lm.clean_reply(r.completion))

@@ -64,6 +64,7 @@ def serve(ctx: click.Context, **opts: Any) -> int:
       GPTKIT_API_KEY=secret gptkit serve --weights runs/NAME \\
           --max-batch-size 16 --api-key-env GPTKIT_API_KEY
       gptkit serve --preset gpt2-124m --max-seq-len 256     # random weights
+      gptkit serve --weights hf:gpt2-medium --draft small=hf:gpt2
     """
     _require_serve_extra()
     load = LoadSettings.create(given_settings(ctx, opts, LoadSettings))
@@ -72,10 +73,16 @@ def serve(ctx: click.Context, **opts: Any) -> int:
     settings = ServeSettings.create(given_settings(ctx, opts, ServeSettings))
     api_key = _api_key(settings.api_key_env)
 
-    from gptkit.serve.loading import load_language_model
+    from gptkit.serve.loading import load_drafts, load_language_model
     from gptkit.serve.server import serve as run_server
 
     lm, name = load_language_model(load)
+    drafts = load_drafts(lm.model, settings.drafts(), lm.tokenizer)
     return run_server(
-        lm.model, settings.model_name or name, settings, api_key, lm.tokenizer
+        lm.model,
+        settings.model_name or name,
+        settings,
+        api_key,
+        drafts,
+        tokenizer=lm.tokenizer,
     )

@@ -20,11 +20,15 @@ from gptkit.cli.launch import RENDEZVOUS, launch, launcher_options, wants_launch
 
 def make_train_command(
     settings_class: type[TrainSettings] = TrainSettings,
+    *,
+    doc: str | None = None,
 ) -> click.Command:
-    """The ``train`` command for ``settings_class``: its options are the fields
-    of the settings (a subclass with one more field has one more option)."""
+    """The command of ``settings_class``'s job (``train``, ``finetune``): its
+    options are the fields of the settings (a subclass with one more field has
+    one more option); ``doc`` replaces the help text."""
+    name = settings_class.job
 
-    @click.command("train")
+    @click.command(name)
     @settings_options(settings_class)
     @click.option(
         "--resume",
@@ -78,14 +82,18 @@ def make_train_command(
             if resume is None and settings.out is None:
                 # the same directory for every process
                 extra = ["--out", str(training.new_run_dir())]
-            launch("train", opts, extra)
+            launch(name, opts, extra)
             return
         summary, run_dir = training.run(
             settings, resume=resume is not None, quiet=opts["json_"]
         )
         if opts["json_"] and training.is_main_process():
             echo_json({"run_dir": str(run_dir), **summary})
+        elif summary.get("responses"):
+            click.echo(f"test responses: {summary['responses']}")
 
+    if doc is not None:
+        train.help = doc
     return train
 
 

@@ -10,8 +10,8 @@ drop the last partial batch; validation batches are neither shuffled nor dropped
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator, Mapping, Sequence
+import functools
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,60 +21,8 @@ import torch
 from torch import Tensor
 
 from gptkit.core.order import DataOrder
-from gptkit.core.tokenizer import ENDOFTEXT, Tokenizer, encode
-from gptkit.errors import GptkitError, SettingError
-
-
-def resolve_corpora(specs: Sequence[str]) -> list[tuple[str, object]]:
-    """Each spec is a registered corpus name or a path/glob (the ``files`` corpus)."""
-    from gptkit.core.registry import get_registry
-
-    corpora = get_registry().corpora
-    out = []
-    for spec in specs:
-        if spec in corpora:
-            out.append((spec, corpora.create(spec)))
-            continue
-        if not any(c in spec for c in "*?[") and not _exists(Path(spec)):
-            if "/" in spec or os.sep in spec or Path(spec).suffix:
-                raise GptkitError(f"corpus file not found: {spec}")
-            raise GptkitError(
-                f"unknown corpus {spec!r}: neither a corpus name nor an existing"
-                f" file or directory (corpora: {', '.join(corpora.names())})"
-            )
-        out.append((spec, corpora.create("files", paths=(spec,))))
-    return out
-
-
-def _exists(path: Path) -> bool:
-    try:
-        return path.exists()
-    except OSError:  # a name too long, ...: reported as not found
-        return False
-
-
-def load_text(specs: Sequence[str], tokenizer: Tokenizer | None = None) -> str:
-    """All documents of all corpora, joined with ``<|endoftext|>`` (the
-    tokenizer's end-of-sequence token)."""
-    return load_corpora(specs, tokenizer)[0]
-
-
-def load_corpora(
-    specs: Sequence[str], tokenizer: Tokenizer | None = None
-) -> tuple[str, str]:
-    """(text, sample prompt): the joined documents and the first corpus's
-    suggested prompt for per-epoch samples. Documents are separated by the
-    tokenizer's end-of-sequence token (GPT-2's ``<|endoftext|>`` by default)."""
-    if not specs:
-        raise SettingError("give at least one {corpus}")
-    docs: list[str] = []
-    resolved = resolve_corpora(specs)
-    for _, corpus in resolved:
-        docs.extend(corpus.documents())  # type: ignore[attr-defined]
-    if not docs or not any(d.strip() for d in docs):
-        raise GptkitError(f"corpus {', '.join(specs)} is empty")
-    separator = ENDOFTEXT if tokenizer is None else tokenizer.separator
-    return separator.join(docs), resolved[0][1].sample_prompt  # type: ignore[attr-defined]
+from gptkit.core.tokenizer import Tokenizer, encode
+from gptkit.errors import SettingError
 
 
 class TokenWindows(torch.utils.data.Dataset):
@@ -391,12 +339,15 @@ def _splits(
     characters: int,
     total_tokens: int,
     order: str = "seeded",
+    collate_fn: Any = None,
 ) -> DataSplits:
-    """The loaders over two window datasets (see :class:`DataSplits`)."""
+    """The loaders over two window datasets (see :class:`DataSplits`), or other
+    datasets with a ``context_length`` (instruction examples: ``collate_fn``)."""
     if order == "book":
         return _book_splits(
-            train_set, val_set, batch_size, characters, total_tokens, world_size, lazy
-        )
+            train_set, val_set, batch_size, characters, total_tokens, world_size, lazy,
+            collate_fn,
+        )  # fmt: skip
     n_train = len(train_set)  # type: ignore[arg-type]
     context_length = train_set.context_length  # type: ignore[attr-defined]
     if n_train // world_size < batch_size:
@@ -416,7 +367,7 @@ def _splits(
         dataset: torch.utils.data.Dataset, size: int, **kwargs: object
     ) -> torch.utils.data.DataLoader:
         return torch.utils.data.DataLoader(
-            dataset, batch_size=size, generator=torch.Generator(), **kwargs
+            dataset, size, generator=torch.Generator(), collate_fn=collate_fn, **kwargs
         )
 
     global_batch = batch_size * world_size
@@ -444,10 +395,13 @@ def _book_splits(
     total_tokens: int,
     world_size: int,
     lazy: bool,
+    collate_fn: Any = None,
 ) -> DataSplits:
     """The book's loaders: shuffled with the global RNG (see core/order.py); the
     evaluation reads the first eval_iter batches of another shuffled pass."""
     from gptkit.core.order import BookOrderSampler
+
+    DataLoader = functools.partial(torch.utils.data.DataLoader, collate_fn=collate_fn)
 
     if world_size > 1 or lazy:
         raise SettingError(
@@ -462,18 +416,18 @@ def _book_splits(
             f" tokens make no full batch of {{batch_size}} {batch_size}"
         )
     sampler = BookOrderSampler(n_train)
-    train_loader = torch.utils.data.DataLoader(
+    train_loader = DataLoader(
         train_set, batch_size=batch_size, sampler=sampler, drop_last=True
     )
     return DataSplits(
         train_loader=train_loader,
-        train_eval_loader=torch.utils.data.DataLoader(
+        train_eval_loader=DataLoader(
             train_set,
             batch_size=batch_size,
             sampler=BookOrderSampler(n_train),
             drop_last=True,
         ),
-        val_loader=torch.utils.data.DataLoader(
+        val_loader=DataLoader(
             val_set, batch_size=batch_size, shuffle=False, drop_last=False
         ),
         train_sampler=sampler,  # type: ignore[arg-type]

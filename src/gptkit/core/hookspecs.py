@@ -101,6 +101,18 @@ def register_architectures() -> list[Any]:
 
 
 @hookspec
+def register_prompt_styles() -> list[Any]:
+    """Prompt styles: :class:`~gptkit.core.interfaces.PromptStyle` classes
+    (``gptkit finetune --prompt-style NAME``). :return: a list of components."""
+
+
+@hookspec
+def register_adapters() -> list[Any]:
+    """Adapters: :class:`~gptkit.core.interfaces.Adapter` classes (``gptkit
+    finetune --lora [NAME:]KEY=VALUE,...``). :return: a list of components."""
+
+
+@hookspec
 def register_commands(cli: click.Group) -> None:
     """Add click commands to the ``gptkit`` command group.
 

@@ -186,6 +186,11 @@ class SearchStrategy(ComponentBase):
     def generate(self, model: Any, request: Any) -> Any:
         raise NotImplementedError
 
+    def sequences(self) -> int:
+        """Sequences decoded together per prompt (beam search: its beams), as a
+        server counts them against its batch."""
+        return 1
+
 
 # -- quantizers ---------------------------------------------------------------
 
@@ -265,6 +270,57 @@ class Architecture(ComponentBase):
     def tokenizer(self, directory: Path | None) -> Any:
         """The tokenizer of a checkpoint directory, or the default (None)."""
         raise NotImplementedError
+
+
+# -- prompt styles ------------------------------------------------------------
+
+
+class PromptStyle(ComponentBase):
+    """How instruction records and chat messages become the text a model reads
+    (``--prompt-style NAME``; see docs/plugins.md)."""
+
+    kind = "prompt style"
+    #: Text that ends a reply when the model writes it (the next turn's header).
+    stop: ClassVar[tuple[str, ...]] = ()
+
+    def instruction_prompt(self, instruction: str, input: str = "") -> str:
+        """The prompt of a book-format record (the book's ``format_input``)."""
+        raise NotImplementedError
+
+    def response_text(self, output: str) -> str:
+        """What follows :meth:`instruction_prompt` in a training text."""
+        raise NotImplementedError
+
+    def chat_prompt(self, messages: list[dict[str, str]]) -> str:
+        """The text the model continues to write the next assistant reply."""
+        raise NotImplementedError
+
+    def clean_response(self, text: str) -> str:
+        """A generated reply as it is stored and returned."""
+        return text.strip()
+
+
+# -- adapters -----------------------------------------------------------------
+
+
+class Adapter(ComponentBase):
+    """Parameter-efficient finetuning of linear layers (``--lora``; LoRA, ...):
+    the model frozen, the targeted layers replaced (see docs/plugins.md)."""
+
+    kind = "adapter"
+
+    def adapt_linear(self, linear: torch.nn.Module, name: str) -> torch.nn.Module:
+        """``linear`` (frozen, same ``weight``/``bias``) plus a trainable update
+        whose ``delta_weight()`` (out, in) merging adds to the weight."""
+        raise NotImplementedError
+
+    def trainable_parameters(self, in_features: int, out_features: int) -> int:
+        """Parameters :meth:`adapt_linear` adds to a layer of that shape."""
+        raise NotImplementedError
+
+    def targets(self) -> tuple[str, ...]:
+        """Layer names (or name endings) to adapt; empty: every linear layer."""
+        return ()
 
 
 # -- schedulers ---------------------------------------------------------------

@@ -54,6 +54,11 @@ class Penalties:
         if self.seen is not None:
             p = self.repetition_penalty
             penalised = torch.where(logits < 0, logits * p, logits / p)
+            # An extreme penalty (1e-300, 1e308) overflows: keep such logits
+            # finite, at the largest value of their type (the order is kept).
+            big = torch.finfo(penalised.dtype).max
+            overflow = torch.isinf(penalised) & torch.isfinite(logits)
+            penalised = torch.where(overflow, penalised.clamp(-big, big), penalised)
             logits = torch.where(self.seen[:, : logits.shape[-1]], penalised, logits)
         if self.n > 0:
             logits = logits.clone()

@@ -26,11 +26,13 @@ from gptkit._version import __version__
 from gptkit.core import hookspecs
 from gptkit.core.interfaces import (
     NAME_PATTERN,
+    Adapter,
     Architecture,
     Component,
     ComponentBase,
     Corpus,
     Logger,
+    PromptStyle,
     Quantizer,
     Sampler,
     Scheduler,
@@ -49,6 +51,8 @@ BUILTIN_PLUGINS = (
     "gptkit.plugins.corpora",
     "gptkit.plugins.quantizers",
     "gptkit.plugins.architectures",
+    "gptkit.plugins.prompt_styles",
+    "gptkit.plugins.adapters",
 )
 ENTRY_POINT_GROUP = "gptkit"
 
@@ -61,6 +65,8 @@ KINDS: dict[str, tuple[str, tuple[type, ...], str]] = {
     "corpora": ("register_corpora", (Corpus,), "corpus"),
     "quantizers": ("register_quantizers", (Quantizer,), "quantizer"),
     "architectures": ("register_architectures", (Architecture,), "architecture"),
+    "prompt_styles": ("register_prompt_styles", (PromptStyle,), "prompt style"),
+    "adapters": ("register_adapters", (Adapter,), "adapter"),
 }
 
 
@@ -181,6 +187,8 @@ class Registry:
         self.corpora = ComponentSet("corpora")
         self.quantizers = ComponentSet("quantizers")
         self.architectures = ComponentSet("architectures")
+        self.prompt_styles = ComponentSet("prompt_styles")
+        self.adapters = ComponentSet("adapters")
         self.plugins: list[PluginInfo] = []
         self.errors: list[PluginLoadError] = []
 

@@ -42,6 +42,7 @@ from gptkit.runs.guard import (
     warn,
     where_resume_starts,
 )
+from gptkit.runs.jobdata import RunData
 from gptkit.runs.resume import restore
 
 if TYPE_CHECKING:
@@ -130,6 +131,7 @@ def run_training(
     settings.validate()
     dist, device = init_distributed(settings.device)
     trainer: Trainer | None = None
+    after_fit = None
     clean = False
     try:
         # Every process must use rank 0's directory (the default name is a time).
@@ -145,8 +147,11 @@ def run_training(
             )
             if took_over:
                 warn(took_over)
+            after_fit = getattr(trainer, "after_fit", None)
             try:
                 summary = trainer.fit()
+                if after_fit is not None:
+                    after_fit(trainer, summary)
                 clean = True
                 return summary, run_dir
             except KeyboardInterrupt:
@@ -188,6 +193,7 @@ def build_trainer(
     from gptkit.core.distributed import barrier, broadcast_object
     from gptkit.core.training.trainer import Trainer
     from gptkit.core.weights import build_model, load_weights
+    from gptkit.runs.preflight import check_data_fits, require_float_weights
     from gptkit.system.storage import write_json_atomic
 
     # Resolve every plugin before touching the disk: a typo fails fast.
@@ -202,6 +208,7 @@ def build_trainer(
     loaded = None
     if settings.weights:
         loaded = load_weights(settings.weights, settings.weight_hints())
+        require_float_weights(loaded, settings.weights, "training")
         cfg = loaded.config.replace(
             drop_rate=settings.drop_rate, context_length=settings.context_length
         )
@@ -218,43 +225,61 @@ def build_trainer(
     if loaded is None and tokenizer.n_vocab != cfg.vocab_size:
         # A new model's vocabulary is its tokenizer's.
         cfg = cfg.replace(vocab_size=tokenizer.n_vocab)
-    check_training_memory(settings, cfg, device, dist, weights_loaded=bool(loaded))
-    data, corpus_names, corpus_prompt = _load_data(settings, cfg, dist, tokenizer)
+    check_training_memory(
+        settings,
+        cfg,
+        device,
+        dist,
+        weights_loaded=bool(loaded),
+        trainable=_trainable(settings, cfg),
+    )
+    if settings.job == "finetune":
+        from gptkit.runs.finetune import FinetuneData
+
+        job: RunData = FinetuneData.load(settings, cfg, dist, loaded, tokenizer)
+    else:
+        job = _load_data(settings, cfg, dist, tokenizer)
+    data = job.splits
+    what = settings.data or "the corpus"
+    check_data_fits(data, cfg.vocab_size, str(what))  # before the run directory
 
     torch.manual_seed(settings.seed)  # the book seeds right before building the model
     state = fit_context(loaded.state_dict, cfg) if loaded is not None else None
     model = build_model(cfg, state, device=device, dtype=torch.float32)
+    if job.adapt is not None:  # LoRA: the base frozen, adapters trained
+        job.adapt(model)
+    if job.reseed:  # chapter 7 seeds again after loading the model
+        torch.manual_seed(settings.seed)
     if dist.rank:  # the same initial weights everywhere, other dropout masks
         torch.manual_seed(settings.seed + dist.rank)
 
     saved = settings.to_dict(saved_only=True)
     # The order used, so that a resume with another number of processes keeps it.
-    saved["data_order"] = data_order(settings, dist)
+    saved["data_order"] = job.order
     if loaded is not None:
         # Record the heads used (a book .pth file does not), so resume rebuilds
         # the same model.
         saved["n_heads"] = loaded.config.n_heads
     run_config = {
         "gptkit_version": __version__,
+        "job": settings.job,
         "preset": preset,
         "model": cfg.to_dict(),
         **({} if tokenizer.spec == "gpt2" else {"tokenizer": tokenizer.spec}),
         "data": {
-            "corpus": corpus_names,
-            "prepared": settings.data is not None,
+            **job.config,
             "characters": data.characters,
             "tokens": data.total_tokens,
             "context_length": cfg.context_length,
-            "stride": settings.stride or cfg.context_length,
             "batch_size": settings.batch_size,
             "processes": dist.world_size,
             "global_batch_size": settings.batch_size
             * dist.world_size
             * settings.grad_accum,
-            "train_ratio": None if settings.data else settings.split_ratio(),
             "train_tokens_per_epoch": data.train_tokens,
             "val_tokens": data.val_tokens,
         },
+        **job.run_config,
         "optimizer": {
             "name": "AdamW",
             "lr": settings.lr,
@@ -276,7 +301,7 @@ def build_trainer(
     }
     effective = settings
     if settings.start_context is None:
-        effective = replace(settings, start_context=corpus_prompt)
+        effective = replace(settings, start_context=job.start_context)
     trainer = Trainer(
         model,
         data,
@@ -291,6 +316,9 @@ def build_trainer(
     )
     run_config["steps_per_epoch"] = trainer.steps_per_epoch
     run_config["total_steps"] = trainer.total_steps
+    trainer.checkpoint_info.update(job.checkpoint_info)
+    if job.after_fit is not None:
+        trainer.after_fit = job.after_fit  # type: ignore[attr-defined]
     if resume:
         restore(trainer, run_dir, cfg, dist)
     else:
@@ -311,7 +339,7 @@ def run_tokenizer(settings: TrainSettings, cfg: Any, loaded: Any) -> Any:
     extra = loaded.extra if loaded is not None else {}
     spec = settings.tokenizer
     prepared = None
-    if settings.data is not None:
+    if settings.data is not None and settings.job != "finetune":
         from gptkit.core.token_files import read_meta
 
         prepared = str(read_meta(Path(settings.data)).get("tokenizer", "gpt2"))
@@ -330,10 +358,11 @@ def run_tokenizer(settings: TrainSettings, cfg: Any, loaded: Any) -> Any:
 
 def _load_data(
     settings: TrainSettings, cfg: GPTConfig, dist: DistContext, tokenizer: Any = None
-) -> tuple[Any, list[str], str]:
-    """The data splits, the corpus names and the corpus's sample prompt."""
-    from gptkit.core.data import load_corpora, make_loaders, make_prepared_loaders
+) -> RunData:
+    """The corpus's loaders, its names and its sample prompt."""
+    from gptkit.core.data import make_loaders, make_prepared_loaders
     from gptkit.core.interfaces import Corpus
+    from gptkit.formats.corpora import load_corpora
 
     shard = {"rank": dist.rank, "world_size": dist.world_size}
     if settings.data is not None:
@@ -345,7 +374,12 @@ def _load_data(
             seed=settings.seed,
             **shard,
         )
-        return data, [str(settings.data)], Corpus.sample_prompt
+        return RunData(
+            data,
+            _corpus_config(settings, cfg, [str(settings.data)]),
+            Corpus.sample_prompt,
+            None,
+        )
     text, prompt = load_corpora(settings.corpus_names(), tokenizer)
     order = data_order(settings, dist)
     data = make_loaders(
@@ -359,7 +393,29 @@ def _load_data(
         order=order,
         **shard,
     )
-    return data, list(settings.corpus_names()), prompt
+    names = list(settings.corpus_names())
+    return RunData(data, _corpus_config(settings, cfg, names), prompt, order)
+
+
+def _corpus_config(
+    settings: TrainSettings, cfg: GPTConfig, names: list[str]
+) -> dict[str, Any]:
+    return {
+        "corpus": names,
+        "prepared": settings.data is not None,
+        "stride": settings.stride or cfg.context_length,
+        "train_ratio": None if settings.data else settings.split_ratio(),
+    }
+
+
+def _trainable(settings: TrainSettings, cfg: GPTConfig) -> int | None:
+    """Parameters an adapter trains (None: all of them)."""
+    spec = getattr(settings, "lora", None)
+    if spec is None:
+        return None
+    from gptkit.formats.adapters import get_adapter, trainable_count
+
+    return trainable_count(cfg, get_adapter(spec))
 
 
 def data_order(settings: TrainSettings, dist: DistContext) -> str | None:

@@ -99,6 +99,7 @@ def check_training_memory(
     dist: DistContext,
     *,
     weights_loaded: bool = False,
+    trainable: int | None = None,
 ) -> None:
     """Refuse, before the model exists, a run that cannot fit in memory (the
     processes of this node share the CPU's memory; GPUs are one per process)."""
@@ -117,6 +118,7 @@ def check_training_memory(
             precision=settings.precision,
             device_type=device.type,
             weights_loaded=weights_loaded,
+            trainable=trainable,
         )
         if device.type == "cpu" and dist.enabled:
             local = int(os.environ.get("LOCAL_WORLD_SIZE", dist.world_size))

@@ -23,10 +23,10 @@ moments in fp32 (Loshchilov & Hutter, 2019).
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gptkit.core.options import parse_size
-from gptkit.errors import SettingError
+from gptkit.errors import GptkitError, SettingError
 from gptkit.system.memory import device_free_memory
 
 if TYPE_CHECKING:
@@ -128,9 +128,11 @@ def training_estimate(
     precision: str = "fp32",
     device_type: str = "cpu",
     weights_loaded: bool = False,
+    trainable: int | None = None,
 ) -> MemoryEstimate:
     """Weights (unless ``weights_loaded``: already in memory), gradients and
-    AdamW's moments (fp32), the activations kept for the backward pass of one
+    AdamW's moments (fp32) of the ``trainable`` parameters (an adapter's; all
+    by default), the activations kept for the backward pass of one
     micro-batch of ``batch_size`` x ``context_length`` tokens, and its
     logits."""
     est = MemoryEstimate("training")
@@ -139,7 +141,15 @@ def training_estimate(
     model = _model_settings(cfg)
     if not weights_loaded:
         est.add("weights", 4 * n, f"{n:,} parameters", *model)
-    est.add("gradients and AdamW state", 12 * n, "", *model)
+    if trainable is None:
+        est.add("gradients and AdamW state", 12 * n, "", *model)
+    else:
+        est.add(
+            "adapter, its gradients and AdamW state",
+            16 * trainable,
+            f"{trainable:,} trainable parameters",
+            "lora",
+        )
     act_bytes = 4 if precision == "fp32" else 2
     tokens = b * s
     # Korthikanti et al.: ~34·d values per token and layer at 16 bits.
@@ -305,3 +315,39 @@ def _or(names: tuple[str, ...]) -> str:
     if len(names) <= 2:
         return " or ".join(names)
     return ", ".join(names[:-1]) + f" or {names[-1]}"
+
+
+def require_float_weights(loaded: Any, spec: str, purpose: str) -> None:
+    """Refuse quantized weights where float ones are needed (``purpose``:
+    "training", "export"), naming the real cause rather than a tensor."""
+    record = (loaded.extra.get("checkpoint") or {}).get("quantization")
+    if record is not None:
+        raise GptkitError(
+            f"{spec}: this checkpoint is quantized ({record['method']}); {purpose}"
+            " needs float weights: use the checkpoint it was quantized from"
+        )
+
+
+def check_ids_fit(largest: int, vocab_size: int, what: str) -> None:
+    """Refuse token ids the model has no embedding for (a damaged or foreign
+    token file may hold any id; a model smaller than its tokenizer cannot read
+    every text).
+
+    :param largest: the largest id of ``what`` (the text, corpus or file).
+    """
+    if largest >= vocab_size:
+        raise GptkitError(
+            f"{what} holds token id {largest:,}, past the model's vocabulary of"
+            f" {vocab_size:,} tokens; use the model's own tokenizer and data"
+        )
+
+
+def check_data_fits(data: Any, vocab_size: int, what: str) -> None:
+    """:func:`check_ids_fit` over every token of a corpus's splits (a prepared
+    corpus's memory-mapped file is read through once: about a second per GB),
+    before anything is trained or evaluated."""
+    for loader in (data.train_eval_loader, data.val_loader):
+        dataset = loader.dataset
+        ids = getattr(dataset, "ids", getattr(dataset, "tokens", None))
+        if ids is not None and len(ids):
+            check_ids_fit(int(ids.max()), vocab_size, what)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from gptkit.core.settings import TrainSettings, merge_for_resume
 from gptkit.errors import CheckpointDamaged, GptkitError
-from gptkit.runs.files import saved_settings
+from gptkit.runs.files import read_run_config, saved_settings
 from gptkit.runs.guard import warn
 
 if TYPE_CHECKING:
@@ -18,13 +18,29 @@ if TYPE_CHECKING:
     from gptkit.core.training.trainer import Trainer
 
 
+def settings_class_of(run_dir: Path) -> type[TrainSettings]:
+    """The settings class of the command that wrote a run (train, finetune)."""
+    from gptkit.runs.finetune import FinetuneSettings
+
+    job = read_run_config(run_dir).get("job", "train")
+    return FinetuneSettings if job == FinetuneSettings.job else TrainSettings
+
+
 def resumed_settings(
     run_dir: Path,
     given: Mapping[str, Any],
-    settings_class: type[TrainSettings] = TrainSettings,
+    settings_class: type[TrainSettings] | None = None,
 ) -> TrainSettings:
     """The run's saved settings, with the adjustable ones given now."""
-    merged = merge_for_resume(settings_class, saved_settings(run_dir), given)
+    recorded = settings_class_of(run_dir)
+    if settings_class is not None and settings_class.job != recorded.job:
+        raise GptkitError(
+            f"{run_dir} is a {recorded.job} run; continue it with"
+            f" gptkit {recorded.job} --resume"
+        )
+    if settings_class is not None and issubclass(settings_class, recorded):
+        recorded = settings_class  # a command built from a subclass (more settings)
+    merged = merge_for_resume(recorded, saved_settings(run_dir), given)
     return replace(merged, out=str(run_dir))
 
 

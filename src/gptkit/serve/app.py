@@ -10,15 +10,17 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from gptkit.serve.chat import create_chat_completion
 from gptkit.serve.completions import create_completion
 from gptkit.serve.engine.batching import BatchingEngine
 from gptkit.serve.errors import APIError
 from gptkit.serve.middleware import ApiKeyAuth, BodyLimit, RequestLog
+from gptkit.serve.schemas import Health, Model
 from gptkit.serve.settings import ServeSettings
 from gptkit.serve.state import ServeState
 
@@ -32,28 +34,40 @@ async def health(request: Request) -> Response:
         status = "draining"
     elif not state.engine.alive:
         status = "engine stopped"
-    body = {
-        "status": status,
-        "model": state.model_name,
-        "running": state.engine.running,
-        "waiting": state.engine.queued,
-    }
-    return JSONResponse(body, status_code=200 if status == "ok" else 503)
+    body = Health(
+        status=status,  # type: ignore[arg-type]
+        model=state.model_name,
+        running=state.engine.running,
+        waiting=state.engine.queued,
+    )
+    return JSONResponse(body.model_dump(), status_code=200 if status == "ok" else 503)
 
 
 def _model_card(state: ServeState) -> dict[str, Any]:
-    return {
-        "id": state.model_name,
-        "object": "model",
-        "created": state.created,
-        "owned_by": "gptkit",
-        "max_model_len": state.max_seq_len,
-    }
+    card = Model(
+        id=state.model_name,
+        object="model",
+        created=state.created,
+        owned_by="gptkit",
+        max_model_len=state.max_seq_len,
+        limits=state.limits,
+    )
+    return card.model_dump()
 
 
 async def list_models(request: Request) -> Response:
     state: ServeState = request.app.state.serve
     return JSONResponse({"object": "list", "data": [_model_card(state)]})
+
+
+async def openapi_json(request: Request) -> Response:
+    state: ServeState = request.app.state.serve
+    if state.openapi is None:
+        from gptkit import __version__
+        from gptkit.serve.openapi import openapi
+
+        state.openapi = openapi(state.model_name, state.auth, __version__)
+    return JSONResponse(state.openapi)
 
 
 async def get_model(request: Request) -> Response:
@@ -67,15 +81,6 @@ async def get_model(request: Request) -> Response:
             code="model_not_found",
         )
     return JSONResponse(_model_card(state))
-
-
-async def chat_completions(request: Request) -> Response:
-    raise APIError(
-        404,
-        "chat completions are not served: GPT-2 is a base model with no chat"
-        " template; send text to /v1/completions",
-        code="unsupported_endpoint",
-    )
 
 
 async def metrics(request: Request) -> Response:
@@ -101,6 +106,19 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return error.response()
 
 
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    """The client disconnected before its body was read: nothing to log but
+    the request line (status 499, as nginx counts it); the answer, OpenAI's
+    error object as always, goes nowhere."""
+    request.scope.setdefault("state", {})["error"] = "client_disconnected"
+    error = APIError(
+        499,
+        "the client closed the connection before its request was read",
+        code="client_disconnected",
+    )
+    return error.response()
+
+
 async def _unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unexpected error on %s", request.url.path)
     error = APIError(500, f"internal error: {type(exc).__name__}", type="server_error")
@@ -112,11 +130,15 @@ def create_app(
     settings: ServeSettings,
     model_name: str,
     api_key: str | None = None,
+    drafts: dict[str, Any] | None = None,
 ) -> ASGIApp:
-    """The server's ASGI app; ``api_key``: required on ``/v1`` when given. The
-    engine starts with the app and is closed (in-flight work finished, bounded
-    by ``drain_timeout``) when it stops."""
-    state = ServeState(engine, settings, model_name)
+    """The server's ASGI app; ``api_key``: required on ``/v1`` when given;
+    ``drafts``: the draft models requests may name. The engine starts with the
+    app and is closed (in-flight work finished, bounded by ``drain_timeout``)
+    when it stops."""
+    state = ServeState(
+        engine, settings, model_name, dict(drafts or {}), auth=api_key is not None
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -131,13 +153,15 @@ def create_app(
             Route("/v1/completions", create_completion, methods=["POST"]),
             Route("/v1/models", list_models, methods=["GET"]),
             Route("/v1/models/{model:path}", get_model, methods=["GET"]),
-            Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+            Route("/v1/chat/completions", create_chat_completion, methods=["POST"]),
             Route("/health", health, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
+            Route("/openapi.json", openapi_json, methods=["GET"]),
         ],
         exception_handlers={
             APIError: _api_error,
             HTTPException: _http_error,
+            ClientDisconnect: _client_gone,
             Exception: _unexpected,
         },
         lifespan=lifespan,

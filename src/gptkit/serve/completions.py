@@ -16,9 +16,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from gptkit.core.interfaces import SearchStrategy
 from gptkit.errors import GptkitError
 from gptkit.serve.engine.batching import (
     BatchRequest,
@@ -109,8 +111,10 @@ class Inflight:
 async def create_completion(request: Request) -> Response:
     state: ServeState = request.app.state.serve
     state.check_open()
-    req = parse_request(CompletionRequest, await request.body())
-    prepared = prepare(state, req)
+    body = await request.body()
+    # Parsing and tokenizing a large body takes a while: off the event loop,
+    # so that other requests and /health are answered meanwhile.
+    req, prepared = await anyio.to_thread.run_sync(_parse_and_prepare, state, body)
     inflight = Inflight(state)
     record = request.scope.setdefault("state", {})  # read by the request log
     record.update(inflight=inflight, stream=req.stream, usage=prepared.usage)
@@ -137,6 +141,11 @@ async def _cancel_on_disconnect(request: Request, inflight: Inflight) -> None:
             return
 
 
+def _parse_and_prepare(state: ServeState, body: bytes) -> tuple[Any, Prepared]:
+    req = parse_request(CompletionRequest, body)
+    return req, prepare(state, req)
+
+
 @dataclass
 class Prepared:
     """A validated request, ready for the engine."""
@@ -159,6 +168,14 @@ def prepare(state: ServeState, req: CompletionRequest) -> Prepared:
             param="model",
             code="model_not_found",
         )
+    limits = state.limits
+    if len(req.prompt) > limits.max_prompts:
+        raise bad_request(
+            f"too many prompts: {len(req.prompt)}; this server takes at most"
+            f" {limits.max_prompts} in one request",
+            "prompt",
+            "too_many_prompts",
+        )
     if req.suffix:
         raise bad_request("suffix is not supported by this model", "suffix")
     if req.n > state.engine.max_batch_size:
@@ -169,7 +186,7 @@ def prepare(state: ServeState, req: CompletionRequest) -> Prepared:
         )
     if req.best_of is not None and req.best_of != req.n:
         raise bad_request("best_of must equal n: candidates are not ranked", "best_of")
-    choice = request_sampler(req)
+    choice = request_sampler(req, state.drafts)
     sampler, name, engine_options = choice.sampler, choice.name, choice.engine
     if not choice.streams and (req.stream or req.logprobs is not None):
         raise bad_request(
@@ -183,13 +200,37 @@ def prepare(state: ServeState, req: CompletionRequest) -> Prepared:
             " search: sampler_options.num_return_sequences)",
             "n",
         )
+    width = req.n
+    if isinstance(sampler, SearchStrategy):
+        width = sampler.sequences()
+        if width > limits.max_beams:
+            raise bad_request(
+                f"sampler {name!r} decodes {width} sequences together; this server"
+                f" decodes at most {limits.max_beams}",
+                "sampler_options",
+                "request_too_large",
+            )
     prompts = [_prompt_ids(state, p) for p in req.prompt]
     bias = {int(k): v for k, v in (req.logit_bias or {}).items()}
     if any(token >= state.vocab_size for token in bias):
-        raise bad_request("logit_bias names a token id outside the vocabulary")
+        raise bad_request(
+            "logit_bias names a token id outside the vocabulary (ids 0 to"
+            f" {state.vocab_size - 1})",
+            "logit_bias",
+        )
+    lengths = [_max_tokens(state, req, ids) for ids in prompts]
+    work = sum(width * (len(ids) + n) for ids, n in zip(prompts, lengths, strict=True))
+    if work > limits.max_request_tokens:
+        raise bad_request(
+            f"the request asks for {work} tokens (over its {len(prompts) * width}"
+            f" sequences, prompt + max_tokens each); this server takes at most"
+            f" {limits.max_request_tokens} in one request: lower max_tokens, n or"
+            " the number of prompts",
+            "max_tokens",
+            "request_too_large",
+        )
     requests = []
-    for ids in prompts:
-        max_tokens = _max_tokens(state, req, ids)
+    for ids, max_tokens in zip(prompts, lengths, strict=True):
         requests.append(
             BatchRequest(
                 prompt_ids=ids,
@@ -224,12 +265,14 @@ def _prompt_ids(state: ServeState, prompt: str | list[int]) -> list[int]:
         ids = state.encode(prompt)
     else:
         ids = list(prompt)
-        if any(i >= state.vocab_size for i in ids):
-            raise bad_request(
-                f"prompt has a token id outside the vocabulary (< {state.vocab_size})",
-                "prompt",
-            )
     ids = ids or [state.eos_id]  # an empty prompt starts from end-of-text
+    bad = next((i for i in ids if i >= state.vocab_size), None)
+    if bad is not None:
+        raise bad_request(
+            f"the prompt has token id {bad}, outside the vocabulary (ids 0"
+            f" to {state.vocab_size - 1})",
+            "prompt",
+        )
     if len(ids) > state.max_seq_len - 1:
         raise bad_request(
             f"the prompt has {len(ids)} tokens; this server takes at most"

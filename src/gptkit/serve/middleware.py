@@ -19,7 +19,7 @@ from gptkit.serve.metrics import Metrics
 
 log = logging.getLogger("gptkit.serve")
 
-ROUTES = ("/v1/completions", "/v1/models", "/health", "/metrics")
+ROUTES = ("/v1/completions", "/v1/models", "/health", "/metrics", "/openapi.json")
 
 
 class RequestLog:
@@ -50,6 +50,8 @@ class RequestLog:
 
         try:
             await self.app(scope, receive, send_status)
+        except Exception:  # answered with a 500 and logged by the app already
+            pass
         finally:
             self._record(scope, state, status, time.monotonic() - start)
 
@@ -62,7 +64,7 @@ class RequestLog:
             route = "/v1/models/{id}"
         usage = state.get("usage") or {}
         self.metrics.observe_request(route, status, seconds, usage)
-        if path in ("/health", "/metrics") and status == 200:
+        if path in ("/health", "/metrics", "/openapi.json") and status == 200:
             return  # probes and scrapes would drown the log
         inflight = state.get("inflight")
         ttft = None
@@ -97,12 +99,13 @@ class RequestLog:
 
 
 class ApiKeyAuth:
-    """``Authorization: Bearer KEY`` on every ``/v1`` route; the comparison
-    takes the same time wherever the keys differ (``hmac.compare_digest``)."""
+    """``Authorization: Bearer KEY`` on every ``/v1`` route; the scheme's name
+    in any case (RFC 7235: ``bearer KEY`` too); the comparison takes the same
+    time wherever the keys differ (``hmac.compare_digest``)."""
 
     def __init__(self, app: ASGIApp, api_key: str | None) -> None:
         self.app = app
-        self.expected = f"Bearer {api_key}".encode() if api_key else None
+        self.expected = api_key.encode() if api_key else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -119,7 +122,10 @@ class ApiKeyAuth:
                 )
                 await error.response()(scope, receive, send)
                 return
-            if not hmac.compare_digest(given, self.expected):
+            scheme, _, token = given.partition(b" ")
+            if scheme.lower() != b"bearer" or not hmac.compare_digest(
+                token.strip(b" "), self.expected
+            ):
                 error = APIError(401, "incorrect API key", code="invalid_api_key")
                 await error.response()(scope, receive, send)
                 return

@@ -18,6 +18,13 @@ fields with every request.
 ``repetition_penalty`` and ``no_repeat_ngram_size`` are engine options that
 work with every sampler (fields, or keys of ``sampler_options``, as ``-o``
 takes them in ``gptkit generate``).
+
+An option whose metadata declares a ``resource`` names something to open (the
+speculative sampler's ``draft`` weights, and how to quantize them): a request
+never gives such a value to the sampler. ``draft`` may only name one of the
+drafts the operator loaded at start-up (``gptkit serve --draft NAME=SPEC``),
+which the sampler is then handed; any other resource option is refused. No
+path or Hub repository a client names is ever opened.
 """
 
 from __future__ import annotations
@@ -55,14 +62,16 @@ def openai_choice(shortcuts: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     return "top-k", options
 
 
-def request_sampler(req: CompletionRequest) -> SamplerChoice:
+def request_sampler(
+    req: CompletionRequest, drafts: dict[str, Any] | None = None
+) -> SamplerChoice:
     """The sampler and engine options of a request, through the library's
     :func:`~gptkit.api.sampling.resolve_sampler` (the rules ``gptkit
     generate`` and ``LanguageModel.generate`` follow); a 400 APIError naming
     the field at fault otherwise."""
     from gptkit.api.sampling import resolve_sampler
+    from gptkit.api.settings import GenerateSettings
     from gptkit.core.registry import get_registry
-    from gptkit.core.settings import GenerateSettings
 
     given = {
         k: getattr(req, k)
@@ -73,6 +82,7 @@ def request_sampler(req: CompletionRequest) -> SamplerChoice:
     settings: dict[str, Any] = {
         k: getattr(req, k) for k in ENGINE_OPTIONS if getattr(req, k) is not None
     }
+    provided: dict[str, Any] = {}
     if req.sampler is None:
         if set(options) - set(ENGINE_OPTIONS):
             raise bad_request(
@@ -103,6 +113,16 @@ def request_sampler(req: CompletionRequest) -> SamplerChoice:
                     key,
                 )
         shortcuts = {k: v for k, v in given.items() if k in fields}
+        provided = _resources(cls, options, drafts or {})
+        for key in getattr(cls, "required_options", ()):
+            if key not in options and key not in provided and key not in shortcuts:
+                allowed = ", ".join(sorted(drafts or {})) or "none loaded"
+                raise bad_request(
+                    f"sampler {req.sampler!r} needs sampler_options.{key}"
+                    + (f" (drafts: {allowed})" if key == "draft" else ""),
+                    f"sampler_options.{key}",
+                    "missing_option",
+                )
         settings.update(sampler=req.sampler, options=options, **shortcuts)
     try:
         choice = resolve_sampler(GenerateSettings.create(settings))
@@ -111,7 +131,40 @@ def request_sampler(req: CompletionRequest) -> SamplerChoice:
             str(exc), "sampler_options", "invalid_sampler_options"
         ) from None
     _check_engine_options(choice.engine)
+    for key, model in provided.items():
+        choice.sampler.use_resource(key, model)
     return choice
+
+
+def _resources(
+    cls: type, options: dict[str, Any], drafts: dict[str, Any]
+) -> dict[str, Any]:
+    """Take the resource options out of ``options``: ``{option: model}`` for a
+    ``weights`` option naming one of the operator's drafts; a 400 for any
+    other value, before anything is opened."""
+    provided = {}
+    for f in dataclasses.fields(cls.Options):
+        kind = f.metadata.get("resource")
+        if kind is None or f.name not in options:
+            continue
+        value = options.pop(f.name)
+        param = f"sampler_options.{f.name}"
+        if kind != "weights":
+            raise bad_request(
+                f"{param}: chosen by the operator when the server starts; a request"
+                " cannot set it",
+                param,
+                "operator_only",
+            )
+        if not isinstance(value, str) or value not in drafts:
+            allowed = ", ".join(sorted(drafts)) or "none (gptkit serve --draft)"
+            raise bad_request(
+                f"{param}: name one of the drafts this server loaded: {allowed}",
+                param,
+                "unknown_draft",
+            )
+        provided[f.name] = drafts[value]
+    return provided
 
 
 def _neutral(cls: type, key: str, value: Any) -> bool:

@@ -1,9 +1,13 @@
-"""Request bodies, validated with pydantic: OpenAI's fields and gptkit's.
+"""Request and response bodies as pydantic models: OpenAI's fields and
+gptkit's. Requests are validated with them; ``/openapi.json`` is generated
+from them (:mod:`gptkit.serve.openapi`).
 
 Types are strict, as OpenAI's API is (``"5"`` is not an integer), and an
 unknown field is rejected (OpenAI: "Unrecognized request argument"). Ranges are
 OpenAI's: ``temperature`` 0-2, ``top_p`` (0, 1], penalties -2..2, ``logprobs``
-0-5, ``logit_bias`` -100..100, at most 4 stop strings.
+0-5, ``logit_bias`` -100..100, at most 4 stop strings; and gptkit's bounds on
+one request's work: stop strings of at most ``MAX_STOP_CHARS`` characters, at
+most ``MAX_LOGIT_BIAS`` biased tokens, seeds that fit a signed 64-bit integer.
 
 gptkit's extension fields: ``sampler`` (any installed sampler plugin) with
 ``sampler_options``; the shortcuts ``top_k`` and ``min_p`` (as vLLM names
@@ -13,13 +17,38 @@ them); the engine's ``repetition_penalty`` and ``no_repeat_ngram_size``;
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+)
 
 from gptkit.serve.errors import APIError, bad_request
 
 MAX_STOP_STRINGS = 4
+MAX_STOP_CHARS = 1000
+MAX_LOGIT_BIAS = 300
+MAX_LOGPROBS = 5
+MAX_SEED = 2**63 - 1
+
+TokenId = Annotated[int, Field(ge=0)]
+#: What ``prompt`` takes (checked by the validator, described by this type).
+PromptForms = str | list[str] | list[TokenId] | list[list[TokenId]]
+StopString = Annotated[str, StringConstraints(max_length=MAX_STOP_CHARS)]
+StopForms = str | Annotated[list[StopString], Field(max_length=MAX_STOP_STRINGS)] | None
+BiasKey = Annotated[str, StringConstraints(pattern=r"^[0-9]{1,10}$")]
+Bias = Annotated[float, Field(ge=-100.0, le=100.0)]
+
+
+def _schema_of(forms: Any) -> WithJsonSchema:
+    return WithJsonSchema(TypeAdapter(forms).json_schema())
 
 
 class StreamOptions(BaseModel):
@@ -35,7 +64,9 @@ class CompletionRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     model: str
-    prompt: Any = Field(description="a string, strings, token ids, or lists of them")
+    prompt: Annotated[Any, _schema_of(PromptForms)] = Field(
+        description="a string, strings, token ids, or lists of them"
+    )
     max_tokens: int | None = Field(default=16, ge=1)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
@@ -43,13 +74,20 @@ class CompletionRequest(BaseModel):
     best_of: int | None = Field(default=None, ge=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    stop: Any = Field(default=None, validate_default=True)
-    seed: int | None = None
-    logprobs: int | None = Field(default=None, ge=0, le=5)
+    stop: Annotated[Any, _schema_of(StopForms)] = Field(
+        default=None, validate_default=True
+    )
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
+    logprobs: int | None = Field(default=None, ge=0, le=MAX_LOGPROBS)
     echo: bool = False
     frequency_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
     presence_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
-    logit_bias: dict[str, float] | None = None
+    logit_bias: Annotated[
+        dict[str, float] | None,
+        _schema_of(
+            Annotated[dict[BiasKey, Bias], Field(max_length=MAX_LOGIT_BIAS)] | None
+        ),
+    ] = None
     suffix: str | None = None
     user: str | None = None  # accepted and ignored
     # gptkit's extensions
@@ -90,17 +128,113 @@ class CompletionRequest(BaseModel):
             raise ValueError("must be a string or a list of strings")
         if len(value) > MAX_STOP_STRINGS:
             raise ValueError(f"takes at most {MAX_STOP_STRINGS} strings")
+        if any(len(s) > MAX_STOP_CHARS for s in value):
+            raise ValueError(f"strings of at most {MAX_STOP_CHARS} characters")
         return [s for s in value if s]
 
     @field_validator("logit_bias")
     @classmethod
     def _logit_bias(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        if value is not None and len(value) > MAX_LOGIT_BIAS:
+            raise ValueError(f"takes at most {MAX_LOGIT_BIAS} tokens")
         for key, bias in (value or {}).items():
-            if not key.isdigit():
-                raise ValueError(f"keys must be token ids, got {key!r}")
+            # ASCII digits only ("²".isdigit() is True), at most 10 of them
+            if not (key.isascii() and key.isdigit() and len(key) <= 10):
+                shown = key if len(key) <= 20 else key[:20] + "..."
+                raise ValueError(f"keys must be token ids, got {shown!r}")
             if not -100.0 <= bias <= 100.0:
                 raise ValueError(f"values must be between -100 and 100, got {bias}")
         return value
+
+
+# -- responses ------------------------------------------------------------------
+
+
+class CompletionLogprobs(BaseModel):
+    """OpenAI's legacy ``logprobs`` object of a choice."""
+
+    tokens: list[str]
+    token_logprobs: list[float | None]
+    top_logprobs: list[dict[str, float] | None]
+    text_offset: list[int]
+
+
+class CompletionChoice(BaseModel):
+    text: str
+    index: int
+    logprobs: CompletionLogprobs | None
+    finish_reason: Literal["stop", "length"] | None
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class Completion(BaseModel):
+    """A completion, or (``"stream": true``) one server-sent event's chunk of
+    it, whose ``usage`` comes last and only with ``include_usage``."""
+
+    id: str
+    object: Literal["text_completion"]
+    created: int
+    model: str
+    system_fingerprint: str
+    choices: list[CompletionChoice]
+    usage: Usage | None = None
+
+
+class ErrorObject(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorResponse(BaseModel):
+    """Every error: OpenAI's error object."""
+
+    error: ErrorObject
+
+
+class Limits(BaseModel):
+    """What one request may ask of this server (gptkit's extension)."""
+
+    max_prompts: int = Field(description="prompts in one request")
+    max_n: int = Field(description="choices per prompt (n): rows of the batch")
+    max_beams: int = Field(description="sequences a search decodes together")
+    max_request_tokens: int = Field(
+        description="sum over a request's sequences of prompt + max_tokens"
+    )
+    max_logprobs: int
+    max_stop_strings: int
+    max_stop_chars: int
+    max_logit_bias: int
+    max_body_bytes: int
+    request_timeout_s: float
+    drafts: list[str] = Field(description="drafts sampler_options.draft may name")
+
+
+class Model(BaseModel):
+    id: str
+    object: Literal["model"]
+    created: int
+    owned_by: str
+    max_model_len: int
+    limits: Limits
+
+
+class ModelList(BaseModel):
+    object: Literal["list"]
+    data: list[Model]
+
+
+class Health(BaseModel):
+    status: Literal["ok", "draining", "engine stopped"]
+    model: str
+    running: int
+    waiting: int
 
 
 def _is_id(value: Any) -> bool:
@@ -127,6 +261,8 @@ def _as_api_error(exc: ValidationError) -> APIError:
         return bad_request(f"Unrecognized request argument supplied: {param}", param)
     if kind == "missing":
         return bad_request(f"missing required argument: {param}", param)
+    if "[key]" in loc:  # a key of a mapping
+        param = str(loc[0])
     message = str(error["msg"])
     message = message.removeprefix("Value error, ")
     got = error.get("input")

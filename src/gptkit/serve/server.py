@@ -10,9 +10,12 @@ signal after its graceful shutdown, so the process would die of it (exit
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import ipaddress
 import json
 import logging
+import re
 import signal
 import socket
 import sys
@@ -21,7 +24,9 @@ from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+import h11
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from gptkit.errors import GptkitError
 from gptkit.serve.settings import ServeSettings
@@ -61,6 +66,31 @@ class _DrainingServer(uvicorn.Server):
         self.handle_exit(sig, None)  # type: ignore[arg-type]
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def escape_control(text: str) -> str:
+    """``text`` with control characters written as ``\\xNN`` (``\\uNNNN``):
+    one record is one line, whatever a client put in a path."""
+
+    def hexed(match: re.Match[str]) -> str:
+        code = ord(match.group())
+        return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+    return _CONTROL.sub(hexed, text)
+
+
+class OneLine(logging.Formatter):
+    """Text records with control characters escaped (no forged lines); a
+    traceback, when there is one, follows on its own lines."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = escape_control(record.getMessage())
+        if record.exc_info:
+            return message + "\n" + self.formatException(record.exc_info)
+        return message
+
+
 class JsonLines(logging.Formatter):
     """One JSON object per record: a request's fields, or time, level,
     logger, message and the exception's traceback."""
@@ -81,19 +111,91 @@ class JsonLines(logging.Formatter):
         return json.dumps(row, separators=(",", ":"))
 
 
+#: Loggers written to standard error: gptkit's and uvicorn's (whose own
+#: configuration is not used, so that ``--log-json`` covers its lines too).
+LOGGERS = {"gptkit": logging.INFO, "uvicorn": logging.WARNING}
+
+
 def configure_logging(json_lines: bool) -> None:
-    """Request lines (``gptkit.serve``) and engine errors (``gptkit.batching``)
-    on standard error: bare text, or JSON lines."""
-    logger = logging.getLogger("gptkit")
-    for handler in list(logger.handlers):
-        logger.removeHandler(handler)
+    """Request lines (``gptkit.serve``), engine errors (``gptkit.batching``)
+    and uvicorn's warnings on standard error: text with control characters
+    escaped, or JSON lines."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        JsonLines() if json_lines else logging.Formatter("%(message)s")
-    )
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
+    handler.setFormatter(JsonLines() if json_lines else OneLine())
+    for name, level in LOGGERS.items():
+        logger = logging.getLogger(name)
+        for old in list(logger.handlers):
+            logger.removeHandler(old)
+        logger.addHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = False
+    for name in ("uvicorn.error", "uvicorn.access", "uvicorn.asgi"):
+        logger = logging.getLogger(name)
+        for old in list(logger.handlers):
+            logger.removeHandler(old)
+        logger.propagate = True
+
+
+class TimedH11(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol with a read timeout: a client has
+    ``read_timeout`` seconds from its connection (or the end of the previous
+    response) to send a whole request, headers and body, or the connection is
+    closed (slow-loris clients hold no connections; an application waiting
+    for the body sees a disconnect)."""
+
+    read_timeout = 30.0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._read_deadline = self.loop.call_later(self.read_timeout, self._too_slow)
+
+    def _disarm(self) -> None:
+        timer = getattr(self, "_read_deadline", None)
+        if timer is not None:
+            timer.cancel()
+            self._read_deadline = None
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.conn.their_state in (h11.DONE, h11.MUST_CLOSE, h11.CLOSED):
+            self._disarm()  # the whole request is in
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _too_slow(self) -> None:
+        self._read_deadline = None
+        if not self.transport.is_closing():
+            log.warning(
+                "closed a connection from %s: no whole request within %gs",
+                f"{self.client[0]}:{self.client[1]}" if self.client else "?",
+                self.read_timeout,
+            )
+            self.transport.close()
+
+
+def timed_protocol(read_timeout: float) -> type[TimedH11]:
+    """:class:`TimedH11` with this server's read timeout."""
+    return type("TimedH11", (TimedH11,), {"read_timeout": read_timeout})
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is reachable only from this machine."""
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except socket.gaierror:
+        return False
+    return all(ipaddress.ip_address(info[4][0]).is_loopback for info in infos)
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -120,10 +222,12 @@ def serve(
     model_name: str,
     settings: ServeSettings,
     api_key: str | None = None,
+    drafts: dict[str, GPTModel] | None = None,
     tokenizer: Any = None,
 ) -> int:
     """Serve ``model`` until SIGTERM or Ctrl-C; the process's exit code.
-    ``api_key``: required as ``Authorization: Bearer KEY`` on ``/v1``."""
+    ``api_key``: required as ``Authorization: Bearer KEY`` on ``/v1``;
+    ``drafts``: the draft models requests may name, by name."""
     import torch
 
     from gptkit.serve.app import create_app
@@ -146,7 +250,7 @@ def serve(
             f"cannot allocate the key/value cache ({exc}); lower --max-batch-size"
             " or --max-seq-len"
         ) from None
-    app = create_app(engine, settings, model_name, api_key)
+    app = create_app(engine, settings, model_name, api_key, drafts)
     state = app.state  # type: ignore[attr-defined]
     sock = bind(settings.host, settings.port)
     host, port = sock.getsockname()[:2]
@@ -155,6 +259,8 @@ def serve(
         log_level="warning",
         access_log=False,
         lifespan="on",
+        http=timed_protocol(settings.read_timeout),
+        log_config=None,
         timeout_graceful_shutdown=max(1, round(settings.drain_timeout)),
         timeout_keep_alive=5,
     )
@@ -163,6 +269,14 @@ def serve(
         state.draining = True
 
     server = _DrainingServer(config, drain)
+    if api_key is None and not is_loopback(settings.host):
+        print(
+            f"gptkit serve: warning: listening on {settings.host} without an API"
+            " key: anyone who can reach this port can use the model"
+            " (--api-key-env VAR requires a key)",
+            file=sys.stderr,
+            flush=True,
+        )
     display = f"[{host}]" if ":" in host else host
     print(
         f"gptkit serve: {model_name} on http://{display}:{port}/v1"

@@ -1,6 +1,6 @@
 """The server's settings, declared once (torch-free): the ``gptkit serve``
 options and the keywords of :func:`gptkit.serve.server.serve` come from here.
-Which model to serve is :class:`~gptkit.core.settings.LoadSettings`."""
+Which model to serve is :class:`~gptkit.api.settings.LoadSettings`."""
 
 from __future__ import annotations
 
@@ -55,9 +55,33 @@ class ServeSettings(Settings):
     )
     max_queue: int = setting(
         64,
-        ge=0,
+        ge=1,
         resume=NOT_SAVED,
-        help="Requests waiting for rows; more get 503 with Retry-After.",
+        help="Prompts waiting for rows; more get 503 with Retry-After (a request"
+        " with more prompts than this gets 400).",
+    )
+    max_request_tokens: int | None = setting(
+        None,
+        ge=1,
+        resume=NOT_SAVED,
+        help="Tokens one request may ask for: over its sequences (prompts x n, or"
+        " a search's beams), prompt + max_tokens each; more get 400.",
+        default_help="--max-batch-size x --max-seq-len",
+    )
+    read_timeout: float = setting(
+        30.0,
+        gt=0.0,
+        resume=NOT_SAVED,
+        help="Seconds a client may take to send a whole request (headers and"
+        " body); slower connections are closed.",
+    )
+    draft: tuple[str, ...] = setting(
+        (),
+        metavar="[NAME=]SPEC",
+        resume=NOT_SAVED,
+        help="A draft model that requests may name for speculative decoding"
+        " (sampler_options.draft = NAME), loaded at start-up; repeatable. Requests"
+        " name no other weights.",
     )
     prefill_chunk: int = setting(
         256,
@@ -105,3 +129,26 @@ class ServeSettings(Settings):
         super().check()
         if self.api_key_env is not None and not self.api_key_env:
             raise SettingError("{api_key_env} is empty", settings_class=type(self))
+        self.drafts()
+
+    def drafts(self) -> dict[str, str]:
+        """``{name: weights spec}`` of the ``draft`` settings (``NAME=SPEC``, or
+        ``SPEC`` named as ``--model-name`` would name it)."""
+        from gptkit.serve.loading import default_name
+
+        out: dict[str, str] = {}
+        for item in self.draft:
+            name, sep, spec = item.partition("=")
+            if not sep or ":" in name or "/" in name:
+                name, spec = default_name(item), item
+            if not name or not spec:
+                raise SettingError(
+                    f"{{draft}} {item!r} is not NAME=SPEC or SPEC",
+                    settings_class=type(self),
+                )
+            if name in out:
+                raise SettingError(
+                    f"{{draft}} names {name!r} twice", settings_class=type(self)
+                )
+            out[name] = spec
+        return out

@@ -31,6 +31,7 @@ from gptkit.core.checkpoints.layout import (
     latest_checkpoint,
     prune_checkpoints,
     read_config,
+    weights_metadata,
 )
 from gptkit.core.checkpoints.sharded import load_consolidated
 from gptkit.core.config import GPTConfig, model_config_from_dict
@@ -50,7 +51,11 @@ from gptkit.system.storage import (
 
 
 def model_tensors(model: torch.nn.Module, cfg: GPTConfig) -> dict[str, torch.Tensor]:
-    """The state dict to store: parameters only, a tied head stored once."""
+    """The state dict to store: parameters only, a tied head stored once; an
+    adapted model's (LoRA) trainable tensors only."""
+    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    if len(trainable) < len(list(model.parameters())):  # an adapter's, alone
+        return {n: p.detach().contiguous() for n, p in trainable.items()}
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     return cfg.without_tied(state)
 
@@ -78,7 +83,7 @@ def save_checkpoint(
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir()
             tensors = model_tensors(model, cfg)
-            save_file(tensors, tmp / WEIGHTS, metadata={"format": "pt"})
+            save_file(tensors, tmp / WEIGHTS, metadata=weights_metadata(cfg))
             del tensors
             os.chmod(tmp / WEIGHTS, default_file_mode())  # safetensors: private
             fsync_file(tmp / WEIGHTS)

@@ -147,8 +147,14 @@ class TrainerCheckpoints:
             state = load_trainer_state(ckpt_dir)
             sharded = is_sharded_checkpoint(ckpt_dir)
             if not sharded:
-                _, weights, _ = load_checkpoint(ckpt_dir)
-                check_state_dict(self.cfg, weights)
+                _, weights, meta = load_checkpoint(ckpt_dir)
+                trainable = {
+                    n for n, p in self.model.named_parameters() if p.requires_grad
+                }
+                if not meta.get("adapter"):
+                    check_state_dict(self.cfg, weights)
+                elif set(weights) != trainable:  # an adapter's: its tensors only
+                    raise GptkitError(f"{ckpt_dir}: its adapter does not fit the model")
         except GptkitError as exc:
             raise CheckpointDamaged(str(exc)) from None
         self.partially_restored = True  # until every part below has loaded
@@ -175,7 +181,9 @@ class TrainerCheckpoints:
         """Whole weights and a by-index optimizer state (a native checkpoint)
         into the model, sharded or not."""
         if not parallel.is_sharded(self.model):
-            self.model.load_state_dict(weights, strict=not self.cfg.tied_keys())
+            frozen = any(not p.requires_grad for p in self.model.parameters())
+            strict = not (self.cfg.tied_keys() or frozen)
+            self.model.load_state_dict(weights, strict=strict)
             self.optimizer.load_state_dict(optimizer)
             return
         from torch.distributed.checkpoint.state_dict import (
@@ -200,7 +208,7 @@ class TrainerCheckpoints:
         spec = getattr(getattr(self, "tokenizer", None), "spec", "gpt2")
         if spec != "gpt2":
             info["tokenizer"] = spec
-        return info
+        return {**info, **getattr(self, "checkpoint_info", {})}
 
     def save(self) -> Path | None:
         """Write a checkpoint (rank 0, or every process for a sharded one);

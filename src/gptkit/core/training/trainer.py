@@ -135,6 +135,7 @@ class Trainer(TrainerCheckpoints):
         self.device = device
         self.scheduler = scheduler
         self.loggers = list(loggers)
+        self._untold: list[str] | None = []  # told before the loggers start
         self.run_dir = run_dir
         self.run_config = run_config or {}
         self.dist = dist or DistContext()
@@ -153,7 +154,7 @@ class Trainer(TrainerCheckpoints):
         # FSDP's grad scaler and the fused AdamW disagree on a tensor shape
         # (torch 2.13); fp16 with FSDP takes the multi-tensor AdamW.
         self.optimizer = make_adamw(
-            model.parameters(),
+            [p for p in model.parameters() if p.requires_grad],  # adapters: theirs
             lr=settings.lr,
             weight_decay=settings.weight_decay,
             fused=not (self.sharded and self.scaler.is_enabled()),
@@ -178,6 +179,9 @@ class Trainer(TrainerCheckpoints):
         self.partially_restored = False  # a failed restore changed the model
         self._saved_step = -1  # the step of last_checkpoint
         self.stop_requested = False
+        #: Recorded in every checkpoint's config.json (a finetuned model's
+        #: prompt style, so that whatever loads it applies it).
+        self.checkpoint_info: dict[str, Any] = {}
 
     # -- set-up ----------------------------------------------------------------
 
@@ -248,7 +252,9 @@ class Trainer(TrainerCheckpoints):
     # -- the loop ------------------------------------------------------------
 
     def tell(self, text: str) -> None:
-        """A line of information for the user, through the loggers."""
+        """A line for the user, through the loggers (kept until they start)."""
+        if self._untold is not None:
+            return self._untold.append(text)
         for logger in self.loggers:
             logger.message(text)
 
@@ -299,7 +305,7 @@ class Trainer(TrainerCheckpoints):
                 y.to(self.device).flatten(),
                 reduction="sum",
             ).item()
-            sums[i, 1] = y.numel()
+            sums[i, 1] = (y != -100).sum().item()  # padding targets are ignored
         sums = all_reduce_sum(sums, self.device)
         if count == 0:
             return float("nan")
@@ -353,6 +359,8 @@ class Trainer(TrainerCheckpoints):
         )
         for logger in self.loggers:
             logger.start(info)
+        untold, self._untold = self._untold or [], None
+        list(map(self.tell, untold))
         started = time.perf_counter()
         last_eval: dict[str, Any] = {}
         status = "completed"

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import glob
-import hashlib
-import os
 import re
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from gptkit.core.interfaces import Corpus
-from gptkit.errors import GptkitError
-from gptkit.system.storage import atomic_write
+from gptkit.errors import GptkitError, SettingError
+from gptkit.system.downloads import cache_dir, cached_download
+from gptkit.system.storage import special_file_kind
 
 VERDICT_URL = (
     "https://raw.githubusercontent.com/rasbt/LLMs-from-scratch/main/"
@@ -22,21 +20,14 @@ VERDICT_URL = (
 VERDICT_SHA256 = "b41e41a68f0398a3154ae69e2e4c0e2694e17fe0d66730536837f1b01935b31f"
 
 
-def cache_dir() -> Path:
-    """``$GPTKIT_CACHE_DIR``, else the platform's user cache dir for gptkit."""
-    env = os.environ.get("GPTKIT_CACHE_DIR")
-    if env:
-        return Path(env)
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("gptkit"))
-
-
 def read_text(path: Path) -> str:
     """A UTF-8 text file's content, or a one-line error saying what is wrong."""
     if not path.exists():
         raise GptkitError(f"corpus file not found: {path}")
     if not path.is_file():
+        kind = special_file_kind(path)
+        if kind is not None:
+            raise GptkitError(f"corpus path {path} is {kind}, not a regular file")
         raise GptkitError(f"corpus path is not a file: {path}")
     data = path.read_bytes()
     try:
@@ -88,8 +79,8 @@ class PythonDocs(Corpus):
         try:
             from pydoc_data.topics import topics
         except ImportError:  # some distributions strip it
-            raise GptkitError(
-                "this Python has no pydoc_data module; use --corpus PATH instead"
+            raise SettingError(
+                "this Python has no pydoc_data module; give a text file as {corpus}"
             ) from None
         for key in sorted(topics):
             yield topics[key] if self.options.raw else tidy_whitespace(topics[key])
@@ -107,29 +98,14 @@ class TheVerdict(Corpus):
 
     def documents(self) -> Iterator[str]:
         path = self.path()
-        if not path.exists() or _sha256(path.read_bytes()) != VERDICT_SHA256:
-            self._download(path)
+        cached_download(
+            VERDICT_URL,
+            VERDICT_SHA256,
+            path,
+            what="the-verdict",
+            hint=f"save the text as {path} or pass its path to --corpus",
+        )
         yield read_text(path)
-
-    def _download(self, path: Path) -> None:
-        try:
-            with urllib.request.urlopen(VERDICT_URL, timeout=30) as response:
-                data = response.read()
-        except OSError as exc:
-            raise GptkitError(
-                f"cannot download the-verdict ({exc}); save the text as {path}"
-                " or pass its path to --corpus"
-            ) from None
-        if _sha256(data) != VERDICT_SHA256:
-            raise GptkitError(
-                "the-verdict download does not match its sha256; not saved"
-            )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, data)
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 class Files(Corpus):

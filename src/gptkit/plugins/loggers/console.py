@@ -29,6 +29,21 @@ def _plan(run: RunInfo) -> str:
     return f"{epochs} x {_steps(run.steps_per_epoch)} = {_steps(run.total_steps)}"
 
 
+def _adapter_line(run: RunInfo) -> list[str]:
+    """``lora: r=16, alpha=16.0 on 73 layers: 2.4M of 127.4M parameters train``."""
+    adapter = run.config.get("adapter")
+    if not adapter:
+        return []
+    trainable = adapter["trainable_parameters"]
+    options = ", ".join(f"{k}={v}" for k, v in adapter["options"].items() if v != "")
+    share = 100 * trainable / max(1, run.num_parameters)
+    return [
+        f"{adapter['name']}: {options}; {_millions(trainable)} of"
+        f" {_millions(run.num_parameters)} parameters train ({share:.2f}%),"
+        f" the base ({adapter['base']}) is frozen"
+    ]
+
+
 class ConsoleLogger(Logger):
     """Prints ``Ep 1 (Step 000000): Train loss 9.781, Val loss 9.933`` lines."""
 
@@ -60,6 +75,7 @@ class ConsoleLogger(Logger):
             f" {data.get('tokens', 0):,} tokens"
             f" ({run.train_tokens:,} training tokens per epoch, {run.val_tokens:,}"
             " validation)",
+            *_adapter_line(run),
             f"training: {_plan(run)} on {cfg.get('device', '?')}"
             + (f", resuming at step {run.start_step}" if run.start_step else ""),
         ]

@@ -29,6 +29,7 @@ from gptkit.core.interfaces import SearchStrategy
 from gptkit.core.model import GPTModel
 
 _FLOOR = -1.0e9  # the score of an empty slot or a forbidden candidate
+_HUGE = 1.0e300  # the largest length normalisation
 
 
 class BeamSearch(SearchStrategy):
@@ -58,6 +59,9 @@ class BeamSearch(SearchStrategy):
         def validate(self) -> None:
             if self.num_return_sequences > self.num_beams:
                 raise ValueError("num_return_sequences must be <= num_beams")
+
+    def sequences(self) -> int:
+        return self.options.num_beams
 
     def generate(self, model: GPTModel, request: GenerationRequest) -> list[Generated]:
         results: list[Generated] = []
@@ -102,7 +106,7 @@ class BeamSearch(SearchStrategy):
                 hits |= torch.isin(token, torch.tensor(req.eos_ids, device=device))
             # Finished candidates among the first `beams` may enter the hypotheses.
             if improvable and not (opts.early_stopping == "true" and bool(done.all())):
-                normalised = cand_scores / (generated**lp)
+                normalised = cand_scores / length_norm(generated, lp)
                 normalised = torch.where(
                     hits & top_slots, normalised, normalised + _FLOOR
                 )
@@ -162,4 +166,15 @@ class BeamSearch(SearchStrategy):
             if (self.options.early_stopping == "never" and lp > 0)
             else generated
         )
-        return bool(running[0] / (length**lp) > done_scores.min())
+        return bool(running[0] / length_norm(length, lp) > done_scores.min())
+
+
+def length_norm(length: int, penalty: float) -> float:
+    """``length ** penalty``, the divisor of a hypothesis's summed
+    log-probability (as transformers computes it), kept finite and positive
+    for any penalty: 1e308 would overflow, -1e308 underflow to zero."""
+    try:
+        value = length**penalty
+    except OverflowError:
+        return _HUGE
+    return value if value > 0.0 else 1.0 / _HUGE

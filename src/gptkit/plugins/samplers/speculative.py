@@ -53,7 +53,8 @@ class Speculative(SearchStrategy):
         draft: str = field(
             default="",
             metadata={
-                "help": "weights spec of the draft model (RUN_DIR, hf:gpt2, ...)"
+                "help": "weights spec of the draft model (RUN_DIR, hf:gpt2, ...)",
+                "resource": "weights",
             },
         )
         k: int = field(
@@ -71,7 +72,11 @@ class Speculative(SearchStrategy):
             metadata={"help": "nucleus probability mass", "gt": 0.0, "le": 1.0},
         )
         draft_quantize: str | None = field(
-            default=None, metadata={"help": "quantize the draft (int8, int4, ...)"}
+            default=None,
+            metadata={
+                "help": "quantize the draft (int8, int4, ...)",
+                "resource": "load",
+            },
         )
 
     def __init__(self, options: Any = None, **kwargs: Any) -> None:
@@ -89,6 +94,13 @@ class Speculative(SearchStrategy):
         strategy = cls(**options)
         strategy._draft = draft.eval()
         return strategy
+
+    def use_resource(self, option: str, value: Any) -> None:
+        """The model a server loaded for ``draft`` (requests name a draft, the
+        server hands it over; nothing is opened per request)."""
+        if option != "draft":
+            raise GptkitError(f"the speculative sampler has no resource {option!r}")
+        self._draft = value.eval()
 
     def stats(self) -> dict[str, float | int]:
         """Totals since creation: rounds, proposed and accepted draft tokens,
@@ -117,7 +129,7 @@ class Speculative(SearchStrategy):
                     "speculative decoding needs a draft model: -o draft=SPEC"
                     " (a run directory, hf:gpt2, ...)"
                 )
-            from gptkit.core.loading import model_from_spec
+            from gptkit.formats.models import model_from_spec
             from gptkit.formats.tokenizers import tokenizer_for
 
             self._draft, loaded = model_from_spec(
@@ -188,6 +200,11 @@ class Speculative(SearchStrategy):
         result = Generated(prompt_ids=list(prompt), prompt_index=index)
         if req.max_new_tokens <= 0:
             return result
+        if max(prompt, default=0) >= draft.cfg.vocab_size:
+            raise GptkitError(
+                f"the prompt holds token ids past the draft's vocabulary of"
+                f" {draft.cfg.vocab_size:,} tokens; use a draft with the target's"
+            )
         greedy = self.options.temperature == 0.0
         vocab = min(req.vocab_limit, model.cfg.vocab_size, draft.cfg.vocab_size)
         device = next(model.parameters()).device

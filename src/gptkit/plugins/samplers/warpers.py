@@ -19,8 +19,23 @@ NEG_INF = float("-inf")
 
 
 def temperature(logits: Tensor, value: float) -> Tensor:
-    """Divide by ``value`` (> 0); 1.0 leaves the logits unchanged."""
-    return logits if value == 1.0 else logits / value
+    """Divide by ``value`` (> 0); 1.0 leaves the logits unchanged.
+
+    A tiny temperature (1e-300) overflows the division to infinities, whose
+    softmax is NaN; the rows where that happens are divided after subtracting
+    their maximum instead (the same distribution, in finite numbers: the limit
+    of a vanishing temperature, greedy among the top tokens).
+    """
+    if value == 1.0:
+        return logits
+    scaled = logits / value
+    if value >= 1.0:
+        return scaled
+    overflow = (~torch.isfinite(scaled) & torch.isfinite(logits)).any(-1, keepdim=True)
+    below = logits - logits.amax(dim=-1, keepdim=True)  # <= 0; 0 at the top
+    # (the value may round to 0 in float32: 0/0 would be NaN, so the top stays 0)
+    stable = torch.where(below == 0, below, below / value)
+    return torch.where(overflow, stable, scaled)
 
 
 def top_k(logits: Tensor, k: int | None) -> Tensor:
@@ -49,7 +64,8 @@ def top_p(logits: Tensor, p: float | None) -> Tensor:
     else:
         descending = torch.sort(probs, dim=-1, descending=True).values
     before = descending.cumsum(dim=-1) - descending  # mass of the more likely tokens
-    kept = (before < p).sum(dim=-1, keepdim=True)  # >= 1: the top token stays
+    # The top token always stays, also when p underflows in float32 (5e-324).
+    kept = (before < p).sum(dim=-1, keepdim=True).clamp_(min=1)
     threshold = descending.gather(-1, kept - 1)
     return logits.masked_fill(probs < threshold, NEG_INF)
 

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import secrets
 import threading
 import time
@@ -51,10 +52,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from gptkit.api.text import TextStream, completion_text
 from gptkit.core.generate import next_token_logits, prepare_prompt
 from gptkit.core.interfaces import Sampler, SearchStrategy
 from gptkit.core.model import GPTModel, KVCache
-from gptkit.core.text import TextStream, completion_text
 from gptkit.core.tokenizer import EOT_ID, Tokenizer, gpt2_tokenizer
 from gptkit.errors import GptkitError
 from gptkit.serve.engine.requests import (
@@ -84,6 +85,9 @@ __all__ = [
 
 
 log = logging.getLogger("gptkit.batching")
+
+#: The largest seed a ``torch.Generator`` takes (an unsigned 64-bit integer).
+MAX_SEED = 2**64 - 1
 
 
 @dataclass
@@ -163,8 +167,24 @@ class BatchingEngine:
         return self
 
     def check(self, request: BatchRequest) -> list[int]:
-        """Validate a request; its prepared prompt (raises GptkitError)."""
+        """Validate a request; its prepared prompt (raises GptkitError).
+
+        Everything a request could get wrong is refused here, before it is
+        queued: once admitted, a request shares forward passes with others,
+        and nothing about it may fail them (token ids past the vocabulary, a
+        seed a generator cannot take, a search wider than the batch)."""
+        if not request.prompt_ids and self.eos_id >= self.vocab_limit:
+            raise GptkitError(
+                f"an empty prompt starts from end-of-text (id {self.eos_id}), which"
+                f" this model's vocabulary of {self.vocab_limit} lacks"
+            )
         prompt = prepare_prompt(request.prompt_ids, self.ctx, truncate=False)
+        bad = next((i for i in prompt if not 0 <= i < self.vocab_limit), None)
+        if bad is not None:
+            raise GptkitError(
+                f"the prompt has token id {bad}, outside this model's vocabulary"
+                f" (ids 0 to {self.vocab_limit - 1})"
+            )
         if request.max_new_tokens < 1:
             raise GptkitError("max_new_tokens must be >= 1")
         if len(prompt) + request.max_new_tokens > self.max_seq_len:
@@ -179,8 +199,32 @@ class BatchingEngine:
             raise GptkitError(
                 "a search strategy returns its own sequences; n must be 1"
             )
-        if request.logprobs is not None and request.logprobs < 0:
-            raise GptkitError("logprobs must be >= 0")
+        if request.logprobs is not None and not (
+            0 <= request.logprobs <= self.vocab_limit
+        ):
+            raise GptkitError(f"logprobs must be between 0 and {self.vocab_limit}")
+        if request.seed is not None and not (
+            0 <= request.seed and request.seed + request.n - 1 <= MAX_SEED
+        ):
+            raise GptkitError(
+                f"seed must be between 0 and {MAX_SEED - request.n + 1} (choice i"
+                " uses seed + i)"
+            )
+        for token, bias in (request.logit_bias or {}).items():
+            if not 0 <= token < self.vocab_limit:
+                raise GptkitError(
+                    f"logit_bias names token id {token}, outside this model's"
+                    f" vocabulary (ids 0 to {self.vocab_limit - 1})"
+                )
+            if not math.isfinite(bias):
+                raise GptkitError(f"logit_bias of token {token} is not finite")
+        if isinstance(request.sampler, SearchStrategy):
+            width = request.sampler.sequences()
+            if width > self.max_batch_size:
+                raise GptkitError(
+                    f"the {request.sampler.name} search decodes {width} sequences"
+                    f" together; this engine decodes at most {self.max_batch_size}"
+                )
         return prompt
 
     def submit(
@@ -318,6 +362,8 @@ class BatchingEngine:
                 length = len(handle.prompt)
                 if rows + handle.request.n > self.max_batch_size:
                     break  # first come, first served: wait for rows to free up
+                if group and (handle.solo or group[0].solo):
+                    break
                 if group and max(width, length) * (len(group) + 1) > self.prefill_chunk:
                     break
                 group.append(self.waiting.popleft())
@@ -373,9 +419,27 @@ class BatchingEngine:
         except Exception as exc:  # these requests fail; the batch goes on
             if self.prefill is job:
                 self._drop_prefill()
+            if len(handles) > 1 and not any(r.handle in handles for r in self.rows):
+                self._retry_alone(handles, exc)
+                return
             for handle in handles:
                 self._remove_rows([r for r in self.rows if r.handle is handle])
                 self._internal(handle, exc)
+
+    def _retry_alone(self, handles: list[RequestHandle], exc: Exception) -> None:
+        """A prefill shared by several requests failed: each goes back to the
+        front of the queue to be prefilled alone, so that only a request at
+        fault fails (never the others admitted with it)."""
+        log.warning(
+            "a prefill of %d requests failed (%s); retrying each alone",
+            len(handles),
+            _describe(exc),
+        )
+        with self._wake:
+            for handle in reversed(handles):
+                handle.solo = True
+                handle.prompt_logprobs = None
+                self.waiting.appendleft(handle)
 
     def _score_prompt(self, handle: RequestHandle, start: int, logits: Tensor) -> None:
         """Log-probabilities of prompt tokens from a chunk's logits (T, V): the
@@ -406,10 +470,19 @@ class BatchingEngine:
                 self._copy_slot(job.slot + j, bases[j], length)
         rows: list[Row] = []
         logits = []
+        failed: list[tuple[RequestHandle, Exception]] = []
         for j, handle in enumerate(job.handles):
-            rows += self._new_rows(handle, bases[j])
+            try:
+                new = self._new_rows(handle, bases[j])
+            except Exception as exc:  # this request alone fails
+                failed.append((handle, exc))
+                new = [Row(handle, c, None, None) for c in range(handle.request.n)]  # type: ignore[arg-type]
+            rows += new
             logits += [first[j]] * handle.request.n
         self.rows.extend(rows)  # slot order: rows[i] lives in slot i
+        for handle, exc in failed:  # their slots are freed, the rest move up
+            self._remove_rows([r for r in rows if r.handle is handle])
+            self._internal(handle, exc)
         self._sample(rows, torch.stack(logits))  # (rows, V)
 
     def _new_rows(self, handle: RequestHandle, base: int) -> list[Row]:
@@ -527,6 +600,11 @@ class BatchingEngine:
         if reason is not None:
             handle.fail(reason)
             return
+
+        def check_stop(*_: object) -> None:  # a timeout or cancel ends the search
+            if self._why_stop(handle) is not None:
+                raise _Stopped
+
         try:
             with torch.inference_mode():
                 results = generate_tokens(
@@ -539,7 +617,12 @@ class BatchingEngine:
                     vocab_limit=self.vocab_limit,
                     repetition_penalty=req.repetition_penalty,
                     no_repeat_ngram_size=req.no_repeat_ngram_size,
+                    on_step=check_stop,
+                    on_token=check_stop,
                 )
+        except _Stopped:
+            handle.fail(self._why_stop(handle) or "cancelled")
+            return
         except Exception as exc:
             self._internal(handle, exc)
             return
@@ -559,6 +642,10 @@ class BatchingEngine:
             handle.emit(Delta(choice, list(ids), text))
             handle.emit(Finished(choice, finish, len(result.new_ids), result.score))
         handle.emit(Done(len(handle.prompt)))
+
+
+class _Stopped(Exception):
+    """Raised in a search's callback to end it (timeout, cancel, shutdown)."""
 
 
 def _handles(rows: list[Row]) -> list[RequestHandle]:

@@ -119,6 +119,7 @@ class RequestHandle:
             None if request.timeout is None else self.submitted + request.timeout
         )
         self.cancelled = False
+        self.solo = False  # prefill alone (a shared prefill with it failed)
         self.rows_left = request.n
         self.prompt_logprobs: list[TokenLogprob] | None = None
         self.finished = threading.Event()

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from gptkit.api.text import TextStream, completion_text
 from gptkit.core.interfaces import Sampler
 from gptkit.core.penalties import Penalties
-from gptkit.core.text import TextStream, completion_text
 from gptkit.serve.engine.requests import BatchRequest, RequestHandle, TokenLogprob
 
 
@@ -91,7 +91,7 @@ class RowSampling:
 @dataclass
 class Row:
     """A decoding sequence: which request and choice, its sampling, its text
-    (:class:`~gptkit.core.text.TextStream`: pieces that are never taken back)."""
+    (:class:`~gptkit.api.text.TextStream`: pieces that are never taken back)."""
 
     handle: RequestHandle
     choice: int

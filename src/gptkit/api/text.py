@@ -87,11 +87,22 @@ class TextStream:
         if not (finished or stopped):
             if self.text.endswith("\ufffd"):  # an incomplete UTF-8 character
                 safe = len(self.text.rstrip("\ufffd"))
-            hold = max((len(s) - 1 for s in self.stop_strings), default=0)
+            hold = max(
+                (_partial(self.text[:safe], s) for s in self.stop_strings), default=0
+            )
             safe = max(self.sent, safe - hold)
         piece = self.text[self.sent : safe]
         self.sent = max(self.sent, safe)
         return piece
+
+
+def _partial(text: str, stop: str) -> int:
+    """Length of the longest end of ``text`` that begins ``stop`` (held back:
+    not ``len(stop) - 1`` characters regardless, so streams stay streams)."""
+    at = text.find(stop[0], max(0, len(text) - len(stop) + 1)) if stop else -1
+    while at != -1 and not stop.startswith(text[at:]):
+        at = text.find(stop[0], at + 1)
+    return 0 if at == -1 else len(text) - at
 
 
 class TextGeneration:
