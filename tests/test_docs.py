@@ -31,6 +31,7 @@ INTERFACES = (
     interfaces.Logger,
     interfaces.Corpus,
     interfaces.Quantizer,
+    interfaces.Architecture,
     interfaces.PromptStyle,
     interfaces.Adapter,
 )

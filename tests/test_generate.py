@@ -1,8 +1,8 @@
 import pytest
 import torch
 
+from gptkit.api.text import generate_text
 from gptkit.core.generate import generate_tokens
-from gptkit.core.text import generate_text
 from gptkit.core.tokenizer import EOT_ID
 from gptkit.errors import GptkitError
 from gptkit.plugins.samplers.token import Greedy, TopK
@@ -89,7 +89,7 @@ def test_top_k_keeps_k_tokens_and_temperature_zero_is_greedy():
 def test_streamed_pieces_add_up_to_the_returned_completion():
     """Streaming holds back what may change (a stop string's start, half a
     UTF-8 character), so the pieces always equal the non-streamed text."""
-    from gptkit.core.text import TextGeneration
+    from gptkit.api.text import TextGeneration
 
     model = tiny_model()
     sampler = TopK(temperature=1.5, top_k=50)
@@ -108,7 +108,7 @@ def test_streamed_pieces_add_up_to_the_returned_completion():
 
 
 def test_text_stream_holds_back_partial_characters_and_stop_prefixes():
-    from gptkit.core.text import TextStream
+    from gptkit.api.text import TextStream
     from gptkit.core.tokenizer import encode
 
     ids = encode("naïve café")

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from gptkit.core.loading import model_from_spec
 from gptkit.core.weights import load_weights
 from gptkit.errors import GptkitError, SettingError
+from gptkit.formats.models import model_from_spec
 from gptkit.plugins.loaders.hub import parse_hub_name
 from tests.conftest import (
     HUB_COMMIT,
@@ -228,8 +228,12 @@ def edit_config(directory: Path, **changes) -> None:
     ("changes", "fragments"),
     [
         (
+            {"model_type": "mamba", "architectures": ["MambaForCausalLM"]},
+            ("'mamba' model", "gpt2, llama, qwen3", "register_architectures"),
+        ),
+        (  # a family gptkit knows, whose weights these are not
             {"model_type": "llama", "architectures": ["LlamaForCausalLM"]},
-            ("'llama' model", "GPT-2"),
+            ("lacks tensor model.embed_tokens.weight",),
         ),
         ({"activation_function": "relu"}, ("activation_function 'relu'",)),
         ({"n_inner": 100}, ("n_inner 100",)),
@@ -390,15 +394,15 @@ def test_download_checks_the_architecture_before_the_weights(
     tmp_path, cli_run, hf_hub_cache
 ):
     save_transformers_gpt2(tmp_path / "m")
-    edit_config(tmp_path / "m", model_type="llama")
+    edit_config(tmp_path / "m", model_type="mamba")
     (tmp_path / "m" / "model.safetensors").unlink()  # a download would be attempted
-    put_in_hub_cache(hf_hub_cache, "tiny-org/llama", tmp_path / "m")
-    assert_clean_error(cli_run("download", "tiny-org/llama"), "'llama' model")
+    put_in_hub_cache(hf_hub_cache, "tiny-org/mamba", tmp_path / "m")
+    assert_clean_error(cli_run("download", "tiny-org/mamba"), "'mamba' model")
 
 
 def test_download_revision_flag_conflicts(cli_run, hf_hub_cache):
     assert_clean_error(
-        cli_run("download", "gpt2@v1", "--revision", "v2"), "--revision is 'v2'"
+        cli_run("download", "gpt2@v1", "--revision", "v2"), "revision 'v2' is given too"
     )
 
 

@@ -17,6 +17,7 @@ from gptkit import hookimpl
 from gptkit.core import hookspecs
 from gptkit.core.interfaces import (
     Adapter,
+    Architecture,
     Component,
     Corpus,
     Logger,
@@ -141,6 +142,22 @@ def test_hook_register_quantizers():
     assert reg.quantizers.entry("int8").plugin == "gptkit.plugins.quantizers"
 
 
+class Toy(Architecture):
+    name = "toy"
+    summary = "test family"
+    hf_model_types = ("toy",)
+
+
+def test_hook_register_architectures():
+    reg = build_registry(
+        entry_points=False,
+        extra_plugins={"p": plugin(register_architectures=[f"{__name__}:Toy"])},
+    )
+    assert reg.architectures.get("toy") is Toy
+    assert reg.architectures.names()[:3] == ["gpt2", "llama", "qwen3"]
+    assert reg.architectures.entry("llama").plugin == "gptkit.plugins.architectures"
+
+
 class Shouting(PromptStyle):
     name = "shouting"
     summary = "test prompt style"
@@ -209,7 +226,7 @@ def test_hook_register_commands():
 
 def test_hooks_have_tests():
     names = [n for n in dir(hookspecs) if n.startswith("register_")]
-    assert len(names) == 9
+    assert len(names) == 10
     for name in names:
         assert f"test_hook_{name}" in globals(), f"hook {name} has no test"
 

@@ -10,10 +10,10 @@ import time
 import pytest
 import torch
 
+from gptkit.api.text import generate_text
 from gptkit.core.generate import generate_tokens
 from gptkit.core.interfaces import Sampler
 from gptkit.core.registry import get_registry
-from gptkit.core.text import generate_text
 from gptkit.core.tokenizer import encode
 from gptkit.serve.engine.batching import (
     BatchingEngine,

@@ -10,10 +10,10 @@ import time
 import pytest
 import torch
 
+from gptkit.api.text import TextStream, generate_text
 from gptkit.core import tokenizer
 from gptkit.core.interfaces import Sampler
 from gptkit.core.registry import get_registry
-from gptkit.core.text import TextStream, generate_text
 from gptkit.core.tokenizer import encode, get_tokenizer
 from gptkit.errors import GptkitError
 from gptkit.serve.engine.batching import (

@@ -10,13 +10,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from gptkit.core.settings import (
-    ADJUSTABLE,
-    GenerateSettings,
-    TrainSettings,
-    merge_for_resume,
-    setting,
-)
+from gptkit.api.settings import GenerateSettings
+from gptkit.core.settings import ADJUSTABLE, TrainSettings, merge_for_resume, setting
 from gptkit.errors import SettingError
 
 

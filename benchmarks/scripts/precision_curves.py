@@ -1,5 +1,5 @@
 """Training and validation loss of runs side by side, one panel per model, one
-colour per ``--precision`` (README's precision figure).
+colour per ``--precision`` (the figure of docs/precision.md).
 
     python benchmarks/scripts/precision_curves.py runs/ch5-fp32 runs/tiny-fp32 \\
         runs/tiny-bf16-mixed runs/tiny-bf16-true --out docs/precision-loss.png

@@ -6,7 +6,7 @@ minus before it) against :mod:`gptkit.runs.preflight`'s estimate for it.
 
     python benchmarks/scripts/preflight_accuracy.py           # a table, CPU, fp32
 
-The figures quoted in the README's Reliability section come from this script.
+The figures quoted in docs/reference/errors.md (memory preflight) come from this script.
 """
 
 from __future__ import annotations

@@ -32,9 +32,9 @@ _LAZY = {
     # settings (every keyword of load/generate/evaluate/train)
     "TrainSettings": "gptkit.core.settings:TrainSettings",
     "FinetuneSettings": "gptkit.runs.finetune:FinetuneSettings",
-    "EvalSettings": "gptkit.core.settings:EvalSettings",
-    "GenerateSettings": "gptkit.core.settings:GenerateSettings",
-    "LoadSettings": "gptkit.core.settings:LoadSettings",
+    "EvalSettings": "gptkit.api.settings:EvalSettings",
+    "GenerateSettings": "gptkit.api.settings:GenerateSettings",
+    "LoadSettings": "gptkit.api.settings:LoadSettings",
     "ExportSettings": "gptkit.api.export:ExportSettings",
     "PrepareSettings": "gptkit.api.prepare:PrepareSettings",
     # errors

@@ -22,7 +22,9 @@ class ExportSettings(Settings):
         help="Weights to export: RUN_DIR or checkpoint dir, book:model.pth, hf:...",
     )
     format: str = setting(
-        "hf", choices=("hf",), help="hf: a transformers GPT2LMHeadModel directory."
+        "hf",
+        choices=("hf",),
+        help="hf: a transformers directory (GPT2LMHeadModel, LlamaForCausalLM, ...).",
     )
     dtype: str | None = setting(
         None,
@@ -58,6 +60,8 @@ class ExportResult:
     n_heads: int
     tied_head: bool
     megabytes: float
+    #: The transformers class that loads it (GPT2LMHeadModel, ...).
+    model_class: str = "GPT2LMHeadModel"
 
 
 def export(
@@ -67,24 +71,32 @@ def export(
     ``format``; ``transformers.GPT2LMHeadModel.from_pretrained(out)`` then
     computes the same logits. A model without query/key/value biases gets zero
     biases; an untied output head is written as ``lm_head.weight``."""
+    from gptkit.core.architectures import architecture_of
     from gptkit.core.device import resolve_dtype
     from gptkit.core.weights import check_state_dict, load_weights
     from gptkit.formats.hf_dir import refuse_existing, write_hf_dir
+    from gptkit.formats.tokenizers import tokenizer_for
+    from gptkit.runs.preflight import require_float_weights
 
     settings = settings or ExportSettings.create(kwargs)
     out = Path(out)
     refuse_existing(out)
     _check_merge(str(settings.weights), settings.merge)
     loaded = load_weights(str(settings.weights), {"n_heads": settings.n_heads})
+    require_float_weights(loaded, str(settings.weights), "export")
     cfg, state = loaded.config, loaded.state_dict
     check_state_dict(cfg, state)
+    arch = architecture_of(cfg)
+    tokenizer = None
+    if arch.name != "gpt2":  # the checkpoint's own tokenizer files go along
+        tokenizer = tokenizer_for(cfg, loaded.extra)
     state = cfg.without_tied(state)
     if settings.dtype:
         dtype = resolve_dtype(settings.dtype)
         for key in list(state):
             state[key] = state[key].to(dtype)
     size = sum(t.numel() * t.element_size() for t in state.values())
-    files = write_hf_dir(out, cfg, state)
+    files = write_hf_dir(out, cfg, state, tokenizer)
     return ExportResult(
         out,
         files,
@@ -94,6 +106,7 @@ def export(
         cfg.n_heads,
         cfg.tie_embeddings,
         size / 1e6,
+        arch.config_to_hf(cfg)["architectures"][0],
     )
 
 

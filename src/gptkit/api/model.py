@@ -4,19 +4,21 @@ for Python users."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, overload
 
-from gptkit.core.settings import EvalSettings, GenerateSettings, LoadSettings
+from gptkit.api.settings import EvalSettings, GenerateSettings, LoadSettings
 from gptkit.errors import GptkitError, SettingError
 
 if TYPE_CHECKING:
     import torch
 
+    from gptkit.api.text import TextResult
     from gptkit.core.config import GPTConfig
     from gptkit.core.interfaces import PromptStyle
     from gptkit.core.model import GPTModel
-    from gptkit.core.text import TextResult
+    from gptkit.core.tokenizer import Tokenizer
+    from gptkit.runs.preflight import MemoryEstimate
 
 
 def load(weights: str | None = None, /, **settings: Any) -> LanguageModel:
@@ -24,7 +26,7 @@ def load(weights: str | None = None, /, **settings: Any) -> LanguageModel:
     ``"book:model.pth"``, a checkpoint directory), or a random init of
     ``preset`` (seeded by ``seed``) when no weights are given.
 
-    Keywords are :class:`~gptkit.core.settings.LoadSettings` (``device``,
+    Keywords are :class:`~gptkit.api.settings.LoadSettings` (``device``,
     ``dtype``, ``n_heads`` for files that do not record it, ...).
 
     >>> lm = gptkit.load("hf:gpt2", device="cpu")            # doctest: +SKIP
@@ -36,6 +38,27 @@ def load(weights: str | None = None, /, **settings: Any) -> LanguageModel:
     if chosen.weights is None and chosen.preset is None:
         raise SettingError("give {weights} to load, or a {preset} for a random init")
     return LanguageModel.from_settings(chosen)
+
+
+def load_for_evaluation(settings: EvalSettings) -> LanguageModel:
+    """The model ``gptkit eval`` evaluates: ``weights``, or a random init of
+    ``preset`` seeded by ``seed`` at ``context_length``. A random init whose
+    evaluation (weights, activations, logits of a batch) cannot fit is refused
+    before any of it is allocated."""
+    from gptkit.runs.preflight import evaluation_estimate
+
+    load = {k: getattr(settings, k) for k in LoadSettings.names()}
+    if settings.weights is None:
+        load["preset"] = settings.preset_name()
+    else:
+        load["context_length"] = None  # evaluation windows, not the model's
+
+    def workload(cfg: GPTConfig) -> MemoryEstimate:
+        return evaluation_estimate(
+            cfg, batch_size=settings.batch_size, dtype=settings.dtype, weights=True
+        )
+
+    return LanguageModel.from_settings(LoadSettings.create(load), workload=workload)
 
 
 class LanguageModel:
@@ -51,24 +74,39 @@ class LanguageModel:
         *,
         spec: str,
         settings: LoadSettings,
+        tokenizer: Tokenizer | None = None,
         prompt_style: dict[str, Any] | None = None,
     ) -> None:
+        from gptkit.core.tokenizer import gpt2_tokenizer
+
         self.model = model.eval()
         self.spec = spec
         self.settings = settings
+        #: The model's tokenizer (the checkpoint's own; GPT-2's for GPT-2).
+        self.tokenizer = tokenizer or gpt2_tokenizer()
         #: The prompt style a finetuned model recorded (``{"name", "options"}``),
         #: or None.
         self.prompt_style_record = prompt_style
 
     @classmethod
-    def from_settings(cls, settings: LoadSettings) -> LanguageModel:
-        """Load what ``settings`` name (see :func:`load`)."""
+    def from_settings(
+        cls,
+        settings: LoadSettings,
+        *,
+        workload: Callable[[GPTConfig], MemoryEstimate] | None = None,
+    ) -> LanguageModel:
+        """Load what ``settings`` name (see :func:`load`).
+
+        ``workload``: the memory of what the model will do, weights included
+        (an evaluation, a generation); a random init is refused before it is
+        built when that does not fit, not only when its weights do not."""
         import torch
 
         from gptkit.core.config import get_preset
         from gptkit.core.device import resolve_device, resolve_dtype
-        from gptkit.core.loading import model_from_spec
         from gptkit.core.weights import build_model
+        from gptkit.formats.models import model_from_spec
+        from gptkit.formats.tokenizers import check_vocabulary, tokenizer_for
 
         device = resolve_device(settings.device)
         dtype = resolve_dtype(settings.dtype)
@@ -84,6 +122,8 @@ class LanguageModel:
                 quantize=settings.quantize,
             )
             spec = settings.weights
+            tokenizer = tokenizer_for(model.cfg, loaded.extra, settings.tokenizer)
+            check_vocabulary(model.cfg, tokenizer, spec)
             style = recorded_style(loaded.extra)
         else:
             from gptkit.runs.preflight import check_memory, model_estimate
@@ -91,11 +131,15 @@ class LanguageModel:
             cfg = get_preset(settings.preset_name()).replace(
                 **settings.model_overrides()
             )
-            check_memory(
-                model_estimate(cfg, dtype=settings.dtype),
-                device,
-                max_memory=settings.max_memory,
+            tokenizer = tokenizer_for(cfg, None, settings.tokenizer)
+            if tokenizer.n_vocab != cfg.vocab_size:  # a new model takes its ids
+                cfg = cfg.replace(vocab_size=tokenizer.n_vocab)
+            estimate = (
+                workload(cfg)
+                if workload is not None
+                else model_estimate(cfg, dtype=settings.dtype)
             )
+            check_memory(estimate, device, max_memory=settings.max_memory)
             seed = 123 if settings.seed is None else settings.seed
             torch.manual_seed(seed)
             model = build_model(cfg, device=device, dtype=dtype)
@@ -104,7 +148,9 @@ class LanguageModel:
 
                 quantize_model(model, settings.quantize)
             spec = f"random init ({settings.preset_name()}, seed {seed})"
-        return cls(model, spec=spec, settings=settings, prompt_style=style)
+        return cls(
+            model, spec=spec, settings=settings, tokenizer=tokenizer, prompt_style=style
+        )
 
     # -- what it is ------------------------------------------------------------
 
@@ -133,18 +179,18 @@ class LanguageModel:
             f" {self.device})"
         )
 
-    @staticmethod
-    def encode(text: str) -> list[int]:
-        """GPT-2 token ids of ``text`` (``<|endoftext|>`` allowed)."""
-        from gptkit.core.tokenizer import encode
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text`` by the model's tokenizer (special tokens such
+        as ``<|endoftext|>`` allowed)."""
+        from gptkit.api import arguments
 
-        return encode(text)
+        return self.tokenizer.encode(arguments.text(text, "text"))
 
-    @staticmethod
-    def decode(ids: Sequence[int]) -> str:
-        from gptkit.core.tokenizer import decode
+    def decode(self, ids: Sequence[int]) -> str:
+        """The text of token ids (each in the tokenizer's vocabulary)."""
+        from gptkit.api import arguments
 
-        return decode(list(ids))
+        return self.tokenizer.decode(arguments.token_ids(ids, self.tokenizer.n_vocab))
 
     # -- generation --------------------------------------------------------------
 
@@ -164,7 +210,7 @@ class LanguageModel:
         """The continuation of ``prompt`` (a string), or of each prompt of a list
         (generated as one batch).
 
-        Keywords are :class:`~gptkit.core.settings.GenerateSettings`
+        Keywords are :class:`~gptkit.api.settings.GenerateSettings`
         (``max_new_tokens``, ``sampler``, ``temperature``, ``top_k``, ``top_p``,
         ``num_beams``, ``stop``, ``seed``, ...); any other keyword is an option
         of the sampler (``length_penalty=0.6`` for beam search). Beam search with
@@ -189,11 +235,12 @@ class LanguageModel:
 
         ``progress``: a progress bar of the decoding steps on stderr (default:
         when stderr is a terminal, or ``GPTKIT_PROGRESS=1``)."""
+        from gptkit.api import arguments
+        from gptkit.api.text import TextGeneration
         from gptkit.core.interfaces import SearchStrategy
-        from gptkit.core.text import TextGeneration
         from gptkit.system.progress import progress_bar
 
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        prompts = arguments.prompts(prompt)
         sampler, kwargs = self._sampling(settings)
         self._check_generation_memory(prompts, sampler, kwargs)
         steps = kwargs["max_new_tokens"]
@@ -215,7 +262,10 @@ class LanguageModel:
         """Refuse, before anything is allocated, a generation whose key/value
         cache, beams or logits cannot fit (see :mod:`gptkit.runs.preflight`)."""
         from gptkit.core.interfaces import SearchStrategy
-        from gptkit.runs.preflight import check_memory, generation_estimate
+        from gptkit.runs.preflight import (
+            check_memory,
+            generation_estimate,
+        )
 
         beams = 1
         if isinstance(sampler, SearchStrategy):
@@ -239,10 +289,10 @@ class LanguageModel:
         (the pieces add up to :meth:`generate`'s text). Settings as
         :meth:`generate`; the sampler must produce tokens one by one (not beam
         search). Stop iterating to stop generating."""
-        from gptkit.core.text import TextGeneration
+        from gptkit.api import arguments
+        from gptkit.api.text import TextGeneration
 
-        if not isinstance(prompt, str):
-            raise TypeError("stream takes one prompt (a string)")
+        arguments.text(prompt, "prompt")  # one prompt
         sampler, kwargs = self._sampling(settings)
         if not getattr(sampler, "streams", False):
             raise SettingError(
@@ -270,6 +320,7 @@ class LanguageModel:
             "seed": chosen.seed,
             "truncate": chosen.truncate,
             "compiled": self.settings.compile,
+            "tokenizer": self.tokenizer,
             **choice.engine,
         }
         return choice.sampler, kwargs
@@ -399,7 +450,11 @@ class LanguageModel:
         import torch
         import torch.nn.functional as F
 
-        ids = self.encode(text)
+        from gptkit.api import arguments
+        from gptkit.runs.preflight import check_ids_fit
+
+        ids = self.encode(arguments.text(text, "text"))
+        check_ids_fit(max(ids, default=0), self.config.vocab_size, "the text")
         if len(ids) < 2:
             raise SettingError("loss needs a text of at least two tokens")
         ctx = self.config.context_length
@@ -425,14 +480,19 @@ class LanguageModel:
         ``gptkit eval`` computes them (the book's chapter 5 split and windows).
 
         Keywords are the data settings of
-        :class:`~gptkit.core.settings.EvalSettings`: ``context_length`` (at most
+        :class:`~gptkit.api.settings.EvalSettings`: ``context_length`` (at most
         the model's), ``batch_size``, ``stride``, ``train_ratio``, ``eval_iter``
         (the first N batches only), ``seed``. ``progress``: a progress bar of
         the batches on stderr (default: when stderr is a terminal).
         """
-        from gptkit.core.data import eval_batches, load_text, make_loaders
+        from gptkit.core.data import eval_batches, make_loaders
         from gptkit.core.loss import loader_loss, perplexity
-        from gptkit.runs.preflight import check_memory, evaluation_estimate
+        from gptkit.formats.corpora import load_text
+        from gptkit.runs.preflight import (
+            check_data_fits,
+            check_memory,
+            evaluation_estimate,
+        )
         from gptkit.system.progress import progress_bar
 
         if corpus is not None:
@@ -467,13 +527,15 @@ class LanguageModel:
         )
         check_memory(estimate, self.device, max_memory=self.settings.max_memory)
         data = make_loaders(
-            load_text(chosen.corpus_names()),
+            load_text(chosen.corpus_names(), self.tokenizer),
+            tokenizer=self.tokenizer,
             context_length=context,
             batch_size=chosen.batch_size,
             stride=chosen.stride,
             train_ratio=chosen.split_ratio(),
             seed=chosen.seed,
         )
+        check_data_fits(data, self.config.vocab_size, "the corpus")
         n = chosen.eval_iter
         batches = eval_batches(data.train_eval_loader, n) + eval_batches(
             data.val_loader, n

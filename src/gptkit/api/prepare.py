@@ -36,6 +36,13 @@ class PrepareSettings(Settings):
         4.0, gt=0.0, help="Size of the pieces the input files are cut into (MiB)."
     )
     progress: bool = setting(True, help="Show a progress bar on stderr.")
+    tokenizer: str | None = setting(
+        None,
+        metavar="SPEC",
+        help="Tokenizer: gpt2, a tokenizer.json, a directory holding one, or"
+        " hf:org/repo (ids wider than 16 bits are stored as uint32).",
+        default_help="gpt2",
+    )
 
     def check(self) -> None:
         if not self.out:
@@ -74,4 +81,5 @@ def prepare(
         shard_bytes=max(1, int(settings.shard_mb * (1 << 20))),
         progress=settings.progress,
         message=message,
+        tokenizer=settings.tokenizer,
     )

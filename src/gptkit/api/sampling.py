@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gptkit.core.settings import GenerateSettings
+from gptkit.api.settings import GenerateSettings
 from gptkit.errors import SettingError
 
 #: Settings that are options of the chosen sampler.

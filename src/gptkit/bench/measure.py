@@ -333,6 +333,69 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
+#: The CPU features that decide which kernels are fast (``/proc/cpuinfo`` flags).
+CPU_FEATURES = (
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512_bf16",
+    "avx512_vnni",
+    "avx_vnni",
+    "avx512_fp16",
+    "amx_tile",
+    "amx_bf16",
+    "amx_int8",
+    "amx_fp16",
+)
+
+
+def cpu_features() -> list[str] | None:
+    """The :data:`CPU_FEATURES` this CPU has, in that order (Linux's
+    ``/proc/cpuinfo``; on Apple silicon ``["neon"]``; None where unknown)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    have = set(line.split(":", 1)[1].split())
+                    return [flag for flag in CPU_FEATURES if flag in have]
+    except OSError:
+        pass
+    if platform.machine() in ("arm64", "aarch64"):
+        return ["neon"]
+    return None
+
+
+def gptkit_commit() -> str | None:
+    """``git describe --always --dirty --tags`` of the checkout gptkit runs
+    from; None for an installed package (no git checkout around it)."""
+    import subprocess
+    from pathlib import Path
+
+    source = Path(__file__).resolve().parents[1]  # .../gptkit
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(source), "describe", "--always", "--dirty", "--tags"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def invoked_command() -> str:
+    """The command line this process was started with, as a shell would
+    take it (``gptkit bench ...`` for the console script)."""
+    import shlex
+
+    argv = list(sys.argv)
+    if argv and os.path.basename(argv[0]) in ("gptkit", "gptkit.exe", "__main__.py"):
+        argv[0] = "gptkit"
+    return shlex.join(argv)
+
+
 def usable_cores() -> int:
     """CPU cores this process may run on (its affinity mask), else cpu_count."""
     try:
@@ -365,6 +428,7 @@ def machine_info(device: Any) -> dict[str, Any]:
         pass
     info: dict[str, Any] = {
         "cpu": cpu_model(),
+        "cpu_features": cpu_features(),
         "cpu_count": os.cpu_count(),
         "usable_cores": usable_cores(),
         "torch_threads": torch.get_num_threads(),
@@ -374,6 +438,8 @@ def machine_info(device: Any) -> dict[str, Any]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "gptkit": __version__,
+        "gptkit_commit": gptkit_commit(),
+        "command": invoked_command(),
         "device": str(device),
         "gpu": None,
     }
@@ -390,6 +456,34 @@ def machine_info(device: Any) -> dict[str, Any]:
     except ImportError:
         info["transformers"] = None
     return info
+
+
+def provenance_lines(result: dict[str, Any]) -> list[str]:
+    """The header lines that say where and how a result was measured: the
+    command, the date, the machine (CPU model and features, cores, threads,
+    GPU, load average) and the versions (torch, gptkit and its commit)."""
+    mach = result.get("machine", {})
+    features = mach.get("cpu_features")
+    cpu = mach.get("cpu", "?")
+    if features is not None:
+        cpu += f" [{' '.join(features) or 'none of ' + '/'.join(CPU_FEATURES[:3])}]"
+    load = mach.get("load_average_1min")
+    end = mach.get("load_average_1min_end")
+    load_text = "?" if load is None else f"{load:g}"
+    if end is not None:
+        load_text += f" -> {end:g}"
+    commit = mach.get("gptkit_commit")
+    version = f"gptkit {mach.get('gptkit', '?')}" + (f" ({commit})" if commit else "")
+    return [
+        f"command: {mach.get('command', '?')}",
+        f"date: {result.get('created', '?')}",
+        f"machine: {cpu}, {mach.get('usable_cores', '?')} cores,"
+        f" {mach.get('torch_threads', '?')} torch threads"
+        + (f", {mach['gpu']}" if mach.get("gpu") else "")
+        + f"; load average {load_text}",
+        f"versions: torch {mach.get('torch', '?')}, {version},"
+        f" python {mach.get('python', '?')}",
+    ]
 
 
 def busy_warning(info: dict[str, Any]) -> str | None:

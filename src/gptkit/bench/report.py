@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from gptkit.bench.measure import speed_spread
+from gptkit.bench.measure import provenance_lines, speed_spread
 
 
 def _num(value: float | None, digits: int = 1, suffix: str = "") -> str:
@@ -48,17 +48,14 @@ def _limits_line(limits: dict[str, Any]) -> str:
 
 def format_sampling(result: dict[str, Any]) -> str:
     """The speed table and the quality table of a sampling result."""
-    s, lim, mach = result["settings"], result["limits"], result["machine"]
+    s, lim = result["settings"], result["limits"]
     head = [
         f"model: {s['model']}, {s['parameters'] / 1e6:.1f}M parameters,"
         f" {s['dtype']} on {s['device']}, batch size 1",
         f"prompts: {len(s['prompts'])} ({s['prompts_source']}),"
         f" {s['max_new_tokens']} new tokens each; {s['warmup']} warm-up +"
         f" {s['repeats']} timed passes; seed {s['seed']}",
-        f"machine: {mach['cpu']}, {mach['usable_cores']} cores,"
-        f" {mach['torch_threads']} torch threads"
-        + (f", {mach['gpu']}" if mach.get("gpu") else "")
-        + f"; torch {mach['torch']}, gptkit {mach['gptkit']}",
+        *provenance_lines(result),
         _limits_line(lim),
         f"decode bound: {lim['decode_bound_tokens_per_s']:,.1f} tokens/s"
         f" ({s['weight_bytes_per_token'] / 1e6:.1f} MB of weights read per token)",
@@ -182,9 +179,8 @@ def format_training(result: dict[str, Any]) -> str:
         f"step: {s.get('step', 'training step')}; {s['optimizer']}; {s['warmup']}"
         f" warm-up + {s['repeats']} timed repeats of {s['steps']} steps; seed"
         f" {s['seed']}",
-        f"machine: {mach['cpu']}, {mach['usable_cores']} cores, {threads}"
-        + (f", {mach['gpu']}" if mach.get("gpu") else "")
-        + f"; torch {mach['torch']}, gptkit {mach['gptkit']}",
+        *provenance_lines(result),
+        f"threads: {threads}",
         _limits_line(lim),
         f"model FLOPs per token: {s['flops_per_token'] / 1e6:,.1f} M (6N + 12LdT)",
     ]

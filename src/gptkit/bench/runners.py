@@ -43,6 +43,17 @@ SAMPLER_OPTIONS: dict[str, dict[str, Any]] = {
 }
 
 
+def bench_config(preset: str) -> Any:
+    """The shape of :func:`bench_model`: the preset with a tied head,
+    query/key/value biases and no dropout."""
+    from gptkit.core.config import GPTConfig, get_preset
+
+    cfg = get_preset(preset).replace(drop_rate=0.0)
+    if type(cfg) is GPTConfig:
+        cfg = cfg.replace(tie_embeddings=True, qkv_bias=True)
+    return cfg
+
+
 def bench_model(
     preset: str = "gpt2-124m",
     *,
@@ -50,37 +61,61 @@ def bench_model(
     dtype: str = "fp32",
     device: Any = "cpu",
 ) -> Any:
-    """A preset-shaped GPTModel with seeded random weights, tied head, query/key/
-    value biases (GPT-2's layout, so a transformers twin exists), no dropout,
-    eval mode."""
+    """A preset-shaped model of any family with seeded random weights and no
+    dropout, in eval mode; a GPT-2 preset gets a tied head and query/key/value
+    biases (GPT-2's layout, so a transformers twin exists)."""
     import torch
 
-    from gptkit.core.config import get_preset
     from gptkit.core.device import resolve_dtype
-    from gptkit.core.model import GPTModel
+    from gptkit.core.weights import new_model
 
-    cfg = get_preset(preset).replace(tie_embeddings=True, qkv_bias=True, drop_rate=0.0)
+    cfg = bench_config(preset)
     torch.manual_seed(seed)
-    model = GPTModel(cfg).eval()
+    model = new_model(cfg).eval()
     return model.to(device=device, dtype=resolve_dtype(dtype))
 
 
 def transformers_twin(model: Any) -> Any:
-    """A ``transformers.GPT2LMHeadModel`` holding the same weights as ``model``."""
+    """The ``transformers`` model of ``model``'s family (``GPT2LMHeadModel``,
+    ``LlamaForCausalLM``, ``Qwen3ForCausalLM``) holding the same weights."""
     import transformers
 
-    from gptkit.formats.hf import config_to_hf, state_to_hf
+    from gptkit.core.architectures import architecture_of
 
     cfg = model.cfg
-    hf_cfg = transformers.GPT2Config(**config_to_hf(cfg))
-    twin = transformers.GPT2LMHeadModel(hf_cfg)
+    arch = architecture_of(cfg)
+    hf_dict = arch.config_to_hf(cfg)
+    hf_dict.pop("architectures", None)
+    hf_dict.pop("torch_dtype", None)
+    hf_cfg = transformers.AutoConfig.for_model(**hf_dict)
+    with torch_default_dtype(next(model.parameters()).dtype):
+        twin = transformers.AutoModelForCausalLM.from_config(hf_cfg)
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     if cfg.tie_embeddings:
         state.pop("out_head.weight", None)
-    twin.load_state_dict(state_to_hf(cfg, state), strict=False)
+    twin.load_state_dict(arch.state_to_hf(cfg, state), strict=False)
     twin.tie_weights()
     param = next(model.parameters())
     return twin.to(device=param.device, dtype=param.dtype).eval()
+
+
+def torch_default_dtype(dtype: Any) -> Any:
+    """Build modules in ``dtype`` (a bf16 twin of a large model is never held
+    in fp32)."""
+    import contextlib
+
+    import torch
+
+    @contextlib.contextmanager
+    def scope() -> Any:
+        before = torch.get_default_dtype()
+        torch.set_default_dtype(dtype)
+        try:
+            yield
+        finally:
+            torch.set_default_dtype(before)
+
+    return scope()
 
 
 # -- traces ---------------------------------------------------------------------

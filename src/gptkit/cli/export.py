@@ -18,10 +18,11 @@ from gptkit.cli.flags import given_settings, settings_options
 def export(ctx: click.Context, out_dir: Path, **opts: Any) -> None:
     """Write weights in Hugging Face transformers format to OUT_DIR.
 
-    OUT_DIR gets config.json, model.safetensors and GPT-2's tokenizer files;
-    transformers.GPT2LMHeadModel.from_pretrained(OUT_DIR) loads it and computes
-    the same logits. A model without query/key/value biases gets zero biases; an
-    untied output head is written as lm_head.weight with tie_word_embeddings
+    OUT_DIR gets config.json, model.safetensors and the tokenizer files (GPT-2's,
+    or the checkpoint's tokenizer.json for Llama 3, Qwen3, ...);
+    transformers.AutoModelForCausalLM.from_pretrained(OUT_DIR) loads it and
+    computes the same logits. A GPT-2 without query/key/value biases gets zero
+    biases; an untied output head is written as lm_head.weight with tie_word_embeddings
     false. OUT_DIR must not exist or be empty: it is written in a temporary
     directory that is renamed at the end, so it holds a complete export or
     nothing.
@@ -45,5 +46,6 @@ def export(ctx: click.Context, out_dir: Path, **opts: Any) -> None:
     )
     click.echo(f"files: {', '.join(done.files)}")
     click.echo(
-        f"load it with: transformers.GPT2LMHeadModel.from_pretrained({str(done.out)!r})"
+        f"load it with: transformers.{done.model_class}"
+        f".from_pretrained({str(done.out)!r})"
     )

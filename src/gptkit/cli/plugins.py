@@ -124,8 +124,8 @@ def plugins(all_: bool, json_: bool) -> None:
     """List installed plugins, their hooks and the components they provide.
 
     For each plugin: its entry-point name, distribution and version, the hooks
-    it implements, and every sampler, scheduler, weight loader, logger, corpus
-    and command it adds. Problems (a plugin that fails to import, a duplicate
+    it implements, and every sampler, scheduler, weight loader, logger, corpus,
+    quantizer and command it adds. Problems (a plugin that fails to import, a duplicate
     component name) are listed under "errors" and skipped.
     GPTKIT_LOAD_PLUGINS=dist1,dist2 loads only those distributions (empty:
     none); GPTKIT_STRICT_PLUGINS=1 makes problems fatal. Writing plugins:

@@ -28,6 +28,7 @@ def prepare(ctx: click.Context, corpora: tuple[str, ...], **opts: Any) -> None:
     Examples:
       gptkit prepare data/*.txt --out corpora/mydata
       gptkit prepare books/ wiki/ --out corpora/big --train-ratio 0.999
+      gptkit prepare notes/ --out corpora/qwen --tokenizer hf:Qwen/Qwen3-0.6B
       gptkit train --data corpora/big --preset small --batch-size 16
     """
     from gptkit.api.prepare import prepare as run_prepare

@@ -15,7 +15,17 @@ from gptkit.serve.settings import ServeSettings
 
 #: The modules of the ``serve`` extra.
 SERVE_EXTRA = ("starlette", "uvicorn", "pydantic", "prometheus_client")
-LOAD_OPTIONS = ("weights", "preset", "seed", "n_heads", "dtype", "device", "quantize")
+LOAD_OPTIONS = (
+    "weights",
+    "preset",
+    "arch",
+    "tokenizer",
+    "seed",
+    "n_heads",
+    "dtype",
+    "device",
+    "quantize",
+)
 
 
 def _require_serve_extra() -> None:
@@ -63,9 +73,16 @@ def serve(ctx: click.Context, **opts: Any) -> int:
     settings = ServeSettings.create(given_settings(ctx, opts, ServeSettings))
     api_key = _api_key(settings.api_key_env)
 
-    from gptkit.serve.loading import load_drafts, load_model
+    from gptkit.serve.loading import load_drafts, load_language_model
     from gptkit.serve.server import serve as run_server
 
-    model, name = load_model(load)
-    drafts = load_drafts(model, settings.drafts())
-    return run_server(model, settings.model_name or name, settings, api_key, drafts)
+    lm, name = load_language_model(load)
+    drafts = load_drafts(lm.model, settings.drafts(), lm.tokenizer)
+    return run_server(
+        lm.model,
+        settings.model_name or name,
+        settings,
+        api_key,
+        drafts,
+        tokenizer=lm.tokenizer,
+    )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, ClassVar
 
 from gptkit.errors import GptkitError
 
@@ -20,9 +20,52 @@ GPT2_VOCAB_SIZE = 50257
 TIED_HEAD = {"out_head.weight": "tok_emb.weight"}
 
 
+class ModelConfig:
+    """Base of every architecture's config dataclass: the core reads a model's
+    shape through ``vocab_size``, ``context_length``, ``emb_dim``, ``n_layers``,
+    ``n_heads``, ``n_kv_heads``, ``head_dim``, ``drop_rate`` and the methods
+    below; ``arch`` names the architecture component that builds the model."""
+
+    arch: ClassVar[str] = "gpt2"
+
+    def replace(self, **changes: Any) -> Any:
+        """A copy with some fields changed (``None`` values are ignored)."""
+        changes = {k: v for k, v in changes.items() if v is not None}
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields; other families than GPT-2 record their ``arch``."""
+        data = dataclasses.asdict(self)  # type: ignore[call-overload]
+        return data if self.arch == "gpt2" else {"arch": self.arch, **data}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Any:
+        """Build from a dict, rejecting unknown keys with a clear message."""
+        data = {k: v for k, v in data.items() if k != "arch"}
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})  # type: ignore[arg-type]
+        if unknown:
+            raise GptkitError(f"unknown model setting(s): {', '.join(unknown)}")
+        return cls(**data)
+
+    def tied_keys(self) -> dict[str, str]:
+        """State-dict keys sharing another tensor (a tied head) -> that key."""
+        return dict(TIED_HEAD) if getattr(self, "tie_embeddings", False) else {}
+
+    def without_tied(self, state: dict[str, Any]) -> dict[str, Any]:
+        """``state`` without the keys that share another tensor."""
+        tied = self.tied_keys()
+        return {k: v for k, v in state.items() if k not in tied}
+
+    def num_parameters(self) -> int:
+        """Parameter count (a shared embedding counted once)."""
+        raise NotImplementedError
+
+
 @dataclass(frozen=True)
-class GPTConfig:
+class GPTConfig(ModelConfig):
     """Hyperparameters of a GPT-2-style decoder (names as in the book)."""
+
+    arch: ClassVar[str] = "gpt2"
 
     vocab_size: int = GPT2_VOCAB_SIZE
     context_length: int = 1024
@@ -52,34 +95,10 @@ class GPTConfig:
     def head_dim(self) -> int:
         return self.emb_dim // self.n_heads
 
-    def replace(self, **changes: Any) -> GPTConfig:
-        """A copy with some fields changed (``None`` values are ignored)."""
-        return dataclasses.replace(
-            self, **{k: v for k, v in changes.items() if v is not None}
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def tied_keys(self) -> dict[str, str]:
-        """State-dict keys that are not tensors of their own in this model (a
-        tied head: :data:`TIED_HEAD`) -> the key of the tensor they share."""
-        return dict(TIED_HEAD) if self.tie_embeddings else {}
-
-    def without_tied(self, state: dict[str, Any]) -> dict[str, Any]:
-        """``state`` without the keys that share another tensor (what is stored,
-        checked and assigned)."""
-        tied = self.tied_keys()
-        return {k: v for k, v in state.items() if k not in tied}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> GPTConfig:
-        """Build from a dict, rejecting unknown keys with a clear message."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise GptkitError(f"unknown model setting(s): {', '.join(unknown)}")
-        return cls(**data)
+    @property
+    def n_kv_heads(self) -> int:
+        """Key/value heads: as many as query heads (no grouped-query attention)."""
+        return self.n_heads
 
     def num_parameters(self) -> int:
         """Parameter count (shared embedding counted once when tied)."""
@@ -109,11 +128,27 @@ PRESETS: dict[str, GPTConfig] = {
 }
 
 
-def get_preset(name: str) -> GPTConfig:
-    """The preset called ``name``; an unknown name lists the valid ones."""
-    try:
+def get_preset(name: str) -> Any:
+    """The preset called ``name`` of any family; an unknown one lists them."""
+    if name in PRESETS:
         return PRESETS[name]
+    from gptkit.core.architectures import all_presets
+
+    presets = all_presets()
+    try:
+        return presets[name]
     except KeyError:
         raise GptkitError(
-            f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}"
+            f"unknown preset {name!r}; choose one of: {', '.join(presets)}"
         ) from None
+
+
+def model_config_from_dict(data: dict[str, Any]) -> Any:
+    """The config of any family from :meth:`ModelConfig.to_dict` (no ``arch``:
+    GPT-2)."""
+    arch = data.get("arch", "gpt2")
+    if arch == "gpt2":
+        return GPTConfig.from_dict(data)
+    from gptkit.core.architectures import get_architecture
+
+    return get_architecture(arch).config_class().from_dict(data)

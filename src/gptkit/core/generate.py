@@ -41,12 +41,21 @@ class Generated:
     prompt_index: int = 0  # which prompt (beam search may return several per prompt)
 
 
+def _eos_ids(eos_id: int | Sequence[int] | None) -> tuple[int, ...]:
+    if eos_id is None:
+        return ()
+    if isinstance(eos_id, int):
+        return (eos_id,)
+    return tuple(int(i) for i in eos_id)
+
+
 def prepare_prompt(
-    ids: Sequence[int], context_length: int, truncate: bool
+    ids: Sequence[int], context_length: int, truncate: bool, empty: int = EOT_ID
 ) -> list[int]:
-    """An empty prompt starts from end-of-text (as GPT-2 does); a prompt longer
-    than the context is cut to its last tokens, or refused when not ``truncate``."""
-    ids = list(ids) or [EOT_ID]
+    """An empty prompt starts from end-of-text (``empty``; as GPT-2 does); a
+    prompt longer than the context is cut to its last tokens, or refused when
+    not ``truncate``."""
+    ids = list(ids) or [empty]
     if len(ids) > context_length:
         if not truncate:
             raise GptkitError(
@@ -83,6 +92,9 @@ class GenerationRequest:
     prompts: list[list[int]]
     max_new_tokens: int
     eos_id: int | None = EOT_ID
+    #: Every id that ends a sequence (``eos_id`` first; a checkpoint may have
+    #: several, such as Llama 3's ``<|eot_id|>`` and ``<|end_of_text|>``).
+    eos_ids: tuple[int, ...] = ()
     stop: Callable[[int, list[int]], bool] | None = None
     generator: torch.Generator | None = None
     on_token: TokenCallback | None = None
@@ -93,6 +105,16 @@ class GenerationRequest:
     #: Called after every decoding step (a progress bar); a search strategy
     #: calls it once per step of each prompt's search.
     on_step: Callable[[], None] | None = None
+    #: The model's tokenizer when the caller knows it (a speculative draft
+    #: must share it).
+    tokenizer: Any = None
+
+    def __post_init__(self) -> None:
+        if not self.eos_ids and self.eos_id is not None:
+            self.eos_ids = (self.eos_id,)
+
+    def is_eos(self, token: int) -> bool:
+        return token in self.eos_ids
 
     def step_done(self) -> None:
         if self.on_step is not None:
@@ -228,7 +250,7 @@ def iter_tokens(
     sampler: Sampler | SearchStrategy,
     *,
     max_new_tokens: int,
-    eos_id: int | None = EOT_ID,
+    eos_id: int | Sequence[int] | None = EOT_ID,
     stop: Callable[[int, list[int]], bool] | None = None,
     generator: torch.Generator | None = None,
     truncate: bool = True,
@@ -238,11 +260,13 @@ def iter_tokens(
     no_repeat_ngram_size: int = 0,
     compiled: bool = False,
     on_step: Callable[[], None] | None = None,
+    tokenizer: Any = None,
 ) -> Iterator[list[Generated]]:
     """Generate step by step: yields the results (one per prompt, growing) after
     every decoding step, so that a caller can stream or stop early (closing the
     iterator ends the generation). A search strategy yields once, at the end.
 
+    :param eos_id: the id (or ids) that end a row; None: none do.
     :param stop: ``stop(row, new_ids)`` returning True ends that row (stop strings).
     :param on_token: called with (row, token id) for every new token.
     :param vocab_limit: ids at or above it are never produced (padded vocabularies).
@@ -256,10 +280,13 @@ def iter_tokens(
     if no_repeat_ngram_size < 0:
         raise GptkitError("no_repeat_ngram_size must be >= 0")
     ctx = model.cfg.context_length
+    eos_ids = _eos_ids(eos_id)
+    start = eos_ids[0] if eos_ids else EOT_ID
     request = GenerationRequest(
-        prompts=[prepare_prompt(p, ctx, truncate) for p in prompts],
+        prompts=[prepare_prompt(p, ctx, truncate, start) for p in prompts],
         max_new_tokens=max_new_tokens,
-        eos_id=eos_id,
+        eos_id=eos_ids[0] if eos_ids else None,
+        eos_ids=eos_ids,
         stop=stop,
         generator=generator,
         on_token=on_token,
@@ -268,6 +295,7 @@ def iter_tokens(
         no_repeat_ngram_size=no_repeat_ngram_size,
         compiled=compiled,
         on_step=on_step,
+        tokenizer=tokenizer,
     )
     was_training = model.training
     model.eval()
@@ -306,7 +334,7 @@ def _sample_steps(
             result.new_ids.append(token)
             if req.on_token is not None:
                 req.on_token(row, token)
-            if req.eos_id is not None and token == req.eos_id:
+            if req.is_eos(token):
                 result.finish_reason = "eos"
                 running[row] = False
             elif req.stop is not None and req.stop(row, result.new_ids):

@@ -89,6 +89,18 @@ def register_quantizers() -> list[Any]:
 
 
 @hookspec
+def register_architectures() -> list[Any]:
+    """Model families: :class:`~gptkit.core.interfaces.Architecture` classes,
+    chosen with ``--arch NAME`` (or a preset of theirs) and by the
+    ``model_type`` of a Hugging Face checkpoint.
+
+    Called once, when the registry is first used.
+
+    :return: a list of components.
+    """
+
+
+@hookspec
 def register_prompt_styles() -> list[Any]:
     """Prompt styles: :class:`~gptkit.core.interfaces.PromptStyle` classes
     (``gptkit finetune --prompt-style NAME``). :return: a list of components."""

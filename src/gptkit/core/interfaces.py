@@ -22,7 +22,6 @@ from gptkit.core.options import build_options
 if TYPE_CHECKING:
     import torch
 
-    from gptkit.core.config import GPTConfig
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]*$")
 
@@ -221,6 +220,58 @@ class Quantizer(ComponentBase):
         raise NotImplementedError
 
 
+# -- architectures ------------------------------------------------------------
+
+
+class Architecture(ComponentBase):
+    """A model family (``--arch NAME``): config dataclass, presets, the model,
+    its Hugging Face mapping both ways and its tokenizer (docs/plugins.md).
+
+    The model is an ``nn.Module`` the core uses only through ``model.cfg``,
+    ``model(ids, cache=, position_ids=, attention_mask=, logits_at=)`` (as
+    ``GPTModel.forward``), ``model.blocks()`` and its ``nn.Linear`` layers.
+    """
+
+    kind = "architecture"
+    #: ``model_type`` values of the Hugging Face ``config.json`` files it reads.
+    hf_model_types: ClassVar[tuple[str, ...]] = ()
+    #: The preset of ``--arch NAME`` without ``--preset``.
+    default_preset: ClassVar[str] = ""
+
+    def config_class(self) -> type:
+        """The config dataclass (a ``ModelConfig`` whose ``arch`` is ``name``)."""
+        raise NotImplementedError
+
+    def presets(self) -> dict[str, Any]:
+        """Named configs; names are unique across every architecture."""
+        return {}
+
+    def build(self, cfg: Any) -> torch.nn.Module:
+        """A freshly initialised model of ``cfg`` (the default device)."""
+        raise NotImplementedError
+
+    def config_from_hf(self, data: dict[str, Any], where: str) -> Any:
+        """The config of a parsed ``config.json``; a GptkitError naming ``where``
+        for what the family cannot run."""
+        raise NotImplementedError
+
+    def config_to_hf(self, cfg: Any, dtype: str = "float32") -> dict[str, Any]:
+        """A Hugging Face ``config.json`` (a dict) for ``cfg``."""
+        raise NotImplementedError
+
+    def state_from_hf(self, cfg: Any, source: Any, where: str) -> dict[str, Any]:
+        """gptkit's state dict from a ``TensorSource``, checked against ``cfg``."""
+        raise NotImplementedError
+
+    def state_to_hf(self, cfg: Any, state: dict[str, Any]) -> dict[str, Any]:
+        """Hugging Face tensors of a state dict (which it may empty)."""
+        raise NotImplementedError
+
+    def tokenizer(self, directory: Path | None) -> Any:
+        """The tokenizer of a checkpoint directory, or the default (None)."""
+        raise NotImplementedError
+
+
 # -- prompt styles ------------------------------------------------------------
 
 
@@ -294,7 +345,8 @@ class LoadedWeights:
     """What a weight loader returns: the model's config and its state dict
     (in gptkit's parameter names), plus anything else it found."""
 
-    config: GPTConfig
+    #: The model config (a :class:`gptkit.core.config.ModelConfig` of any family).
+    config: Any
     state_dict: dict[str, torch.Tensor]
     source: str
     extra: dict[str, Any] = field(default_factory=dict)

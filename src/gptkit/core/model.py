@@ -63,7 +63,7 @@ class KVCache:
         *,
         static: bool = False,
     ) -> KVCache:
-        shape = (cfg.n_layers, batch_size, cfg.n_heads, max_len, cfg.head_dim)
+        shape = (cfg.n_layers, batch_size, cfg.n_kv_heads, max_len, cfg.head_dim)
         # Zeros, not empty memory: a masked slot still enters attention as
         # 0 x value, and uninitialised NaNs there would poison the whole row.
         return cls(
@@ -269,6 +269,10 @@ class GPTModel(nn.Module):
         self.out_head = nn.Linear(cfg.emb_dim, cfg.vocab_size, bias=False)
         self.tie_weights()
 
+    def blocks(self) -> list[nn.Module]:
+        """The transformer blocks (FSDP units, activation checkpointing)."""
+        return list(self.trf_blocks)
+
     def tie_weights(self) -> None:
         """Make the keys :meth:`GPTConfig.tied_keys` names share one tensor."""
         for key, shared in self.cfg.tied_keys().items():
@@ -295,26 +299,10 @@ class GPTModel(nn.Module):
         that position of each row, (B, 1, vocab) (the last real token of a
         padded prefill: the output head is the largest matrix product).
         """
+        step, mask, position_ids = attention_inputs(
+            in_idx, cache, position_ids, attention_mask
+        )
         t = in_idx.shape[1]
-        step: _CacheStep | None = None
-        mask: Tensor | str | None = CAUSAL
-        if cache is not None:
-            if attention_mask is not None:
-                raise ValueError("a cached forward takes its positions from the cache")
-            if cache.length + t > cache.capacity:
-                raise ValueError(
-                    f"KV cache holds {cache.capacity} positions;"
-                    f" {cache.length + t} needed"
-                )
-            if position_ids is None:
-                position_ids = cache.positions(t, in_idx.device)
-            step = _CacheStep(cache, position_ids, cache.span(t))
-            mask = _cache_mask(cache, position_ids, t, step.span)
-        else:
-            if position_ids is None:
-                position_ids = torch.arange(t, device=in_idx.device)
-            if attention_mask is not None:
-                mask = _attention_mask(t, attention_mask, in_idx.device)
         x = self.tok_emb(in_idx) + self.pos_emb(position_ids)
         x = self.drop_emb(x)
         for layer, block in enumerate(self.trf_blocks):
@@ -325,6 +313,37 @@ class GPTModel(nn.Module):
             rows = torch.arange(x.shape[0], device=x.device)
             x = x[rows, logits_at][:, None]  # (B, 1, D)
         return self.out_head(self.final_norm(x))
+
+
+def attention_inputs(
+    in_idx: Tensor,
+    cache: KVCache | None,
+    position_ids: Tensor | None,
+    attention_mask: Tensor | None,
+) -> tuple[_CacheStep | None, Tensor | str | None, Tensor]:
+    """What every architecture's forward pass derives from its arguments (see
+    :meth:`GPTModel.forward`): the cache step (or None), the attention mask
+    (:data:`CAUSAL`, None or a boolean tensor) and the positions (B, T) or (T,)."""
+    t = in_idx.shape[1]
+    step: _CacheStep | None = None
+    mask: Tensor | str | None = CAUSAL
+    if cache is not None:
+        if attention_mask is not None:
+            raise ValueError("a cached forward takes its positions from the cache")
+        if cache.length + t > cache.capacity:
+            raise ValueError(
+                f"KV cache holds {cache.capacity} positions; {cache.length + t} needed"
+            )
+        if position_ids is None:
+            position_ids = cache.positions(t, in_idx.device)
+        step = _CacheStep(cache, position_ids, cache.span(t))
+        mask = _cache_mask(cache, position_ids, t, step.span)
+    else:
+        if position_ids is None:
+            position_ids = torch.arange(t, device=in_idx.device)
+        if attention_mask is not None:
+            mask = _attention_mask(t, attention_mask, in_idx.device)
+    return step, mask, position_ids
 
 
 def _cache_mask(

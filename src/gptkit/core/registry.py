@@ -27,6 +27,7 @@ from gptkit.core import hookspecs
 from gptkit.core.interfaces import (
     NAME_PATTERN,
     Adapter,
+    Architecture,
     Component,
     ComponentBase,
     Corpus,
@@ -49,6 +50,7 @@ BUILTIN_PLUGINS = (
     "gptkit.plugins.loggers",
     "gptkit.plugins.corpora",
     "gptkit.plugins.quantizers",
+    "gptkit.plugins.architectures",
     "gptkit.plugins.prompt_styles",
     "gptkit.plugins.adapters",
 )
@@ -62,6 +64,7 @@ KINDS: dict[str, tuple[str, tuple[type, ...], str]] = {
     "loggers": ("register_loggers", (Logger,), "logger"),
     "corpora": ("register_corpora", (Corpus,), "corpus"),
     "quantizers": ("register_quantizers", (Quantizer,), "quantizer"),
+    "architectures": ("register_architectures", (Architecture,), "architecture"),
     "prompt_styles": ("register_prompt_styles", (PromptStyle,), "prompt style"),
     "adapters": ("register_adapters", (Adapter,), "adapter"),
 }
@@ -183,6 +186,7 @@ class Registry:
         self.loggers = ComponentSet("loggers")
         self.corpora = ComponentSet("corpora")
         self.quantizers = ComponentSet("quantizers")
+        self.architectures = ComponentSet("architectures")
         self.prompt_styles = ComponentSet("prompt_styles")
         self.adapters = ComponentSet("adapters")
         self.plugins: list[PluginInfo] = []

@@ -31,7 +31,7 @@ from typing import Any, ClassVar, TypeVar
 
 from gptkit.core.options import bounds_problem, convert_value
 from gptkit.core.precision import PRECISIONS
-from gptkit.errors import SettingError
+from gptkit.errors import GptkitError, SettingError
 
 S = TypeVar("S", bound="Settings")
 
@@ -44,6 +44,14 @@ PRESET_NAMES = (
     "tiny",
     "mini",
     "small",
+    "llama-3.2-1b",
+    "llama-3.2-3b",
+    "llama-tiny",
+    "qwen3-0.6b",
+    "qwen3-1.7b",
+    "qwen3-4b",
+    "qwen3-8b",
+    "qwen3-tiny",
 )
 MODEL_FIELDS = (
     "context_length",
@@ -59,6 +67,7 @@ MAX_MEMORY_HELP = (
     " the device's free memory is always checked."
 )
 DTYPES = ("fp32", "bf16", "fp16")
+SEED = {"ge": 0, "le": 2**63 - 1}  # torch takes 64 bits: room for offsets (rank)
 
 
 def setting(
@@ -154,7 +163,7 @@ class Settings:
                 value = (value,)  # corpus="the-verdict": one item
             try:
                 converted[name] = convert_value(value, hint)
-            except ValueError as exc:
+            except (TypeError, ValueError) as exc:
                 raise SettingError(f"{{{name}}}: {exc}", settings_class=cls) from None
         settings = cls(**converted)
         settings.validate()
@@ -261,9 +270,22 @@ class ModelSettings(Settings):
 
     preset: str | None = setting(
         None,
-        choices=PRESET_NAMES,
-        help="Model size preset (see README: Models).",
-        default_help="mini",
+        help="Model size preset of any family: gpt2-124m ... gpt2-1558m, tiny,"
+        " mini, small, llama-3.2-1b, llama-tiny, qwen3-0.6b ... qwen3-8b,"
+        " qwen3-tiny (docs/model-families.md).",
+        default_help="mini; with --arch, the family's",
+    )
+    arch: str | None = setting(
+        None,
+        help="Model family: gpt2, llama, qwen3 or a plugin's (gptkit plugins).",
+        default_help="the preset's",
+    )
+    tokenizer: str | None = setting(
+        None,
+        metavar="SPEC",
+        help="Tokenizer: gpt2, a tokenizer.json, a directory holding one, or"
+        " hf:org/repo.",
+        default_help="the checkpoint's; gpt2 for a new model",
     )
     context_length: int | None = setting(
         None, ge=1, help="Context length in tokens (overrides the preset)."
@@ -283,7 +305,41 @@ class ModelSettings(Settings):
         }
 
     def preset_name(self) -> str:
+        if self.preset is None and self.arch is not None:
+            from gptkit.core.architectures import get_architecture
+
+            return get_architecture(self.arch).default_preset or self.default_preset
         return self.preset or self.default_preset
+
+    def check(self) -> None:
+        super().check()
+        cls = type(self)
+        if self.arch is not None:
+            from gptkit.core.architectures import get_architecture
+
+            try:
+                get_architecture(self.arch)
+            except GptkitError as exc:
+                raise SettingError(
+                    "{arch} " + str(exc).removeprefix("unknown model family "),
+                    settings_class=cls,
+                ) from None
+        if self.preset is not None:
+            from gptkit.core.architectures import all_presets, preset_architecture
+
+            presets = all_presets()
+            if self.preset not in presets:
+                raise SettingError(
+                    f"{{preset}} {self.preset!r} is unknown; choose one of:"
+                    f" {', '.join(presets)}",
+                    settings_class=cls,
+                )
+            family = preset_architecture(self.preset)
+            if self.arch is not None and family != self.arch:
+                raise SettingError(
+                    f"{{preset}} {self.preset} is a {family} preset, not {self.arch}",
+                    settings_class=cls,
+                )
 
     def weight_hints(self) -> dict[str, Any]:
         """What weights must agree with (or, for files that do not record it,
@@ -323,7 +379,7 @@ class DataSettings(Settings):
         help="Share of the characters used for training.",
         default_help="0.9",
     )
-    seed: int = setting(123, help="Seed of the initial weights and the data order.")
+    seed: int = setting(123, **SEED, help="Seed of the initial weights, data order.")
 
     def corpus_names(self) -> tuple[str, ...]:
         return self.corpus or self.default_corpus
@@ -451,7 +507,7 @@ class TrainSettings(DataSettings, ModelSettings):
     def check(self) -> None:
         super().check()
         cls = type(self)
-        _check_size(self.max_memory)
+        check_size(self.max_memory)
         if self.data is not None:
             if self.corpus:
                 raise SettingError(
@@ -460,8 +516,8 @@ class TrainSettings(DataSettings, ModelSettings):
                 )
             if self.train_ratio is not None:
                 raise SettingError(
-                    "{train_ratio} is fixed when the corpus is prepared (gptkit"
-                    " prepare --train-ratio); drop it with {data}",
+                    "{train_ratio} is fixed when the corpus is prepared (the"
+                    " ratio given to gptkit prepare); drop it with {data}",
                     settings_class=cls,
                 )
             if self.data_order == "book":
@@ -470,152 +526,8 @@ class TrainSettings(DataSettings, ModelSettings):
                 )
 
 
-@dataclass
-class LoadSettings(ModelSettings):
-    """Which weights to load, and how (``gptkit.load``; ``--weights`` and friends).
-
-    Without weights the model is a random init of ``preset`` (seeded by ``seed``).
-    """
-
-    default_preset: ClassVar[str] = "gpt2-124m"
-
-    weights: str | None = setting(
-        None,
-        metavar="SPEC",
-        help="Weights: RUN_DIR or checkpoint dir, hf:gpt2, hf:org/repo@rev,"
-        " book:model.pth, ...",
-    )
-    device: str = setting(
-        "auto", choices=DEVICES, help="auto: CUDA, then Apple MPS, then CPU."
-    )
-    dtype: str = setting(
-        "fp32",
-        choices=DTYPES,
-        help="Precision of the weights and activations.",
-    )
-    seed: int | None = setting(
-        None, help="Seed of a random init (without weights).", default_help="123"
-    )
-    quantize: str | None = setting(
-        None,
-        metavar="NAME[:KEY=VALUE,...]",
-        help="Weight-only quantization: a quantizer plugin (int8, int4) and its"
-        " options (int4:group_size=32); activations keep --dtype.",
-    )
-    compile: bool = setting(
-        False,
-        help="Decode through torch.compile and a static KV cache (CUDA graphs on"
-        " a GPU); the first generation compiles.",
-    )
-    max_memory: str | None = setting(
-        None,
-        metavar="SIZE",
-        help=MAX_MEMORY_HELP,
-        default_help="the device's free memory",
-    )
-
-    def check(self) -> None:
-        super().check()
-        _check_size(self.max_memory)
-
-
-def _check_size(size: str | None) -> None:
+def check_size(size: str | None) -> None:
     if size is not None:
         from gptkit.core.options import parse_size
 
         parse_size(size)
-
-
-@dataclass
-class EvalSettings(DataSettings, LoadSettings):
-    """Everything ``gptkit eval`` / :meth:`LanguageModel.evaluate` takes."""
-
-    batch_size: int = setting(2, ge=1, help="Sequences per batch.")
-    eval_iter: int | None = setting(
-        None,
-        ge=1,
-        help="Only the first N batches of each split.",
-        default_help="all",
-    )
-    seed: int = setting(
-        123, help="Seed of a random init (without weights) and of the data order."
-    )
-    compile: bool = setting(False, cli=False, help="Unused by evaluation.")
-    data: str | None = setting(
-        None,
-        metavar="PATH|NAME",
-        help="Instruction data instead of a corpus: the response-only loss of its"
-        " test split (the book's 85/10/5) in the model's prompt style.",
-    )
-
-
-@dataclass
-class GenerateSettings(Settings):
-    """How to continue a prompt: the sampler, its options, when to stop.
-
-    Without ``sampler``: beam with ``num_beams`` > 1, top-p with ``top_p``,
-    min-p with ``min_p``, top-k when ``temperature`` > 0 or ``top_k`` is given
-    (the book's ``generate``), else greedy. The shortcuts, and ``options``, are
-    options of the chosen sampler; the penalties work with every sampler.
-    """
-
-    sampler: str | None = setting(
-        None,
-        help="Sampler plugin (greedy, top-k, top-p, min-p, beam, ...).",
-        default_help="from the options given",
-    )
-    options: dict[str, Any] = setting(
-        {},
-        flag="option",
-        short="o",
-        metavar="KEY=VALUE",
-        help="Sampler option, repeatable (-o temperature=0.8).",
-    )
-    temperature: float | None = setting(
-        None, ge=0.0, help="Shortcut for -o temperature=T (0 = greedy)."
-    )
-    top_k: int | None = setting(None, ge=1, help="Shortcut for -o top_k=K.")
-    top_p: float | None = setting(
-        None, gt=0.0, le=1.0, help="Nucleus sampling (sampler top-p) with this top_p."
-    )
-    min_p: float | None = setting(
-        None, gt=0.0, le=1.0, help="Min-p sampling (sampler min-p) with this min_p."
-    )
-    num_beams: int | None = setting(
-        None, ge=1, help="Beam search (sampler beam) with this many beams."
-    )
-    draft: str | None = setting(
-        None,
-        metavar="SPEC",
-        help="Draft model of speculative decoding (implies --sampler speculative;"
-        " shortcut for -o draft=SPEC).",
-    )
-    repetition_penalty: float | None = setting(
-        None, gt=0.0, help="Penalise tokens already in the text (> 1; any sampler)."
-    )
-    no_repeat_ngram_size: int | None = setting(
-        None, ge=0, help="Never repeat an n-gram of this size (any sampler)."
-    )
-    max_new_tokens: int = setting(
-        50,
-        ge=0,
-        help="Tokens to generate per prompt (past the context length the window"
-        " slides, as the book's generate does).",
-    )
-    stop: tuple[str, ...] = setting(
-        (), metavar="STRING", help="Stop at this string; repeatable."
-    )
-    seed: int | None = setting(None, help="Seed for reproducible sampling.")
-    truncate: bool = setting(
-        True,
-        help="Keep the end of a prompt longer than the context (--no-truncate:"
-        " refuse it).",
-    )
-
-    def check(self) -> None:
-        super().check()
-        if any(s == "" for s in self.stop):
-            raise SettingError(
-                "{stop} strings must not be empty (an empty string stops at once)",
-                settings_class=type(self),
-            )

@@ -32,7 +32,7 @@ def read_meta(directory: Path) -> dict[str, Any]:
         )
         raise GptkitError(
             f"{directory} is not a prepared corpus: it has no {META}{hint};"
-            f" make one with: gptkit prepare CORPUS... --out {directory}"
+            " prepare a corpus into it first (gptkit prepare)"
         )
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
@@ -45,7 +45,7 @@ def read_meta(directory: Path) -> dict[str, Any]:
         or not all(k in meta for k in required)
     ):
         raise GptkitError(f"{path} is not a gptkit prepared-corpus {META}")
-    if meta.get("version") != VERSION or meta["dtype"] != "uint16":
+    if meta.get("version") != VERSION or meta["dtype"] not in ("uint16", "uint32"):
         raise GptkitError(
             f"{path}: unsupported format version {meta.get('version')} /"
             f" dtype {meta['dtype']}"
@@ -59,12 +59,12 @@ def open_tokens(directory: Path, meta: dict[str, Any]) -> np.ndarray:
     tokens = int(meta["tokens"])
     if not path.is_file():
         raise GptkitError(f"{directory}: {META} names {path.name}, which is missing")
-    size = path.stat().st_size
-    if size != 2 * tokens:
+    size, width = path.stat().st_size, np.dtype(meta["dtype"]).itemsize
+    if size != width * tokens:
         raise GptkitError(
-            f"{path} has {size} bytes but {META} says {tokens} tokens of 2 bytes;"
+            f"{path} has {size} bytes but {META} says {tokens} tokens of {width} bytes;"
             " the prepared corpus is incomplete or corrupt"
         )
     if tokens == 0:
         raise GptkitError(f"{directory} holds no tokens")
-    return np.memmap(path, dtype=np.uint16, mode="r", shape=(tokens,))
+    return np.memmap(path, dtype=meta["dtype"], mode="r", shape=(tokens,))

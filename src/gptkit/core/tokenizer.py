@@ -16,6 +16,7 @@ import tiktoken
 from tiktoken.load import data_gym_to_mergeable_bpe_ranks
 
 from gptkit.errors import GptkitError
+from gptkit.system import whitespace
 
 ENDOFTEXT = "<|endoftext|>"
 EOT_ID = 50256
@@ -63,9 +64,81 @@ def get_tokenizer() -> tiktoken.Encoding:
     )
 
 
+class Tokenizer:
+    """Text <-> token ids, as a model family needs it.
+
+    ``spec`` says where it comes from (what a run directory records, and what
+    :func:`load_tokenizer` reads back): ``gpt2``, or the path of a
+    ``tokenizer.json``. ``eos_ids``: the ids generation stops on;
+    ``n_vocab``: ids are below it.
+    """
+
+    spec: str = ""
+    n_vocab: int = 0
+    eos_ids: tuple[int, ...] = ()
+    #: The id a document starts with (Llama 3's ``<|begin_of_text|>``), or None.
+    bos_id: int | None = None
+    #: What separates documents of a corpus (``<|endoftext|>`` for GPT-2).
+    separator: str = ""
+    #: Never generate ids the tokenizer does not have (GPT-2 models with a
+    #: padded vocabulary); False: every id of the model may come, as with
+    #: ``transformers`` (Llama 3, Qwen3).
+    masks_padding: bool = False
+
+    def vocab_limit(self, model_vocab: int) -> int:
+        """Ids at or above this are never generated."""
+        return min(self.n_vocab, model_vocab) if self.masks_padding else model_vocab
+
+    @property
+    def eos_id(self) -> int | None:
+        """The first end-of-sequence id (what an empty prompt starts from)."""
+        return self.eos_ids[0] if self.eos_ids else None
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text``; special tokens written in it are recognised."""
+        raise NotImplementedError
+
+    def decode(self, ids: list[int]) -> str:
+        raise NotImplementedError
+
+    def token_bytes(self, token: int) -> bytes:
+        """The bytes of one token (log probabilities report them)."""
+        return self.decode([token]).encode("utf-8")
+
+    def fingerprint(self) -> str:
+        """Equal for tokenizers that map text to the same ids (two checkpoints
+        of a family share one): what a speculative draft must share."""
+        return self.spec
+
+
+class GPT2Tokenizer(Tokenizer):
+    """GPT-2's byte-pair encoding (tiktoken, built offline)."""
+
+    spec = "gpt2"
+    n_vocab = N_VOCAB
+    eos_ids = (EOT_ID,)
+    separator = ENDOFTEXT
+    masks_padding = True
+
+    def encode(self, text: str) -> list[int]:
+        return encode(text)
+
+    def decode(self, ids: list[int]) -> str:
+        return decode(list(ids))
+
+    def token_bytes(self, token: int) -> bytes:
+        return get_tokenizer().decode_single_token_bytes(token)
+
+
+@functools.cache
+def gpt2_tokenizer() -> GPT2Tokenizer:
+    """GPT-2's tokenizer (one per process)."""
+    return GPT2Tokenizer()
+
+
 def encode(text: str) -> list[int]:
     """Token ids of ``text``; ``<|endoftext|>`` is allowed (as in the book)."""
-    return get_tokenizer().encode(text, allowed_special={ENDOFTEXT})
+    return whitespace.encode(get_tokenizer(), text, ENDOFTEXT)  # long runs: see there
 
 
 def decode(ids: list[int]) -> str:

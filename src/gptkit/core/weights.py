@@ -66,7 +66,7 @@ def load_weights(spec: str, hints: Mapping[str, Any] | None = None) -> LoadedWei
     given = {k: v for k, v in (hints or {}).items() if v is not None}
     loader = loader_cls({k: v for k, v in given.items() if k in fields})
     loaded = loader.load(location)
-    model_fields = {f.name for f in dataclasses.fields(GPTConfig)}
+    model_fields = {f.name for f in dataclasses.fields(type(loaded.config))}
     for key, value in given.items():
         actual = getattr(loaded.config, key, value)
         if key not in fields and key in model_fields and actual != value:
@@ -80,6 +80,13 @@ def load_weights(spec: str, hints: Mapping[str, Any] | None = None) -> LoadedWei
 
         shape = ("emb_dim", "n_layers", "n_heads")
         expected = get_preset(preset)
+        if type(expected) is not type(loaded.config):
+            raise SettingError(
+                f"{{preset}} {preset} does not match the weights: {spec} is a"
+                f" {type(loaded.config).arch} model, {preset} a"
+                f" {type(expected).arch} one (drop {{preset}}: the weights"
+                " decide the shape)"
+            )
         for key in shape:
             if getattr(expected, key) != getattr(loaded.config, key):
                 raise SettingError(
@@ -114,11 +121,21 @@ class _SkipInitOnMeta(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+def new_model(cfg: GPTConfig) -> GPTModel:
+    """A freshly initialised model of ``cfg``, built by its architecture
+    (GPT-2's :class:`GPTModel` for a :class:`GPTConfig`)."""
+    if type(cfg) is GPTConfig:  # the core's own: no registry needed
+        return GPTModel(cfg)
+    from gptkit.core.architectures import build
+
+    return build(cfg)
+
+
 def meta_model(cfg: GPTConfig) -> GPTModel:
-    """A GPTModel on the meta device: shapes and names, no memory, no init."""
+    """A model on the meta device: shapes and names, no memory, no init."""
     try:
         with torch.device("meta"), _SkipInitOnMeta():
-            return GPTModel(cfg)
+            return new_model(cfg)
     except RuntimeError as exc:  # sizes past what a tensor can hold
         if "overflow" not in str(exc).lower():
             raise
@@ -163,7 +180,7 @@ def build_model(
     original as it goes (peak memory: one copy plus one tensor).
     """
     if state is None:
-        return GPTModel(cfg).to(device=device, dtype=dtype)
+        return new_model(cfg).to(device=device, dtype=dtype)
     check_state_dict(cfg, state)
     source = state if consume else dict(state)
     converted: dict[str, torch.Tensor] = {}

@@ -8,7 +8,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gptkit.errors import GptkitError
 
@@ -62,16 +62,40 @@ def _write_tokenizer(tmp: Path, cfg: GPTConfig) -> list[str]:
     return ["vocab.json", "merges.txt", "tokenizer_config.json"]
 
 
+def _copy_tokenizer(tmp: Path, tokenizer: Any) -> list[str]:
+    """A checkpoint's own tokenizer files (tokenizer.json and the files beside
+    it that name its special tokens), copied as they are."""
+    path = getattr(tokenizer, "path", None)
+    if path is None:
+        return []
+    files = []
+    for name in (
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "generation_config.json",
+    ):
+        source = Path(path).parent / name if name != "tokenizer.json" else Path(path)
+        if source.is_file():
+            shutil.copyfile(source, tmp / name)
+            files.append(name)
+    return files
+
+
 def write_hf_dir(
-    out: Path, cfg: GPTConfig, state: dict[str, torch.Tensor]
+    out: Path,
+    cfg: GPTConfig,
+    state: dict[str, torch.Tensor],
+    tokenizer: Any = None,
 ) -> list[str]:
-    """Write ``config.json`` + ``model.safetensors`` (+ tokenizer files) for
-    ``transformers.GPT2LMHeadModel`` into ``out`` atomically: everything goes to
-    a temporary sibling directory, which is renamed into place at the end.
+    """Write ``config.json`` + ``model.safetensors`` (+ tokenizer files) in the
+    Hugging Face format of the model's family (``GPT2LMHeadModel``,
+    ``LlamaForCausalLM``, ...) into ``out`` atomically: everything goes to a
+    temporary sibling directory, which is renamed into place at the end.
     ``state`` (checked, in gptkit's names) is emptied on the way."""
     from safetensors.torch import save_file
 
-    from gptkit.formats.hf import config_to_hf, state_to_hf
+    from gptkit.core.architectures import architecture_of
     from gptkit.system.storage import (
         default_file_mode,
         ensure_dir,
@@ -80,8 +104,9 @@ def write_hf_dir(
         guarded,
     )
 
+    arch = architecture_of(cfg)
     dtype = str(next(iter(state.values())).dtype).removeprefix("torch.")
-    tensors = state_to_hf(cfg, state)
+    tensors = arch.state_to_hf(cfg, state)
     ensure_dir(out.parent)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     try:
@@ -90,11 +115,15 @@ def write_hf_dir(
             tmp.mkdir()
             save_file(tensors, tmp / "model.safetensors", metadata={"format": "pt"})
             del tensors
-            config = config_to_hf(cfg, dtype)
+            config = arch.config_to_hf(cfg, dtype)
             (tmp / "config.json").write_text(
                 json.dumps(config, indent=2) + "\n", encoding="utf-8"
             )
-            files = ["config.json", "model.safetensors", *_write_tokenizer(tmp, cfg)]
+            if arch.name == "gpt2":
+                written = _write_tokenizer(tmp, cfg)
+            else:
+                written = _copy_tokenizer(tmp, tokenizer)
+            files = ["config.json", "model.safetensors", *written]
             mode = default_file_mode()
             for name in files:
                 os.chmod(tmp / name, mode)  # safetensors creates its file private

@@ -27,6 +27,7 @@ Torch-free: numpy and the tokenizer only.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -45,7 +46,12 @@ from gptkit._version import __version__
 from gptkit.core.token_files import FORMAT, META, TOKENS, VERSION, WORK, read_meta
 from gptkit.errors import GptkitError, SettingError
 from gptkit.system.lock import RunLock, run_dir_is_empty
-from gptkit.system.storage import atomic_open, atomic_write, guarded
+from gptkit.system.storage import (
+    atomic_open,
+    atomic_write,
+    guarded,
+    special_file_kind,
+)
 
 PLAN = "plan.json"
 EOT_ID = 50256
@@ -104,6 +110,12 @@ def resolve_inputs(specs: Sequence[str]) -> list[tuple[str, Any]]:
             continue
         for path in corpora.create("files", paths=(spec,)).files():  # type: ignore[attr-defined]
             if not path.is_file():
+                kind = special_file_kind(path)
+                if kind is not None:  # exists, but has no size to shard by
+                    raise GptkitError(
+                        f"corpus path {path} is {kind}, not a regular file;"
+                        " save the text to a file first"
+                    )
                 raise GptkitError(f"corpus file not found: {path}")
             out.append(("file", path))
     if not out:
@@ -173,10 +185,24 @@ def plan(specs: Sequence[str], shard_bytes: int) -> tuple[list[Source], list[Sha
 # -- tokenizing a shard (runs in the worker processes) -------------------------
 
 
-def tokenize_shard(shard: Shard, work: Path) -> dict[str, int]:
+@functools.cache
+def _hf_tokenizer(spec: str) -> Any:
+    from gptkit.formats.tokenizers import load_tokenizer
+
+    return load_tokenizer(spec)
+
+
+def token_dtype(n_vocab: int) -> str:
+    """The narrowest id type of a vocabulary: uint16 (GPT-2), else uint32."""
+    return "uint16" if n_vocab <= 1 << 16 else "uint32"
+
+
+def tokenize_shard(shard: Shard, work: Path, tokenizer: str = "gpt2") -> dict[str, int]:
     """Tokenize one shard into ``work/shard-NNNNNN.bin`` (+ a ``.json`` with
-    its counts, whose presence marks the shard done); return the counts."""
-    from gptkit.core.tokenizer import ENDOFTEXT, get_tokenizer
+    its counts, whose presence marks the shard done); return the counts.
+    ``tokenizer``: ``gpt2``, or the spec of a tokenizer.json (the shard is
+    encoded without the tokenizer's added start token; documents end with its
+    end-of-sequence id)."""
 
     if shard.text is not None:
         text = shard.text
@@ -195,14 +221,17 @@ def tokenize_shard(shard: Shard, work: Path) -> dict[str, int]:
                 f" offset {offset}); convert it, e.g. with iconv -t utf-8"
             ) from None
         del data
-    enc = get_tokenizer()
-    if hasattr(enc, "encode_to_numpy"):  # tiktoken >= 0.8: no Python int list
-        ids = enc.encode_to_numpy(text, allowed_special={ENDOFTEXT})
-    else:  # pragma: no cover - older tiktoken
-        ids = np.asarray(enc.encode(text, allowed_special={ENDOFTEXT}))
-    tokens = ids.astype(np.uint16)
-    if shard.eot_after:
-        tokens = np.append(tokens, np.uint16(EOT_ID))
+    if tokenizer != "gpt2":
+        tok = _hf_tokenizer(tokenizer)
+        dtype = token_dtype(tok.n_vocab)
+        ids = np.asarray(tok.backend.encode(text, add_special_tokens=False).ids)
+        tokens = ids.astype(dtype)
+        if shard.eot_after:
+            tokens = np.append(tokens, np.array([tok.eos_id], dtype=dtype))
+    else:
+        tokens = _encode_array(text).astype(np.uint16)
+        if shard.eot_after:
+            tokens = np.append(tokens, np.uint16(EOT_ID))
     counts = {
         "tokens": int(tokens.size),
         "characters": len(text),
@@ -214,16 +243,18 @@ def tokenize_shard(shard: Shard, work: Path) -> dict[str, int]:
     return counts
 
 
-def _worker(job: tuple[Shard, str]) -> tuple[int, dict[str, int]]:
-    shard, work = job
-    return shard.index, tokenize_shard(shard, Path(work))
+def _worker(job: tuple[Shard, str, str]) -> tuple[int, dict[str, int]]:
+    shard, work, tokenizer = job
+    if tokenizer == "gpt2":
+        return shard.index, tokenize_shard(shard, Path(work))
+    return shard.index, tokenize_shard(shard, Path(work), tokenizer)
 
 
-def _shard_done(work: Path, index: int) -> dict[str, int] | None:
+def _shard_done(work: Path, index: int, width: int = 2) -> dict[str, int] | None:
     stem = work / f"shard-{index:06d}"
     try:
         counts = json.loads(stem.with_suffix(".json").read_text())
-        if stem.with_suffix(".bin").stat().st_size == 2 * counts["tokens"]:
+        if stem.with_suffix(".bin").stat().st_size == width * counts["tokens"]:
             return counts
     except (OSError, ValueError, KeyError, TypeError):
         pass
@@ -256,8 +287,11 @@ def prepare(
     shard_bytes: int = DEFAULT_SHARD_BYTES,
     progress: bool = True,
     message: Callable[[str], None] = print,
+    tokenizer: str | None = None,
 ) -> dict[str, Any]:
     """Tokenize ``specs`` into the prepared corpus ``out``; return its metadata.
+    ``tokenizer``: GPT-2's (None, ``gpt2``) or a tokenizer spec (a
+    tokenizer.json, a directory holding one, ``hf:org/repo``).
 
     Refuses (one-line :class:`GptkitError`, nothing changed) a directory that
     holds something else: other files, or a corpus or an unfinished preparation
@@ -271,12 +305,26 @@ def prepare(
     if workers < 1 or shard_bytes < 1:
         raise SettingError("{workers} and the shard size must be positive")
     started = time.perf_counter()
+    spec, fingerprint, eot, n_vocab = "gpt2", "gpt2", EOT_ID, 1 << 16
+    if tokenizer not in (None, "gpt2"):
+        tok = _hf_tokenizer(str(tokenizer))
+        if tok.eos_id is None:
+            raise GptkitError(
+                f"tokenizer {tok.spec} names no end-of-sequence token to"
+                " separate documents"
+            )
+        spec, fingerprint, eot, n_vocab = (
+            tok.spec,
+            tok.fingerprint(),
+            tok.eos_id,
+            tok.n_vocab,
+        )
     sources, shards = plan(specs, shard_bytes)
     # What the result depends on (not the shard size or the number of workers).
     identity = {
         "format": FORMAT,
         "version": VERSION,
-        "tokenizer": "gpt2",
+        "tokenizer": fingerprint,
         "train_ratio": train_ratio,
         "inputs": [[s.name, s.bytes, s.mtime_ns, s.sha256] for s in sources],
     }
@@ -296,6 +344,7 @@ def prepare(
             specs,
             sources,
             shards,
+            tokens=(spec, token_dtype(n_vocab), eot),
             train_ratio=train_ratio,
             workers=workers,
             shard_bytes=shard_bytes,
@@ -314,6 +363,7 @@ def _prepare_into(
     sources: list[Source],
     shards: list[Shard],
     *,
+    tokens: tuple[str, str, int] = ("gpt2", "uint16", EOT_ID),
     train_ratio: float,
     workers: int,
     shard_bytes: int,
@@ -352,7 +402,9 @@ def _prepare_into(
     plan_record = {"key": key, "shard_bytes": shard_bytes, **identity}
     atomic_write(work / PLAN, json.dumps(plan_record).encode())
 
-    done = {s.index: c for s in shards if (c := _shard_done(work, s.index))}
+    spec, dtype, eot = tokens
+    width = np.dtype(dtype).itemsize
+    done = {s.index: c for s in shards if (c := _shard_done(work, s.index, width))}
     todo = [s for s in shards if s.index not in done]
     if done:
         message(f"resuming: {len(done)} of {len(shards)} shards already tokenized")
@@ -372,7 +424,7 @@ def _prepare_into(
         disable=not progress,
         dynamic_ncols=True,
     ) as bar:
-        jobs = [(s, str(work)) for s in todo]
+        jobs = [(s, str(work), spec) for s in todo]
         if workers == 1 or len(todo) <= 1:
             results = map(_worker, jobs)
             _collect(results, done, bar)
@@ -403,9 +455,9 @@ def _prepare_into(
     meta = {
         "format": FORMAT,
         "version": VERSION,
-        "tokenizer": "gpt2",
-        "dtype": "uint16",
-        "eot_token": EOT_ID,
+        "tokenizer": spec,
+        "dtype": dtype,
+        "eot_token": eot,
         "tokens_file": TOKENS,
         "tokens": n_tokens,
         "train_tokens": n_train,
@@ -439,3 +491,21 @@ def _concatenate(work: Path, indices: list[int], target: Path) -> None:
         for index in indices:
             with open(work / f"shard-{index:06d}.bin", "rb") as f:
                 shutil.copyfileobj(f, out, 1 << 22)
+
+
+def _encode_array(text: str) -> np.ndarray:
+    """:func:`gptkit.core.tokenizer.encode` as a numpy array, without a list of
+    Python ints where tiktoken can (``encode_to_numpy``, tiktoken >= 0.8)."""
+    from gptkit.core.tokenizer import ENDOFTEXT, encode, get_tokenizer
+    from gptkit.system.whitespace import segments
+
+    enc = get_tokenizer()
+    if not hasattr(enc, "encode_to_numpy"):  # pragma: no cover - older tiktoken
+        return np.asarray(encode(text), dtype=np.uint32)
+    parts = [
+        np.asarray(enc._encode_single_piece(part), dtype=np.uint32)
+        if is_piece
+        else enc.encode_to_numpy(part, allowed_special={ENDOFTEXT})
+        for is_piece, part in segments(text, ENDOFTEXT)
+    ]
+    return np.concatenate(parts) if len(parts) != 1 else parts[0]

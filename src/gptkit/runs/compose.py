@@ -193,6 +193,7 @@ def build_trainer(
     from gptkit.core.distributed import barrier, broadcast_object
     from gptkit.core.training.trainer import Trainer
     from gptkit.core.weights import build_model, load_weights
+    from gptkit.runs.preflight import check_data_fits, require_float_weights
     from gptkit.system.storage import write_json_atomic
 
     # Resolve every plugin before touching the disk: a typo fails fast.
@@ -207,6 +208,7 @@ def build_trainer(
     loaded = None
     if settings.weights:
         loaded = load_weights(settings.weights, settings.weight_hints())
+        require_float_weights(loaded, settings.weights, "training")
         cfg = loaded.config.replace(
             drop_rate=settings.drop_rate, context_length=settings.context_length
         )
@@ -219,6 +221,10 @@ def build_trainer(
     else:
         cfg = get_preset(settings.preset_name()).replace(**settings.model_overrides())
         preset = settings.preset_name()
+    tokenizer = run_tokenizer(settings, cfg, loaded)
+    if loaded is None and tokenizer.n_vocab != cfg.vocab_size:
+        # A new model's vocabulary is its tokenizer's.
+        cfg = cfg.replace(vocab_size=tokenizer.n_vocab)
     check_training_memory(
         settings,
         cfg,
@@ -230,10 +236,12 @@ def build_trainer(
     if settings.job == "finetune":
         from gptkit.runs.finetune import FinetuneData
 
-        job: RunData = FinetuneData.load(settings, cfg, dist, loaded)
+        job: RunData = FinetuneData.load(settings, cfg, dist, loaded, tokenizer)
     else:
-        job = _load_data(settings, cfg, dist)
+        job = _load_data(settings, cfg, dist, tokenizer)
     data = job.splits
+    what = settings.data or "the corpus"
+    check_data_fits(data, cfg.vocab_size, str(what))  # before the run directory
 
     torch.manual_seed(settings.seed)  # the book seeds right before building the model
     state = fit_context(loaded.state_dict, cfg) if loaded is not None else None
@@ -257,6 +265,7 @@ def build_trainer(
         "job": settings.job,
         "preset": preset,
         "model": cfg.to_dict(),
+        **({} if tokenizer.spec == "gpt2" else {"tokenizer": tokenizer.spec}),
         "data": {
             **job.config,
             "characters": data.characters,
@@ -303,6 +312,7 @@ def build_trainer(
         run_dir=run_dir,
         run_config=run_config,
         dist=dist,
+        tokenizer=tokenizer,
     )
     run_config["steps_per_epoch"] = trainer.steps_per_epoch
     run_config["total_steps"] = trainer.total_steps
@@ -319,10 +329,40 @@ def build_trainer(
     return trainer
 
 
-def _load_data(settings: TrainSettings, cfg: GPTConfig, dist: DistContext) -> RunData:
+def run_tokenizer(settings: TrainSettings, cfg: Any, loaded: Any) -> Any:
+    """The tokenizer of a run: ``--tokenizer``, else the one of the weights it
+    starts from (their checkpoint's), else a prepared corpus's, else the
+    family's default (GPT-2's). A prepared corpus of another tokenizer is
+    refused."""
+    from gptkit.formats.tokenizers import load_tokenizer, tokenizer_for
+
+    extra = loaded.extra if loaded is not None else {}
+    spec = settings.tokenizer
+    prepared = None
+    if settings.data is not None and settings.job != "finetune":
+        from gptkit.core.token_files import read_meta
+
+        prepared = str(read_meta(Path(settings.data)).get("tokenizer", "gpt2"))
+        if spec is None and loaded is None:
+            spec = prepared
+    tokenizer = tokenizer_for(cfg, extra, spec)
+    if prepared is not None:
+        if load_tokenizer(prepared).fingerprint() != tokenizer.fingerprint():
+            raise SettingError(
+                f"{{data}} {settings.data} was prepared with tokenizer {prepared},"
+                f" the run uses {tokenizer.spec}; prepare it again with"
+                " --tokenizer, or train with that tokenizer"
+            )
+    return tokenizer
+
+
+def _load_data(
+    settings: TrainSettings, cfg: GPTConfig, dist: DistContext, tokenizer: Any = None
+) -> RunData:
     """The corpus's loaders, its names and its sample prompt."""
-    from gptkit.core.data import load_corpora, make_loaders, make_prepared_loaders
+    from gptkit.core.data import make_loaders, make_prepared_loaders
     from gptkit.core.interfaces import Corpus
+    from gptkit.formats.corpora import load_corpora
 
     shard = {"rank": dist.rank, "world_size": dist.world_size}
     if settings.data is not None:
@@ -340,10 +380,11 @@ def _load_data(settings: TrainSettings, cfg: GPTConfig, dist: DistContext) -> Ru
             Corpus.sample_prompt,
             None,
         )
-    text, prompt = load_corpora(settings.corpus_names())
+    text, prompt = load_corpora(settings.corpus_names(), tokenizer)
     order = data_order(settings, dist)
     data = make_loaders(
         text,
+        tokenizer=tokenizer,
         context_length=cfg.context_length,
         batch_size=settings.batch_size,
         stride=settings.stride,

@@ -16,7 +16,7 @@ from gptkit.core.settings import (
     PRESET_NAMES,
     Settings,
     TrainSettings,
-    _check_size,
+    check_size,
     setting,
 )
 from gptkit.errors import GptkitError, SettingError
@@ -125,7 +125,7 @@ class FinetuneSettings(TrainSettings):
     def check(self) -> None:
         Settings.check(self)
         cls = type(self)
-        _check_size(self.max_memory)
+        check_size(self.max_memory)
         if self.corpus or self.stride is not None:
             raise SettingError(
                 "finetuning reads {data}, not {corpus}/{stride}", settings_class=cls
@@ -199,6 +199,7 @@ class FinetuneData:
         cfg: GPTConfig,
         dist: DistContext,
         loaded: LoadedWeights | None,
+        tokenizer: Any = None,
     ) -> RunData:
         from gptkit.core.data import _splits
         from gptkit.formats.instruction_batches import (
@@ -212,6 +213,12 @@ class FinetuneData:
         )
         from gptkit.runs.guard import warn
 
+        spec = getattr(tokenizer, "spec", "gpt2")
+        if spec != "gpt2":
+            raise SettingError(
+                f"finetuning runs with GPT-2's tokenizer only for now; the model"
+                f" uses {spec} (its instruction data would be tokenized wrongly)"
+            )
         if settings.data is None:  # (a resume's partial settings may lack it)
             raise SettingError(
                 "{data} is required: a JSON/JSONL file of instruction records or"

@@ -38,8 +38,9 @@ def resumed_settings(
             f"{run_dir} is a {recorded.job} run; continue it with"
             f" gptkit {recorded.job} --resume"
         )
-    cls = settings_class or recorded  # (a subclass of the recorded class may add)
-    merged = merge_for_resume(cls, saved_settings(run_dir), given)
+    if settings_class is not None and issubclass(settings_class, recorded):
+        recorded = settings_class  # a command built from a subclass (more settings)
+    merged = merge_for_resume(recorded, saved_settings(run_dir), given)
     return replace(merged, out=str(run_dir))
 
 
@@ -85,13 +86,13 @@ def restore(trainer: Trainer, run_dir: Path, cfg: GPTConfig, dist: Any) -> None:
         recover_incomplete,
         set_aside,
     )
-    from gptkit.core.config import GPTConfig
+    from gptkit.core.config import model_config_from_dict
 
     checkpoints = run_dir / "checkpoints"
     point = ResumePoint(None)
     for ckpt in reversed(list_checkpoints(checkpoints)):
         try:
-            saved_cfg = GPTConfig.from_dict(read_config(ckpt)["model"])
+            saved_cfg = model_config_from_dict(read_config(ckpt)["model"])
         except GptkitError as exc:
             point.damaged.append((ckpt, str(exc)))
             continue

@@ -70,8 +70,8 @@ def request_sampler(
     generate`` and ``LanguageModel.generate`` follow); a 400 APIError naming
     the field at fault otherwise."""
     from gptkit.api.sampling import resolve_sampler
+    from gptkit.api.settings import GenerateSettings
     from gptkit.core.registry import get_registry
-    from gptkit.core.settings import GenerateSettings
 
     given = {
         k: getattr(req, k)

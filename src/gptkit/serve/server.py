@@ -22,7 +22,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import h11
 import uvicorn
@@ -223,6 +223,7 @@ def serve(
     settings: ServeSettings,
     api_key: str | None = None,
     drafts: dict[str, GPTModel] | None = None,
+    tokenizer: Any = None,
 ) -> int:
     """Serve ``model`` until SIGTERM or Ctrl-C; the process's exit code.
     ``api_key``: required as ``Authorization: Bearer KEY`` on ``/v1``;
@@ -242,6 +243,7 @@ def serve(
             max_queue=settings.max_queue,
             max_seq_len=settings.max_seq_len,
             prefill_chunk=settings.prefill_chunk,
+            tokenizer=tokenizer,
         )
     except RuntimeError as exc:  # the cache did not fit in memory
         raise GptkitError(

@@ -1,6 +1,6 @@
 """The server's settings, declared once (torch-free): the ``gptkit serve``
 options and the keywords of :func:`gptkit.serve.server.serve` come from here.
-Which model to serve is :class:`~gptkit.core.settings.LoadSettings`."""
+Which model to serve is :class:`~gptkit.api.settings.LoadSettings`."""
 
 from __future__ import annotations
 

@@ -36,12 +36,12 @@ class ServeState:
     openapi: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
-        from gptkit.core.tokenizer import EOT_ID, decode, encode, get_tokenizer
-
-        self.encode = encode
-        self.decode = decode
-        self.token_bytes = get_tokenizer().decode_single_token_bytes
-        self.eos_id = EOT_ID
+        tokenizer = self.engine.tokenizer
+        self.tokenizer = tokenizer
+        self.encode = tokenizer.encode
+        self.decode = tokenizer.decode
+        self.token_bytes = tokenizer.token_bytes
+        self.eos_id = tokenizer.eos_id
         self.vocab_size = self.engine.vocab_limit
         self.max_seq_len = self.engine.max_seq_len
         self.fingerprint = f"gptkit-{self.model_name}"

@@ -1,4 +1,5 @@
-"""gptkit-example-plugin: one component of every kind, registered lazily.
+"""gptkit-example-plugin: a sampler, a scheduler, a logger, a corpus and a command,
+registered lazily.
 
 This module is what the ``gptkit`` entry point names, so gptkit imports it to
 list commands and components (``gptkit --help``, ``gptkit plugins``). It must

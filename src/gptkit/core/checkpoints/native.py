@@ -31,9 +31,10 @@ from gptkit.core.checkpoints.layout import (
     latest_checkpoint,
     prune_checkpoints,
     read_config,
+    weights_metadata,
 )
 from gptkit.core.checkpoints.sharded import load_consolidated
-from gptkit.core.config import GPTConfig
+from gptkit.core.config import GPTConfig, model_config_from_dict
 from gptkit.errors import GptkitError
 from gptkit.system.storage import (
     StorageError,
@@ -82,7 +83,7 @@ def save_checkpoint(
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir()
             tensors = model_tensors(model, cfg)
-            save_file(tensors, tmp / WEIGHTS, metadata={"format": "pt"})
+            save_file(tensors, tmp / WEIGHTS, metadata=weights_metadata(cfg))
             del tensors
             os.chmod(tmp / WEIGHTS, default_file_mode())  # safetensors: private
             fsync_file(tmp / WEIGHTS)
@@ -136,7 +137,7 @@ def load_checkpoint(ckpt_dir: Path) -> tuple[GPTConfig, dict[str, torch.Tensor],
     """Config, weights (CPU) and the config.json metadata of a checkpoint
     (a sharded one's weights consolidated from its shards)."""
     meta = read_config(ckpt_dir)
-    cfg = GPTConfig.from_dict(meta["model"])
+    cfg = model_config_from_dict(meta["model"])
     if is_sharded_checkpoint(ckpt_dir):
         return cfg, load_consolidated(ckpt_dir, cfg), meta
     try:

@@ -201,8 +201,13 @@ class TrainerCheckpoints:
             options=full,
         )
 
-    def _info(self) -> dict[str, Any]:
-        info = {"epoch": self.epoch, "tokens_seen": self.tokens_seen}
+    def _checkpoint_info(self) -> dict[str, Any]:
+        """What a checkpoint's config.json records besides the model: the
+        epoch, the tokens seen and (another than GPT-2's) the tokenizer."""
+        info: dict[str, Any] = {"epoch": self.epoch, "tokens_seen": self.tokens_seen}
+        spec = getattr(getattr(self, "tokenizer", None), "spec", "gpt2")
+        if spec != "gpt2":
+            info["tokenizer"] = spec
         return {**info, **getattr(self, "checkpoint_info", {})}
 
     def save(self) -> Path | None:
@@ -221,7 +226,7 @@ class TrainerCheckpoints:
                 self.cfg,
                 trainer_state=self._loop_state(),
                 dist=self.dist,
-                info=self._info(),
+                info=self._checkpoint_info(),
                 keep_last=self.settings.keep_last,
             )
             self.last_checkpoint = path
@@ -238,7 +243,7 @@ class TrainerCheckpoints:
                     self.model,
                     self.cfg,
                     trainer_state=state,
-                    info=self._info(),
+                    info=self._checkpoint_info(),
                     keep_last=self.settings.keep_last,
                 )
                 outcome = (str(path), None)

@@ -64,7 +64,7 @@ def checkpoint_activations(model: nn.Module) -> None:
     call (:class:`CastParameters`), so they are put back for it."""
     from torch.distributed._composable import checkpoint
 
-    for block in model.trf_blocks:  # type: ignore[union-attr]
+    for block in model.blocks():  # type: ignore[operator]
         checkpoint(block, context_fn=_recompute_with_forward_parameters(block))
 
 
@@ -122,7 +122,7 @@ def shard_model(model: nn.Module, device: torch.device, compute: str | None) -> 
         policy = MixedPrecisionPolicy(
             param_dtype=resolve_dtype(compute), reduce_dtype=torch.float32
         )
-    for block in model.trf_blocks:  # type: ignore[union-attr]
+    for block in model.blocks():  # type: ignore[operator]
         fully_shard(block, mesh=mesh, mp_policy=policy)
     fully_shard(model, mesh=mesh, mp_policy=policy)
 

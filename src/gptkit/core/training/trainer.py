@@ -43,7 +43,7 @@ from gptkit.core.loss import batch_loss, loader_loss
 from gptkit.core.model import GPTModel
 from gptkit.core.precision import check_device, get_precision
 from gptkit.core.settings import TrainSettings
-from gptkit.core.tokenizer import decode, encode
+from gptkit.core.tokenizer import Tokenizer, gpt2_tokenizer
 from gptkit.core.training import parallel
 from gptkit.core.training.checkpointing import TrainerCheckpoints
 from gptkit.core.training.state import set_rng_state
@@ -121,8 +121,10 @@ class Trainer(TrainerCheckpoints):
         run_dir: Path | None = None,
         run_config: dict[str, Any] | None = None,
         dist: DistContext | None = None,
+        tokenizer: Tokenizer | None = None,
     ) -> None:
         settings.validate()
+        self.tokenizer = tokenizer or gpt2_tokenizer()
         if device.type == "cpu":
             # Keep the step's large logits blocks in the heap instead of
             # mapping fresh zeroed pages every step (system.allocator).
@@ -133,6 +135,7 @@ class Trainer(TrainerCheckpoints):
         self.device = device
         self.scheduler = scheduler
         self.loggers = list(loggers)
+        self._untold: list[str] | None = []  # told before the loggers start
         self.run_dir = run_dir
         self.run_config = run_config or {}
         self.dist = dist or DistContext()
@@ -249,7 +252,9 @@ class Trainer(TrainerCheckpoints):
     # -- the loop ------------------------------------------------------------
 
     def tell(self, text: str) -> None:
-        """A line of information for the user, through the loggers."""
+        """A line for the user, through the loggers (kept until they start)."""
+        if self._untold is not None:
+            return self._untold.append(text)
         for logger in self.loggers:
             logger.message(text)
 
@@ -325,11 +330,13 @@ class Trainer(TrainerCheckpoints):
         sampler = get_registry().samplers.create(self.settings.sampler)
         result = generate_tokens(
             model,  # type: ignore[arg-type]
-            [encode(self.settings.start_context)],
+            [self.tokenizer.encode(self.settings.start_context)],
             sampler,
             max_new_tokens=self.settings.max_new_tokens,
+            eos_id=self.tokenizer.eos_id,
+            vocab_limit=self.tokenizer.vocab_limit(self.cfg.vocab_size),
         )[0]
-        return self.settings.start_context + decode(result.new_ids)
+        return self.settings.start_context + self.tokenizer.decode(result.new_ids)
 
     def _lr(self) -> float:
         lr = self.scheduler.lr_at(self.step, self.total_steps, self.settings.lr)
@@ -352,6 +359,8 @@ class Trainer(TrainerCheckpoints):
         )
         for logger in self.loggers:
             logger.start(info)
+        untold, self._untold = self._untold or [], None
+        list(map(self.tell, untold))
         started = time.perf_counter()
         last_eval: dict[str, Any] = {}
         status = "completed"

@@ -31,7 +31,11 @@ def download(**opts: Any) -> None:
       gptkit download openai-community/gpt2-large --revision main
       gptkit generate --weights hf:gpt2-medium "Every effort moves you"
     """
-    from gptkit.plugins.loaders.hf import fetch_weights, read_hf_config
+    from gptkit.plugins.loaders.hf import (
+        _fetch_tokenizer_files,
+        fetch_weights,
+        read_hf_config,
+    )
     from gptkit.plugins.loaders.hub import (
         CONFIG,
         fetch,
@@ -42,14 +46,16 @@ def download(**opts: Any) -> None:
     name = opts["name"].removeprefix("hf:")
     model = parse_hub_name(name, opts["revision"])
     config_path = fetch(model, CONFIG)
-    cfg, _ = read_hf_config(config_path)  # a GPT-2? (before a large download)
+    cfg, _ = read_hf_config(config_path)  # a known family? (before a large download)
     files = fetch_weights(model)
+    if cfg.arch != "gpt2":  # its own tokenizer (GPT-2's is built in)
+        _fetch_tokenizer_files(model)
     size = sum(path.stat().st_size for path in files)
     commit = snapshot_commit(config_path)
     click.echo(
         f"{model.repo_id}"
         + (f" (commit {commit})" if commit else "")
-        + f": GPT-2, {cfg.n_layers} layers, {cfg.emb_dim} wide,"
+        + f": {cfg.arch}, {cfg.n_layers} layers, {cfg.emb_dim} wide,"
         f" {size / 1e6:,.1f} MB of weights, cached in:",
     )
     click.echo(str(config_path.parent))

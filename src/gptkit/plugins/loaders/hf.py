@@ -19,7 +19,9 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gptkit.core.interfaces import LoadedWeights, WeightLoader
+from gptkit.core.architectures import HOW_TO_ADD, get_architecture
+from gptkit.core.interfaces import Architecture, LoadedWeights, WeightLoader
+from gptkit.core.registry import get_registry
 from gptkit.errors import GptkitError
 from gptkit.plugins.loaders.hub import (
     CONFIG,
@@ -41,28 +43,60 @@ INDEX = "model.safetensors.index.json"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 
 
+def _architecture_for(data: Any, where: str) -> Architecture:
+    """The architecture reading a Hugging Face ``config.json`` (parsed) by its
+    ``model_type``; an unknown one lists the known families."""
+    if not isinstance(data, dict):
+        raise GptkitError(f"{where} is not a JSON object")
+    model_type = data.get("model_type")
+    if model_type is None:  # old GPT-2 configs name only the class
+        archs = [str(a) for a in data.get("architectures") or []]
+        if any(a.startswith("GPT2") for a in archs):
+            model_type = "gpt2"
+    types: dict[str, str] = {}
+    for name in get_registry().architectures.names():
+        for kind in get_architecture(name).hf_model_types:
+            types.setdefault(kind, name)
+    if model_type in types:
+        return get_architecture(types[model_type])
+    kind = model_type or ", ".join(map(str, data.get("architectures") or []))
+    raise GptkitError(
+        f"{where} describes a {kind or 'unknown'!r} model, a family gptkit does"
+        f" not know; known model types: {', '.join(types)} ({HOW_TO_ADD})"
+    )
+
+
+def hf_model_types() -> set[str]:
+    """Every ``model_type`` some architecture reads."""
+    return {
+        kind
+        for name in get_registry().architectures.names()
+        for kind in get_architecture(name).hf_model_types
+    }
+
+
 def is_hf_dir(path: Path) -> bool:
-    """Whether ``path`` is a directory holding a GPT-2 ``config.json`` (the
-    ``model_type`` a ``transformers`` config has; gptkit's own checkpoints
-    have ``format: gptkit`` instead)."""
+    """Whether ``path`` is a directory holding a ``transformers``
+    ``config.json`` of a known family (its ``model_type``; gptkit's own
+    checkpoints have ``format: gptkit`` instead)."""
     try:
         data = json.loads((path / CONFIG).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return isinstance(data, dict) and data.get("model_type") == "gpt2"
+    return isinstance(data, dict) and data.get("model_type") in hf_model_types()
 
 
 def read_hf_config(path: Path) -> tuple[GPTConfig, dict[str, Any]]:
-    """The GPTConfig and the raw dict of a ``transformers`` ``config.json``."""
-    from gptkit.formats.hf import config_from_hf
-
+    """The model config and the raw dict of a ``transformers`` ``config.json``,
+    read by the architecture its ``model_type`` names."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise GptkitError(f"cannot read {path}: {exc.strerror or exc}") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise GptkitError(f"{path} is not valid JSON: {exc}") from None
-    return config_from_hf(data, where=str(path)), data
+    arch = _architecture_for(data, str(path))
+    return arch.config_from_hf(data, str(path)), data
 
 
 def read_shard_index(path: Path) -> list[str]:
@@ -139,8 +173,24 @@ def fetch_weights(model: HubModel) -> list[Path]:
     return [fetch(model, shard) for shard in read_shard_index(index)]
 
 
+def _fetch_tokenizer_files(model: HubModel) -> None:
+    """Bring a Hub model's tokenizer.json (and the files naming its special
+    tokens) into the cache beside its config; a missing one is reported when
+    the tokenizer is needed."""
+    for name in (
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "generation_config.json",
+    ):
+        try:
+            fetch(model, name)
+        except GptkitError:
+            pass
+
+
 class HFLoader(WeightLoader):
-    """GPT-2 from the Hugging Face Hub or a local ``transformers`` directory.
+    """A model of any known family (GPT-2, Llama 3, Qwen3, ...) from the
+    Hugging Face Hub or a local ``transformers`` directory.
 
     ``hf:gpt2`` (also ``gpt2-medium``, ``gpt2-large``, ``gpt2-xl``: OpenAI's
     checkpoints under ``openai-community/``), ``hf:org/repo[@revision]``, or
@@ -151,8 +201,8 @@ class HFLoader(WeightLoader):
 
     name = "hf"
     summary = (
-        "GPT-2 in Hugging Face format: gpt2 ... gpt2-xl, org/repo[@revision]"
-        " from the Hub, or a local directory."
+        "Hugging Face format (GPT-2, Llama 3, Qwen3, ...): gpt2 ... gpt2-xl,"
+        " org/repo[@revision] from the Hub, or a local directory."
     )
 
     @classmethod
@@ -161,7 +211,7 @@ class HFLoader(WeightLoader):
         return path.is_dir() and is_hf_dir(path)
 
     def load(self, location: str) -> LoadedWeights:
-        from gptkit.formats.hf import state_from_hf
+        from gptkit.core.architectures import architecture_of
 
         if not location.strip():
             raise GptkitError(
@@ -174,6 +224,7 @@ class HFLoader(WeightLoader):
         if path.is_dir() and not alias:
             cfg, data = self._local_config(path)
             files, source = self._local_weights(path), str(path)
+            extra["hf_dir"] = str(path)
         elif (path.exists() and not alias) or location.startswith((".", "/", "~")):
             raise GptkitError(
                 f"hf:{location}: not a directory; hf: takes a Hub name"
@@ -188,8 +239,13 @@ class HFLoader(WeightLoader):
             commit = snapshot_commit(config_path)
             source = f"hf:{model.repo_id}" + (f"@{commit}" if commit else "")
             extra.update(repo_id=model.repo_id, revision=model.revision, commit=commit)
+            if cfg.arch != "gpt2":  # the family's own tokenizer (GPT-2: tiktoken)
+                _fetch_tokenizer_files(model)
+            extra["hf_dir"] = str(config_path.parent)
         where = str(files[0]) if len(files) == 1 else str(files[0].parent / INDEX)
-        state = state_from_hf(cfg, safetensors_source(files), where=where)
+        state = architecture_of(cfg).state_from_hf(
+            cfg, safetensors_source(files), where
+        )
         extra["hf_config"] = data
         return LoadedWeights(cfg, state, source=source, extra=extra)
 

@@ -67,13 +67,7 @@ class BeamSearch(SearchStrategy):
         results: list[Generated] = []
         for index, prompt in enumerate(request.prompts):
             for new_ids, score in self._search(model, prompt, request):
-                finish = (
-                    "eos"
-                    if request.eos_id is not None
-                    and new_ids
-                    and new_ids[-1] == request.eos_id
-                    else "length"
-                )
+                finish = "eos" if new_ids and request.is_eos(new_ids[-1]) else "length"
                 results.append(Generated(prompt, new_ids, finish, score, index))
         return results
 
@@ -108,8 +102,8 @@ class BeamSearch(SearchStrategy):
             parent = flat // logprobs.shape[-1]
             token = flat % logprobs.shape[-1]
             hits = torch.full_like(token, generated >= max_new, dtype=torch.bool)
-            if req.eos_id is not None:
-                hits |= token == req.eos_id
+            if req.eos_ids:
+                hits |= torch.isin(token, torch.tensor(req.eos_ids, device=device))
             # Finished candidates among the first `beams` may enter the hypotheses.
             if improvable and not (opts.early_stopping == "true" and bool(done.all())):
                 normalised = cand_scores / length_norm(generated, lp)

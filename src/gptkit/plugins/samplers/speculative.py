@@ -116,8 +116,9 @@ class Speculative(SearchStrategy):
 
     # -- the draft model ------------------------------------------------------
 
-    def draft_for(self, model: GPTModel) -> GPTModel:
-        """The draft model, on ``model``'s device and dtype."""
+    def draft_for(self, model: GPTModel, tokenizer: Any = None) -> GPTModel:
+        """The draft model, on ``model``'s device and dtype; one whose
+        tokenizer is not ``tokenizer`` (the model's) is refused."""
         param = next(model.parameters())
         if self._draft is None or (
             self.options.draft
@@ -128,17 +129,42 @@ class Speculative(SearchStrategy):
                     "speculative decoding needs a draft model: -o draft=SPEC"
                     " (a run directory, hf:gpt2, ...)"
                 )
-            from gptkit.core.loading import model_from_spec
+            from gptkit.formats.models import model_from_spec
+            from gptkit.formats.tokenizers import tokenizer_for
 
-            self._draft, _ = model_from_spec(
+            self._draft, loaded = model_from_spec(
                 self.options.draft,
                 device=param.device,
                 dtype=param.dtype,
                 quantize=self.options.draft_quantize,
             )
+            self._draft_tokenizer = tokenizer_for(self._draft.cfg, loaded.extra)
             self._draft.eval()
             self._draft_key = (str(param.device), str(param.dtype))
         return self._draft
+
+    def _check_tokenizer(
+        self, model: GPTModel, draft: GPTModel, tokenizer: Any
+    ) -> None:
+        """Draft and model must map text to the same ids."""
+        ours = getattr(self, "_draft_tokenizer", None)
+        if tokenizer is None or ours is None:
+            mismatch = type(draft.cfg).arch != type(model.cfg).arch and (
+                draft.cfg.vocab_size != model.cfg.vocab_size
+            )
+            if not mismatch:
+                return
+            theirs_name, ours_name = "the model's", "another"
+        elif ours.fingerprint() == tokenizer.fingerprint():
+            return
+        else:
+            theirs_name, ours_name = tokenizer.spec, ours.spec
+        raise GptkitError(
+            f"speculative decoding: the draft {self.options.draft or '(in memory)'}"
+            f" uses {ours_name} tokenizer, not {theirs_name}"
+            f" ({draft.cfg.vocab_size:,} vs {model.cfg.vocab_size:,} ids); the draft"
+            " and the model must share one tokenizer"
+        )
 
     # -- decoding -------------------------------------------------------------
 
@@ -148,7 +174,8 @@ class Speculative(SearchStrategy):
                 "speculative decoding does not support repetition_penalty or"
                 " no_repeat_ngram_size"
             )
-        draft = self.draft_for(model)
+        draft = self.draft_for(model, request.tokenizer)
+        self._check_tokenizer(model, draft, request.tokenizer)
         return [
             self._one(model, draft, prompt, index, request)
             for index, prompt in enumerate(request.prompts)
@@ -173,6 +200,11 @@ class Speculative(SearchStrategy):
         result = Generated(prompt_ids=list(prompt), prompt_index=index)
         if req.max_new_tokens <= 0:
             return result
+        if max(prompt, default=0) >= draft.cfg.vocab_size:
+            raise GptkitError(
+                f"the prompt holds token ids past the draft's vocabulary of"
+                f" {draft.cfg.vocab_size:,} tokens; use a draft with the target's"
+            )
         greedy = self.options.temperature == 0.0
         vocab = min(req.vocab_limit, model.cfg.vocab_size, draft.cfg.vocab_size)
         device = next(model.parameters()).device
@@ -257,7 +289,7 @@ class Speculative(SearchStrategy):
         result.new_ids.append(token)
         if req.on_token is not None:
             req.on_token(row, token)
-        if req.eos_id is not None and token == req.eos_id:
+        if req.is_eos(token):
             result.finish_reason = "eos"
             return True
         if req.stop is not None and req.stop(row, result.new_ids):
@@ -294,7 +326,7 @@ class Speculative(SearchStrategy):
             [seq],
             sampler,
             max_new_tokens=req.max_new_tokens - offset,
-            eos_id=req.eos_id,
+            eos_id=req.eos_ids,
             stop=stop,
             generator=req.generator,
             on_token=on_token,

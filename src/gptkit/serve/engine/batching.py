@@ -52,11 +52,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from gptkit.api.text import TextStream, completion_text
 from gptkit.core.generate import next_token_logits, prepare_prompt
 from gptkit.core.interfaces import Sampler, SearchStrategy
 from gptkit.core.model import GPTModel, KVCache
-from gptkit.core.text import TextStream, completion_text
-from gptkit.core.tokenizer import EOT_ID, N_VOCAB
+from gptkit.core.tokenizer import EOT_ID, Tokenizer, gpt2_tokenizer
 from gptkit.errors import GptkitError
 from gptkit.serve.engine.requests import (
     BatchRequest,
@@ -119,8 +119,9 @@ class BatchingEngine:
         max_queue: int = 64,
         max_seq_len: int | None = None,
         prefill_chunk: int = 256,
-        eos_id: int = EOT_ID,
-        vocab_limit: int = N_VOCAB,
+        eos_id: int | None = None,
+        vocab_limit: int | None = None,
+        tokenizer: Tokenizer | None = None,
     ) -> None:
         if max_batch_size < 1 or max_queue < 0 or prefill_chunk < 1:
             raise GptkitError(
@@ -132,8 +133,13 @@ class BatchingEngine:
         self.max_batch_size = max_batch_size
         self.max_queue = max_queue
         self.prefill_chunk = prefill_chunk
-        self.eos_id = eos_id
-        self.vocab_limit = min(vocab_limit, model.cfg.vocab_size)
+        #: Decodes the rows' text; its end-of-sequence ids end a row.
+        self.tokenizer = tokenizer or gpt2_tokenizer()
+        eos = self.tokenizer.eos_ids if eos_id is None else (eos_id,)
+        self.eos_ids: tuple[int, ...] = tuple(eos)
+        self.eos_id = self.eos_ids[0] if self.eos_ids else EOT_ID
+        limit = self.tokenizer.vocab_limit(model.cfg.vocab_size)
+        self.vocab_limit = min(vocab_limit or limit, model.cfg.vocab_size)
         param = next(model.parameters())
         self.device = param.device
         self.cache = KVCache.allocate(
@@ -497,10 +503,9 @@ class BatchingEngine:
                 self.model.cfg.vocab_size,
                 self.device,
             )
-            eos = self.eos_id if req.stop_at_eos else None
-            rows.append(
-                Row(handle, choice, sampling, TextStream(req.stop_strings, eos))
-            )
+            eos = self.eos_ids if req.stop_at_eos else None
+            stream = TextStream(req.stop_strings, eos, tokenizer=self.tokenizer)
+            rows.append(Row(handle, choice, sampling, stream))
         return rows
 
     def _copy_slot(self, src: int, dst: int, length: int) -> None:
@@ -536,7 +541,7 @@ class BatchingEngine:
 
             try:
                 token, logprob = row.sampling.next_token(logits[i : i + 1])
-                reason = row.accept(token, logprob, self.eos_id, _delta_to(handle))
+                reason = row.accept(token, logprob, self.eos_ids, _delta_to(handle))
             except Exception as exc:  # a plugin's sampler failed
                 self._remove_rows([r for r in self.rows if r.handle is handle])
                 self._internal(handle, exc)
@@ -607,7 +612,7 @@ class BatchingEngine:
                     [handle.prompt],
                     req.sampler,
                     max_new_tokens=req.max_new_tokens,
-                    eos_id=self.eos_id if req.stop_at_eos else None,
+                    eos_id=self.eos_ids if req.stop_at_eos else None,
                     truncate=False,
                     vocab_limit=self.vocab_limit,
                     repetition_penalty=req.repetition_penalty,
@@ -625,9 +630,11 @@ class BatchingEngine:
         if reason is not None:
             handle.fail(reason)
             return
-        eos = self.eos_id if req.stop_at_eos else None
+        eos = self.eos_ids if req.stop_at_eos else None
         for choice, result in enumerate(results):
-            text, stopped = completion_text(result.new_ids, req.stop_strings, eos)
+            text, stopped = completion_text(
+                result.new_ids, req.stop_strings, eos, self.tokenizer
+            )
             ids = result.new_ids
             if result.finish_reason == "eos":
                 ids = ids[:-1]

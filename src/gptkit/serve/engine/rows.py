@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from gptkit.api.text import TextStream, completion_text
 from gptkit.core.interfaces import Sampler
 from gptkit.core.penalties import Penalties
-from gptkit.core.text import TextStream, completion_text
 from gptkit.serve.engine.requests import BatchRequest, RequestHandle, TokenLogprob
 
 
@@ -91,7 +91,7 @@ class RowSampling:
 @dataclass
 class Row:
     """A decoding sequence: which request and choice, its sampling, its text
-    (:class:`~gptkit.core.text.TextStream`: pieces that are never taken back)."""
+    (:class:`~gptkit.api.text.TextStream`: pieces that are never taken back)."""
 
     handle: RequestHandle
     choice: int
@@ -108,7 +108,7 @@ class Row:
         self,
         token: int,
         logprob: TokenLogprob | None,
-        eos_id: int,
+        eos_id: int | tuple[int, ...],
         emit: Callable[[int, list[int], str, list[TokenLogprob] | None], None],
     ) -> str | None:
         """Record a sampled token and report what it released through ``emit``
@@ -117,10 +117,13 @@ class Row:
         request = self.handle.request
         self.new_ids.append(token)
         self.last_token = token
-        eos = request.stop_at_eos and token == eos_id
+        eos_ids = (eos_id,) if isinstance(eos_id, int) else eos_id
+        eos = request.stop_at_eos and token in eos_ids
         stopped = eos
         if not eos and self.stream.stop_strings:
-            _, stopped = completion_text(self.new_ids, self.stream.stop_strings)
+            _, stopped = completion_text(
+                self.new_ids, self.stream.stop_strings, tokenizer=self.stream.tokenizer
+            )
         finished = stopped or self.generated >= request.max_new_tokens
         text = self.stream.update(self.new_ids, finished)
         if eos:  # end-of-text is counted, never shown

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
 from gptkit.core.generate import Generated, iter_tokens
 from gptkit.core.interfaces import Sampler, SearchStrategy
 from gptkit.core.model import GPTModel
-from gptkit.core.tokenizer import EOT_ID, decode, encode
+from gptkit.core.tokenizer import EOT_ID, Tokenizer, gpt2_tokenizer
 
 
 @dataclass
@@ -46,14 +47,19 @@ class TextResult:
 
 
 def completion_text(
-    new_ids: Sequence[int], stop_strings: Sequence[str] = (), eos_id: int | None = None
+    new_ids: Sequence[int],
+    stop_strings: Sequence[str] = (),
+    eos_id: int | Sequence[int] | None = None,
+    tokenizer: Tokenizer | None = None,
 ) -> tuple[str, bool]:
-    """The text of generated ids (without a final end-of-text), cut before the
-    first stop string; and whether a stop string was found."""
+    """The text of generated ids (without a final end-of-text: ``eos_id``, one
+    id or several), cut before the first stop string; and whether a stop
+    string was found. ``tokenizer``: GPT-2's when None."""
     ids = list(new_ids)
-    if eos_id is not None and ids and ids[-1] == eos_id:
+    eos = (eos_id,) if isinstance(eos_id, int) else tuple(eos_id or ())
+    if ids and ids[-1] in eos:
         ids = ids[:-1]
-    text = decode(ids)
+    text = (tokenizer or gpt2_tokenizer()).decode(ids)
     cuts = [text.find(s) for s in stop_strings if s in text]
     if cuts:
         return text[: min(cuts)], True
@@ -66,14 +72,17 @@ class TextStream:
     final (see the module docs)."""
 
     stop_strings: Sequence[str] = ()
-    eos_id: int | None = EOT_ID
+    eos_id: int | Sequence[int] | None = EOT_ID
     sent: int = 0
+    tokenizer: Tokenizer | None = None
     text: str = field(default="", init=False)
 
     def update(self, new_ids: Sequence[int], finished: bool) -> str:
         """The next piece of text after ``new_ids`` (all of the row's ids so
         far); ``finished``: the row is done, send everything that is left."""
-        self.text, stopped = completion_text(new_ids, self.stop_strings, self.eos_id)
+        self.text, stopped = completion_text(
+            new_ids, self.stop_strings, self.eos_id, self.tokenizer
+        )
         safe = len(self.text)
         if not (finished or stopped):
             if self.text.endswith("\ufffd"):  # an incomplete UTF-8 character
@@ -116,12 +125,15 @@ class TextGeneration:
         no_repeat_ngram_size: int = 0,
         compiled: bool = False,
         on_step: Callable[[], None] | None = None,
+        tokenizer: Tokenizer | None = None,
     ) -> None:
         self.model = model
         self.prompts = list(prompts)
         self.sampler = sampler
         self.stop_strings = tuple(stop_strings)
-        self.eos_id = EOT_ID if stop_at_eos else None
+        self.tokenizer = tokenizer or gpt2_tokenizer()
+        eos: Any = self.tokenizer.eos_ids
+        self.eos_id = eos if stop_at_eos and eos else None
         self.results: list[TextResult] = []
         generator = None
         if seed is not None:
@@ -137,14 +149,16 @@ class TextGeneration:
             "no_repeat_ngram_size": no_repeat_ngram_size,
             "compiled": compiled,
             "on_step": on_step,
+            "vocab_limit": self.tokenizer.vocab_limit(model.cfg.vocab_size),
+            "tokenizer": self.tokenizer,
         }
 
     def _stop(self, row: int, new_ids: list[int]) -> bool:
-        text = decode(new_ids)
+        text = self.tokenizer.decode(new_ids)
         return any(s in text for s in self.stop_strings)
 
     def __iter__(self) -> Iterator[tuple[int, str]]:
-        prompt_ids = [encode(p) for p in self.prompts]
+        prompt_ids = [self.tokenizer.encode(p) for p in self.prompts]
         whole = isinstance(self.sampler, SearchStrategy)  # yields finished rows
         limit = int(self._settings["max_new_tokens"])  # type: ignore[call-overload]
         streams: dict[int, TextStream] = {}
@@ -154,7 +168,10 @@ class TextGeneration:
         ):
             for row, result in enumerate(generated):
                 stream = streams.setdefault(
-                    row, TextStream(self.stop_strings, self.eos_id)
+                    row,
+                    TextStream(
+                        self.stop_strings, self.eos_id, tokenizer=self.tokenizer
+                    ),
                 )
                 done = (
                     whole
@@ -167,7 +184,9 @@ class TextGeneration:
         self.results = [self._result(r) for r in generated]
 
     def _result(self, r: Generated) -> TextResult:
-        completion, _ = completion_text(r.new_ids, self.stop_strings, self.eos_id)
+        completion, _ = completion_text(
+            r.new_ids, self.stop_strings, self.eos_id, self.tokenizer
+        )
         prompt = self.prompts[r.prompt_index]
         return TextResult(
             prompt, completion, r.prompt_ids, r.new_ids, r.finish_reason, r.score

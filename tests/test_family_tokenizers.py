@@ -1,0 +1,151 @@
+"""A checkpoint's own tokenizer (tokenizer.json through the ``tokenizers``
+library): ids identical to transformers.AutoTokenizer, special tokens
+included; generation stops on the checkpoint's end-of-sequence ids; a
+checkpoint without its tokenizer is one line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import gptkit
+from gptkit.errors import GptkitError
+from gptkit.formats.hf_tokenizer import HFTokenizer
+
+transformers = pytest.importorskip("transformers")
+tokenizers = pytest.importorskip("tokenizers")
+
+SPECIALS = ["<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"]
+TEXTS = [
+    "Every effort moves you",
+    "I HAD always thought Jack Gisburn rather a cheap genius--though a good fellow.",
+    "a<|eot_id|>b <|end_of_text|>  déjà vu 123\n\ttabs",
+    "",
+]
+
+
+def build_tokenizer(path, verdict_text: str):
+    """A byte-level BPE with Llama 3's special tokens: BOS added to every
+    encoding by the post-processor, as Llama 3's tokenizer.json does."""
+    from tokenizers import decoders, models, pre_tokenizers, processors, trainers
+
+    tok = tokenizers.Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=SPECIALS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator([verdict_text[:20000]], trainer)
+    bos = tok.token_to_id(SPECIALS[0])
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{SPECIALS[0]} $A", special_tokens=[(SPECIALS[0], bos)]
+    )
+    path.mkdir(parents=True, exist_ok=True)
+    tok.save(str(path / "tokenizer.json"))
+    (path / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "tokenizer_class": "PreTrainedTokenizerFast",
+                "bos_token": SPECIALS[0],
+                "eos_token": SPECIALS[1],
+            }
+        )
+    )
+    return tok
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, verdict_path):
+    """A tiny LlamaForCausalLM with its tokenizer in one directory."""
+    path = tmp_path_factory.mktemp("llama-tok") / "m"
+    tok = build_tokenizer(path, verdict_path.read_text(encoding="utf-8"))
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(
+        vocab_size=512,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        bos_token_id=tok.token_to_id(SPECIALS[0]),
+        eos_token_id=tok.token_to_id(SPECIALS[1]),
+    )
+    transformers.LlamaForCausalLM(cfg).eval().save_pretrained(path)
+    return path
+
+
+def test_ids_equal_autotokenizer(checkpoint):
+    theirs = transformers.AutoTokenizer.from_pretrained(str(checkpoint))
+    ours = HFTokenizer(checkpoint / "tokenizer.json")
+    for text in TEXTS:
+        assert ours.encode(text) == theirs(text)["input_ids"], text
+        ids = ours.encode(text)
+        assert ours.decode(ids) == theirs.decode(ids)
+    # special tokens written in the text are single ids
+    eot = ours.backend.token_to_id("<|eot_id|>")
+    assert eot in ours.encode("a<|eot_id|>b")
+    assert ours.bos_id == ours.encode("x")[0]
+
+
+def test_eos_ids_come_from_the_checkpoint(checkpoint, tmp_path):
+    ours = HFTokenizer(checkpoint / "tokenizer.json")
+    eos = ours.backend.token_to_id(SPECIALS[1])
+    assert ours.eos_ids == (eos,)  # config.json's eos_token_id
+    assert ours.separator == SPECIALS[1]
+
+
+def test_generation_uses_the_checkpoint_tokenizer_and_stops_at_eos(
+    checkpoint, tmp_path
+):
+    """gptkit.load(dir) takes the directory's tokenizer; greedy text equals
+    transformers' generate decoded by AutoTokenizer; generation stops on any of
+    generation_config.json's end-of-sequence ids."""
+    import shutil
+
+    model_dir = tmp_path / "m"
+    shutil.copytree(checkpoint, model_dir)
+    prompt = "Every effort moves you"
+    hf = transformers.LlamaForCausalLM.from_pretrained(str(model_dir)).eval()
+    auto = transformers.AutoTokenizer.from_pretrained(str(model_dir))
+    ids = auto(prompt, return_tensors="pt")["input_ids"]
+    with torch.inference_mode():
+        free = hf.generate(ids, max_new_tokens=12, do_sample=False, eos_token_id=None)
+    new = free[0, ids.shape[1] :].tolist()
+    # End-of-sequence: the 6th generated token (and an id never produced).
+    stop_at = new[5]
+    never = next(i for i in range(400) if i not in new)
+    (model_dir / "generation_config.json").write_text(
+        json.dumps({"eos_token_id": [never, stop_at]})
+    )
+    lm = gptkit.load(str(model_dir), device="cpu")
+    assert isinstance(lm.tokenizer, HFTokenizer)
+    assert lm.encode(prompt) == ids[0].tolist()
+    [result] = lm.complete(prompt, max_new_tokens=12)
+    first = new.index(stop_at)
+    assert result.new_ids == new[: first + 1]
+    assert result.finish_reason == "eos"
+    assert result.completion == auto.decode(new[:first])
+    # streamed pieces add up to the same text
+    assert "".join(lm.stream(prompt, max_new_tokens=12)) == result.completion
+
+
+def test_missing_tokenizer_json_is_one_line(checkpoint, tmp_path):
+    import shutil
+
+    model_dir = tmp_path / "m"
+    shutil.copytree(checkpoint, model_dir)
+    (model_dir / "tokenizer.json").unlink()
+    with pytest.raises(GptkitError) as err:
+        gptkit.load(str(model_dir), device="cpu")
+    assert "has no tokenizer.json" in str(err.value)
+    assert "--tokenizer" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_tokenizer_larger_than_the_vocabulary_is_refused(checkpoint):
+    with pytest.raises(GptkitError, match=r"50,257 ids.*vocabulary of 512"):
+        gptkit.load(str(checkpoint), device="cpu", tokenizer="gpt2")
