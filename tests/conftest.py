@@ -8,12 +8,17 @@ import os
 import shutil
 from pathlib import Path
 
+import hypothesis
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_VERDICT = REPO.parent / "shared" / "data" / "the-verdict.txt"
 
 os.environ["GPTKIT_STRICT_PLUGINS"] = "1"
+
+# `pytest --hypothesis-profile=long`: the property tests run many more examples
+# (tests/test_fuzz_settings.py scales its counts when this profile is loaded).
+hypothesis.settings.register_profile("long", max_examples=2000, deadline=None)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 

@@ -1,8 +1,9 @@
 import pytest
 import torch
 
-from gptkit.core.data import EpochSampler, TokenWindows, load_corpora, make_loaders
+from gptkit.core.data import EpochSampler, TokenWindows, make_loaders
 from gptkit.errors import GptkitError
+from gptkit.formats.corpora import load_corpora
 
 
 def test_book_split_and_windows(verdict_text):

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from gptkit.core.checkpoints.native import save_checkpoint
-from gptkit.core.loading import model_from_spec
+from gptkit.formats.models import model_from_spec
 from tests.conftest import assert_clean_error
 from tests.helpers import tiny_model
 

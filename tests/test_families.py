@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from gptkit.core.generate import generate_tokens
-from gptkit.core.loading import model_from_spec
 from gptkit.core.model import KVCache
 from gptkit.errors import GptkitError
+from gptkit.formats.models import model_from_spec
 from gptkit.plugins.samplers.beam import BeamSearch
 from gptkit.plugins.samplers.token import Greedy
 from tests.conftest import HUB_COMMIT, put_in_hub_cache

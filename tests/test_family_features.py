@@ -121,8 +121,8 @@ def test_quantized_generation(cli_run, checkpoint):
 
 
 def test_quantized_logits_stay_close(checkpoint):
-    from gptkit.core.loading import model_from_spec
     from gptkit.core.quantize import quantize_model
+    from gptkit.formats.models import model_from_spec
 
     model, _ = model_from_spec(str(checkpoint))
     ids = torch.tensor([[1, 5, 9, 44, 300, 7]])

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from gptkit.core.checkpoints.native import save_checkpoint
-from gptkit.core.loading import model_from_spec
 from gptkit.core.weights import load_weights, split_spec
 from gptkit.errors import GptkitError
+from gptkit.formats.models import model_from_spec
 from gptkit.plugins.loaders.book import default_heads
 from tests.conftest import assert_clean_error
 from tests.helpers import tiny_model
@@ -99,7 +99,7 @@ def test_heads_come_from_gpt2s_table_or_the_user():
         4,
         1,
     ]
-    with pytest.raises(GptkitError, match="--n-heads"):
+    with pytest.raises(GptkitError, match="give n_heads"):
         default_heads(200)  # 200 // 64 = 3 does not divide 200
 
 

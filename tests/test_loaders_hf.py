@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from gptkit.core.loading import model_from_spec
 from gptkit.core.weights import load_weights
 from gptkit.errors import GptkitError, SettingError
+from gptkit.formats.models import model_from_spec
 from gptkit.plugins.loaders.hub import parse_hub_name
 from tests.conftest import (
     HUB_COMMIT,
@@ -402,7 +402,7 @@ def test_download_checks_the_architecture_before_the_weights(
 
 def test_download_revision_flag_conflicts(cli_run, hf_hub_cache):
     assert_clean_error(
-        cli_run("download", "gpt2@v1", "--revision", "v2"), "--revision is 'v2'"
+        cli_run("download", "gpt2@v1", "--revision", "v2"), "revision 'v2' is given too"
     )
 
 

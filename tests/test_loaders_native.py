@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from gptkit.core.checkpoints.native import save_checkpoint
-from gptkit.core.loading import model_from_spec
 from gptkit.core.weights import build_model, load_weights
+from gptkit.formats.models import model_from_spec
 from tests.helpers import tiny_model
 
 

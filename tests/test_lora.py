@@ -71,8 +71,8 @@ def test_a_lora_run_loads_merged_with_the_adapted_models_logits(
     from safetensors.torch import load_file
 
     import gptkit
-    from gptkit.core.loading import model_from_spec
     from gptkit.formats.adapters import apply_adapter, get_adapter, is_adapted
+    from gptkit.formats.models import model_from_spec
 
     merged = gptkit.load(str(lora_run), device="cpu")
     assert not is_adapted(merged.model) and merged.prompt_style.name == "alpaca"

@@ -10,11 +10,12 @@ import torch
 from torch import nn
 
 from gptkit.core.generate import generate_tokens
-from gptkit.core.loading import model_from_spec
 from gptkit.core.model import GPTModel
-from gptkit.core.quantize import parse_spec, quantize_model, save_quantized
+from gptkit.core.quantize import parse_spec, quantize_model
 from gptkit.core.registry import get_registry
 from gptkit.errors import GptkitError, OptionError
+from gptkit.formats.models import model_from_spec
+from gptkit.formats.quantized import save_quantized
 from gptkit.plugins.quantizers import formats, native
 from gptkit.plugins.quantizers.linear import Int4Linear, Int8Linear
 from tests.trained_models import held_out_loss, split_ids, target_model

@@ -56,7 +56,11 @@ def write_checkpoint(out: Path, preset: str, dtype: torch.dtype) -> int:
         f.write(raw)
         for shape in shapes.values():
             tensor = torch.randn(shape, generator=generator).mul_(0.02).to(dtype)
-            f.write(tensor.view(torch.int16 if itemsize == 2 else torch.int32).numpy().tobytes())
+            f.write(
+                tensor.view(torch.int16 if itemsize == 2 else torch.int32)
+                .numpy()
+                .tobytes()
+            )
             del tensor
     config = arch.config_to_hf(cfg, str(dtype).removeprefix("torch."))
     (out / "config.json").write_text(json.dumps(config, indent=2))
@@ -72,7 +76,7 @@ def rss_mb(field: str) -> float:
 
 
 def measure(directory: str) -> dict[str, float]:
-    from gptkit.core.loading import model_from_spec
+    from gptkit.formats.models import model_from_spec
 
     baseline = rss_mb("VmRSS")
     start = time.perf_counter()

@@ -76,12 +76,14 @@ def export(
     from gptkit.core.weights import check_state_dict, load_weights
     from gptkit.formats.hf_dir import refuse_existing, write_hf_dir
     from gptkit.formats.tokenizers import tokenizer_for
+    from gptkit.runs.preflight import require_float_weights
 
     settings = settings or ExportSettings.create(kwargs)
     out = Path(out)
     refuse_existing(out)
     _check_merge(str(settings.weights), settings.merge)
     loaded = load_weights(str(settings.weights), {"n_heads": settings.n_heads})
+    require_float_weights(loaded, str(settings.weights), "export")
     cfg, state = loaded.config, loaded.state_dict
     check_state_dict(cfg, state)
     arch = architecture_of(cfg)

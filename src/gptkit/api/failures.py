@@ -32,3 +32,27 @@ def out_of_memory_message(exc: BaseException) -> str | None:
         f"out of memory{detail}; lower the batch size, context length, number"
         " of beams or prompts, or the model's size"
     )
+
+
+def peer_failure_message(exc: BaseException) -> str | None:
+    """One line for a collective that failed because another process of a
+    multi-process run died (gloo's "Connection closed by peer"); None for
+    anything else."""
+    import sys
+
+    if "torch.distributed" not in sys.modules:
+        return None
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return None
+    backend_error = getattr(dist, "DistBackendError", ())
+    text = str(exc)
+    peerish = ("Connection closed by peer", "Connection reset by peer", "Broken pipe")
+    if not (isinstance(exc, backend_error) or any(p in text for p in peerish)):
+        return None
+    first = (text.strip().splitlines() or [""])[0][:200]
+    return (
+        f"another process of this run stopped ({first}); gptkit train --resume"
+        " RUN_DIR continues from the last checkpoint"
+    )

@@ -4,7 +4,7 @@ for Python users."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, overload
 
 from gptkit.api.settings import EvalSettings, GenerateSettings, LoadSettings
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from gptkit.core.interfaces import PromptStyle
     from gptkit.core.model import GPTModel
     from gptkit.core.tokenizer import Tokenizer
+    from gptkit.runs.preflight import MemoryEstimate
 
 
 def load(weights: str | None = None, /, **settings: Any) -> LanguageModel:
@@ -37,6 +38,27 @@ def load(weights: str | None = None, /, **settings: Any) -> LanguageModel:
     if chosen.weights is None and chosen.preset is None:
         raise SettingError("give {weights} to load, or a {preset} for a random init")
     return LanguageModel.from_settings(chosen)
+
+
+def load_for_evaluation(settings: EvalSettings) -> LanguageModel:
+    """The model ``gptkit eval`` evaluates: ``weights``, or a random init of
+    ``preset`` seeded by ``seed`` at ``context_length``. A random init whose
+    evaluation (weights, activations, logits of a batch) cannot fit is refused
+    before any of it is allocated."""
+    from gptkit.runs.preflight import evaluation_estimate
+
+    load = {k: getattr(settings, k) for k in LoadSettings.names()}
+    if settings.weights is None:
+        load["preset"] = settings.preset_name()
+    else:
+        load["context_length"] = None  # evaluation windows, not the model's
+
+    def workload(cfg: GPTConfig) -> MemoryEstimate:
+        return evaluation_estimate(
+            cfg, batch_size=settings.batch_size, dtype=settings.dtype, weights=True
+        )
+
+    return LanguageModel.from_settings(LoadSettings.create(load), workload=workload)
 
 
 class LanguageModel:
@@ -67,14 +89,23 @@ class LanguageModel:
         self.prompt_style_record = prompt_style
 
     @classmethod
-    def from_settings(cls, settings: LoadSettings) -> LanguageModel:
-        """Load what ``settings`` name (see :func:`load`)."""
+    def from_settings(
+        cls,
+        settings: LoadSettings,
+        *,
+        workload: Callable[[GPTConfig], MemoryEstimate] | None = None,
+    ) -> LanguageModel:
+        """Load what ``settings`` name (see :func:`load`).
+
+        ``workload``: the memory of what the model will do, weights included
+        (an evaluation, a generation); a random init is refused before it is
+        built when that does not fit, not only when its weights do not."""
         import torch
 
         from gptkit.core.config import get_preset
         from gptkit.core.device import resolve_device, resolve_dtype
-        from gptkit.core.loading import model_from_spec
         from gptkit.core.weights import build_model
+        from gptkit.formats.models import model_from_spec
         from gptkit.formats.tokenizers import check_vocabulary, tokenizer_for
 
         device = resolve_device(settings.device)
@@ -103,11 +134,12 @@ class LanguageModel:
             tokenizer = tokenizer_for(cfg, None, settings.tokenizer)
             if tokenizer.n_vocab != cfg.vocab_size:  # a new model takes its ids
                 cfg = cfg.replace(vocab_size=tokenizer.n_vocab)
-            check_memory(
-                model_estimate(cfg, dtype=settings.dtype),
-                device,
-                max_memory=settings.max_memory,
+            estimate = (
+                workload(cfg)
+                if workload is not None
+                else model_estimate(cfg, dtype=settings.dtype)
             )
+            check_memory(estimate, device, max_memory=settings.max_memory)
             seed = 123 if settings.seed is None else settings.seed
             torch.manual_seed(seed)
             model = build_model(cfg, device=device, dtype=dtype)
@@ -150,10 +182,15 @@ class LanguageModel:
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text`` by the model's tokenizer (special tokens such
         as ``<|endoftext|>`` allowed)."""
-        return self.tokenizer.encode(text)
+        from gptkit.api import arguments
+
+        return self.tokenizer.encode(arguments.text(text, "text"))
 
     def decode(self, ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(list(ids))
+        """The text of token ids (each in the tokenizer's vocabulary)."""
+        from gptkit.api import arguments
+
+        return self.tokenizer.decode(arguments.token_ids(ids, self.tokenizer.n_vocab))
 
     # -- generation --------------------------------------------------------------
 
@@ -198,11 +235,12 @@ class LanguageModel:
 
         ``progress``: a progress bar of the decoding steps on stderr (default:
         when stderr is a terminal, or ``GPTKIT_PROGRESS=1``)."""
+        from gptkit.api import arguments
         from gptkit.api.text import TextGeneration
         from gptkit.core.interfaces import SearchStrategy
         from gptkit.system.progress import progress_bar
 
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        prompts = arguments.prompts(prompt)
         sampler, kwargs = self._sampling(settings)
         self._check_generation_memory(prompts, sampler, kwargs)
         steps = kwargs["max_new_tokens"]
@@ -224,7 +262,10 @@ class LanguageModel:
         """Refuse, before anything is allocated, a generation whose key/value
         cache, beams or logits cannot fit (see :mod:`gptkit.runs.preflight`)."""
         from gptkit.core.interfaces import SearchStrategy
-        from gptkit.runs.preflight import check_memory, generation_estimate
+        from gptkit.runs.preflight import (
+            check_memory,
+            generation_estimate,
+        )
 
         beams = 1
         if isinstance(sampler, SearchStrategy):
@@ -248,10 +289,10 @@ class LanguageModel:
         (the pieces add up to :meth:`generate`'s text). Settings as
         :meth:`generate`; the sampler must produce tokens one by one (not beam
         search). Stop iterating to stop generating."""
+        from gptkit.api import arguments
         from gptkit.api.text import TextGeneration
 
-        if not isinstance(prompt, str):
-            raise TypeError("stream takes one prompt (a string)")
+        arguments.text(prompt, "prompt")  # one prompt
         sampler, kwargs = self._sampling(settings)
         if not getattr(sampler, "streams", False):
             raise SettingError(
@@ -409,7 +450,11 @@ class LanguageModel:
         import torch
         import torch.nn.functional as F
 
-        ids = self.encode(text)
+        from gptkit.api import arguments
+        from gptkit.runs.preflight import check_ids_fit
+
+        ids = self.encode(arguments.text(text, "text"))
+        check_ids_fit(max(ids, default=0), self.config.vocab_size, "the text")
         if len(ids) < 2:
             raise SettingError("loss needs a text of at least two tokens")
         ctx = self.config.context_length
@@ -440,9 +485,14 @@ class LanguageModel:
         (the first N batches only), ``seed``. ``progress``: a progress bar of
         the batches on stderr (default: when stderr is a terminal).
         """
-        from gptkit.core.data import eval_batches, load_text, make_loaders
+        from gptkit.core.data import eval_batches, make_loaders
         from gptkit.core.loss import loader_loss, perplexity
-        from gptkit.runs.preflight import check_memory, evaluation_estimate
+        from gptkit.formats.corpora import load_text
+        from gptkit.runs.preflight import (
+            check_data_fits,
+            check_memory,
+            evaluation_estimate,
+        )
         from gptkit.system.progress import progress_bar
 
         if corpus is not None:
@@ -485,6 +535,7 @@ class LanguageModel:
             train_ratio=chosen.split_ratio(),
             seed=chosen.seed,
         )
+        check_data_fits(data, self.config.vocab_size, "the corpus")
         n = chosen.eval_iter
         batches = eval_batches(data.train_eval_loader, n) + eval_batches(
             data.val_loader, n

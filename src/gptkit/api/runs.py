@@ -34,6 +34,11 @@ def train(settings: TrainSettings | None = None, /, **kwargs: Any) -> Run:
 
     if settings is None:
         settings = TrainSettings.create(kwargs)
+    elif not isinstance(settings, TrainSettings):
+        raise GptkitError(
+            f"train's positional argument is a TrainSettings, not"
+            f" {type(settings).__name__}; give settings as keywords"
+        )
     elif kwargs:
         settings = settings.replace(**kwargs)
     summary, run_dir = run_training(settings)
@@ -69,10 +74,11 @@ def resume(run_dir: str | Path, /, **kwargs: Any) -> Run:
     is the same as if it had never stopped. Only adjustable settings
     (``loggers``, ``checkpoint_every``, ``keep_last``, ``compile``, ``device``)
     may be given; the others are the run's own."""
+    from gptkit.api import arguments
     from gptkit.runs.compose import run_training
     from gptkit.runs.resume import resumed_settings
 
-    settings = resumed_settings(Path(run_dir), kwargs)
+    settings = resumed_settings(arguments.directory(run_dir, "run_dir"), kwargs)
     summary, directory = run_training(settings, resume=True)
     return Run(directory, summary=summary)
 
@@ -82,9 +88,10 @@ class Run:
     :func:`train` and :func:`resume` return one."""
 
     def __init__(self, directory: str | Path, *, summary: dict[str, Any] | None = None):
+        from gptkit.api import arguments
         from gptkit.runs.files import read_run_config
 
-        self.dir = Path(directory)
+        self.dir = arguments.directory(directory, "directory")
         self.config: dict[str, Any] = read_run_config(self.dir)
         self._summary = summary
 
@@ -184,8 +191,12 @@ class Run:
         over epochs and tokens seen), ``perplexity`` or ``lr``. Returned as a
         matplotlib figure (Jupyter shows it inline) and written as a PNG to
         ``path`` (default ``plots/<kind>.png`` in the run directory)."""
-        from gptkit.formats.plots import figure, save_figure
+        from gptkit.formats.plots import KINDS, figure, save_figure
 
+        if kind not in KINDS:
+            raise GptkitError(
+                f"unknown plot {kind!r}; choose one of {', '.join(KINDS)}"
+            )
         evals, steps = self.evals, self.steps
         if kind != "lr" and not evals:
             raise GptkitError(f"{self.dir} has no evaluation to plot yet")

@@ -16,20 +16,24 @@ from gptkit.core.settings import (
     DTYPES,
     MAX_MEMORY_HELP,
     PRESET_NAMES,
+    SEED,
     DataSettings,
     ModelSettings,
     Settings,
     TrainSettings,
-    check_size,
     all_settings_flags,
+    check_size,
     flag_of,
     setting,
 )
 from gptkit.errors import SettingError
 from gptkit.runs.finetune import FinetuneSettings
 
+MAX_SEED = SEED["le"]
+
 __all__ = [
     "DEVICES",
+    "MAX_SEED",
     "PRESET_NAMES",
     "EvalSettings",
     "FinetuneSettings",
@@ -67,7 +71,7 @@ class LoadSettings(ModelSettings):
         help="Precision of the weights and activations.",
     )
     seed: int | None = setting(
-        None, help="Seed of a random init (without weights).", default_help="123"
+        None, **SEED, help="Seed of a random init (no weights).", default_help="123"
     )
     quantize: str | None = setting(
         None,
@@ -104,7 +108,7 @@ class EvalSettings(DataSettings, LoadSettings):
         default_help="all",
     )
     seed: int = setting(
-        123, help="Seed of a random init (without weights) and of the data order."
+        123, **SEED, help="Seed of a random init (no weights) and the data order."
     )
     compile: bool = setting(False, cli=False, help="Unused by evaluation.")
     data: str | None = setting(
@@ -171,7 +175,7 @@ class GenerateSettings(Settings):
     stop: tuple[str, ...] = setting(
         (), metavar="STRING", help="Stop at this string; repeatable."
     )
-    seed: int | None = setting(None, help="Seed for reproducible sampling.")
+    seed: int | None = setting(None, **SEED, help="Seed for reproducible sampling.")
     truncate: bool = setting(
         True,
         help="Keep the end of a prompt longer than the context (--no-truncate:"

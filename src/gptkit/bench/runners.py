@@ -43,6 +43,17 @@ SAMPLER_OPTIONS: dict[str, dict[str, Any]] = {
 }
 
 
+def bench_config(preset: str) -> Any:
+    """The shape of :func:`bench_model`: the preset with a tied head,
+    query/key/value biases and no dropout."""
+    from gptkit.core.config import GPTConfig, get_preset
+
+    cfg = get_preset(preset).replace(drop_rate=0.0)
+    if type(cfg) is GPTConfig:
+        cfg = cfg.replace(tie_embeddings=True, qkv_bias=True)
+    return cfg
+
+
 def bench_model(
     preset: str = "gpt2-124m",
     *,
@@ -55,13 +66,10 @@ def bench_model(
     biases (GPT-2's layout, so a transformers twin exists)."""
     import torch
 
-    from gptkit.core.config import GPTConfig, get_preset
     from gptkit.core.device import resolve_dtype
     from gptkit.core.weights import new_model
 
-    cfg = get_preset(preset).replace(drop_rate=0.0)
-    if type(cfg) is GPTConfig:
-        cfg = cfg.replace(tie_embeddings=True, qkv_bias=True)
+    cfg = bench_config(preset)
     torch.manual_seed(seed)
     model = new_model(cfg).eval()
     return model.to(device=device, dtype=resolve_dtype(dtype))

@@ -129,12 +129,48 @@ def _load_model(settings: SamplingSettings, device: Any) -> tuple[Any, str]:
             settings.preset, seed=settings.seed, dtype=settings.dtype, device=device
         )
         return model, f"preset {settings.preset} (random weights, seed {settings.seed})"
-    from gptkit.core.loading import model_from_spec
+    from gptkit.formats.models import model_from_spec
 
     model, _ = model_from_spec(
         settings.weights, device=device, dtype=resolve_dtype(settings.dtype)
     )
     return model.eval(), settings.weights
+
+
+def _preflight(
+    settings: SamplingSettings,
+    samplers: dict[str, Any],
+    cfg: Any,
+    device: Any,
+    weights: bool,
+) -> None:
+    """Refuse, before the contenders allocate anything, a run whose widest
+    generation (one prompt at a time, the most beams, the longest prompt) or
+    model cannot fit in the device's free memory."""
+    from gptkit.errors import SettingError
+    from gptkit.runs.preflight import check_memory, generation_estimate
+
+    beams = max(
+        (int(getattr(s.options, "num_beams", 1) or 1) for s in samplers.values()),
+        default=1,
+    )
+    longest = max((len(p.encode("utf-8")) + 1 for p in settings.prompts), default=1)
+    estimate = generation_estimate(
+        cfg,
+        prompts=1,
+        prompt_tokens=longest,
+        max_new_tokens=settings.max_new_tokens,
+        num_beams=beams,
+        dtype=settings.dtype,
+        weights=weights,
+    )
+    try:
+        check_memory(estimate, device)
+    except SettingError as exc:  # named as this command's options
+        flags = {"num_beams": "-o beam.num_beams", "max_new_tokens": "--max-new-tokens"}
+        raise GptkitError(
+            exc.render(lambda name: flags.get(name, "--" + name.replace("_", "-")))
+        ) from None
 
 
 def _jsonable(value: Any) -> Any:
@@ -246,6 +282,7 @@ def run_sampling(
         weight_bytes_per_token,
     )
     from gptkit.bench.measure import machine_info
+    from gptkit.bench.runners import bench_config
     from gptkit.core.device import resolve_device, resolve_dtype
     from gptkit.core.generate import prepare_prompt
     from gptkit.core.interfaces import SearchStrategy
@@ -274,7 +311,11 @@ def run_sampling(
     resolve_dtype(settings.dtype)
     started = time.time()
     machine = machine_info(device)
+    if settings.weights is None:  # refused before the model is built
+        _preflight(settings, samplers, bench_config(settings.preset), device, True)
     model, model_desc = _load_model(settings, device)
+    if settings.weights is not None:
+        _preflight(settings, samplers, model.cfg, device, False)
     ctx = model.cfg.context_length
     prompts = [prepare_prompt(encode(p), ctx, truncate=True) for p in settings.prompts]
     dtype_name = settings.dtype

@@ -184,6 +184,33 @@ def _check(settings: TrainingSettings, device: Any) -> None:
             raise GptkitError(exc.render(lambda _: "precision")) from None
 
 
+def _preflight(settings: TrainingSettings, cfg: Any, device: Any) -> None:
+    """Refuse, before any model or batch is allocated, variants whose training
+    step (weights, gradients, AdamW state, activations, logits) cannot fit;
+    the variants run one after another, so the largest one counts."""
+    from gptkit.errors import SettingError
+    from gptkit.runs.preflight import check_memory, training_estimate
+
+    precisions = [*settings.precisions, *(["fp32"] if settings.baseline else [])]
+    estimates = [
+        training_estimate(
+            cfg,
+            batch_size=settings.batch_size,
+            precision=p,
+            device_type=getattr(device, "type", str(device)),
+        )
+        for p in precisions
+    ]
+    if not estimates:
+        return
+    try:
+        check_memory(max(estimates, key=lambda e: e.total), device)
+    except SettingError as exc:  # named as this command's options
+        raise GptkitError(
+            exc.render(lambda name: "--" + name.replace("_", "-"))
+        ) from None
+
+
 def run_training(
     settings: TrainingSettings, progress: Callable[[str], None] | None = None
 ) -> dict[str, Any]:
@@ -214,6 +241,7 @@ def run_training(
         )
     device = resolve_device(settings.device)
     _check(settings, device)
+    _preflight(settings, cfg, device)
     started = time.time()
     machine = machine_info(device)
     dtypes = tuple(

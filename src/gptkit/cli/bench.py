@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from gptkit.api.settings import MAX_SEED
 from gptkit.cli.flags import PRESET_NAMES, device_option, echo_json
 from gptkit.errors import GptkitError
 
@@ -44,12 +45,9 @@ def parse_sampler_options(pairs: tuple[str, ...]) -> dict[str, dict[str, str]]:
 
 def read_prompts_file(path: Path) -> list[str]:
     """One prompt per line; blank lines are skipped."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise GptkitError(f"prompts file {path} is not UTF-8 text") from None
-    except OSError as exc:
-        raise GptkitError(f"cannot read prompts file {path}: {exc.strerror}") from None
+    from gptkit.cli.inputs import read_file
+
+    text = read_file(path, "prompts file")
     prompts = [line.rstrip("\r") for line in text.split("\n") if line.strip()]
     if not prompts:
         raise GptkitError(
@@ -185,7 +183,7 @@ def bench() -> None:
     help="Also run the book's no-cache loop or transformers' generate on the same"
     " weights; repeatable. Adds a ratio column.",
 )
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True)
 @click.option(
     "--dtype",
     type=click.Choice(["fp32", "bf16", "fp16"]),
@@ -327,7 +325,7 @@ def sampling(**opts: Any) -> None:
 )
 @click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True)
 @click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True)
 @device_option
 @output_options
 def training(**opts: Any) -> None:

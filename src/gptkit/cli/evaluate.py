@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from gptkit.api.settings import EvalSettings, LoadSettings
+from gptkit.api.settings import EvalSettings
 from gptkit.cli.flags import echo_json, given_settings, settings_options
 
 _DATA = ("corpus", "context_length", "batch_size", "stride", "train_ratio", "eval_iter")
@@ -40,18 +40,11 @@ def evaluate(ctx: click.Context, **opts: Any) -> None:
       gptkit eval --weights book:model.pth --n-heads 16 --corpus the-verdict
       gptkit eval --weights runs/sft --data instruction-data   # response-only loss
     """
-    from gptkit.api.model import LanguageModel
+    from gptkit.api.model import load_for_evaluation
 
     given = given_settings(ctx, opts, EvalSettings)
     settings = EvalSettings.create(given)  # every value checked before loading
-    load = {k: v for k, v in given.items() if k in LoadSettings.names()}
-    if settings.weights is None:
-        # A random init takes the context length (a model setting) and the seed.
-        load["seed"] = settings.seed
-        load.setdefault("preset", settings.preset_name())
-    else:
-        load.pop("context_length", None)  # evaluation windows, not the model's
-    lm = LanguageModel.from_settings(LoadSettings.create(load))
+    lm = load_for_evaluation(settings)
     if settings.data is not None:
         _instructions(lm, settings, given, opts["json_"])
         return

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import click
@@ -14,8 +13,11 @@ from gptkit.errors import GptkitError
 
 def read_prompts(prompts: tuple[str, ...]) -> list[str]:
     if prompts == ("-",):
-        lines = [line.rstrip("\n") for line in sys.stdin]
-        if not lines:
+        from gptkit.cli.inputs import read_stdin
+
+        text = read_stdin()
+        lines = text.split("\n")[:-1] if text.endswith("\n") else text.split("\n")
+        if not text:
             raise GptkitError("no prompts on standard input")
         return lines
     if not prompts:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -118,16 +119,110 @@ def torchrun_argv(
     return [*args, "-m", "gptkit", *command]
 
 
+#: Set for the workers of :func:`exec_torchrun`: the directory where each
+#: writes its last line (``rank-N``) instead of printing it.
+RANK_MESSAGES = "GPTKIT_RANK_MESSAGES"
+
+
 def exec_torchrun(argv: list[str]) -> None:
-    """Replace this process with torchrun (signals and the exit status are
-    then torchrun's own); on systems without ``execv`` run it as a child."""
+    """Run torchrun's agent (``argv``: :func:`torchrun_argv`) in this process
+    and end with one line for the whole run: each worker writes its last line
+    (an error, an interruption) to a file rather than the terminal, and the
+    agent's own logs and tracebacks (a worker killed, a signal to the agent)
+    are replaced by the most telling of those lines, said once however many
+    processes said it. Exits with the run's status (0, 2, or 128 + signal)."""
+    import logging
+    import shutil
+    import tempfile
+
+    from torch.distributed import run as torchrun
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
     sys.stdout.flush()
     sys.stderr.flush()
-    if hasattr(os, "execv") and sys.platform != "win32":
-        os.execv(argv[0], argv)
-    import subprocess
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith("torch.distributed"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+    messages = Path(tempfile.mkdtemp(prefix="gptkit-ranks-"))
+    os.environ[RANK_MESSAGES] = str(messages)
+    start = argv.index("torch.distributed.run") + 1
+    failures: dict[int, Any] = {}
+    signum = None
+    try:
+        torchrun.run(torchrun.parse_args(argv[start:]))
+    except ChildFailedError as exc:
+        failures = dict(exc.failures)
+    except SignalException as exc:
+        signum = int(exc.sigval)
+    finally:
+        lines = _rank_lines(messages)
+        shutil.rmtree(messages, ignore_errors=True)
+    if signum is None and not failures:
+        raise SystemExit(0)
+    code, line = run_outcome(lines, failures, signum)
+    click.echo(line, err=True)
+    raise SystemExit(code)
 
-    raise SystemExit(subprocess.call(argv))
+
+def _rank_lines(directory: Path) -> dict[int, tuple[str, str]]:
+    """rank -> (kind, line) from the workers' files (kind: ``error``,
+    ``peer`` for a worker that saw another die, ``stop`` for an interruption)."""
+    out = {}
+    for path in directory.glob("rank-*"):
+        try:
+            kind, _, line = path.read_text(encoding="utf-8").partition("\t")
+            out[int(path.name.removeprefix("rank-"))] = (kind, line.strip())
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def run_outcome(
+    lines: dict[int, tuple[str, str]], failures: dict[int, Any], signum: int | None
+) -> tuple[int, str]:
+    """(exit status, the one line) of a multi-process run that did not end
+    well: a worker's own error first (the lowest rank's), then a worker killed
+    by a signal, then an interruption, then what a survivor saw."""
+    import signal
+
+    def first(kind: str) -> str | None:
+        found = [line for _, (k, line) in sorted(lines.items()) if k == kind]
+        return found[0] if found else None
+
+    error = first("error")
+    if error is not None:
+        return 2, error
+    # The first failure is the cause; the agent then stops the others with
+    # SIGTERM (within the same second: those come last).
+    order = sorted(
+        failures.items(),
+        key=lambda item: (
+            item[1].exitcode == -signal.SIGTERM,
+            item[1].timestamp,
+            item[0],
+        ),
+    )
+    killed = [(rank, f.exitcode) for rank, f in order if f.exitcode < 0]
+    if killed and signum is None:
+        rank, code = killed[0]
+        name = signal.Signals(-code).name
+        return 2, (
+            f"gptkit: error: training process {rank} was killed by {name}; the"
+            " other processes were stopped (gptkit train --resume RUN_DIR continues"
+            " from the last checkpoint)"
+        )
+    stopped = first("stop")
+    if signum is not None:
+        name = signal.Signals(signum).name
+        return 128 + signum, stopped or f"gptkit: stopped by {name}"
+    if stopped is not None:
+        return 128 + signal.SIGTERM, stopped
+    peer = first("peer")
+    if peer is not None:
+        return 2, peer
+    rank, failure = order[0]
+    return 2, f"gptkit: error: training process {rank} failed (exit {failure.exitcode})"
 
 
 def launch(command: str, opts: dict[str, Any], extra: Sequence[str] = ()) -> None:

@@ -4,6 +4,7 @@ errors (``gptkit: error: ...``, exit code 2) instead of tracebacks."""
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from typing import Any
 
@@ -71,7 +72,7 @@ class LazyGroup(click.Group):
         except click.ClickException as exc:
             _fail(exc.format_message(), exc.exit_code)
         except Interrupted as exc:
-            click.echo(f"gptkit: {_one_line(str(exc))}", err=True)
+            _last_line(f"gptkit: {_one_line(str(exc))}", "stop")
             sys.exit(128 + int(exc.signum))
         except GptkitError as exc:
             _fail(_cli_message(exc))
@@ -85,12 +86,15 @@ class LazyGroup(click.Group):
 
             _fail(describe_unexpected_os_error(exc))
         except (MemoryError, RuntimeError) as exc:
-            from gptkit.api.failures import out_of_memory_message
+            from gptkit.api.failures import out_of_memory_message, peer_failure_message
 
             message = out_of_memory_message(exc)
+            if message is not None:
+                _fail(message)
+            message = peer_failure_message(exc)
             if message is None:
                 raise
-            _fail(message)
+            _fail(message, kind="peer")
         if isinstance(rv, int):
             sys.exit(rv)
         sys.exit(0)
@@ -112,9 +116,24 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def _fail(message: str, code: int = 2) -> None:
-    click.echo(f"gptkit: error: {_one_line(message)}", err=True)
+def _fail(message: str, code: int = 2, kind: str = "error") -> None:
+    _last_line(f"gptkit: error: {_one_line(message)}", kind)
     sys.exit(code)
+
+
+def _last_line(line: str, kind: str) -> None:
+    """Print the command's last line; a worker of ``gptkit train --devices``
+    writes it for the launcher instead, which says one line for the run
+    (:func:`gptkit.cli.launch.exec_torchrun`)."""
+    directory, rank = os.environ.get("GPTKIT_RANK_MESSAGES"), os.environ.get("RANK")
+    if directory and rank is not None:
+        try:
+            with open(os.path.join(directory, f"rank-{int(rank)}"), "w") as f:
+                f.write(f"{kind}\t{line}\n")
+            return
+        except (OSError, ValueError):
+            pass
+    click.echo(line, err=True)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

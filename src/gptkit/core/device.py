@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from gptkit.errors import GptkitError
+from gptkit.errors import SettingError
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -19,13 +19,11 @@ def resolve_device(name: str = "auto") -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise GptkitError("--device cuda: no CUDA device is available")
+        raise SettingError("{device} cuda: no CUDA device is available")
     if name == "mps" and not torch.backends.mps.is_available():
-        raise GptkitError("--device mps: Apple's MPS backend is not available")
+        raise SettingError("{device} mps: Apple's MPS backend is not available")
     if name not in DEVICES:
-        raise GptkitError(
-            f"unknown device {name!r}; choose one of {', '.join(DEVICES)}"
-        )
+        raise SettingError(f"unknown {{device}} {name!r}: {', '.join(DEVICES)}")
     return torch.device(name)
 
 
@@ -33,6 +31,4 @@ def resolve_dtype(name: str) -> torch.dtype:
     try:
         return DTYPES[name]
     except KeyError:
-        raise GptkitError(
-            f"unknown dtype {name!r}; choose one of {', '.join(DTYPES)}"
-        ) from None
+        raise SettingError(f"unknown {{dtype}} {name!r}: {', '.join(DTYPES)}") from None

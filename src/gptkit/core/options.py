@@ -99,7 +99,7 @@ def convert_value(value: Any, annotation: Any) -> Any:
             if not isinstance(value, str | int | float) or isinstance(value, bool):
                 raise ValueError
             return str(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         name = getattr(annotation, "__name__", str(annotation))
         raise ValueError(f"{value!r} is not a valid {name}") from None
     return value
@@ -108,8 +108,8 @@ def convert_value(value: Any, annotation: Any) -> Any:
 def bounds_problem(value: Any, meta: Mapping[str, Any]) -> str | None:
     """What is wrong with ``value`` under the field metadata's bounds
     (``ge``, ``gt``, ``le``, ``lt``, ``choices``), or None."""
-    if value is None:
-        return None
+    if value is None or value != value:  # NaN passes no bound and fails none
+        return None if value is None else "must be a number, got nan"
     checks = (
         ("ge", lambda v, b: v >= b, ">="),
         ("gt", lambda v, b: v > b, ">"),
@@ -128,7 +128,7 @@ def bounds_problem(value: Any, meta: Mapping[str, Any]) -> str | None:
 def _convert(value: Any, annotation: Any, key: str, owner: str) -> Any:
     try:
         return convert_value(value, annotation)
-    except ValueError as exc:
+    except (TypeError, ValueError) as exc:
         raise OptionError(f"option {key} of {owner}: {exc}") from None
 
 

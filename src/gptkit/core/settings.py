@@ -67,6 +67,7 @@ MAX_MEMORY_HELP = (
     " the device's free memory is always checked."
 )
 DTYPES = ("fp32", "bf16", "fp16")
+SEED = {"ge": 0, "le": 2**63 - 1}  # torch takes 64 bits: room for offsets (rank)
 
 
 def setting(
@@ -162,7 +163,7 @@ class Settings:
                 value = (value,)  # corpus="the-verdict": one item
             try:
                 converted[name] = convert_value(value, hint)
-            except ValueError as exc:
+            except (TypeError, ValueError) as exc:
                 raise SettingError(f"{{{name}}}: {exc}", settings_class=cls) from None
         settings = cls(**converted)
         settings.validate()
@@ -378,7 +379,7 @@ class DataSettings(Settings):
         help="Share of the characters used for training.",
         default_help="0.9",
     )
-    seed: int = setting(123, help="Seed of the initial weights and the data order.")
+    seed: int = setting(123, **SEED, help="Seed of the initial weights, data order.")
 
     def corpus_names(self) -> tuple[str, ...]:
         return self.corpus or self.default_corpus
@@ -515,8 +516,8 @@ class TrainSettings(DataSettings, ModelSettings):
                 )
             if self.train_ratio is not None:
                 raise SettingError(
-                    "{train_ratio} is fixed when the corpus is prepared (gptkit"
-                    " prepare --train-ratio); drop it with {data}",
+                    "{train_ratio} is fixed when the corpus is prepared (the"
+                    " ratio given to gptkit prepare); drop it with {data}",
                     settings_class=cls,
                 )
             if self.data_order == "book":

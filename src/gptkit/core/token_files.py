@@ -32,7 +32,7 @@ def read_meta(directory: Path) -> dict[str, Any]:
         )
         raise GptkitError(
             f"{directory} is not a prepared corpus: it has no {META}{hint};"
-            f" make one with: gptkit prepare CORPUS... --out {directory}"
+            " prepare a corpus into it first (gptkit prepare)"
         )
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))

@@ -16,6 +16,7 @@ import tiktoken
 from tiktoken.load import data_gym_to_mergeable_bpe_ranks
 
 from gptkit.errors import GptkitError
+from gptkit.system import whitespace
 
 ENDOFTEXT = "<|endoftext|>"
 EOT_ID = 50256
@@ -137,7 +138,7 @@ def gpt2_tokenizer() -> GPT2Tokenizer:
 
 def encode(text: str) -> list[int]:
     """Token ids of ``text``; ``<|endoftext|>`` is allowed (as in the book)."""
-    return get_tokenizer().encode(text, allowed_special={ENDOFTEXT})
+    return whitespace.encode(get_tokenizer(), text, ENDOFTEXT)  # long runs: see there
 
 
 def decode(ids: list[int]) -> str:

@@ -46,7 +46,12 @@ from gptkit._version import __version__
 from gptkit.core.token_files import FORMAT, META, TOKENS, VERSION, WORK, read_meta
 from gptkit.errors import GptkitError, SettingError
 from gptkit.system.lock import RunLock, run_dir_is_empty
-from gptkit.system.storage import atomic_open, atomic_write, guarded
+from gptkit.system.storage import (
+    atomic_open,
+    atomic_write,
+    guarded,
+    special_file_kind,
+)
 
 PLAN = "plan.json"
 EOT_ID = 50256
@@ -105,6 +110,12 @@ def resolve_inputs(specs: Sequence[str]) -> list[tuple[str, Any]]:
             continue
         for path in corpora.create("files", paths=(spec,)).files():  # type: ignore[attr-defined]
             if not path.is_file():
+                kind = special_file_kind(path)
+                if kind is not None:  # exists, but has no size to shard by
+                    raise GptkitError(
+                        f"corpus path {path} is {kind}, not a regular file;"
+                        " save the text to a file first"
+                    )
                 raise GptkitError(f"corpus file not found: {path}")
             out.append(("file", path))
     if not out:
@@ -192,7 +203,6 @@ def tokenize_shard(shard: Shard, work: Path, tokenizer: str = "gpt2") -> dict[st
     ``tokenizer``: ``gpt2``, or the spec of a tokenizer.json (the shard is
     encoded without the tokenizer's added start token; documents end with its
     end-of-sequence id)."""
-    from gptkit.core.tokenizer import ENDOFTEXT, get_tokenizer
 
     if shard.text is not None:
         text = shard.text
@@ -219,12 +229,7 @@ def tokenize_shard(shard: Shard, work: Path, tokenizer: str = "gpt2") -> dict[st
         if shard.eot_after:
             tokens = np.append(tokens, np.array([tok.eos_id], dtype=dtype))
     else:
-        enc = get_tokenizer()
-        if hasattr(enc, "encode_to_numpy"):  # tiktoken >= 0.8: no Python int list
-            ids = enc.encode_to_numpy(text, allowed_special={ENDOFTEXT})
-        else:  # pragma: no cover - older tiktoken
-            ids = np.asarray(enc.encode(text, allowed_special={ENDOFTEXT}))
-        tokens = ids.astype(np.uint16)
+        tokens = _encode_array(text).astype(np.uint16)
         if shard.eot_after:
             tokens = np.append(tokens, np.uint16(EOT_ID))
     counts = {
@@ -240,6 +245,8 @@ def tokenize_shard(shard: Shard, work: Path, tokenizer: str = "gpt2") -> dict[st
 
 def _worker(job: tuple[Shard, str, str]) -> tuple[int, dict[str, int]]:
     shard, work, tokenizer = job
+    if tokenizer == "gpt2":
+        return shard.index, tokenize_shard(shard, Path(work))
     return shard.index, tokenize_shard(shard, Path(work), tokenizer)
 
 
@@ -484,3 +491,21 @@ def _concatenate(work: Path, indices: list[int], target: Path) -> None:
         for index in indices:
             with open(work / f"shard-{index:06d}.bin", "rb") as f:
                 shutil.copyfileobj(f, out, 1 << 22)
+
+
+def _encode_array(text: str) -> np.ndarray:
+    """:func:`gptkit.core.tokenizer.encode` as a numpy array, without a list of
+    Python ints where tiktoken can (``encode_to_numpy``, tiktoken >= 0.8)."""
+    from gptkit.core.tokenizer import ENDOFTEXT, encode, get_tokenizer
+    from gptkit.system.whitespace import segments
+
+    enc = get_tokenizer()
+    if not hasattr(enc, "encode_to_numpy"):  # pragma: no cover - older tiktoken
+        return np.asarray(encode(text), dtype=np.uint32)
+    parts = [
+        np.asarray(enc._encode_single_piece(part), dtype=np.uint32)
+        if is_piece
+        else enc.encode_to_numpy(part, allowed_special={ENDOFTEXT})
+        for is_piece, part in segments(text, ENDOFTEXT)
+    ]
+    return np.concatenate(parts) if len(parts) != 1 else parts[0]

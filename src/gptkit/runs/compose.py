@@ -193,6 +193,7 @@ def build_trainer(
     from gptkit.core.distributed import barrier, broadcast_object
     from gptkit.core.training.trainer import Trainer
     from gptkit.core.weights import build_model, load_weights
+    from gptkit.runs.preflight import check_data_fits, require_float_weights
     from gptkit.system.storage import write_json_atomic
 
     # Resolve every plugin before touching the disk: a typo fails fast.
@@ -207,6 +208,7 @@ def build_trainer(
     loaded = None
     if settings.weights:
         loaded = load_weights(settings.weights, settings.weight_hints())
+        require_float_weights(loaded, settings.weights, "training")
         cfg = loaded.config.replace(
             drop_rate=settings.drop_rate, context_length=settings.context_length
         )
@@ -238,6 +240,8 @@ def build_trainer(
     else:
         job = _load_data(settings, cfg, dist, tokenizer)
     data = job.splits
+    what = settings.data or "the corpus"
+    check_data_fits(data, cfg.vocab_size, str(what))  # before the run directory
 
     torch.manual_seed(settings.seed)  # the book seeds right before building the model
     state = fit_context(loaded.state_dict, cfg) if loaded is not None else None
@@ -356,8 +360,9 @@ def _load_data(
     settings: TrainSettings, cfg: GPTConfig, dist: DistContext, tokenizer: Any = None
 ) -> RunData:
     """The corpus's loaders, its names and its sample prompt."""
-    from gptkit.core.data import load_corpora, make_loaders, make_prepared_loaders
+    from gptkit.core.data import make_loaders, make_prepared_loaders
     from gptkit.core.interfaces import Corpus
+    from gptkit.formats.corpora import load_corpora
 
     shard = {"rank": dist.rank, "world_size": dist.world_size}
     if settings.data is not None:

@@ -23,10 +23,10 @@ moments in fp32 (Loshchilov & Hutter, 2019).
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gptkit.core.options import parse_size
-from gptkit.errors import SettingError
+from gptkit.errors import GptkitError, SettingError
 from gptkit.system.memory import device_free_memory
 
 if TYPE_CHECKING:
@@ -315,3 +315,39 @@ def _or(names: tuple[str, ...]) -> str:
     if len(names) <= 2:
         return " or ".join(names)
     return ", ".join(names[:-1]) + f" or {names[-1]}"
+
+
+def require_float_weights(loaded: Any, spec: str, purpose: str) -> None:
+    """Refuse quantized weights where float ones are needed (``purpose``:
+    "training", "export"), naming the real cause rather than a tensor."""
+    record = (loaded.extra.get("checkpoint") or {}).get("quantization")
+    if record is not None:
+        raise GptkitError(
+            f"{spec}: this checkpoint is quantized ({record['method']}); {purpose}"
+            " needs float weights: use the checkpoint it was quantized from"
+        )
+
+
+def check_ids_fit(largest: int, vocab_size: int, what: str) -> None:
+    """Refuse token ids the model has no embedding for (a damaged or foreign
+    token file may hold any id; a model smaller than its tokenizer cannot read
+    every text).
+
+    :param largest: the largest id of ``what`` (the text, corpus or file).
+    """
+    if largest >= vocab_size:
+        raise GptkitError(
+            f"{what} holds token id {largest:,}, past the model's vocabulary of"
+            f" {vocab_size:,} tokens; use the model's own tokenizer and data"
+        )
+
+
+def check_data_fits(data: Any, vocab_size: int, what: str) -> None:
+    """:func:`check_ids_fit` over every token of a corpus's splits (a prepared
+    corpus's memory-mapped file is read through once: about a second per GB),
+    before anything is trained or evaluated."""
+    for loader in (data.train_eval_loader, data.val_loader):
+        dataset = loader.dataset
+        ids = getattr(dataset, "ids", getattr(dataset, "tokens", None))
+        if ids is not None and len(ids):
+            check_ids_fit(int(ids.max()), vocab_size, what)

@@ -38,6 +38,8 @@ def resumed_settings(
             f"{run_dir} is a {recorded.job} run; continue it with"
             f" gptkit {recorded.job} --resume"
         )
+    if settings_class is not None and issubclass(settings_class, recorded):
+        recorded = settings_class  # a command built from a subclass (more settings)
     merged = merge_for_resume(recorded, saved_settings(run_dir), given)
     return replace(merged, out=str(run_dir))
 

@@ -39,7 +39,7 @@ def load_drafts(
 ) -> dict[str, GPTModel]:
     """The draft models ``{name: spec}``, on ``model``'s device and dtype; a
     draft must share the model's tokenizer (it proposes the model's tokens)."""
-    from gptkit.core.loading import model_from_spec
+    from gptkit.formats.models import model_from_spec
     from gptkit.formats.tokenizers import tokenizer_for
 
     param = next(model.parameters())

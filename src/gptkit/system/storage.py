@@ -302,3 +302,22 @@ class AppendFile:
         except StorageError:
             if not self._failed:
                 raise
+
+
+def special_file_kind(path: Path) -> str | None:
+    """What ``path`` is when it exists but is not a regular file or directory
+    (``"a FIFO (named pipe)"``, ``"a character device"``, ...), else None:
+    such paths exist, so "not found" would be the wrong diagnosis."""
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return None
+    kinds = (
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    )
+    return next((name for test, name in kinds if test(mode)), None)

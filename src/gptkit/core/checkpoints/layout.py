@@ -127,3 +127,7 @@ def set_aside(ckpt_dir: Path) -> Path:
         os.replace(ckpt_dir, target)
     fsync_dir(ckpt_dir.parent)
     return target
+
+
+def weights_metadata(cfg: Any) -> dict[str, str]:  # checked by the native loader
+    return {"format": "pt", "gptkit_model": json.dumps(cfg.to_dict())}

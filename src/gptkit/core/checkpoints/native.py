@@ -31,6 +31,7 @@ from gptkit.core.checkpoints.layout import (
     latest_checkpoint,
     prune_checkpoints,
     read_config,
+    weights_metadata,
 )
 from gptkit.core.checkpoints.sharded import load_consolidated
 from gptkit.core.config import GPTConfig, model_config_from_dict
@@ -82,7 +83,7 @@ def save_checkpoint(
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir()
             tensors = model_tensors(model, cfg)
-            save_file(tensors, tmp / WEIGHTS, metadata={"format": "pt"})
+            save_file(tensors, tmp / WEIGHTS, metadata=weights_metadata(cfg))
             del tensors
             os.chmod(tmp / WEIGHTS, default_file_mode())  # safetensors: private
             fsync_file(tmp / WEIGHTS)

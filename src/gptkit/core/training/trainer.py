@@ -135,6 +135,7 @@ class Trainer(TrainerCheckpoints):
         self.device = device
         self.scheduler = scheduler
         self.loggers = list(loggers)
+        self._untold: list[str] | None = []  # told before the loggers start
         self.run_dir = run_dir
         self.run_config = run_config or {}
         self.dist = dist or DistContext()
@@ -251,7 +252,9 @@ class Trainer(TrainerCheckpoints):
     # -- the loop ------------------------------------------------------------
 
     def tell(self, text: str) -> None:
-        """A line of information for the user, through the loggers."""
+        """A line for the user, through the loggers (kept until they start)."""
+        if self._untold is not None:
+            return self._untold.append(text)
         for logger in self.loggers:
             logger.message(text)
 
@@ -356,6 +359,8 @@ class Trainer(TrainerCheckpoints):
         )
         for logger in self.loggers:
             logger.start(info)
+        untold, self._untold = self._untold or [], None
+        list(map(self.tell, untold))
         started = time.perf_counter()
         last_eval: dict[str, Any] = {}
         status = "completed"

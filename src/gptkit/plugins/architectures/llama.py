@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from gptkit.core.config import ModelConfig
 from gptkit.core.interfaces import Architecture
-from gptkit.errors import GptkitError
+from gptkit.errors import GptkitError, SettingError
 
 if TYPE_CHECKING:
     import torch
@@ -502,9 +502,9 @@ class Llama(Architecture):
 
         path = Path(directory) / TOKENIZER_JSON
         if not path.is_file():
-            raise GptkitError(
+            raise SettingError(
                 f"{directory} has no {TOKENIZER_JSON}: a {self.name} checkpoint"
                 " brings its own tokenizer (copy it beside the weights, or name"
-                " one with --tokenizer)"
+                " one with {tokenizer})"
             )
         return HFTokenizer(path)

@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gptkit.core.interfaces import Corpus
-from gptkit.errors import GptkitError
+from gptkit.errors import GptkitError, SettingError
 from gptkit.system.downloads import cache_dir, cached_download
+from gptkit.system.storage import special_file_kind
 
 VERDICT_URL = (
     "https://raw.githubusercontent.com/rasbt/LLMs-from-scratch/main/"
@@ -24,6 +25,9 @@ def read_text(path: Path) -> str:
     if not path.exists():
         raise GptkitError(f"corpus file not found: {path}")
     if not path.is_file():
+        kind = special_file_kind(path)
+        if kind is not None:
+            raise GptkitError(f"corpus path {path} is {kind}, not a regular file")
         raise GptkitError(f"corpus path is not a file: {path}")
     data = path.read_bytes()
     try:
@@ -75,8 +79,8 @@ class PythonDocs(Corpus):
         try:
             from pydoc_data.topics import topics
         except ImportError:  # some distributions strip it
-            raise GptkitError(
-                "this Python has no pydoc_data module; use --corpus PATH instead"
+            raise SettingError(
+                "this Python has no pydoc_data module; give a text file as {corpus}"
             ) from None
         for key in sorted(topics):
             yield topics[key] if self.options.raw else tidy_whitespace(topics[key])

@@ -26,7 +26,7 @@ import torch
 
 from gptkit.core.config import PRESETS, GPTConfig
 from gptkit.core.interfaces import LoadedWeights, WeightLoader
-from gptkit.errors import GptkitError
+from gptkit.errors import GptkitError, SettingError
 
 #: Attention heads of the GPT-2 family by width (Radford et al., 2019).
 GPT2_HEADS = {768: 12, 1024: 16, 1280: 20, 1600: 25}
@@ -42,9 +42,9 @@ def default_heads(emb_dim: int) -> int:
         return GPT2_HEADS[emb_dim]
     heads = max(1, emb_dim // 64)
     if emb_dim % heads:
-        raise GptkitError(
-            f"cannot guess the attention heads of a {emb_dim}-wide model; pass"
-            " --n-heads (or -o n_heads=N)"
+        raise SettingError(
+            f"cannot guess the attention heads of a {emb_dim}-wide model; give"
+            " {n_heads}"
         )
     return heads
 
@@ -188,10 +188,10 @@ class BookLoader(WeightLoader):
         elif opts.preset is not None:
             preset = PRESETS[opts.preset]
             if (preset.emb_dim, preset.n_layers) != (emb_dim, n_layers):
-                raise GptkitError(
-                    f"--preset {opts.preset} is {preset.n_layers} layers x"
+                raise SettingError(
+                    f"{{preset}} {opts.preset} is {preset.n_layers} layers x"
                     f" {preset.emb_dim} wide, but the weights are {n_layers} x"
-                    f" {emb_dim}; pass --n-heads instead"
+                    f" {emb_dim}; give {{n_heads}} instead"
                 )
             heads = preset.n_heads
         else:

@@ -49,7 +49,8 @@ def parse_hub_name(name: str, revision: str | None = None) -> HubModel:
         raise GptkitError(f"{name!r}: empty revision after '@'")
     if sep and revision and revision != at_revision:
         raise GptkitError(
-            f"{name!r} names revision {at_revision!r} but --revision is {revision!r}"
+            f"{name!r} names revision {at_revision!r}, but revision {revision!r}"
+            " is given too"
         )
     revision = at_revision or revision or None
     if repo in GPT2_ALIASES:

@@ -129,7 +129,7 @@ class Speculative(SearchStrategy):
                     "speculative decoding needs a draft model: -o draft=SPEC"
                     " (a run directory, hf:gpt2, ...)"
                 )
-            from gptkit.core.loading import model_from_spec
+            from gptkit.formats.models import model_from_spec
             from gptkit.formats.tokenizers import tokenizer_for
 
             self._draft, loaded = model_from_spec(
@@ -200,6 +200,11 @@ class Speculative(SearchStrategy):
         result = Generated(prompt_ids=list(prompt), prompt_index=index)
         if req.max_new_tokens <= 0:
             return result
+        if max(prompt, default=0) >= draft.cfg.vocab_size:
+            raise GptkitError(
+                f"the prompt holds token ids past the draft's vocabulary of"
+                f" {draft.cfg.vocab_size:,} tokens; use a draft with the target's"
+            )
         greedy = self.options.temperature == 0.0
         vocab = min(req.vocab_limit, model.cfg.vocab_size, draft.cfg.vocab_size)
         device = next(model.parameters()).device

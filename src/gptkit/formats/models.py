@@ -10,8 +10,9 @@ import torch
 
 from gptkit.core.interfaces import LoadedWeights
 from gptkit.core.model import GPTModel
-from gptkit.core.quantize import load_quantized, quantize_model
+from gptkit.core.quantize import quantize_model
 from gptkit.core.weights import build_model, load_weights
+from gptkit.formats.quantized import load_quantized
 
 
 def model_from_spec(
