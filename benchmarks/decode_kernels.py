@@ -47,6 +47,7 @@ from gptkit.bench.measure import cpu_model
 from gptkit.plugins.quantizers import cpu, formats
 from gptkit.plugins.quantizers.linear import Int4Linear, Int8Linear, available_backends
 
+CLOCK = time.perf_counter
 SHAPES = [(2304, 768), (768, 768), (3072, 768), (768, 3072), (50257, 768)]
 
 
@@ -129,10 +130,10 @@ def measure(fns, x, copies_bytes, rounds, skip):
             times[name] = []
         for _ in range(rounds):
             for name, fs in made.items():
-                start = time.perf_counter()
+                start = CLOCK()
                 for f in fs:
                     f(x)
-                times[name].append((time.perf_counter() - start) / len(fs))
+                times[name].append((CLOCK() - start) / len(fs))
     return {k: statistics.median(v) for k, v in times.items()}
 
 
@@ -150,17 +151,26 @@ def main():
         default=96,
         help="weights cycled per contender (beyond the last-level cache)",
     )
+    ap.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="cpu: the process's CPU time (1 thread on a busy machine:"
+        " time spent descheduled is not counted)",
+    )
     ap.add_argument("--only", default="", help="comma-separated contenders")
     args = ap.parse_args()
     shapes = SHAPES
     if args.shapes:
         shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
+    global CLOCK
+    CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     only = {c.strip() for c in args.only.split(",") if c.strip()}
-    skip = (lambda name: name not in only) if only else None  # noqa: E731
+    skip = (lambda name: name not in only) if only else None
     feats = cpu.features()
     print(
         f"# CPU: {cpu_model()}; flags: {' '.join(feats['flags'])};"
-        f" torch {torch.__version__} ({feats['torch_capability']})"
+        f" torch {torch.__version__} ({feats['torch_capability']}); clock: {args.clock}"
     )
     results = []
     for threads in [int(t) for t in args.threads.split(",")]:

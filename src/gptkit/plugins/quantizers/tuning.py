@@ -2,8 +2,9 @@
 
 The first time a layer of a given kind and shape runs with ``backend=auto`` (or
 ``native``) at a given number of threads, every backend that can run it here is
-timed on that shape (random weights of the layer's shape, one activation row:
-a decoding step; a few milliseconds in all), and the fastest is kept — in
+timed on that shape (random weights of the layer's shape, at most
+:data:`MAX_TIMED_WEIGHTS` of its rows; one activation row: a decoding step; a
+few milliseconds per shape), and the fastest is kept — in
 memory and in ``<gptkit cache>/kernels/choices-<key>.json``, where ``key``
 hashes the CPU model, all of its flags, the gptkit version and the torch
 version. Another CPU or another version therefore never reuses a choice: it
@@ -98,8 +99,11 @@ def candidates(kind: str, native_only: bool) -> list[str]:
     return names if native_only else [*names, *TORCH_BACKENDS]
 
 
-def make_layer(kind: str, n: int, k: int, group: int, backend: str) -> Any:
-    """A layer of random weights of this shape with a fixed backend."""
+def make_layers(kind: str, n: int, k: int, group: int, backends: list[str]) -> dict:
+    """backend -> a layer of random weights of this shape with that backend
+    (one set of weights, shared)."""
+    import copy
+
     import torch
     from torch import nn
 
@@ -110,8 +114,22 @@ def make_layer(kind: str, n: int, k: int, group: int, backend: str) -> Any:
     with torch.no_grad():
         lin.weight.copy_(torch.randn(n, k, generator=g) * 0.02)
     if kind == "int8":
-        return Int8Linear.from_linear(lin, backend)
-    return Int4Linear.from_linear(lin, group, backend)
+        base = Int8Linear.from_linear(lin, "torch")
+    else:
+        base = Int4Linear.from_linear(lin, group, "torch")
+    layers = {}
+    for b in backends:
+        layer = copy.copy(base)  # shares the tensors
+        layer.__dict__["backend"] = b
+        layer.__dict__["_chosen"] = {}
+        layers[b] = layer
+    return layers
+
+
+#: Weights per timed layer at most: a taller layer (the output head) is timed
+#: on its first rows (a product's time grows with its rows), so that PyTorch's
+#: slower paths cost milliseconds, not seconds.
+MAX_TIMED_WEIGHTS = 4 * 1024 * 1024
 
 
 def time_backends(
@@ -127,27 +145,29 @@ def time_backends(
     """backend -> median seconds per call on this shape, in interleaved rounds
     (each round calls each backend for about ``budget_s``). A backend whose
     first call takes over 4x the fastest first call is timed no further (its
-    single call is reported)."""
+    single call is reported). The clock is the process's CPU time, so time
+    spent descheduled on a shared machine is not charged to a kernel."""
     import torch
 
+    n = max(1, min(n, MAX_TIMED_WEIGHTS // k))
     x = torch.randn(rows, k, generator=torch.Generator().manual_seed(1))
-    layers = {b: make_layer(kind, n, k, group, b) for b in backends}
+    layers = make_layers(kind, n, k, group, backends)
     first: dict[str, float] = {}
     with torch.inference_mode():
         for b, layer in layers.items():
             layer(x)  # warm-up (aten packs its weights on first use)
-            start = time.perf_counter()
+            start = time.process_time()
             layer(x)
-            first[b] = time.perf_counter() - start
+            first[b] = time.process_time() - start
         best = min(first.values())
         timed = {b: [] for b in layers if first[b] <= 4 * best}  # type: ignore[var-annotated]
         for _ in range(rounds):
             for b in timed:
                 calls = max(1, min(50, int(budget_s / max(first[b], 1e-7))))
-                start = time.perf_counter()
+                start = time.process_time()
                 for _ in range(calls):
                     layers[b](x)
-                timed[b].append((time.perf_counter() - start) / calls)
+                timed[b].append((time.process_time() - start) / calls)
     return {b: statistics.median(timed[b]) if b in timed else first[b] for b in layers}
 
 

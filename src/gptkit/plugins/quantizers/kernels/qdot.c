@@ -351,8 +351,11 @@ static void q4_tile(const scratch_t* s, int64_t M, int64_t K, const uint8_t* w,
     const float* xs = s->xsum + m * G;
     for (int i = 0; i < R; ++i) {
       const float* ze = zero + (n + i) * G;
+      int64_t g = 0;
+      for (; g + 8 <= G; g += 8)
+        total[i] = _mm256_fmadd_ps(_mm256_loadu_ps(ze + g), _mm256_loadu_ps(xs + g), total[i]);
       float offset = 0.0f;
-      for (int64_t g = 0; g < G; ++g) offset += ze[g] * xs[g];
+      for (; g < G; ++g) offset += ze[g] * xs[g];
       float v = hsum8(total[i]) + offset;
       y[m * N + n + i] = bias ? v + bias[n + i] : v;
     }
