@@ -267,3 +267,22 @@ def test_weights_from_a_transformers_directory(cli_run, prompts, tmp_path):
     assert [r["name"] for r in data["rows"]] == ["greedy", "top-k"]
     # a trained-looking model: NLL is that of the real distribution (> 0)
     assert all(r["quality"]["nll"] > 0 for r in data["rows"])
+
+
+def test_sampling_rows_per_thread_count_and_cpu_features(cli_run):
+    result = cli_run(
+        "bench", "sampling", *TINY, "--samplers", "greedy", "--quantize", "int8",
+        "--thread-counts", "1,2", "--repeats", "1", "--warmup", "0", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output + result.stderr
+    data = json.loads(result.stdout)
+    names = [r["name"] for r in data["rows"]]
+    assert names == ["greedy @1t", "greedy int8 @1t", "greedy @2t", "greedy int8 @2t"]
+    assert [r["threads"] for r in data["rows"]] == [1, 1, 2, 2]
+    by_name = {r["name"]: r for r in data["rows"]}
+    assert "base" in by_name["greedy int8 @2t"]["vs"]
+    assert data["settings"]["thread_counts"] == [1, 2]
+    feats = data["machine"]["cpu_features"]
+    assert set(feats) == {"model", "flags", "torch_capability"}
+    bad = cli_run("bench", "sampling", *TINY, "--thread-counts", "one")
+    assert bad.exit_code != 0 and "--thread-counts" in bad.stderr

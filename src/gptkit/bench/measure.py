@@ -349,6 +349,14 @@ def load_average() -> float | None:
         return None
 
 
+def _cpu_features() -> dict[str, Any]:
+    """The CPU's instruction-set flags that matter to the kernels, and torch's
+    capability (read once per process)."""
+    from gptkit.plugins.quantizers.cpu import features
+
+    return features()
+
+
 def machine_info(device: Any) -> dict[str, Any]:
     """What the numbers were measured on: CPU, cores, memory, GPU, versions."""
     import torch
@@ -368,6 +376,7 @@ def machine_info(device: Any) -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "usable_cores": usable_cores(),
         "torch_threads": torch.get_num_threads(),
+        "cpu_features": _cpu_features(),
         "memory_gib": round(mem_kib / _MIB, 1) if mem_kib else None,
         "load_average_1min": load_average(),
         "platform": platform.platform(),

@@ -46,6 +46,15 @@ def _limits_line(limits: dict[str, Any]) -> str:
     )
 
 
+def features_line(mach: dict[str, Any]) -> str | None:
+    """``cpu features: avx2 fma ...; torch: AVX512`` (None for older results)."""
+    feats = mach.get("cpu_features")
+    if not feats:
+        return None
+    flags = " ".join(feats.get("flags", [])) or "none of the listed"
+    return f"cpu features: {flags}; torch capability {feats.get('torch_capability')}"
+
+
 def format_sampling(result: dict[str, Any]) -> str:
     """The speed table and the quality table of a sampling result."""
     s, lim, mach = result["settings"], result["limits"], result["machine"]
@@ -59,6 +68,7 @@ def format_sampling(result: dict[str, Any]) -> str:
         f" {mach['torch_threads']} torch threads"
         + (f", {mach['gpu']}" if mach.get("gpu") else "")
         + f"; torch {mach['torch']}, gptkit {mach['gptkit']}",
+        *([features_line(mach)] if features_line(mach) else []),
         _limits_line(lim),
         f"decode bound: {lim['decode_bound_tokens_per_s']:,.1f} tokens/s"
         f" ({s['weight_bytes_per_token'] / 1e6:.1f} MB of weights read per token)",
@@ -81,6 +91,7 @@ def format_sampling(result: dict[str, Any]) -> str:
             [
                 name,
                 _num(row["tokens_per_s"]),
+                _num(row.get("tokens_per_s_median")),
                 _pct(speed_spread(row["seconds"]), 0),
                 _num(row["ttft_ms"]),
                 _num(row["latency_ms"]["p50"], 2),
@@ -111,6 +122,7 @@ def format_sampling(result: dict[str, Any]) -> str:
         [
             "speed",
             "tokens/s",
+            "median",
             "spread",
             "TTFT ms",
             "p50 ms",
@@ -137,7 +149,8 @@ def format_sampling(result: dict[str, Any]) -> str:
         quality_rows,
     )
     notes = [
-        "tokens/s: best timed pass (prefill included); spread: how far the"
+        "tokens/s: best timed pass (prefill included); median: the median"
+        " pass's; spread: how far the"
         " slowest pass's tokens/s fell below the best; p50/p90: time between"
         " tokens; of bound: decode tokens/s / decode bound; peak MiB: "
         + _memory_note(result),
@@ -185,6 +198,7 @@ def format_training(result: dict[str, Any]) -> str:
         f"machine: {mach['cpu']}, {mach['usable_cores']} cores, {threads}"
         + (f", {mach['gpu']}" if mach.get("gpu") else "")
         + f"; torch {mach['torch']}, gptkit {mach['gptkit']}",
+        *([features_line(mach)] if features_line(mach) else []),
         _limits_line(lim),
         f"model FLOPs per token: {s['flops_per_token'] / 1e6:,.1f} M (6N + 12LdT)",
     ]

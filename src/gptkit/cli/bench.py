@@ -42,6 +42,19 @@ def parse_sampler_options(pairs: tuple[str, ...]) -> dict[str, dict[str, str]]:
     return out
 
 
+def _thread_counts(text: str | None) -> list[int]:
+    names = split_names(text, "--thread-counts") or []
+    try:
+        counts = [int(n) for n in names]
+    except ValueError:
+        raise GptkitError(
+            f"--thread-counts takes whole numbers, e.g. 1,0; got {text!r}"
+        ) from None
+    if any(c < 0 for c in counts):
+        raise GptkitError("--thread-counts must be 0 (torch's default) or more")
+    return counts
+
+
 def read_prompts_file(path: Path) -> list[str]:
     """One prompt per line; blank lines are skipped."""
     try:
@@ -207,6 +220,12 @@ def bench() -> None:
     show_default=True,
     help="Also run every row with the compiled decode step (torch.compile).",
 )
+@click.option(
+    "--thread-counts",
+    help="Comma-separated torch thread counts (0: torch's default, one per core):"
+    " every contender gets a row per count, e.g. 1,0 (a user's `gptkit generate`"
+    " runs with torch's default). Overrides --threads.",
+)
 @device_option
 @output_options
 def sampling(**opts: Any) -> None:
@@ -264,6 +283,7 @@ def sampling(**opts: Any) -> None:
         dtype=opts["dtype"],
         quantize=list(dict.fromkeys(opts["quantize"])),
         compile=opts["compile_"],
+        thread_counts=_thread_counts(opts["thread_counts"]),
     )
     if opts["prompts"] is not None:
         settings.prompts = read_prompts_file(opts["prompts"])
