@@ -286,3 +286,21 @@ def test_sampling_rows_per_thread_count_and_cpu_features(cli_run):
     assert set(feats) == {"model", "flags", "torch_capability"}
     bad = cli_run("bench", "sampling", *TINY, "--thread-counts", "one")
     assert bad.exit_code != 0 and "--thread-counts" in bad.stderr
+
+
+def test_bench_kernels_table_and_json(cli_run):
+    result = cli_run(
+        "bench", "kernels", "--preset", "tiny", "--formats", "int8",
+        "--cold-mib", "0", "--rounds", "1", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output + result.stderr
+    data = json.loads(result.stdout)
+    from gptkit.plugins.quantizers import native
+
+    backends = {r["backend"] for r in data["rows"] if r["format"] == "int8"}
+    assert backends == {*native.available("int8"), "aten", "torch"}
+    assert {r["shape"] for r in data["rows"]} >= {"256 x 64", "64 x 256"}
+    assert all(r["us"] > 0 and r["bound_share"] > 0 for r in data["rows"])
+    assert "flags" in data["machine"]["cpu_features"]
+    bad = cli_run("bench", "kernels", "--formats", "int3")
+    assert bad.exit_code != 0 and "unknown format" in bad.stderr

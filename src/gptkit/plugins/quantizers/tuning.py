@@ -109,10 +109,9 @@ def make_layers(kind: str, n: int, k: int, group: int, backends: list[str]) -> d
 
     from gptkit.plugins.quantizers.linear import Int4Linear, Int8Linear
 
-    g = torch.Generator().manual_seed(n * 7919 + k)
     lin = nn.Linear(k, n, bias=True)
     with torch.no_grad():
-        lin.weight.copy_(torch.randn(n, k, generator=g) * 0.02)
+        lin.weight.normal_(0.0, 0.02)
     if kind == "int8":
         base = Int8Linear.from_linear(lin, "torch")
     else:
@@ -141,34 +140,45 @@ def time_backends(
     rows: int = 1,
     budget_s: float = 0.002,
     rounds: int = 3,
+    max_weights: int | None = MAX_TIMED_WEIGHTS,
+    copies: int = 1,
 ) -> dict[str, float]:
     """backend -> median seconds per call on this shape, in interleaved rounds
     (each round calls each backend for about ``budget_s``). A backend whose
     first call takes over 4x the fastest first call is timed no further (its
     single call is reported). The clock is the process's CPU time, so time
-    spent descheduled on a shared machine is not charged to a kernel."""
+    spent descheduled on a shared machine is not charged to a kernel.
+
+    ``max_weights``: time at most that many weights' rows (None: all);
+    ``copies``: cycle through that many copies of the weights (past the CPU's
+    caches, as a decoding step streams every layer from memory)."""
     import torch
 
-    n = max(1, min(n, MAX_TIMED_WEIGHTS // k))
+    if max_weights is not None:
+        n = max(1, min(n, max_weights // k))
     x = torch.randn(rows, k, generator=torch.Generator().manual_seed(1))
-    layers = make_layers(kind, n, k, group, backends)
+    sets = [make_layers(kind, n, k, group, backends) for i in range(copies)]
     first: dict[str, float] = {}
     with torch.inference_mode():
-        for b, layer in layers.items():
-            layer(x)  # warm-up (aten packs its weights on first use)
+        for b in backends:
+            for layers in sets[:2]:
+                layers[b](x)  # warm-up (aten packs its weights on first use)
             start = time.process_time()
-            layer(x)
+            sets[-1][b](x)
             first[b] = time.process_time() - start
         best = min(first.values())
-        timed = {b: [] for b in layers if first[b] <= 4 * best}  # type: ignore[var-annotated]
+        timed = {b: [] for b in backends if first[b] <= 4 * best}  # type: ignore[var-annotated]
         for _ in range(rounds):
             for b in timed:
-                calls = max(1, min(50, int(budget_s / max(first[b], 1e-7))))
+                per_set = max(1, int(budget_s / max(first[b], 1e-7)) // copies)
+                calls = min(50, per_set) * copies
                 start = time.process_time()
-                for _ in range(calls):
-                    layers[b](x)
+                for i in range(calls):
+                    sets[i % copies][b](x)
                 timed[b].append((time.process_time() - start) / calls)
-    return {b: statistics.median(timed[b]) if b in timed else first[b] for b in layers}
+    return {
+        b: statistics.median(timed[b]) if b in timed else first[b] for b in backends
+    }
 
 
 def choose(
