@@ -226,3 +226,57 @@ def test_quality_with_quantized_activations_on_a_trained_model():
             got = continuations(model)
             agree = sum(a == b for a, b in zip(reference, got, strict=True))
             assert agree / len(reference) >= 0.9, agree
+
+
+# -- bf16 ------------------------------------------------------------------------
+
+needs_bf16 = pytest.mark.skipif(
+    native.library("avx512bf16") is None, reason="no AVX512-BF16 kernel here"
+)
+
+
+@needs_bf16
+@pytest.mark.parametrize("rows", [1, 4, 16])
+def test_bf16_kernel_matches_torch(rows):
+    from gptkit.plugins.quantizers.bf16 import Bf16Linear
+
+    lin = _linear(70, 96)
+    x = torch.randn(rows, 96).to(torch.bfloat16)
+    got = Bf16Linear.from_linear(lin, "avx512bf16")(x)
+    expected = Bf16Linear.from_linear(lin, "torch")(x)
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got.float(), expected.float(), rtol=1e-2, atol=1e-2)
+
+
+@needs_bf16
+def test_dtype_bf16_decodes_with_the_kernel_and_the_same_tokens():
+    from gptkit.core.quantize import accelerate_bf16
+    from gptkit.plugins.quantizers.bf16 import Bf16Linear
+
+    base = _tiny_model().to(torch.bfloat16)
+    state = base.state_dict()
+    reference = _greedy(base)  # torch's bf16 F.linear
+    model = GPTModel(base.cfg).to(torch.bfloat16).eval()
+    model.load_state_dict(state)
+    accelerate_bf16(model)
+    assert isinstance(model.out_head, Bf16Linear)
+    assert model.quantization["method"] == "bf16"
+    assert _greedy(model) == reference
+
+
+def test_bf16_elsewhere_is_left_alone_and_emulation_is_reported(monkeypatch, capsys):
+    from gptkit.core.quantize import accelerate_bf16
+    from gptkit.plugins.quantizers import bf16
+
+    fp32 = _tiny_model()
+    assert accelerate_bf16(fp32) is fp32 and not hasattr(fp32, "quantization")
+    monkeypatch.setattr(cpu, "has", lambda *names: False)  # an AVX2-only CPU
+    monkeypatch.setattr(bf16, "_WARNED", False)
+    monkeypatch.setattr(bf16, "kernel_available", lambda: False)
+    model = _tiny_model().to(torch.bfloat16)
+    accelerate_bf16(model)
+    assert isinstance(model.out_head, nn.Linear)  # torch's bf16 path
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "bf16 is emulated" in err and "x float32" in err
+    accelerate_bf16(_tiny_model().to(torch.bfloat16))  # once per process
+    assert capsys.readouterr().err == ""

@@ -88,7 +88,9 @@ class LanguageModel:
 
                 quantize_model(model, settings.quantize)
             spec = f"random init ({settings.preset_name()}, seed {seed})"
-        return cls(model, spec=spec, settings=settings)
+        from gptkit.core.quantize import accelerate_bf16
+
+        return cls(accelerate_bf16(model), spec=spec, settings=settings)
 
     # -- what it is ------------------------------------------------------------
 

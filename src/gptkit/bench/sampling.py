@@ -131,7 +131,8 @@ def _load_model(settings: SamplingSettings, device: Any) -> tuple[Any, str]:
         model = bench_model(
             settings.preset, seed=settings.seed, dtype=settings.dtype, device=device
         )
-        return model, f"preset {settings.preset} (random weights, seed {settings.seed})"
+        desc = f"preset {settings.preset} (random weights, seed {settings.seed})"
+        return model, desc
     from gptkit.core.weights import model_from_spec
 
     model, _ = model_from_spec(
@@ -333,6 +334,12 @@ def run_sampling(
     plan = []
     variants = _variants(model, settings, say)
     twin = transformers_twin(model) if "transformers" in settings.baselines else None
+    # --dtype bf16 on an AVX512-BF16 CPU: the base rows use gptkit's bf16
+    # kernel, as `gptkit generate --dtype bf16` does (in place, after the
+    # quantized copies and the transformers twin were made from the weights)
+    from gptkit.core.quantize import accelerate_bf16
+
+    accelerate_bf16(model)
     for threads in counts:
         ts = f" @{threads}t" if many else ""
         common = {"threads": threads, "thread_suffix": ts}
