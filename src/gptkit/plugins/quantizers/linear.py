@@ -61,17 +61,17 @@ def _ptr(t: Tensor | None) -> int | None:
 def _int8_native(
     kernel: str, x: Tensor, weight: Tensor, scale: Tensor, bias: Tensor | None
 ) -> Tensor:
-    flat, m = _rows(x)
+    x = x if x.is_contiguous() else x.contiguous()
     n, k = weight.shape
-    y = torch.empty(m, n, dtype=torch.float32)
+    y = x.new_empty((*x.shape[:-1], n))
     lib = native.loaded(kernel)
-    args = (flat.data_ptr(), m, k, weight.data_ptr(), scale.data_ptr(), _ptr(bias),
-            y.data_ptr(), n, torch.get_num_threads())  # fmt: skip
+    args = (x.data_ptr(), x.numel() // k, k, weight.data_ptr(), scale.data_ptr(),
+            _ptr(bias), y.data_ptr(), n, torch.get_num_threads())  # fmt: skip
     if kernel == "fma-avx2":
         lib.gk_int8_linear(*args)  # type: ignore[union-attr]
     elif lib.gk_q8_linear(*args) != 0:  # type: ignore[union-attr]
         raise MemoryError("int8 kernel: out of memory")
-    return y.reshape(*x.shape[:-1], n)
+    return y
 
 
 def _int4_native(
@@ -82,19 +82,19 @@ def _int4_native(
     zero: Tensor,
     bias: Tensor | None,
 ) -> Tensor:
-    flat, m = _rows(x)
+    x = x if x.is_contiguous() else x.contiguous()
     n, k = weight.shape[0], weight.shape[1] * 2
     group = k // scale.shape[1]
-    y = torch.empty(m, n, dtype=torch.float32)
+    y = x.new_empty((*x.shape[:-1], n))
     lib = native.loaded(kernel)
     fn = lib.gk_int4_linear if kernel == "fma-avx2" else lib.gk_q4_linear  # type: ignore[union-attr]
     status = fn(
-        flat.data_ptr(), m, k, weight.data_ptr(), scale.data_ptr(),
+        x.data_ptr(), x.numel() // k, k, weight.data_ptr(), scale.data_ptr(),
         zero.data_ptr(), group, _ptr(bias), y.data_ptr(), n, torch.get_num_threads(),
     )  # fmt: skip
     if status != 0:
         raise MemoryError("int4 kernel: out of memory")
-    return y.reshape(*x.shape[:-1], n)
+    return y
 
 
 def quantize_activations(x: Tensor) -> tuple[Tensor, Tensor]:
