@@ -75,7 +75,7 @@ def contenders(lin, compile_ok):
 
     bytes8 = n * k + n * 4
     bytes4 = n * k // 2 + n * k // 64 * 8
-    out["int_mm"] = (lambda: partial(int_mm, qt=q.t().contiguous().t(), s=s), bytes8)
+    out["int_mm"] = (lambda: partial(int_mm, qt=q.t().contiguous(), s=s), bytes8)
     try:
         dyn = torch.ao.quantization.quantize_dynamic(
             nn.Sequential(lin), {nn.Linear}, dtype=torch.qint8
