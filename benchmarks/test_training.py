@@ -52,13 +52,13 @@ from gptkit.bench.limits import (
 )
 from gptkit.bench.training import batch_as_data
 from gptkit.core.config import get_preset
-from gptkit.core.device import tune_cpu_allocator
 from gptkit.core.model import GPTModel
 from gptkit.core.precision import PRECISIONS
 from gptkit.core.settings import TrainSettings
-from gptkit.core.train import Trainer
+from gptkit.core.training.trainer import Trainer
 from gptkit.core.weights import meta_model
 from gptkit.plugins.schedulers.schedules import Constant
+from gptkit.system.allocator import tune_cpu_allocator
 
 PRESET = os.environ.get("GPTKIT_BENCH_PRESET", "gpt2-124m")
 CFG = get_preset(PRESET).replace(context_length=256)

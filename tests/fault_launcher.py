@@ -11,7 +11,7 @@ Usage: ``python tests/fault_launcher.py HOOK -- ARGS...`` where HOOK is
   writer makes it (safetensors, torch.save, Python) — a disk that is full from
   then on, for machines where a small real file system cannot be mounted.
 
-The hooks wrap ``gptkit.core.checkpoint.save_checkpoint`` as the trainer calls
+The hooks wrap ``gptkit.core.checkpoints.native.save_checkpoint`` as the trainer calls
 it.
 """
 
@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from gptkit.cli.main import cli
-from gptkit.core import checkpoint, train_checkpoint
+from gptkit.core.checkpoints import native as checkpoint
+from gptkit.core.training import checkpointing as train_checkpoint
 
 
 def install(hook: str) -> None:

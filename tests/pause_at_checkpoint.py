@@ -4,7 +4,7 @@ Usage: ``python tests/pause_at_checkpoint.py N ARGS...``. The pause comes after
 the weights of ``step-N`` are written into the checkpoint's temporary directory
 and before its trainer state is, so that a test can SIGKILL a writer in the
 middle of a checkpoint. The hook lives here, on the test side: it wraps
-``gptkit.core.checkpoint.fsync_file``, which the writer calls once per file.
+``gptkit.core.checkpoints.native.fsync_file``, which the writer calls once per file.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from gptkit.cli.main import cli
-from gptkit.core import checkpoint
+from gptkit.core.checkpoints import native as checkpoint
 
 
 def main() -> None:

@@ -26,7 +26,7 @@ def save_tiny_run(path: Path, seed: int = 123, context_length: int = 128) -> Pat
     """A run directory with a tiny random model (2 layers, 64 wide)."""
     import torch
 
-    from gptkit.core.checkpoint import save_checkpoint
+    from gptkit.core.checkpoints.native import save_checkpoint
     from gptkit.core.config import get_preset
     from gptkit.core.model import GPTModel
 

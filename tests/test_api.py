@@ -142,3 +142,25 @@ def test_resume_through_the_api_after_a_kill_equals_an_uninterrupted_run(
         assert (killed / name).read_text() == (reference / name).read_text()
     run = gptkit.Run.open(killed)
     assert run.summary["steps"] == 12 and len(run.evals) == 6
+
+
+def test_run_files_are_written_whatever_loggers_are_chosen(tmp_path, verdict_path):
+    """metrics.jsonl and samples.jsonl are the run's record, not a logger's:
+    a run logged to the console only reads back the same rows."""
+    settings = {
+        "corpus": str(verdict_path),
+        "preset": "tiny",
+        "context_length": 32,
+        "batch_size": 2,
+        "eval_freq": 2,
+        "eval_iter": 1,
+        "max_steps": 4,
+        "max_new_tokens": 3,
+    }
+    quiet = gptkit.train(out=str(tmp_path / "quiet"), loggers=["jsonl"], **settings)
+    console = gptkit.train(
+        out=str(tmp_path / "console"), loggers=["console"], **settings
+    )
+    assert len(console.steps) == 4 and console.evals and console.samples
+    assert console.metrics == quiet.metrics
+    assert console.samples == quiet.samples

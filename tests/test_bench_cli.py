@@ -165,7 +165,7 @@ def test_empty_prompts_file(cli_run, tmp_path):
 
 
 def test_training_times_the_trainers_step_against_the_baseline(cli_run, monkeypatch):
-    from gptkit.core.train import Trainer
+    from gptkit.core.training.trainer import Trainer
 
     calls: list[str] = []
     real_step = Trainer.train_step

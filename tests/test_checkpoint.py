@@ -3,16 +3,16 @@ import pickle
 import pytest
 import torch
 
-from gptkit.core import checkpoint as ckpt_module
-from gptkit.core.checkpoint import (
+from gptkit.core.checkpoints import native as ckpt_module
+from gptkit.core.checkpoints.layout import list_checkpoints
+from gptkit.core.checkpoints.native import (
     default_file_mode,
-    list_checkpoints,
     load_checkpoint,
     load_trainer_state,
     save_checkpoint,
 )
-from gptkit.core.errors import GptkitError
 from gptkit.core.weights import build_model, load_weights
+from gptkit.errors import GptkitError
 from tests.helpers import tiny_model
 
 

@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from gptkit.core.config import PRESETS, GPTConfig, get_preset
-from gptkit.core.errors import GptkitError
 from gptkit.core.model import GPTModel
+from gptkit.errors import GptkitError
 
 
 def test_gpt2_family_sizes():

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from gptkit.core.data import EpochSampler, TokenWindows, load_corpora, make_loaders
-from gptkit.core.errors import GptkitError
+from gptkit.errors import GptkitError
 
 
 def test_book_split_and_windows(verdict_text):

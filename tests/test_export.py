@@ -8,8 +8,8 @@ import json
 import pytest
 import torch
 
-from gptkit.core.checkpoint import save_checkpoint
-from gptkit.core.weights import model_from_spec
+from gptkit.core.checkpoints.native import save_checkpoint
+from gptkit.core.loading import model_from_spec
 from tests.conftest import assert_clean_error
 from tests.helpers import tiny_model
 

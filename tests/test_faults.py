@@ -421,7 +421,7 @@ def test_a_full_disk_while_logging_names_the_file(
 ) -> None:
     """ENOSPC in the middle of metrics.jsonl (injected after N bytes): one
     line naming the file; the run stays resumable."""
-    from gptkit.core import storage
+    from gptkit.system import storage
 
     real_write = storage.AppendFile.write
     written = {"bytes": 0}
@@ -467,7 +467,7 @@ def test_killed_before_the_first_checkpoint_resumes_from_step_zero(
 
 def _train_with_fault(monkeypatch, fault) -> None:
     """Make ``fault(step)`` run inside the training step of the in-process run."""
-    from gptkit.core import train
+    from gptkit.core.training import trainer as train
 
     real = train.Trainer.train_step
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from gptkit.core.sharded_checkpoint import is_sharded_checkpoint
+from gptkit.core.checkpoints.layout import is_sharded_checkpoint
 from tests.conftest import REPO
 from tests.test_distributed import torchrun
 

@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from gptkit.core.errors import GptkitError
 from gptkit.core.generate import generate_tokens
 from gptkit.core.text import generate_text
 from gptkit.core.tokenizer import EOT_ID
+from gptkit.errors import GptkitError
 from gptkit.plugins.samplers.token import Greedy, TopK
 from tests.helpers import greedy_without_cache, tiny_model
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from gptkit.core.generate import generate_tokens
-from gptkit.core.weights import model_from_spec
+from gptkit.core.loading import model_from_spec
 from gptkit.plugins.samplers.beam import BeamSearch
 from gptkit.plugins.samplers.token import Greedy
 from tests.conftest import assert_clean_error

@@ -9,9 +9,10 @@ import pickle
 import pytest
 import torch
 
-from gptkit.core.checkpoint import save_checkpoint
-from gptkit.core.errors import GptkitError
-from gptkit.core.weights import load_weights, model_from_spec, split_spec
+from gptkit.core.checkpoints.native import save_checkpoint
+from gptkit.core.loading import model_from_spec
+from gptkit.core.weights import load_weights, split_spec
+from gptkit.errors import GptkitError
 from gptkit.plugins.loaders.book import default_heads
 from tests.conftest import assert_clean_error
 from tests.helpers import tiny_model

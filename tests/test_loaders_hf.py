@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from gptkit.core.errors import GptkitError, SettingError
-from gptkit.core.weights import load_weights, model_from_spec
+from gptkit.core.loading import model_from_spec
+from gptkit.core.weights import load_weights
+from gptkit.errors import GptkitError, SettingError
 from gptkit.plugins.loaders.hub import parse_hub_name
 from tests.conftest import (
     HUB_COMMIT,

@@ -8,8 +8,9 @@ import json
 import pytest
 import torch
 
-from gptkit.core.checkpoint import save_checkpoint
-from gptkit.core.weights import build_model, load_weights, model_from_spec
+from gptkit.core.checkpoints.native import save_checkpoint
+from gptkit.core.loading import model_from_spec
+from gptkit.core.weights import build_model, load_weights
 from tests.helpers import tiny_model
 
 

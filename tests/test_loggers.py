@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from gptkit.core.errors import GptkitError
 from gptkit.core.interfaces import RunInfo
 from gptkit.core.registry import build_registry
+from gptkit.errors import GptkitError
 from gptkit.testing import check_logger
 from tests.conftest import assert_clean_error
 

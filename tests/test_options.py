@@ -2,8 +2,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from gptkit.core.component_options import build_options, describe_options, parse_pairs
-from gptkit.core.errors import OptionError
+from gptkit.core.options import build_options, parse_pairs
+from gptkit.errors import OptionError
 
 
 @dataclass(frozen=True)
@@ -55,13 +55,3 @@ def test_parse_pairs():
     assert parse_pairs(["a=1", "top-k = 5"]) == {"a": "1", "top_k": "5"}
     with pytest.raises(OptionError, match="key=value"):
         parse_pairs(["novalue"])
-
-
-def test_describe_options():
-    rows = describe_options(Opts)
-    assert rows[0] == {
-        "name": "temperature",
-        "type": "float",
-        "default": 1.0,
-        "help": "t",
-    }

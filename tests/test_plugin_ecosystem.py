@@ -118,7 +118,7 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random model as a native checkpoint (for --weights)."""
     import torch
 
-    from gptkit.core.checkpoint import save_checkpoint
+    from gptkit.core.checkpoints.native import save_checkpoint
     from gptkit.core.config import GPTConfig
     from gptkit.core.model import GPTModel
 

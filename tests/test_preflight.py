@@ -13,18 +13,18 @@ import pytest
 import torch
 
 from gptkit.core.config import GPTConfig
-from gptkit.core.errors import GptkitError
-from gptkit.core.free_memory import cpu_free_memory
 from gptkit.core.model import GPTModel, KVCache
-from gptkit.core.preflight import (
+from gptkit.core.options import parse_size
+from gptkit.errors import GptkitError
+from gptkit.runs.preflight import (
     MemoryPreflightError,
     check_memory,
     evaluation_estimate,
     format_bytes,
     generation_estimate,
-    parse_size,
     training_estimate,
 )
+from gptkit.system.memory import cpu_free_memory
 from tests.conftest import REPO
 
 TINY = GPTConfig(emb_dim=64, n_layers=2, n_heads=4, context_length=64, vocab_size=500)
@@ -121,7 +121,7 @@ def test_an_address_space_limit_counts() -> None:
     script = textwrap.dedent(
         """
         import json, resource
-        from gptkit.core.free_memory import cpu_free_memory
+        from gptkit.system.memory import cpu_free_memory
         size = 0
         for line in open("/proc/self/status"):
             if line.startswith("VmSize:"):
@@ -145,7 +145,7 @@ MEASURE = textwrap.dedent(
     from gptkit.core.config import GPTConfig
     from gptkit.core.loss import batch_loss
     from gptkit.core.model import GPTModel
-    from gptkit.core.train import make_adamw
+    from gptkit.core.training.trainer import make_adamw
     torch.set_num_threads(1)
     cfg = GPTConfig(emb_dim=64, n_layers=2, n_heads=4, context_length=64,
                     drop_rate=0.0)

@@ -14,9 +14,9 @@ import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from gptkit.core import prepared
 from gptkit.core.data import TokenWindows, make_prepared_loaders
 from gptkit.core.tokenizer import ENDOFTEXT, encode
+from gptkit.formats import prepared
 
 
 def tokens(directory: Path) -> list[int]:

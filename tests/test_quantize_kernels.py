@@ -137,7 +137,7 @@ def test_fallback_without_native_kernels(no_native, why):
         layer = model.trf_blocks[0].att.W_query
         assert layer._path(torch.zeros(1, 1, base.cfg.emb_dim)) in ("aten", "torch")
         assert len(_greedy(model)[0]) == len(expected[0])
-    from gptkit.core.errors import GptkitError
+    from gptkit.errors import GptkitError
 
     with pytest.raises(GptkitError, match="backend native needs"):
         quantize_model(_tiny_model(), "int8:backend=native")

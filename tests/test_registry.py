@@ -15,7 +15,6 @@ import pytest
 
 from gptkit import hookimpl
 from gptkit.core import hookspecs
-from gptkit.core.errors import GptkitError, PluginError
 from gptkit.core.interfaces import (
     Component,
     Corpus,
@@ -26,6 +25,7 @@ from gptkit.core.interfaces import (
     WeightLoader,
 )
 from gptkit.core.registry import build_registry, report_errors
+from gptkit.errors import GptkitError, PluginError
 
 
 def plugin(**hooks) -> types.SimpleNamespace:

@@ -16,15 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from gptkit.core import runlock
-from gptkit.core.runlock import LOCK_FILE, RunDirLocked, RunLock, run_dir_is_empty
+from gptkit.system import lock as runlock
+from gptkit.system.lock import LOCK_FILE, RunDirLocked, RunLock, run_dir_is_empty
 from tests.conftest import REPO
 
 HOLD = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from gptkit.core.runlock import RunLock
+    from gptkit.system.lock import RunLock
     lock = RunLock(Path(sys.argv[1])).acquire()
     print("locked", flush=True)
     sys.stdin.readline()   # hold until told to go (or killed)
@@ -118,7 +118,7 @@ def test_many_processes_race_and_exactly_one_wins(tmp_path: Path) -> None:
         """
         import sys, time
         from pathlib import Path
-        from gptkit.core.runlock import RunLock, RunDirLocked
+        from gptkit.system.lock import RunLock, RunDirLocked
         start = float(sys.argv[2])
         while time.time() < start:
             pass

@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gptkit.core.errors import OptionError
 from gptkit.core.penalties import Penalties
 from gptkit.core.registry import get_registry
+from gptkit.errors import OptionError
 from gptkit.plugins.samplers.token import Greedy, MinP, TopK, TopP
 
 transformers = pytest.importorskip("transformers")

@@ -463,7 +463,7 @@ async def one_wave(server: ServerProcess, goods: list[dict], rng: random.Random)
 def test_64_clients_with_disconnects_and_bad_requests(server, run_dir):
     import torch
 
-    from gptkit.core.weights import model_from_spec
+    from gptkit.core.loading import model_from_spec
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a second thread only waits on a busy 2-core CI

@@ -10,7 +10,12 @@ import time
 import pytest
 import torch
 
-from gptkit.core.batching import (
+from gptkit.core.generate import generate_tokens
+from gptkit.core.interfaces import Sampler
+from gptkit.core.registry import get_registry
+from gptkit.core.text import generate_text
+from gptkit.core.tokenizer import encode
+from gptkit.serve.engine.batching import (
     BatchingEngine,
     BatchRequest,
     Delta,
@@ -19,11 +24,6 @@ from gptkit.core.batching import (
     Finished,
     QueueFull,
 )
-from gptkit.core.generate import generate_tokens
-from gptkit.core.interfaces import Sampler
-from gptkit.core.registry import get_registry
-from gptkit.core.text import generate_text
-from gptkit.core.tokenizer import encode
 from tests.helpers import tiny_model
 
 PROMPTS = ["Every effort moves you", "x", "The list of things that matter most", "A"]

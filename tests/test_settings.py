@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 import pytest
 
-from gptkit.core.errors import SettingError
 from gptkit.core.settings import (
     ADJUSTABLE,
     GenerateSettings,
@@ -18,6 +17,7 @@ from gptkit.core.settings import (
     merge_for_resume,
     setting,
 )
+from gptkit.errors import SettingError
 
 
 @dataclass

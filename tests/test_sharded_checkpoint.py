@@ -9,19 +9,20 @@ import pickle
 import pytest
 import torch
 
-from gptkit.core.checkpoint import latest_checkpoint, load_checkpoint
-from gptkit.core.config import get_preset
-from gptkit.core.data import make_loaders
-from gptkit.core.errors import GptkitError
-from gptkit.core.model import GPTModel
-from gptkit.core.settings import TrainSettings
-from gptkit.core.sharded_checkpoint import (
+from gptkit.core.checkpoints.layout import (
     SHARDED,
     is_sharded_checkpoint,
-    load_consolidated,
+    latest_checkpoint,
 )
-from gptkit.core.train import Trainer
-from gptkit.core.train_state import position_for_world
+from gptkit.core.checkpoints.native import load_checkpoint
+from gptkit.core.checkpoints.sharded import load_consolidated
+from gptkit.core.config import get_preset
+from gptkit.core.data import make_loaders
+from gptkit.core.model import GPTModel
+from gptkit.core.settings import TrainSettings
+from gptkit.core.training.state import position_for_world
+from gptkit.core.training.trainer import Trainer
+from gptkit.errors import GptkitError
 from gptkit.plugins.schedulers.schedules import Constant
 
 

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from gptkit.core.config import get_preset
-from gptkit.core.errors import GptkitError
 from gptkit.core.generate import generate_tokens
 from gptkit.core.model import GPTModel
 from gptkit.core.registry import get_registry
+from gptkit.errors import GptkitError
 from gptkit.plugins.samplers.speculative import Speculative
 from tests.trained_models import draft_model, split_ids, target_model
 
@@ -153,7 +153,7 @@ def test_needs_a_draft_and_no_penalties(models):
 
 
 def test_draft_loads_from_a_weights_spec(models, tmp_path):
-    from gptkit.core.checkpoint import save_checkpoint
+    from gptkit.core.checkpoints.native import save_checkpoint
 
     target, draft = models
     ckpt = save_checkpoint(tmp_path / "draft", 1, draft, draft.cfg)

@@ -20,18 +20,17 @@ import textwrap
 import pytest
 from safetensors import SafetensorError
 
-from gptkit.core import checkpoint as ckpt_module
-from gptkit.core import storage
-from gptkit.core.checkpoint import (
-    find_resume_point,
-    list_checkpoints,
+from gptkit.core.checkpoints import native as ckpt_module
+from gptkit.core.checkpoints.layout import list_checkpoints, set_aside
+from gptkit.core.checkpoints.native import (
     load_checkpoint,
     require_safe_torch_load,
     save_checkpoint,
-    set_aside,
 )
-from gptkit.core.errors import GptkitError
-from gptkit.core.storage import (
+from gptkit.errors import GptkitError
+from gptkit.runs.resume import ResumePoint
+from gptkit.system import storage
+from gptkit.system.storage import (
     AppendFile,
     StorageError,
     atomic_write,
@@ -186,8 +185,8 @@ RLIMIT_SAVE = textwrap.dedent(
     import resource, sys
     from pathlib import Path
     import torch
-    from gptkit.core.checkpoint import save_checkpoint
-    from gptkit.core.errors import GptkitError
+    from gptkit.core.checkpoints.native import save_checkpoint
+    from gptkit.errors import GptkitError
     from tests.helpers import tiny_model
     model = tiny_model()
     where, limit = Path(sys.argv[1]), int(sys.argv[2])
@@ -228,20 +227,21 @@ def test_a_real_write_failure_inside_the_writers(tmp_path, limit) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["step-000001"]
 
 
-def test_resume_point_skips_a_damaged_newest_checkpoint(tmp_path) -> None:
+def test_resume_point_describes_damaged_checkpoints(tmp_path) -> None:
+    point = ResumePoint(tmp_path / "step-000003")
+    point.damaged = [
+        (tmp_path / "step-000009", "corrupt weights"),
+        (tmp_path / "step-000006", "corrupt trainer state"),
+    ]
+    lines = point.describe()
+    assert lines[0] == "checkpoint step-000009 is damaged (corrupt weights)"
+    assert lines[-1] == "resuming from the older step-000003"
+
+
+def test_a_damaged_checkpoint_is_set_aside(tmp_path) -> None:
     model = tiny_model()
     for step in (3, 6, 9):
         save_checkpoint(tmp_path, step, model, model.cfg, trainer_state={"step": step})
-    weights = tmp_path / "step-000009" / ckpt_module.WEIGHTS
-    weights.write_bytes(weights.read_bytes()[:100])  # truncated
-    (tmp_path / "step-000006" / ckpt_module.TRAINER_STATE).write_bytes(b"junk")
-    point = find_resume_point(tmp_path)
-    assert point.checkpoint == tmp_path / "step-000003"
-    assert point.trainer_state == {"step": 3}
-    assert [p.name for p, _ in point.damaged] == ["step-000009", "step-000006"]
-    lines = point.describe()
-    assert lines[0].startswith("checkpoint step-000009 is damaged (")
-    assert lines[-1] == "resuming from the older step-000003"
     moved = set_aside(tmp_path / "step-000009")
     assert moved.name == "damaged-step-000009"
     assert [p.name for p in list_checkpoints(tmp_path)] == [
@@ -251,8 +251,7 @@ def test_resume_point_skips_a_damaged_newest_checkpoint(tmp_path) -> None:
 
 
 def test_resume_point_of_a_run_without_checkpoints(tmp_path) -> None:
-    point = find_resume_point(tmp_path / "checkpoints")
-    assert point.checkpoint is None and not point.damaged
+    point = ResumePoint(None)
     assert (
         "before its first checkpoint; starting again at step 0" in point.describe()[0]
     )

@@ -14,7 +14,7 @@ from gptkit.core.config import get_preset
 from gptkit.core.data import make_loaders
 from gptkit.core.model import GPTModel
 from gptkit.core.settings import TrainSettings
-from gptkit.core.train import Trainer
+from gptkit.core.training.trainer import Trainer
 from gptkit.plugins.schedulers.schedules import Constant
 
 SMALL = [

@@ -22,11 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from gptkit.core.checkpoint import (
-    latest_checkpoint,
-    recover_incomplete,
-    save_checkpoint,
-)
+from gptkit.core.checkpoints.layout import latest_checkpoint, recover_incomplete
+from gptkit.core.checkpoints.native import save_checkpoint
 from tests.conftest import REPO
 from tests.helpers import tiny_model
 

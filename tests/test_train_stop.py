@@ -11,15 +11,16 @@ import signal
 import pytest
 import torch
 
-from gptkit.core import train as train_module
-from gptkit.core.checkpoint import list_checkpoints, load_trainer_state
+from gptkit.core.checkpoints.layout import list_checkpoints
+from gptkit.core.checkpoints.native import load_trainer_state
 from gptkit.core.config import get_preset
 from gptkit.core.data import make_loaders
-from gptkit.core.errors import GptkitError
 from gptkit.core.interfaces import Logger
 from gptkit.core.model import GPTModel
 from gptkit.core.settings import TrainSettings
-from gptkit.core.train import Trainer, TrainingInterrupted
+from gptkit.core.training import trainer as train_module
+from gptkit.core.training.trainer import Trainer, TrainingInterrupted
+from gptkit.errors import GptkitError
 from gptkit.plugins.schedulers.schedules import Constant
 
 

@@ -26,14 +26,18 @@ _LAZY = {
     "train": "gptkit.api.runs:train",
     "resume": "gptkit.api.runs:resume",
     "Run": "gptkit.api.runs:Run",
+    "export": "gptkit.api.export:export",
+    "prepare": "gptkit.api.prepare:prepare",
     # settings (every keyword of load/generate/evaluate/train)
     "TrainSettings": "gptkit.core.settings:TrainSettings",
     "EvalSettings": "gptkit.core.settings:EvalSettings",
     "GenerateSettings": "gptkit.core.settings:GenerateSettings",
     "LoadSettings": "gptkit.core.settings:LoadSettings",
+    "ExportSettings": "gptkit.api.export:ExportSettings",
+    "PrepareSettings": "gptkit.api.prepare:PrepareSettings",
     # errors
-    "GptkitError": "gptkit.core.errors:GptkitError",
-    "SettingError": "gptkit.core.errors:SettingError",
+    "GptkitError": "gptkit.errors:GptkitError",
+    "SettingError": "gptkit.errors:SettingError",
     # building blocks
     "GPTConfig": "gptkit.core.config:GPTConfig",
     "PRESETS": "gptkit.core.config:PRESETS",

@@ -133,7 +133,7 @@ def gptkit_tiny_model() -> Any:
 def gptkit_checkpoint(gptkit_tiny_model: Any, tmp_path: Path) -> Path:
     """``gptkit_tiny_model`` as a native checkpoint directory: pass it to
     ``gptkit generate --weights`` or ``gptkit eval --weights``."""
-    from gptkit.core.checkpoint import save_checkpoint
+    from gptkit.core.checkpoints.native import save_checkpoint
 
     return save_checkpoint(
         tmp_path / "checkpoints", 0, gptkit_tiny_model, gptkit_tiny_model.cfg
@@ -163,9 +163,9 @@ def check_component(cls: type) -> None:
     """A component class has a valid ``name``, a one-line ``summary``, and a
     frozen dataclass ``Options`` whose fields have help text and defaults within
     their bounds (``ge``, ``le``, ``choices``, ...)."""
-    from gptkit.core.component_options import _check_bounds
-    from gptkit.core.errors import OptionError
     from gptkit.core.interfaces import NAME_PATTERN, ComponentBase
+    from gptkit.core.options import _check_bounds
+    from gptkit.errors import OptionError
 
     assert isinstance(cls, type) and issubclass(cls, ComponentBase), (
         f"{cls!r} is not a gptkit component class"

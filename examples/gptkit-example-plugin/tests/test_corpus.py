@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gptkit.core.errors import OptionError
+from gptkit.errors import OptionError
 from gptkit.testing import check_corpus
 
 

@@ -10,8 +10,8 @@ import math
 import pytest
 import torch
 
-from gptkit.core.errors import OptionError
 from gptkit.core.interfaces import Sampler
+from gptkit.errors import OptionError
 from gptkit.testing import check_sampler
 
 

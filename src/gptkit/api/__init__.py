@@ -7,5 +7,5 @@
   command line, Python and the HTTP server).
 
 The command line is a client of this layer; this layer composes the core
-(:mod:`gptkit.core.runs` for training) and holds no click and no flag names.
+(:mod:`gptkit.runs.compose` for training) and holds no click and no flag names.
 """

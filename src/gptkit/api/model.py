@@ -7,8 +7,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, overload
 
-from gptkit.core.errors import SettingError
 from gptkit.core.settings import EvalSettings, GenerateSettings, LoadSettings
+from gptkit.errors import SettingError
 
 if TYPE_CHECKING:
     import torch
@@ -56,7 +56,8 @@ class LanguageModel:
 
         from gptkit.core.config import get_preset
         from gptkit.core.device import resolve_device, resolve_dtype
-        from gptkit.core.weights import build_model, model_from_spec
+        from gptkit.core.loading import model_from_spec
+        from gptkit.core.weights import build_model
 
         device = resolve_device(settings.device)
         dtype = resolve_dtype(settings.dtype)
@@ -70,7 +71,7 @@ class LanguageModel:
             )
             spec = settings.weights
         else:
-            from gptkit.core.preflight import check_memory, model_estimate
+            from gptkit.runs.preflight import check_memory, model_estimate
 
             cfg = get_preset(settings.preset_name()).replace(
                 **settings.model_overrides()
@@ -176,8 +177,8 @@ class LanguageModel:
         ``progress``: a progress bar of the decoding steps on stderr (default:
         when stderr is a terminal, or ``GPTKIT_PROGRESS=1``)."""
         from gptkit.core.interfaces import SearchStrategy
-        from gptkit.core.progress import progress_bar
         from gptkit.core.text import TextGeneration
+        from gptkit.system.progress import progress_bar
 
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         sampler, kwargs = self._sampling(settings)
@@ -199,9 +200,9 @@ class LanguageModel:
         self, prompts: list[str], sampler: Any, kwargs: dict[str, Any]
     ) -> None:
         """Refuse, before anything is allocated, a generation whose key/value
-        cache, beams or logits cannot fit (see :mod:`gptkit.core.preflight`)."""
+        cache, beams or logits cannot fit (see :mod:`gptkit.runs.preflight`)."""
         from gptkit.core.interfaces import SearchStrategy
-        from gptkit.core.preflight import check_memory, generation_estimate
+        from gptkit.runs.preflight import check_memory, generation_estimate
 
         beams = 1
         if isinstance(sampler, SearchStrategy):
@@ -302,8 +303,8 @@ class LanguageModel:
         """
         from gptkit.core.data import eval_batches, load_text, make_loaders
         from gptkit.core.loss import loader_loss, perplexity
-        from gptkit.core.preflight import check_memory, evaluation_estimate
-        from gptkit.core.progress import progress_bar
+        from gptkit.runs.preflight import check_memory, evaluation_estimate
+        from gptkit.system.progress import progress_bar
 
         if corpus is not None:
             settings["corpus"] = corpus

@@ -8,8 +8,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gptkit.core.errors import GptkitError
 from gptkit.core.settings import TrainSettings
+from gptkit.errors import GptkitError
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -29,7 +29,7 @@ def train(settings: TrainSettings | None = None, /, **kwargs: Any) -> Run:
     >>> run = gptkit.train(corpus="the-verdict", preset="tiny")  # doctest: +SKIP
     >>> run.metrics[-1]  # doctest: +SKIP
     """
-    from gptkit.core.runs import run_training
+    from gptkit.runs.compose import run_training
 
     if settings is None:
         settings = TrainSettings.create(kwargs)
@@ -44,7 +44,8 @@ def resume(run_dir: str | Path, /, **kwargs: Any) -> Run:
     is the same as if it had never stopped. Only adjustable settings
     (``loggers``, ``checkpoint_every``, ``keep_last``, ``compile``, ``device``)
     may be given; the others are the run's own."""
-    from gptkit.core.runs import resumed_settings, run_training
+    from gptkit.runs.compose import run_training
+    from gptkit.runs.resume import resumed_settings
 
     settings = resumed_settings(Path(run_dir), kwargs)
     summary, directory = run_training(settings, resume=True)
@@ -56,7 +57,7 @@ class Run:
     :func:`train` and :func:`resume` return one."""
 
     def __init__(self, directory: str | Path, *, summary: dict[str, Any] | None = None):
-        from gptkit.core.runs import read_run_config
+        from gptkit.runs.files import read_run_config
 
         self.dir = Path(directory)
         self.config: dict[str, Any] = read_run_config(self.dir)
@@ -81,7 +82,7 @@ class Run:
     @property
     def settings(self) -> TrainSettings:
         """The settings the run was started with."""
-        from gptkit.core.runs import saved_settings
+        from gptkit.runs.files import saved_settings
 
         return TrainSettings.create(saved_settings(self.dir))
 
@@ -90,7 +91,7 @@ class Run:
         """The rows of ``metrics.jsonl``: one per optimizer step (``step, epoch,
         tokens_seen, lr, loss``) and one per evaluation (``step, epoch,
         tokens_seen, train_loss, val_loss``)."""
-        from gptkit.plugins.loggers.jsonl import METRICS, read_rows
+        from gptkit.formats.runfiles import METRICS, read_rows
 
         return read_rows(self.dir / METRICS)
 
@@ -107,14 +108,14 @@ class Run:
     @property
     def samples(self) -> list[dict[str, Any]]:
         """The per-epoch samples (``epoch, step, tokens_seen, prompt, text``)."""
-        from gptkit.plugins.loggers.jsonl import SAMPLES, read_rows
+        from gptkit.formats.runfiles import SAMPLES, read_rows
 
         return read_rows(self.dir / SAMPLES)
 
     @property
     def checkpoints(self) -> list[Path]:
         """Checkpoint directories, oldest first."""
-        from gptkit.core.checkpoint import list_checkpoints
+        from gptkit.core.checkpoints.layout import list_checkpoints
 
         return list_checkpoints(self.dir / "checkpoints")
 
@@ -143,7 +144,7 @@ class Run:
         over epochs and tokens seen), ``perplexity`` or ``lr``. Returned as a
         matplotlib figure (Jupyter shows it inline) and written as a PNG to
         ``path`` (default ``plots/<kind>.png`` in the run directory)."""
-        from gptkit.core.plots import figure, save_figure
+        from gptkit.formats.plots import figure, save_figure
 
         evals, steps = self.evals, self.steps
         if kind != "lr" and not evals:

@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gptkit.core.errors import SettingError
 from gptkit.core.settings import GenerateSettings
+from gptkit.errors import SettingError
 
 #: Settings that are options of the chosen sampler.
 SHORTCUTS = ("temperature", "top_k", "top_p", "min_p", "num_beams", "draft")

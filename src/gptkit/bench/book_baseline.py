@@ -181,7 +181,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.tune_allocator:
-        from gptkit.core.device import tune_cpu_allocator
+        from gptkit.system.allocator import tune_cpu_allocator
 
         tune_cpu_allocator()
     cfg = get_preset(args.preset).replace(context_length=args.context_length)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from gptkit.bench.measure import speed_spread
-from gptkit.core.errors import GptkitError
+from gptkit.errors import GptkitError
 
 KINDS = ("gptkit-bench-sampling", "gptkit-bench-training")
 #: Quality metrics shown by compare (absolute change).

@@ -69,7 +69,7 @@ def transformers_twin(model: Any) -> Any:
     """A ``transformers.GPT2LMHeadModel`` holding the same weights as ``model``."""
     import transformers
 
-    from gptkit.core.hf_format import config_to_hf, state_to_hf
+    from gptkit.formats.hf import config_to_hf, state_to_hf
 
     cfg = model.cfg
     hf_cfg = transformers.GPT2Config(**config_to_hf(cfg))

@@ -52,7 +52,7 @@ from gptkit.bench.runners import (
     transformers_kwargs,
     transformers_twin,
 )
-from gptkit.core.errors import GptkitError
+from gptkit.errors import GptkitError
 
 #: Short prompts of the default run: varied registers, a few tokens each.
 DEFAULT_PROMPTS = (
@@ -131,9 +131,8 @@ def _load_model(settings: SamplingSettings, device: Any) -> tuple[Any, str]:
         model = bench_model(
             settings.preset, seed=settings.seed, dtype=settings.dtype, device=device
         )
-        desc = f"preset {settings.preset} (random weights, seed {settings.seed})"
-        return model, desc
-    from gptkit.core.weights import model_from_spec
+        return model, f"preset {settings.preset} (random weights, seed {settings.seed})"
+    from gptkit.core.loading import model_from_spec
 
     model, _ = model_from_spec(
         settings.weights, device=device, dtype=resolve_dtype(settings.dtype)

@@ -30,8 +30,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from gptkit.bench.measure import PeakMemory, measure, median
-from gptkit.core.errors import GptkitError
 from gptkit.core.precision import PRECISIONS, get_precision
+from gptkit.errors import GptkitError
 
 KIND = "gptkit-bench-training"
 SCHEMA = 2
@@ -116,7 +116,7 @@ def _gptkit_variant(
     from gptkit.core.model import GPTModel
     from gptkit.core.registry import get_registry
     from gptkit.core.settings import TrainSettings
-    from gptkit.core.train import Trainer
+    from gptkit.core.training.trainer import Trainer
 
     torch.manual_seed(settings.seed)
     model = GPTModel(cfg).to(device)
@@ -172,8 +172,8 @@ def _baseline_variant(settings: TrainingSettings, cfg: Any, device: Any) -> _Var
 
 
 def _check(settings: TrainingSettings, device: Any) -> None:
-    from gptkit.core.errors import SettingError
     from gptkit.core.precision import check_device
+    from gptkit.errors import SettingError
 
     if not settings.precisions and not settings.baseline:
         raise GptkitError("nothing to benchmark: no precisions and no baseline")

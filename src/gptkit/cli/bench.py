@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from gptkit.cli.flags import PRESET_NAMES, device_option, echo_json
-from gptkit.core.errors import GptkitError
+from gptkit.errors import GptkitError
 
 
 def _progress(text: str) -> None:

@@ -6,8 +6,8 @@ from typing import Any
 
 import click
 
+from gptkit.api.settings import EvalSettings, LoadSettings
 from gptkit.cli.flags import echo_json, given_settings, settings_options
-from gptkit.core.settings import EvalSettings, LoadSettings
 
 _DATA = ("corpus", "context_length", "batch_size", "stride", "train_ratio", "eval_iter")
 

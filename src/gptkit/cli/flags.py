@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import click
 
-from gptkit.core.settings import (
+from gptkit.api.settings import (
     DEVICES,
     PRESET_NAMES,
     Settings,
@@ -143,7 +143,7 @@ def given_settings(
 ) -> dict[str, Any]:
     """The settings of ``cls`` given on the command line (not defaults), as
     keyword values: ``KEY=VALUE`` pairs become a dict."""
-    from gptkit.core.component_options import parse_pairs
+    from gptkit.api.settings import parse_pairs
 
     hints = typing.get_type_hints(cls)
     out: dict[str, Any] = {}

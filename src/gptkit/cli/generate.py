@@ -7,9 +7,9 @@ from typing import Any
 
 import click
 
+from gptkit.api.settings import GenerateSettings, LoadSettings
 from gptkit.cli.flags import echo_json, given_settings, settings_options
-from gptkit.core.errors import GptkitError
-from gptkit.core.settings import GenerateSettings, LoadSettings
+from gptkit.errors import GptkitError
 
 
 def read_prompts(prompts: tuple[str, ...]) -> list[str]:

@@ -4,15 +4,13 @@ errors (``gptkit: error: ...``, exit code 2) instead of tracebacks."""
 from __future__ import annotations
 
 import importlib
-import os
-import re
 import sys
 from typing import Any
 
 import click
 
 from gptkit._version import __version__
-from gptkit.core.errors import GptkitError, Interrupted
+from gptkit.errors import GptkitError, Interrupted
 
 BUILTIN_COMMANDS = {
     "train": "gptkit.cli.train:train",
@@ -81,8 +79,12 @@ class LazyGroup(click.Group):
         except BrokenPipeError:
             sys.exit(0)
         except OSError as exc:  # a write or read no guard named: still one line
+            from gptkit.api.failures import describe_unexpected_os_error
+
             _fail(describe_unexpected_os_error(exc))
         except (MemoryError, RuntimeError) as exc:
+            from gptkit.api.failures import out_of_memory_message
+
             message = out_of_memory_message(exc)
             if message is None:
                 raise
@@ -94,11 +96,11 @@ class LazyGroup(click.Group):
 
 def _cli_message(exc: GptkitError) -> str:
     """The error's message, naming settings by their command-line options."""
-    from gptkit.core.errors import SettingError
+    from gptkit.errors import SettingError
 
     if not isinstance(exc, SettingError):
         return str(exc)
-    from gptkit.core.settings import all_settings_flags
+    from gptkit.api.settings import all_settings_flags
 
     flags = all_settings_flags()
     return exc.render(lambda name: flags.get(name, "--" + name.replace("_", "-")))
@@ -111,33 +113,6 @@ def _one_line(text: str) -> str:
 def _fail(message: str, code: int = 2) -> None:
     click.echo(f"gptkit: error: {_one_line(message)}", err=True)
     sys.exit(code)
-
-
-def describe_unexpected_os_error(exc: OSError) -> str:
-    """One line for an ``OSError`` that reached the top."""
-    from gptkit.core.storage import describe_os_error
-
-    if exc.filename:
-        name = os.fsdecode(exc.filename)
-        return f"{name}: {describe_os_error(exc, name, 'access')}"
-    return describe_os_error(exc, ".", "access")
-
-
-def out_of_memory_message(exc: BaseException) -> str | None:
-    """One line for running out of memory (``MemoryError``, torch's
-    ``OutOfMemoryError`` or an allocator's ``RuntimeError``); None for any
-    other error."""
-    from gptkit.core.runguard import out_of_memory
-
-    if not out_of_memory(exc):
-        return None
-    first = (str(exc).strip().splitlines() or [""])[0]
-    first = re.sub(r"^\[enforce fail at [^\]]*\]\s*\.?\s*", "", first)
-    detail = f" ({first[:200]})" if first else ""
-    return (
-        f"out of memory{detail}; lower the batch size, context length, number"
-        " of beams or prompts, or the model's size"
-    )
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -1,55 +1,21 @@
-"""``gptkit prepare``: tokenize corpora into a memory-mapped token file."""
+"""``gptkit prepare``: the command line of :func:`gptkit.prepare`."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 import click
 
-from gptkit.cli.flags import echo_json
-
-
-def _default_workers() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+from gptkit.api.prepare import PrepareSettings
+from gptkit.cli.flags import echo_json, given_settings, settings_options
 
 
 @click.command()
 @click.argument("corpora", nargs=-1, required=True, metavar="CORPUS...")
-@click.option(
-    "--out",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Directory of the prepared corpus (meta.json + tokens.bin).",
-)
-@click.option(
-    "--train-ratio",
-    type=click.FloatRange(0, 1, min_open=True, max_open=True),
-    default=0.9,
-    show_default=True,
-    help="Share of the tokens used for training; the rest is validation.",
-)
-@click.option(
-    "--workers",
-    type=click.IntRange(min=1),
-    help="Tokenizer processes [default: the CPUs available].",
-)
-@click.option(
-    "--shard-mb",
-    type=click.FloatRange(min=0, min_open=True),
-    default=4.0,
-    show_default=True,
-    help="Size of the pieces the input files are cut into (MiB).",
-)
-@click.option(
-    "--progress/--no-progress", default=True, help="Show a progress bar on stderr."
-)
+@settings_options(PrepareSettings)
 @click.option("--json", "json_", is_flag=True, help="Print the metadata as JSON.")
-def prepare(**opts: Any) -> None:
+@click.pass_context
+def prepare(ctx: click.Context, corpora: tuple[str, ...], **opts: Any) -> None:
     """Tokenize text corpora into a memory-mapped token file for `train --data`.
 
     CORPUS is a text file, a directory (its *.txt files, recursively), a glob or
@@ -64,22 +30,15 @@ def prepare(**opts: Any) -> None:
       gptkit prepare books/ wiki/ --out corpora/big --train-ratio 0.999
       gptkit train --data corpora/big --preset small --batch-size 16
     """
-    from gptkit.core.prepared import prepare as run_prepare
+    from gptkit.api.prepare import prepare as run_prepare
 
-    out: Path = opts["out"]
+    settings = PrepareSettings.create(given_settings(ctx, opts, PrepareSettings))
 
     def message(text: str) -> None:
         click.echo(text, err=True)
 
-    meta = run_prepare(
-        opts["corpora"],
-        out,
-        train_ratio=opts["train_ratio"],
-        workers=opts["workers"] or _default_workers(),
-        shard_bytes=max(1, int(opts["shard_mb"] * (1 << 20))),
-        progress=opts["progress"],
-        message=message,
-    )
+    meta = run_prepare(corpora, settings, message=message)
+    out = settings.out
     if opts["json_"]:
         echo_json({"out": str(out), **meta})
         return

@@ -8,9 +8,9 @@ from typing import Any
 
 import click
 
+from gptkit.api.settings import LoadSettings
 from gptkit.cli.flags import given_settings, settings_options
-from gptkit.core.errors import GptkitError
-from gptkit.core.settings import LoadSettings
+from gptkit.errors import GptkitError
 from gptkit.serve.settings import ServeSettings
 
 #: The modules of the ``serve`` extra.

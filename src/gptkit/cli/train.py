@@ -1,7 +1,7 @@
 """``gptkit train``: the command line of :func:`gptkit.train` / :func:`gptkit.resume`.
 
 The options are the fields of :class:`~gptkit.core.settings.TrainSettings`; the
-run itself is composed by :mod:`gptkit.core.runs`. Under ``torchrun`` (or
+run itself is composed by :mod:`gptkit.runs.compose`. Under ``torchrun`` (or
 ``--devices N``, which re-executes the command under torchrun) every process
 runs this command; rank 0 logs and writes the run directory.
 """
@@ -13,10 +13,9 @@ from typing import Any
 
 import click
 
+from gptkit.api.settings import TrainSettings
 from gptkit.cli.flags import echo_json, given_settings, settings_options
 from gptkit.cli.launch import RENDEZVOUS, launch, launcher_options, wants_launch
-from gptkit.core.errors import GptkitError
-from gptkit.core.settings import TrainSettings
 
 
 def make_train_command(
@@ -61,31 +60,30 @@ def make_train_command(
 
         The global batch is --batch-size x processes x --grad-accum sequences.
         """
-        from gptkit.core.runs import resumed_settings, run_training
+        from gptkit.api import training
 
         given = given_settings(ctx, opts, settings_class)
         _check_launcher(opts)
         resume: Path | None = opts["resume"]
-        if resume is not None:
-            if "out" in given:
-                raise click.UsageError("--resume continues a run in place; drop --out")
-            settings = resumed_settings(resume, given, settings_class)
-        else:
-            settings = settings_class.create(given)
+        if resume is not None and "out" in given:
+            raise click.UsageError("--resume continues a run in place; drop --out")
+        settings = training.settings_for(
+            given, resume=resume, settings_class=settings_class
+        )
         if wants_launch(opts):
-            _preflight(settings, resume is not None, opts["devices"])
+            training.check_before_launch(
+                settings, resume=resume is not None, devices=opts["devices"]
+            )
             extra = []
             if resume is None and settings.out is None:
-                from gptkit.core.runs import default_run_dir
-
-                extra = ["--out", str(default_run_dir())]  # the same for every process
+                # the same directory for every process
+                extra = ["--out", str(training.new_run_dir())]
             launch("train", opts, extra)
             return
-        hide = ("console",) if opts["json_"] else ()
-        summary, run_dir = run_training(
-            settings, resume=resume is not None, hide_loggers=hide
+        summary, run_dir = training.run(
+            settings, resume=resume is not None, quiet=opts["json_"]
         )
-        if opts["json_"] and _is_main_process():
+        if opts["json_"] and training.is_main_process():
             echo_json({"run_dir": str(run_dir), **summary})
 
     return train
@@ -94,15 +92,9 @@ def make_train_command(
 train = make_train_command()
 
 
-def _is_main_process() -> bool:
-    from gptkit.core.distributed import context_from_env
-
-    return context_from_env().is_main
-
-
 def _check_launcher(opts: dict[str, Any]) -> None:
     """Launcher options that cannot go together: one clear error first."""
-    from gptkit.core.distributed import launched_by_torchrun
+    from gptkit.api.training import launched_by_torchrun
 
     rendezvous = [n for n in RENDEZVOUS if opts[n] is not None]
     if rendezvous and opts["devices"] is None:
@@ -115,22 +107,3 @@ def _check_launcher(opts: dict[str, Any]) -> None:
         )
     if opts["devices"] and opts["devices"] > 1 and opts["device"] == "mps":
         raise click.UsageError("--devices: Apple's MPS backend has a single device")
-
-
-def _preflight(settings: TrainSettings, resume: bool, devices: int) -> None:
-    """The cheap checks of a run, before starting processes (whose own errors
-    torchrun reports with a traceback)."""
-    import torch
-
-    from gptkit.core.runs import check_new_run_dir, resolve_components
-
-    resolve_components(settings)
-    if not resume and settings.out is not None:
-        check_new_run_dir(Path(settings.out))
-    wants_cuda = settings.device == "cuda" or (
-        settings.device == "auto" and torch.cuda.is_available()
-    )
-    if wants_cuda and devices > torch.cuda.device_count():
-        raise GptkitError(
-            f"--devices {devices}: this node has {torch.cuda.device_count()} GPU(s)"
-        )

@@ -1,2 +1,6 @@
-"""The minimal core: model, data, loss, training and generation loops, checkpoints,
-and the torch-free plugin machinery (hook specs, interfaces, registry)."""
+"""The minimal engine and the plugin contract: hook specs, registry, interfaces,
+options, settings, model config and model, tokenizer, loss, data, generation,
+weights, quantization hooks, devices; :mod:`gptkit.core.training` (the trainer)
+and :mod:`gptkit.core.checkpoints` (the checkpoint formats).
+
+May import: :mod:`gptkit.system` and :mod:`gptkit.errors`."""

@@ -12,7 +12,7 @@ import dataclasses
 from dataclasses import dataclass, fields
 from typing import Any
 
-from gptkit.core.errors import GptkitError
+from gptkit.errors import GptkitError
 
 GPT2_VOCAB_SIZE = 50257
 #: A tied output head shares the token embedding's tensor: the state-dict key

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from gptkit.core.errors import GptkitError, SettingError
 from gptkit.core.order import DataOrder
 from gptkit.core.tokenizer import ENDOFTEXT, encode
+from gptkit.errors import GptkitError, SettingError
 
 
 def resolve_corpora(specs: Sequence[str]) -> list[tuple[str, object]]:
@@ -311,7 +311,7 @@ def make_prepared_loaders(
     consumed, so memory stays bounded whatever the corpus size; the split into
     training and validation tokens is the one ``gptkit prepare`` recorded.
     """
-    from gptkit.core.prepared import open_tokens, read_meta
+    from gptkit.core.token_files import open_tokens, read_meta
 
     _check_batching(batch_size, stride)
     stride = stride or context_length

@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from gptkit.core.errors import GptkitError
+from gptkit.errors import GptkitError
 
 if TYPE_CHECKING:
     import torch

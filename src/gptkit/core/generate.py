@@ -20,11 +20,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from gptkit.core.errors import GptkitError
 from gptkit.core.interfaces import Sampler, SearchStrategy
 from gptkit.core.model import GPTModel, KVCache
 from gptkit.core.penalties import Penalties
 from gptkit.core.tokenizer import EOT_ID, N_VOCAB
+from gptkit.errors import GptkitError
 
 #: Called after every step with (row, new token id) for rows still running.
 TokenCallback = Callable[[int, int], None]

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from gptkit.core.component_options import build_options
+from gptkit.core.options import build_options
 
 if TYPE_CHECKING:
     import torch
@@ -165,7 +165,7 @@ class Sampler(ComponentBase):
         except RuntimeError:
             if bool(torch.isfinite(probs).all()):
                 raise
-            from gptkit.core.errors import GptkitError
+            from gptkit.errors import GptkitError
 
             raise GptkitError(
                 f"sampler {self.name}: the model's next-token probabilities are"

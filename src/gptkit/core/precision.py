@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from gptkit.core.errors import SettingError
+from gptkit.errors import SettingError
 
 if TYPE_CHECKING:
     import torch

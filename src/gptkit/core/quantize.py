@@ -28,11 +28,12 @@ import torch
 from torch import nn
 
 from gptkit._version import __version__
-from gptkit.core.component_options import parse_pairs
 from gptkit.core.config import GPTConfig
-from gptkit.core.errors import GptkitError
 from gptkit.core.interfaces import Quantizer
 from gptkit.core.model import GPTModel
+from gptkit.core.options import parse_pairs
+from gptkit.core.weights import meta_model
+from gptkit.errors import GptkitError
 
 #: config.json key of a quantized checkpoint: {"method": NAME, "options": {...}}
 CONFIG_KEY = "quantization"
@@ -134,8 +135,6 @@ def build_quantized_model(
     """A quantized model from a quantized checkpoint's tensors: quantize a meta
     model the same way (shapes only), then assign ``state``. ``options``
     override run-time options of the recorded quantizer (its ``backend``)."""
-    from gptkit.core.weights import meta_model
-
     method = record.get("method")
     saved = dict(record.get("options") or {})
     quantizer = get_quantizer(str(method), {**saved, **(options or {})})
@@ -200,8 +199,8 @@ def save_quantized(model: GPTModel, directory: str | Path) -> Path:
     directory."""
     from safetensors.torch import save_file
 
-    from gptkit.core.checkpoint import CONFIG, FORMAT, WEIGHTS
-    from gptkit.core.storage import (
+    from gptkit.core.checkpoints.layout import CONFIG, FORMAT, WEIGHTS
+    from gptkit.system.storage import (
         default_file_mode,
         fsync_dir,
         fsync_file,

@@ -24,7 +24,6 @@ import pluggy
 
 from gptkit._version import __version__
 from gptkit.core import hookspecs
-from gptkit.core.errors import GptkitError, PluginError
 from gptkit.core.interfaces import (
     NAME_PATTERN,
     Component,
@@ -39,6 +38,7 @@ from gptkit.core.interfaces import (
     class_constants,
     import_target,
 )
+from gptkit.errors import GptkitError, PluginError
 
 BUILTIN_PLUGINS = (
     "gptkit.plugins.samplers",

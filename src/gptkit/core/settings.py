@@ -11,7 +11,7 @@ come:
   (:func:`gptkit.cli.flags.settings_options` builds it);
 - validation (:meth:`Settings.validate`: types and bounds from the metadata,
   then the class's own cross-field checks), with errors that name the setting
-  (:class:`~gptkit.core.errors.SettingError`: ``lr`` in Python, ``--lr`` on
+  (:class:`~gptkit.errors.SettingError`: ``lr`` in Python, ``--lr`` on
   the command line);
 - what a run directory's ``config.json`` records (:meth:`Settings.to_dict`),
   and what ``--resume`` may change: ``resume="fixed"`` settings keep the run's
@@ -29,9 +29,9 @@ from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, ClassVar, TypeVar
 
-from gptkit.core.component_options import bounds_problem, convert_value
-from gptkit.core.errors import SettingError
+from gptkit.core.options import bounds_problem, convert_value
 from gptkit.core.precision import PRECISIONS
+from gptkit.errors import SettingError
 
 S = TypeVar("S", bound="Settings")
 
@@ -518,7 +518,7 @@ class LoadSettings(ModelSettings):
 
 def _check_size(size: str | None) -> None:
     if size is not None:
-        from gptkit.core.preflight import parse_size
+        from gptkit.core.options import parse_size
 
         parse_size(size)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import tiktoken
 from tiktoken.load import data_gym_to_mergeable_bpe_ranks
 
-from gptkit.core.errors import GptkitError
+from gptkit.errors import GptkitError
 
 ENDOFTEXT = "<|endoftext|>"
 EOT_ID = 50256

@@ -20,9 +20,9 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from gptkit.core.config import GPTConfig
-from gptkit.core.errors import GptkitError, SettingError
 from gptkit.core.interfaces import LoadedWeights
 from gptkit.core.model import GPTModel
+from gptkit.errors import GptkitError, SettingError
 
 
 def split_spec(spec: str) -> tuple[str, str]:
@@ -178,38 +178,3 @@ def build_model(
     model.load_state_dict(converted, strict=False, assign=True)
     model.tie_weights()
     return model
-
-
-def model_from_spec(
-    spec: str,
-    *,
-    device: torch.device | str = "cpu",
-    dtype: torch.dtype | None = None,
-    hints: Mapping[str, Any] | None = None,
-    quantize: str | None = None,
-) -> tuple[GPTModel, LoadedWeights]:
-    """The model a weight spec names, on ``device`` in ``dtype`` (``None``: the
-    file's), and what its loader returned; ``loaded.state_dict`` is then the
-    model's own state dict (no copy). ``hints``: see :func:`load_weights`.
-
-    ``quantize``: a quantizer spec (``int8``, ``int4:group_size=32``; see
-    :mod:`gptkit.core.quantize`). Weights saved quantized are rebuilt as they
-    were saved, without quantizing again."""
-    loaded = load_weights(spec, hints)
-    record = (loaded.extra.get("checkpoint") or {}).get("quantization")
-    if record is not None:
-        from gptkit.core.quantize import load_quantized
-
-        model = load_quantized(
-            loaded.config, loaded.state_dict, record, quantize, device, dtype
-        )
-    else:
-        model = build_model(
-            loaded.config, loaded.state_dict, device=device, dtype=dtype, consume=True
-        )
-        if quantize:
-            from gptkit.core.quantize import quantize_model
-
-            quantize_model(model, quantize)
-    loaded.state_dict = model.state_dict()
-    return model, loaded

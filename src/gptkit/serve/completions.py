@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from gptkit.core.batching import (
+from gptkit.errors import GptkitError
+from gptkit.serve.engine.batching import (
     BatchRequest,
     Delta,
     Done,
@@ -28,7 +29,6 @@ from gptkit.core.batching import (
     QueueFull,
     RequestHandle,
 )
-from gptkit.core.errors import GptkitError
 from gptkit.serve.errors import (
     APIError,
     bad_request,
@@ -41,7 +41,7 @@ from gptkit.serve.sampling import request_sampler
 from gptkit.serve.schemas import CompletionRequest, parse_request
 
 if TYPE_CHECKING:
-    from gptkit.serve.app import ServeState
+    from gptkit.serve.state import ServeState
 
 
 @dataclass

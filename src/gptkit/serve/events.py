@@ -12,8 +12,8 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 if TYPE_CHECKING:
-    from gptkit.core.batch_row import TokenLogprob
-    from gptkit.serve.app import ServeState
+    from gptkit.serve.engine.requests import TokenLogprob
+    from gptkit.serve.state import ServeState
 
 
 def sse(body: Any) -> bytes:

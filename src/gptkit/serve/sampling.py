@@ -26,7 +26,7 @@ import dataclasses
 from typing import Any
 
 from gptkit.api.sampling import ENGINE_OPTIONS, SamplerChoice
-from gptkit.core.errors import GptkitError
+from gptkit.errors import GptkitError
 from gptkit.serve.errors import bad_request
 from gptkit.serve.schemas import CompletionRequest
 

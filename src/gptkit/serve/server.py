@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import uvicorn
 
-from gptkit.core.errors import GptkitError
+from gptkit.errors import GptkitError
 from gptkit.serve.settings import ServeSettings
 
 if TYPE_CHECKING:
@@ -125,8 +125,8 @@ def serve(
     ``api_key``: required as ``Authorization: Bearer KEY`` on ``/v1``."""
     import torch
 
-    from gptkit.core.batching import BatchingEngine
     from gptkit.serve.app import create_app
+    from gptkit.serve.engine.batching import BatchingEngine
 
     if settings.threads:
         torch.set_num_threads(settings.threads)

@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from gptkit.core.errors import SettingError
 from gptkit.core.settings import NOT_SAVED, Settings, setting
+from gptkit.errors import SettingError
 
 
 @dataclass

@@ -11,9 +11,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gptkit.core.errors import GptkitError
 from gptkit.core.interfaces import Corpus
-from gptkit.core.storage import atomic_write
+from gptkit.errors import GptkitError
+from gptkit.system.storage import atomic_write
 
 VERDICT_URL = (
     "https://raw.githubusercontent.com/rasbt/LLMs-from-scratch/main/"

@@ -25,8 +25,8 @@ from typing import Any
 import torch
 
 from gptkit.core.config import PRESETS, GPTConfig
-from gptkit.core.errors import GptkitError
 from gptkit.core.interfaces import LoadedWeights, WeightLoader
+from gptkit.errors import GptkitError
 
 #: Attention heads of the GPT-2 family by width (Radford et al., 2019).
 GPT2_HEADS = {768: 12, 1024: 16, 1280: 20, 1600: 25}
@@ -60,7 +60,7 @@ def read_pickled_weights(path: Path) -> Any:
     if not path.is_file():
         kind = "a directory" if path.is_dir() else "not found"
         raise GptkitError(f"book weights {path}: {kind} (expected a .pth file)")
-    from gptkit.core.checkpoint import require_safe_torch_load
+    from gptkit.core.checkpoints.native import require_safe_torch_load
 
     require_safe_torch_load()
     try:

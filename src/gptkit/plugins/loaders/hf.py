@@ -8,7 +8,7 @@ downloaded. Tensors come back on the CPU in the file's dtype (fp32 for OpenAI's
 GPT-2), in gptkit's names; the caller casts them and moves them to the device.
 Each tensor is read and converted on its own, with the file mapped only while
 that tensor is read, so loading needs about the file's size in memory (see
-``benchmarks/load_memory.py``).
+``benchmarks/scripts/load_memory.py``).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gptkit.core.errors import GptkitError
 from gptkit.core.interfaces import LoadedWeights, WeightLoader
+from gptkit.errors import GptkitError
 from gptkit.plugins.loaders.hub import (
     CONFIG,
     GPT2_ALIASES,
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     import torch
 
     from gptkit.core.config import GPTConfig
-    from gptkit.core.hf_format import TensorSource
+    from gptkit.formats.hf import TensorSource
 
 INDEX = "model.safetensors.index.json"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
@@ -54,7 +54,7 @@ def is_hf_dir(path: Path) -> bool:
 
 def read_hf_config(path: Path) -> tuple[GPTConfig, dict[str, Any]]:
     """The GPTConfig and the raw dict of a ``transformers`` ``config.json``."""
-    from gptkit.core.hf_format import config_from_hf
+    from gptkit.formats.hf import config_from_hf
 
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -87,7 +87,7 @@ def safetensors_source(files: list[Path]) -> TensorSource:
     keep mapped pages resident."""
     from safetensors import safe_open
 
-    from gptkit.core.hf_format import TensorSource
+    from gptkit.formats.hf import TensorSource
 
     where: dict[str, Path] = {}
     shapes: dict[str, tuple[int, ...]] = {}
@@ -161,7 +161,7 @@ class HFLoader(WeightLoader):
         return path.is_dir() and is_hf_dir(path)
 
     def load(self, location: str) -> LoadedWeights:
-        from gptkit.core.hf_format import state_from_hf
+        from gptkit.formats.hf import state_from_hf
 
         if not location.strip():
             raise GptkitError(

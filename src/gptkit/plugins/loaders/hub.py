@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from gptkit.core.errors import GptkitError
+from gptkit.errors import GptkitError
 
 #: OpenAI's GPT-2 checkpoints, by their familiar names.
 GPT2_ALIASES = {

@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from gptkit.core.checkpoint import FORMAT, load_checkpoint, resolve_checkpoint_dir
+from gptkit.core.checkpoints.layout import FORMAT, resolve_checkpoint_dir
+from gptkit.core.checkpoints.native import load_checkpoint
 from gptkit.core.interfaces import LoadedWeights, WeightLoader
 
 

@@ -9,7 +9,7 @@ from gptkit import hookimpl
 def register_loggers() -> list[str]:
     return [
         "gptkit.plugins.loggers.console:ConsoleLogger",
-        "gptkit.plugins.loggers.jsonl:JsonlLogger",
+        "gptkit.formats.runfiles:RunFilesWriter",
         "gptkit.plugins.loggers.plot:PlotLogger",
         "gptkit.plugins.loggers.csv_logger:CsvLogger",
         "gptkit.plugins.loggers.tensorboard_logger:TensorBoardLogger",

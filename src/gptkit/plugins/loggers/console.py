@@ -46,7 +46,7 @@ class ConsoleLogger(Logger):
         )
 
     def start(self, run: RunInfo) -> None:
-        from gptkit.core.progress import progress_bar, progress_wanted
+        from gptkit.system.progress import progress_bar, progress_wanted
 
         cfg = run.config
         model = cfg.get("model", {})

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from gptkit.core.interfaces import Logger, RunInfo
-from gptkit.core.storage import AppendFile, atomic_open
+from gptkit.system.storage import AppendFile, atomic_open
 
 METRICS_CSV = "metrics.csv"
 COLUMNS = ("step", "epoch", "tokens_seen", "lr", "loss", "train_loss", "val_loss")

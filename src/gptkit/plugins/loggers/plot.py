@@ -5,7 +5,7 @@
 - ``plots/perplexity.png``: both perplexities over tokens seen (log scale);
 - ``plots/lr.png``: the learning rate at every step (appendix D's figure).
 
-The figures come from :mod:`gptkit.core.plots`, which ``Run.plot`` uses too.
+The figures come from :mod:`gptkit.formats.plots`, which ``Run.plot`` uses too.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ class PlotLogger(Logger):
         self._evals: list[dict[str, Any]] = []
         self._steps: list[dict[str, Any]] = []
         if run.start_step and run.run_dir is not None:
-            from gptkit.plugins.loggers.jsonl import METRICS, read_rows
+            from gptkit.formats.runfiles import METRICS, read_rows
 
             for row in read_rows(run.run_dir / METRICS):
                 if row.get("step", -1) < run.start_step:
@@ -50,7 +50,7 @@ class PlotLogger(Logger):
         """Write the three PNG files (nothing to draw before the first eval)."""
         if self._dir is None or not self._evals:
             return
-        from gptkit.core.plots import figure, save_figure
+        from gptkit.formats.plots import figure, save_figure
 
         kinds = ("loss", "perplexity", "lr") if self._steps else ("loss", "perplexity")
         for kind in kinds:

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gptkit.core.errors import GptkitError
 from gptkit.core.interfaces import Logger, RunInfo
-from gptkit.core.storage import guarded
+from gptkit.errors import GptkitError
+from gptkit.system.storage import guarded
 
 INSTALL_HINT = (
     "the tensorboard logger needs the tensorboard package;"

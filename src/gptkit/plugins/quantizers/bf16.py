@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gptkit.core.errors import GptkitError
+from gptkit.errors import GptkitError
 from gptkit.core.interfaces import Quantizer
 from gptkit.plugins.quantizers import cpu, native
 

@@ -33,10 +33,6 @@ def quantize_int8(weight: Tensor) -> tuple[Tensor, Tensor]:
     return q, scale
 
 
-def dequantize_int8(q: Tensor, scale: Tensor, dtype: torch.dtype) -> Tensor:
-    return q.to(dtype) * scale[:, None].to(dtype)
-
-
 def pack_int4(q: Tensor) -> Tensor:
     """(N, K) values in 0..15 -> (N, K / 2) bytes, in the layout above."""
     n, k = q.shape

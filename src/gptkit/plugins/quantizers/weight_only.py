@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from gptkit.core.errors import GptkitError
 from gptkit.core.interfaces import Quantizer
+from gptkit.errors import GptkitError
 from gptkit.plugins.quantizers import native
 from gptkit.plugins.quantizers.linear import BACKENDS, Int4Linear, Int8Linear
 

@@ -32,10 +32,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from gptkit.core.errors import GptkitError
 from gptkit.core.generate import Generated, GenerationRequest, generate_tokens
 from gptkit.core.interfaces import Sampler, SearchStrategy
 from gptkit.core.model import GPTModel, KVCache
+from gptkit.errors import GptkitError
 from gptkit.plugins.samplers.token import Greedy, TopP
 from gptkit.plugins.samplers.warpers import warp
 
@@ -116,7 +116,7 @@ class Speculative(SearchStrategy):
                     "speculative decoding needs a draft model: -o draft=SPEC"
                     " (a run directory, hf:gpt2, ...)"
                 )
-            from gptkit.core.weights import model_from_spec
+            from gptkit.core.loading import model_from_spec
 
             self._draft, _ = model_from_spec(
                 self.options.draft,
