@@ -3,7 +3,8 @@
 path PyTorch offers on this CPU against gptkit's kernels, as the share of each
 path's own bandwidth bound (weight bytes / measured copy bandwidth).
 
-    python benchmarks/scripts/decode_kernels.py [--threads 1,2] [--rows 1,4,16] [--rounds 5]
+    python benchmarks/scripts/decode_kernels.py [--threads 1,2] [--rows 1,4,16]
+        [--rounds 5]
         [--no-compile] [--json out.json]
 
 Contenders (those that fail or do not exist here are reported as such):

@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gptkit.errors import GptkitError
 from gptkit.core.interfaces import Quantizer
+from gptkit.errors import GptkitError
 from gptkit.plugins.quantizers import cpu, native
 
 KERNEL = "avx512bf16"

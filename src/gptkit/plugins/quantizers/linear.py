@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gptkit.plugins.quantizers import formats, native
+from gptkit.plugins.quantizers import formats, native, tuning
 
 KERNELS = ("avx512vnni", "avx2", "fma-avx2")
 BACKENDS = ("auto", "native", *KERNELS, "aten", "torch", "reference")
@@ -213,8 +213,6 @@ class _QuantizedLinear(nn.Module):
         threads = torch.get_num_threads()
         chosen = self._chosen.get(threads)
         if chosen is None:
-            from gptkit.plugins.quantizers import tuning
-
             chosen = tuning.choose(
                 self.kind,
                 self.out_features,
@@ -383,3 +381,30 @@ class Int4Linear(_QuantizedLinear):
             w = formats.dequantize_int4(self.weight, self.scale, self.zero, x.dtype)
             y = F.linear(x, w)
         return y if self.bias is None else y + self.bias.to(x.dtype)
+
+
+def timing_layers(kind: str, n: int, k: int, group: int, backends: list[str]) -> dict:
+    """backend -> a layer of random weights of this shape with that backend
+    (one set of weights, shared)."""
+    import copy
+
+    import torch
+    from torch import nn
+
+    lin = nn.Linear(k, n, bias=True)
+    with torch.no_grad():
+        lin.weight.normal_(0.0, 0.02)
+    if kind == "int8":
+        base = Int8Linear.from_linear(lin, "torch")
+    else:
+        base = Int4Linear.from_linear(lin, group, "torch")
+    layers = {}
+    for b in backends:
+        layer = copy.copy(base)  # shares the tensors
+        layer.__dict__["backend"] = b
+        layer.__dict__["_chosen"] = {}
+        layers[b] = layer
+    return layers
+
+
+tuning.LAYER_FACTORY = timing_layers

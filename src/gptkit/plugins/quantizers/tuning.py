@@ -101,28 +101,18 @@ def candidates(kind: str, native_only: bool) -> list[str]:
 
 def make_layers(kind: str, n: int, k: int, group: int, backends: list[str]) -> dict:
     """backend -> a layer of random weights of this shape with that backend
-    (one set of weights, shared)."""
-    import copy
+    (one set of weights, shared): :func:`gptkit.plugins.quantizers.linear.
+    timing_layers`, registered by that module when it is imported (this
+    module does not import it: the layers import this one)."""
+    if LAYER_FACTORY is None:
+        import importlib
 
-    import torch
-    from torch import nn
+        importlib.import_module("gptkit.plugins.quantizers.linear")
+    return LAYER_FACTORY(kind, n, k, group, backends)  # type: ignore[misc]
 
-    from gptkit.plugins.quantizers.linear import Int4Linear, Int8Linear
 
-    lin = nn.Linear(k, n, bias=True)
-    with torch.no_grad():
-        lin.weight.normal_(0.0, 0.02)
-    if kind == "int8":
-        base = Int8Linear.from_linear(lin, "torch")
-    else:
-        base = Int4Linear.from_linear(lin, group, "torch")
-    layers = {}
-    for b in backends:
-        layer = copy.copy(base)  # shares the tensors
-        layer.__dict__["backend"] = b
-        layer.__dict__["_chosen"] = {}
-        layers[b] = layer
-    return layers
+#: Set by :mod:`gptkit.plugins.quantizers.linear` on import.
+LAYER_FACTORY: Any = None
 
 
 #: Weights per timed layer at most: a taller layer (the output head) is timed
