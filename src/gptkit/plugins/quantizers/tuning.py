@@ -129,12 +129,14 @@ def time_backends(
     backends: list[str],
     rows: int = 1,
     budget_s: float = 0.002,
-    rounds: int = 3,
+    rounds: int = 5,
     max_weights: int | None = MAX_TIMED_WEIGHTS,
     copies: int = 1,
 ) -> dict[str, float]:
-    """backend -> median seconds per call on this shape, in interleaved rounds
-    (each round calls each backend for about ``budget_s``). A backend whose
+    """backend -> seconds per call on this shape: the best of interleaved
+    rounds (each round calls each backend for about ``budget_s``; on a shared
+    machine noise only adds time, and with several threads a round whose
+    thread waited for a busy core is far off, so the median misleads). A backend whose
     first call takes over 4x the fastest first call is timed no further (its
     single call is reported). The clock is the process's CPU time, so time
     spent descheduled on a shared machine is not charged to a kernel.
