@@ -4,7 +4,7 @@ shapes, as the share of each one's own memory-bandwidth bound.
 For every linear shape of the model (out x in), every weight format (int8;
 int4 with its group) and every backend that runs on this CPU (gptkit's kernel
 sets, one per instruction set, and PyTorch's paths), plus the float32 product
-for reference: the median CPU time of one call with ``rows`` activation rows,
+for reference: the best round's CPU time per call with ``rows`` activation rows,
 cycling through copies of the weights that together exceed ``cold_mib`` (a
 decoding step streams every layer from memory, not from the caches), and the
 bound: weight bytes / the measured copy bandwidth (:mod:`gptkit.bench.limits`)
@@ -151,7 +151,7 @@ def format_kernels(result: dict[str, Any]) -> str:
     head = [
         f"model shapes: {s['preset']}; {s['rows']} activation row(s); int4 group"
         f" {s['group_size']}; weights cycled past {s['cold_mib']} MiB; clock:"
-        f" {s['clock']}, median of {s['rounds']} rounds",
+        f" {s['clock']}, best of {s['rounds']} rounds",
         f"machine: {mach['cpu']}, {mach['usable_cores']} cores; torch"
         f" {mach['torch']}, gptkit {mach['gptkit']}; load average"
         f" {mach['load_average_1min']} -> {mach.get('load_average_1min_end')}",

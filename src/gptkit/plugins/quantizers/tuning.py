@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -168,9 +167,7 @@ def time_backends(
                 for i in range(calls):
                     sets[i % copies][b](x)
                 timed[b].append((time.process_time() - start) / calls)
-    return {
-        b: statistics.median(timed[b]) if b in timed else first[b] for b in backends
-    }
+    return {b: min(timed[b]) if b in timed else first[b] for b in backends}
 
 
 def choose(
