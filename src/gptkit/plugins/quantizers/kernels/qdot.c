@@ -181,6 +181,15 @@ static int quant_rows_q4(const float* x, int64_t M, int64_t K, int64_t group,
 /* ---- int8 weights ------------------------------------------------------------ */
 
 #define TILE 4
+/* Software prefetch distance, in rows ahead of the row being read (a tile's
+ * rows are contiguous, so this is a few tiles ahead): the hardware prefetchers
+ * ramp up poorly on rows of a few hundred bytes. */
+#ifndef PF8
+#define PF8 8
+#endif
+#ifndef PF4
+#define PF4 16
+#endif
 
 static void q8_tile(const scratch_t* s, int64_t M, int64_t K, const int8_t* w,
                     const float* scale, const float* bias, float* y, int64_t N,
@@ -202,6 +211,7 @@ static void q8_tile(const scratch_t* s, int64_t M, int64_t K, const int8_t* w,
       /* blocks k/32 and k/32 + 1: 8 lanes each, their scales side by side */
       __m512 dv = _mm512_loadu_ps(de + (k / 32) * 8);
       for (int i = 0; i < TILE; ++i) {
+        _mm_prefetch((const char*)(r[i] + k + PF8 * K), _MM_HINT_T0);
         __m512i wv = _mm512_xor_si512(_mm512_loadu_si512((const void*)(r[i] + k)), flip);
         __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wv, xv);
         acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), dv, acc[i]);
@@ -228,6 +238,7 @@ static void q8_tile(const scratch_t* s, int64_t M, int64_t K, const int8_t* w,
       __m256i xv = _mm256_loadu_si256((const __m256i*)(qx + k));
       __m256 dv = _mm256_loadu_ps(de + (k / 32) * 8);
       for (int i = 0; i < TILE; ++i) {
+        if ((k & 63) == 0) _mm_prefetch((const char*)(r[i] + k + PF8 * K), _MM_HINT_T0);
         __m256i wv = _mm256_loadu_si256((const __m256i*)(r[i] + k));
         __m256i p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv));
         __m256i dot = _mm256_madd_epi16(p16, ones);
@@ -320,8 +331,10 @@ static void q4_tile(const scratch_t* s, int64_t M, int64_t K, const uint8_t* w,
           __m256i x_lo = _mm256_loadu_si256((const __m256i*)(qx + k));
           __m256i x_hi = _mm256_loadu_si256((const __m256i*)(qx + k + 32));
           __m256 dv = _mm256_loadu_ps(de + (k / 32) * 8);
-          for (int i = 0; i < TILE; ++i)
+          for (int i = 0; i < TILE; ++i) {
+            _mm_prefetch((const char*)(r[i] + k / 2 + PF4 * (K / 2)), _MM_HINT_T0);
             acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q4_dot64(r[i] + k / 2, x_lo, x_hi)), dv, acc[i]);
+          }
         }
         for (int i = 0; i < TILE; ++i)
           total[i] = _mm256_fmadd_ps(acc[i], _mm256_set1_ps(sc[i][g]), total[i]);
@@ -334,6 +347,7 @@ static void q4_tile(const scratch_t* s, int64_t M, int64_t K, const uint8_t* w,
         __m256 dv = _mm256_loadu_ps(de + (k / 32) * 8);
         int64_t g = k / 32;
         for (int i = 0; i < TILE; ++i) {
+          _mm_prefetch((const char*)(r[i] + k / 2 + PF4 * (K / 2)), _MM_HINT_T0);
           __m256 sv = _mm256_set_m128(_mm_set1_ps(sc[i][g + 1]), _mm_set1_ps(sc[i][g]));
           __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(q4_dot64(r[i] + k / 2, x_lo, x_hi)), dv);
           total[i] = _mm256_fmadd_ps(f, sv, total[i]);
