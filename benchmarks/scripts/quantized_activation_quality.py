@@ -62,7 +62,7 @@ for method in ("int8", "int4"):
         (k, "int8 (blocks of 32)" if k != "fma-avx2" else "fp32")
         for k in native.available(method)
     ]
-    rows += [("auto", "as chosen")]
+    rows += [("auto", "as chosen here")]
     for backend, acts in rows:
         sep = ":" if ":" not in method else ","
         model = copy(f"{method}{sep}backend={backend}")
@@ -70,7 +70,9 @@ for method in ("int8", "int4"):
             loss = held_out_loss(model)
             ppl = f"{loss:.4f} | {math.exp(loss - base_loss) - 1:+.2%}"
         else:
-            ppl = "- | (as reference)" if acts.startswith("int8") else "- | (as torch)"
+            ppl = {"int8": "- | (as reference)", "fp32": "- | (as torch)"}.get(
+                acts[:4], "- | (reference or torch, as chosen)"
+            )
         got = continuations(model)
         agree = sum(a == b for a, b in zip(reference, got)) / len(reference)
         print(f"| {method} | {acts} | {backend} | {ppl} | {agree:.1%} |", flush=True)

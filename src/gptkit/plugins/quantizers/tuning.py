@@ -137,14 +137,19 @@ def time_backends(
     machine noise only adds time, and with several threads a round whose
     thread waited for a busy core is far off, so the median misleads). A backend whose
     first call takes over 4x the fastest first call is timed no further (its
-    single call is reported). The clock is the process's CPU time, so time
-    spent descheduled on a shared machine is not charged to a kernel.
+    single call is reported). With one thread the clock is the process's CPU
+    time, so time spent descheduled on a shared machine is not charged to a
+    kernel; with several, wall time.
 
     ``max_weights``: time at most that many weights' rows (None: all);
     ``copies``: cycle through that many copies of the weights (past the CPU's
     caches, as a decoding step streams every layer from memory)."""
     import torch
 
+    # One thread: CPU time (time descheduled is not charged). Several: the
+    # process's CPU time would count threads spinning at the parallel
+    # region's end while one of them waits for a core, so wall time.
+    clock = time.process_time if torch.get_num_threads() == 1 else time.perf_counter
     if max_weights is not None:
         n = max(1, min(n, max_weights // k))
     x = torch.randn(rows, k, generator=torch.Generator().manual_seed(1))
@@ -154,19 +159,19 @@ def time_backends(
         for b in backends:
             for layers in sets[:2]:
                 layers[b](x)  # warm-up (aten packs its weights on first use)
-            start = time.process_time()
+            start = clock()
             sets[-1][b](x)
-            first[b] = time.process_time() - start
+            first[b] = clock() - start
         best = min(first.values())
         timed = {b: [] for b in backends if first[b] <= 4 * best}  # type: ignore[var-annotated]
         for _ in range(rounds):
             for b in timed:
                 per_set = max(1, int(budget_s / max(first[b], 1e-7)) // copies)
                 calls = min(50, per_set) * copies
-                start = time.process_time()
+                start = clock()
                 for i in range(calls):
                     sets[i % copies][b](x)
-                timed[b].append((time.process_time() - start) / calls)
+                timed[b].append((clock() - start) / calls)
     return {b: min(timed[b]) if b in timed else first[b] for b in backends}
 
 
