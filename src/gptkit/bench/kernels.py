@@ -6,9 +6,9 @@ int4 with its group) and every backend that runs on this CPU (gptkit's kernel
 sets, one per instruction set, and PyTorch's paths), plus the float32 product
 for reference: the best round's time per call (CPU time at one thread, wall
 time at more) with ``rows`` activation rows, cycling through copies of the
-weights that together exceed ``cold_mib`` (a decoding step streams every layer from memory, not from the caches), and the
-bound: weight bytes / the measured copy bandwidth (:mod:`gptkit.bench.limits`)
-at the same thread count.
+weights that together exceed ``cold_mib`` (a decoding step streams every layer
+from memory, not from the caches); the bound is weight bytes / the measured
+copy bandwidth (:mod:`gptkit.bench.limits`) at the same thread count.
 """
 
 from __future__ import annotations
