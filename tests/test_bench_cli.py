@@ -267,3 +267,40 @@ def test_weights_from_a_transformers_directory(cli_run, prompts, tmp_path):
     assert [r["name"] for r in data["rows"]] == ["greedy", "top-k"]
     # a trained-looking model: NLL is that of the real distribution (> 0)
     assert all(r["quality"]["nll"] > 0 for r in data["rows"])
+
+
+def test_sampling_rows_per_thread_count_and_cpu_features(cli_run):
+    result = cli_run(
+        "bench", "sampling", *TINY, "--samplers", "greedy", "--quantize", "int8",
+        "--thread-counts", "1,2", "--repeats", "1", "--warmup", "0", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output + result.stderr
+    data = json.loads(result.stdout)
+    names = [r["name"] for r in data["rows"]]
+    assert names == ["greedy @1t", "greedy int8 @1t", "greedy @2t", "greedy int8 @2t"]
+    assert [r["threads"] for r in data["rows"]] == [1, 1, 2, 2]
+    by_name = {r["name"]: r for r in data["rows"]}
+    assert "base" in by_name["greedy int8 @2t"]["vs"]
+    assert data["settings"]["thread_counts"] == [1, 2]
+    feats = data["machine"]["cpu_features"]
+    assert set(feats) == {"model", "flags", "torch_capability"}
+    bad = cli_run("bench", "sampling", *TINY, "--thread-counts", "one")
+    assert bad.exit_code != 0 and "--thread-counts" in bad.stderr
+
+
+def test_bench_kernels_table_and_json(cli_run):
+    result = cli_run(
+        "bench", "kernels", "--preset", "tiny", "--formats", "int8",
+        "--cold-mib", "0", "--rounds", "1", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output + result.stderr
+    data = json.loads(result.stdout)
+    from gptkit.plugins.quantizers import native
+
+    backends = {r["backend"] for r in data["rows"] if r["format"] == "int8"}
+    assert backends == {*native.available("int8"), "aten", "torch"}
+    assert {r["shape"] for r in data["rows"]} >= {"256 x 64", "64 x 256"}
+    assert all(r["us"] > 0 and r["bound_share"] > 0 for r in data["rows"])
+    assert "flags" in data["machine"]["cpu_features"]
+    bad = cli_run("bench", "kernels", "--formats", "int3")
+    assert bad.exit_code != 0 and "unknown format" in bad.stderr

@@ -35,6 +35,8 @@ def machine_label(result: dict[str, Any]) -> str:
     """The CPU (or GPU), its relevant features and its cores."""
     mach = result["machine"]
     features = mach.get("cpu_features")
+    if isinstance(features, dict):  # {"model", "flags", "torch_capability"}
+        features = features.get("flags")
     label = mach.get("cpu", "?")
     if features:
         label += " (" + ", ".join(features) + ")"

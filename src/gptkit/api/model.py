@@ -148,8 +148,14 @@ class LanguageModel:
 
                 quantize_model(model, settings.quantize)
             spec = f"random init ({settings.preset_name()}, seed {seed})"
+        from gptkit.core.quantize import accelerate_bf16
+
         return cls(
-            model, spec=spec, settings=settings, tokenizer=tokenizer, prompt_style=style
+            accelerate_bf16(model),
+            spec=spec,
+            settings=settings,
+            tokenizer=tokenizer,
+            prompt_style=style,
         )
 
     # -- what it is ------------------------------------------------------------

@@ -412,6 +412,14 @@ def load_average() -> float | None:
         return None
 
 
+def _cpu_features() -> dict[str, Any]:
+    """The CPU's instruction-set flags that matter to the kernels, and torch's
+    capability (read once per process)."""
+    from gptkit.plugins.quantizers.cpu import features
+
+    return features()
+
+
 def machine_info(device: Any) -> dict[str, Any]:
     """What the numbers were measured on: CPU, cores, memory, GPU, versions."""
     import torch
@@ -428,10 +436,10 @@ def machine_info(device: Any) -> dict[str, Any]:
         pass
     info: dict[str, Any] = {
         "cpu": cpu_model(),
-        "cpu_features": cpu_features(),
         "cpu_count": os.cpu_count(),
         "usable_cores": usable_cores(),
         "torch_threads": torch.get_num_threads(),
+        "cpu_features": _cpu_features(),
         "memory_gib": round(mem_kib / _MIB, 1) if mem_kib else None,
         "load_average_1min": load_average(),
         "platform": platform.platform(),
@@ -464,6 +472,8 @@ def provenance_lines(result: dict[str, Any]) -> list[str]:
     GPU, load average) and the versions (torch, gptkit and its commit)."""
     mach = result.get("machine", {})
     features = mach.get("cpu_features")
+    if isinstance(features, dict):  # {"model", "flags", "torch_capability"}
+        features = features.get("flags")
     cpu = mach.get("cpu", "?")
     if features is not None:
         cpu += f" [{' '.join(features) or 'none of ' + '/'.join(CPU_FEATURES[:3])}]"

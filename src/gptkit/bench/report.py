@@ -46,6 +46,15 @@ def _limits_line(limits: dict[str, Any]) -> str:
     )
 
 
+def features_line(mach: dict[str, Any]) -> str | None:
+    """``cpu features: avx2 fma ...; torch: AVX512`` (None for older results)."""
+    feats = mach.get("cpu_features")
+    if not feats:
+        return None
+    flags = " ".join(feats.get("flags", [])) or "none of the listed"
+    return f"cpu features: {flags}; torch capability {feats.get('torch_capability')}"
+
+
 def format_sampling(result: dict[str, Any]) -> str:
     """The speed table and the quality table of a sampling result."""
     s, lim = result["settings"], result["limits"]
@@ -78,6 +87,7 @@ def format_sampling(result: dict[str, Any]) -> str:
             [
                 name,
                 _num(row["tokens_per_s"]),
+                _num(row.get("tokens_per_s_median")),
                 _pct(speed_spread(row["seconds"]), 0),
                 _num(row["ttft_ms"]),
                 _num(row["latency_ms"]["p50"], 2),
@@ -108,6 +118,7 @@ def format_sampling(result: dict[str, Any]) -> str:
         [
             "speed",
             "tokens/s",
+            "median",
             "spread",
             "TTFT ms",
             "p50 ms",
@@ -134,7 +145,8 @@ def format_sampling(result: dict[str, Any]) -> str:
         quality_rows,
     )
     notes = [
-        "tokens/s: best timed pass (prefill included); spread: how far the"
+        "tokens/s: best timed pass (prefill included); median: the median"
+        " pass's; spread: how far the"
         " slowest pass's tokens/s fell below the best; p50/p90: time between"
         " tokens; of bound: decode tokens/s / decode bound; peak MiB: "
         + _memory_note(result),

@@ -96,6 +96,9 @@ class SamplingSettings:
     quantize: list[str] = field(default_factory=list)
     #: also run every sampler (and quantization) with the compiled decode step
     compile: bool = False
+    #: torch thread counts: each contender gets a row per count (0: torch's
+    #: default); empty: one row each at the current count
+    thread_counts: list[int] = field(default_factory=list)
 
 
 def create_samplers(settings: SamplingSettings) -> dict[str, Any]:
@@ -249,8 +252,43 @@ def _row(
             **quality_summary([[t.new_ids for t in call] for call in timed]),
         },
         "vs": {},
+        "vs_median": {},
         "outputs": [[t.new_ids for t in call] for call in timed],
     }
+
+
+def ts_of(row: dict[str, Any]) -> str:
+    """The thread-count suffix of a row's name (empty with one count)."""
+    return str(row.get("thread_suffix", ""))
+
+
+def _median_ratio(row: dict[str, Any], other: dict[str, Any]) -> float:
+    return row["tokens_per_s_median"] / other["tokens_per_s_median"]
+
+
+def _torch_default_threads() -> int:
+    """The thread count torch starts with (one per usable core)."""
+    from gptkit.bench.measure import usable_cores
+
+    return usable_cores()
+
+
+def _threads(count: int) -> Any:
+    from gptkit.bench.measure import torch_threads
+
+    return torch_threads(count)
+
+
+def _with_threads(
+    count: int, trace: Callable[[list[int], int], Trace]
+) -> Callable[[list[int], int], Trace]:
+    """``trace`` run with ``count`` torch threads."""
+
+    def run(prompt: list[int], seed: int) -> Trace:
+        with _threads(count):
+            return trace(prompt, seed)
+
+    return run
 
 
 def _variants(
@@ -325,58 +363,86 @@ def run_sampling(
     bytes_per_token = weight_bytes_per_token(model)
 
     new = settings.max_new_tokens
+    import torch
+
+    default_threads = torch.get_num_threads()
+    counts = [c or _torch_default_threads() for c in settings.thread_counts]
+    counts = list(dict.fromkeys(counts)) or [default_threads]
+    many = len(counts) > 1
     # Every contender: (name, kind, traced generation of one prompt, row extras).
     plan: list[tuple[str, str, Callable[[list[int], int], Trace], dict[str, Any]]]
     plan = []
-    for variant, vmodel, compiled in _variants(model, settings, say):
-        vsamplers = samplers if variant == "" else create_samplers(settings)
-        for name, sampler in vsamplers.items():
-            strategy = "search" if isinstance(sampler, SearchStrategy) else "per-token"
-            plan.append(
-                (
-                    f"{name}{variant}",
-                    "sampler",
-                    lambda p, s, smp=sampler, m=vmodel, c=compiled: trace_gptkit(
-                        m, smp, p, new, s, compiled=c
-                    ),
-                    {
-                        "sampler": name,
-                        "options": _jsonable(dataclasses.asdict(sampler.options)),
-                        "strategy": strategy,
-                        "variant": variant.strip() or "base",
-                        "quantize": getattr(vmodel, "quantization", None),
-                        "compiled": compiled,
-                        "weight_bytes_per_token": weight_bytes_per_token(vmodel),
-                        "_sampler": sampler,
-                    },
+    variants = _variants(model, settings, say)
+    twin = transformers_twin(model) if "transformers" in settings.baselines else None
+    # --dtype bf16 on an AVX512-BF16 CPU: the base rows use gptkit's bf16
+    # kernel, as `gptkit generate --dtype bf16` does (in place, after the
+    # quantized copies and the transformers twin were made from the weights)
+    from gptkit.core.quantize import accelerate_bf16
+
+    accelerate_bf16(model)
+    for threads in counts:
+        ts = f" @{threads}t" if many else ""
+        common = {"threads": threads, "thread_suffix": ts}
+        for variant, vmodel, compiled in variants:
+            vsamplers = samplers if variant == "" else create_samplers(settings)
+            for name, sampler in vsamplers.items():
+                strategy = (
+                    "search" if isinstance(sampler, SearchStrategy) else "per-token"
                 )
-            )
-    if "no-cache" in settings.baselines:
-        plan.append(
-            (
-                "no-cache greedy (book)",
-                "baseline",
-                lambda p, s: trace_no_cache(model, p, new),
-                {"baseline": "no-cache"},
-            )
-        )
-    if "transformers" in settings.baselines:
-        twin = transformers_twin(model)
-        for name, sampler in samplers.items():
-            kwargs = transformers_kwargs(name, dataclasses.asdict(sampler.options))
-            if kwargs is not None:
                 plan.append(
                     (
-                        f"transformers {name}",
-                        "baseline",
-                        lambda p, s, kw=kwargs: trace_transformers(twin, kw, p, new, s),
+                        f"{name}{variant}{ts}",
+                        "sampler",
+                        _with_threads(
+                            threads,
+                            lambda p, s, smp=sampler, m=vmodel, c=compiled: (
+                                trace_gptkit(m, smp, p, new, s, compiled=c)
+                            ),
+                        ),
                         {
-                            "baseline": "transformers",
                             "sampler": name,
-                            "generate_kwargs": kwargs,
+                            "options": _jsonable(dataclasses.asdict(sampler.options)),
+                            "strategy": strategy,
+                            "variant": variant.strip() or "base",
+                            "quantize": getattr(vmodel, "quantization", None),
+                            "compiled": compiled,
+                            "weight_bytes_per_token": weight_bytes_per_token(vmodel),
+                            "_sampler": sampler,
+                            **common,
                         },
                     )
                 )
+        if "no-cache" in settings.baselines:
+            plan.append(
+                (
+                    f"no-cache greedy (book){ts}",
+                    "baseline",
+                    _with_threads(threads, lambda p, s: trace_no_cache(model, p, new)),
+                    {"baseline": "no-cache", **common},
+                )
+            )
+        if twin is not None:
+            for name, sampler in samplers.items():
+                kwargs = transformers_kwargs(name, dataclasses.asdict(sampler.options))
+                if kwargs is not None:
+                    plan.append(
+                        (
+                            f"transformers {name}{ts}",
+                            "baseline",
+                            _with_threads(
+                                threads,
+                                lambda p, s, kw=kwargs: trace_transformers(
+                                    twin, kw, p, new, s
+                                ),
+                            ),
+                            {
+                                "baseline": "transformers",
+                                "sampler": name,
+                                "generate_kwargs": kwargs,
+                                **common,
+                            },
+                        )
+                    )
     contenders = [
         Contender(name, trace, prompts, settings.seed) for name, _, trace, _ in plan
     ]
@@ -395,7 +461,13 @@ def run_sampling(
         say,
     )
     say("measuring the machine's limits again (the best measurement is kept) ...")
-    limits = machine_limits(device, limit_dtypes, fresh=True)
+    limits_at = {}
+    for threads in counts:
+        with _threads(threads):
+            if many:  # the start's measurement was at the default count only
+                machine_limits(device, limit_dtypes, fresh=True)
+            limits_at[threads] = machine_limits(device, limit_dtypes, fresh=True)
+    limits = limits_at[counts[0]]
     bound_tps = bandwidth_bound(bytes_per_token, limits.bandwidth_gbs)
     rows: list[dict[str, Any]] = []
     baseline_rows: dict[str, dict[str, Any]] = {}
@@ -406,6 +478,7 @@ def run_sampling(
         extra = dict(extra)
         sampler_obj = extra.pop("_sampler", None)
         row_bytes = extra.get("weight_bytes_per_token", bytes_per_token)
+        row_limits = limits_at[extra["threads"]]
         row = _row(
             name,
             kind,
@@ -415,11 +488,12 @@ def run_sampling(
             settings.warmup,
             result.peak_mib,
             model,
-            bandwidth_bound(row_bytes, limits.bandwidth_gbs),
+            bandwidth_bound(row_bytes, row_limits.bandwidth_gbs),
         )
         row["decode_bound_tokens_per_s"] = bandwidth_bound(
-            row_bytes, limits.bandwidth_gbs
+            row_bytes, row_limits.bandwidth_gbs
         )
+        row["bandwidth_gbs"] = row_limits.bandwidth_gbs
         stats = getattr(sampler_obj, "stats", None)
         if callable(stats):
             row["sampler_stats"] = stats()
@@ -427,26 +501,32 @@ def run_sampling(
         rows.append(row)
         if kind == "baseline":
             baseline_rows[
-                name if extra["baseline"] == "transformers" else "no-cache"
+                name if extra["baseline"] == "transformers" else "no-cache" + ts_of(row)
             ] = row
     by_name = {row["name"]: row for row in rows}
+
+    def ratio(row: dict[str, Any], other: dict[str, Any]) -> float:
+        return row["tokens_per_s"] / other["tokens_per_s"]
+
     for row in rows:
         if row["kind"] != "sampler":
             continue
-        base = by_name.get(row["sampler"])
+        ts = ts_of(row)
+        base = by_name.get(row["sampler"] + ts)
         if base is not None and base is not row:
-            row["vs"]["base"] = row["tokens_per_s"] / base["tokens_per_s"]
+            row["vs"]["base"] = ratio(row, base)
+            row["vs_median"]["base"] = _median_ratio(row, base)
         suffix = row["name"][len(row["sampler"]) :]
         greedy = by_name.get(f"greedy{suffix}")
         if "sampler_stats" in row and greedy is not None:
-            row["vs"]["greedy"] = row["tokens_per_s"] / greedy["tokens_per_s"]
-        if "no-cache" in baseline_rows:
-            row["vs"]["no-cache"] = (
-                row["tokens_per_s"] / baseline_rows["no-cache"]["tokens_per_s"]
-            )
-        twin_row = baseline_rows.get(f"transformers {row['name']}")
+            row["vs"]["greedy"] = ratio(row, greedy)
+        if "no-cache" + ts in baseline_rows:
+            row["vs"]["no-cache"] = ratio(row, baseline_rows["no-cache" + ts])
+        # a quantized or compiled row against transformers' float32 row
+        twin_row = baseline_rows.get(f"transformers {row['sampler']}{ts}")
         if twin_row is not None:
-            row["vs"]["transformers"] = row["tokens_per_s"] / twin_row["tokens_per_s"]
+            row["vs"]["transformers"] = ratio(row, twin_row)
+            row["vs_median"]["transformers"] = _median_ratio(row, twin_row)
     machine["load_average_1min_end"] = machine_info(device)["load_average_1min"]
     return {
         "kind": KIND,
@@ -472,6 +552,7 @@ def run_sampling(
             "baselines": list(settings.baselines),
             "quantize": list(settings.quantize),
             "compile": settings.compile,
+            "thread_counts": counts,
             "batch_size": 1,
         },
         "limits": {

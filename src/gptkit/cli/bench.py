@@ -43,6 +43,19 @@ def parse_sampler_options(pairs: tuple[str, ...]) -> dict[str, dict[str, str]]:
     return out
 
 
+def _thread_counts(text: str | None) -> list[int]:
+    names = split_names(text, "--thread-counts") or []
+    try:
+        counts = [int(n) for n in names]
+    except ValueError:
+        raise GptkitError(
+            f"--thread-counts takes whole numbers, e.g. 1,0; got {text!r}"
+        ) from None
+    if any(c < 0 for c in counts):
+        raise GptkitError("--thread-counts must be 0 (torch's default) or more")
+    return counts
+
+
 def read_prompts_file(path: Path) -> list[str]:
     """One prompt per line; blank lines are skipped."""
     from gptkit.cli.inputs import read_file
@@ -205,6 +218,12 @@ def bench() -> None:
     show_default=True,
     help="Also run every row with the compiled decode step (torch.compile).",
 )
+@click.option(
+    "--thread-counts",
+    help="Comma-separated torch thread counts (0: torch's default, one per core):"
+    " every contender gets a row per count, e.g. 1,0 (a user's `gptkit generate`"
+    " runs with torch's default). Overrides --threads.",
+)
 @device_option
 @output_options
 def sampling(**opts: Any) -> None:
@@ -262,6 +281,7 @@ def sampling(**opts: Any) -> None:
         dtype=opts["dtype"],
         quantize=list(dict.fromkeys(opts["quantize"])),
         compile=opts["compile_"],
+        thread_counts=_thread_counts(opts["thread_counts"]),
     )
     if opts["prompts"] is not None:
         settings.prompts = read_prompts_file(opts["prompts"])
@@ -273,6 +293,93 @@ def sampling(**opts: Any) -> None:
     with torch_threads(opts["threads"], opts["device"]):
         result = run_sampling(settings, _progress)
     _finish(result, opts, format_sampling(result))
+
+
+@bench.command("kernels")
+@click.option(
+    "--preset",
+    type=click.Choice(PRESET_NAMES),
+    default="gpt2-124m",
+    show_default=True,
+    help="Model whose linear-layer shapes are timed.",
+)
+@click.option(
+    "--formats",
+    "formats_",
+    default="int8,int4",
+    show_default=True,
+    help="Comma-separated weight formats: int8, int4.",
+)
+@click.option(
+    "--group-size",
+    type=click.Choice(["32", "64", "128", "256"]),
+    default="64",
+    show_default=True,
+)
+@click.option("--rows", type=click.IntRange(1, 16), default=1, show_default=True)
+@click.option(
+    "--thread-counts",
+    default="1",
+    show_default=True,
+    help="Comma-separated torch thread counts (0: torch's default).",
+)
+@click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option(
+    "--cold-mib",
+    type=click.IntRange(min=0),
+    default=96,
+    show_default=True,
+    help="Cycle through copies of each layer's weights totalling this much, past"
+    " the CPU's caches (0: one copy, cache-warm).",
+)
+@click.option("--json", "json_", is_flag=True, help="Print the result as JSON.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path))
+def kernels(**opts: Any) -> None:
+    """The quantized layers' kernels on a model's decode shapes.
+
+    Shape x format x backend x instruction set, with the time of one call, the
+    bytes per second and the share of the memory-bandwidth bound (weight bytes
+    / measured copy bandwidth). These are the backends ``backend=auto`` chooses
+    among (measured per shape on first use, cached per CPU and version).
+
+    \b
+    Examples:
+      gptkit bench kernels
+      gptkit bench kernels --thread-counts 1,2 --rows 4 --json --out k.json
+    """
+    from gptkit.bench.kernels import format_kernels, run_kernels
+
+    kinds = tuple(split_names(opts["formats_"], "--formats") or ())
+    unknown = sorted(set(kinds) - {"int8", "int4"})
+    if unknown:
+        raise GptkitError(f"unknown format {unknown[0]!r}; choose int8, int4")
+    counts = _thread_counts(opts["thread_counts"])
+    counts = [c or _default_threads() for c in counts]
+    result = run_kernels(
+        opts["preset"],
+        kinds,
+        int(opts["group_size"]),
+        opts["rows"],
+        counts,
+        opts["cold_mib"],
+        opts["rounds"],
+        _progress,
+    )
+    if opts["out"] is not None:
+        import json
+
+        opts["out"].write_text(json.dumps(result, indent=1), encoding="utf-8")
+        _progress(f"wrote {opts['out']}")
+    if opts["json_"]:
+        echo_json(result)
+    else:
+        click.echo(format_kernels(result))
+
+
+def _default_threads() -> int:
+    from gptkit.bench.measure import usable_cores
+
+    return usable_cores()
 
 
 @bench.command("training")

@@ -1,4 +1,5 @@
-"""Built-in weight quantizers: int8 (per output channel) and int4 (group-wise)."""
+"""Built-in weight quantizers: int8 (per output channel), int4 (group-wise)
+and bf16."""
 
 from __future__ import annotations
 
@@ -10,4 +11,5 @@ def register_quantizers() -> list[str]:
     return [
         "gptkit.plugins.quantizers.weight_only:Int8",
         "gptkit.plugins.quantizers.weight_only:Int4",
+        "gptkit.plugins.quantizers.bf16:Bf16",
     ]

@@ -1,17 +1,27 @@
 """Linear layers with int8 / int4 weights and the kernels that run them.
 
-Backends (a quantizer option):
+Backends (a quantizer option, ``-o backend=NAME`` / ``int8:backend=NAME``):
 
-- ``native``: gptkit's AVX2 kernels (:mod:`gptkit.plugins.quantizers.native`)
-  for float32 activations of up to :data:`NATIVE_MAX_ROWS` rows on the CPU —
-  decoding; longer inputs (a prompt's prefill) dequantize and use the float
-  matrix product, which is compute-bound there anyway.
+- ``auto`` (default): on the CPU, for float32 activations of up to
+  :data:`NATIVE_MAX_ROWS` rows (a decoding step, a speculative verification),
+  the backend measured fastest for the layer's shape on this machine and
+  thread count (:mod:`gptkit.plugins.quantizers.tuning`: timed once, cached by
+  CPU and version); longer inputs (a prompt's prefill) and other devices
+  dequantize and use the float matrix product (compute-bound there anyway).
+- ``native``: like ``auto``, choosing among gptkit's kernel sets only.
+- ``avx512vnni``, ``avx2``: gptkit's integer dot-product kernels
+  (:mod:`.native`, ``kernels/qdot.c``): the activations are quantized to int8
+  per call in blocks of 32, products accumulate in int32, scaled once per block.
+- ``fma-avx2``: gptkit's weight-only kernels: each weight widened to float32,
+  float activations (exact activations, arithmetic-bound).
 - ``aten``: PyTorch's packed CPU kernels ``torch._weight_int8pack_mm`` and
-  ``torch._weight_int4pack_mm_for_cpu`` (vectorised for AVX-512 CPUs).
+  ``torch._weight_int4pack_mm_for_cpu``.
 - ``torch``: dequantize, then ``F.linear`` — any device and dtype; under
   ``torch.compile`` the conversion fuses into the product (gpt-fast's form).
-- ``auto``: ``native`` on the CPU when the kernels can be built here, else
-  ``torch``.
+- ``reference``: the integer kernels' arithmetic in PyTorch (activations
+  quantized in blocks of 32, then float products), for any number of rows and
+  any device: what the tests compare the kernels with, and how perplexity with
+  quantized activations is measured on whole sequences.
 
 Under ``torch.compile`` the native kernels run as the custom operators
 ``gptkit::int8_linear`` / ``gptkit::int4_linear`` (opaque to the compiler).
@@ -23,12 +33,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gptkit.plugins.quantizers import formats, native
+from gptkit.plugins.quantizers import formats, native, tuning
 
-BACKENDS = ("auto", "native", "aten", "torch")
+KERNELS = ("avx512vnni", "avx2", "fma-avx2")
+BACKENDS = ("auto", "native", *KERNELS, "aten", "torch", "reference")
 #: Activation rows up to which the native kernels are used (a decoding step of
 #: a batch, a speculative verification); longer inputs are compute-bound.
 NATIVE_MAX_ROWS = 16
+#: Activation block of the integer kernels (one int8 scale per block).
+ACT_BLOCK = 32
+
+
+def available_backends() -> list[str]:
+    """The fixed backends that can run on this machine's CPU."""
+    return [*native.available("int8"), "aten", "torch", "reference"]
 
 
 def _rows(x: Tensor) -> tuple[Tensor, int]:
@@ -41,55 +59,112 @@ def _ptr(t: Tensor | None) -> int | None:
 
 
 def _int8_native(
-    x: Tensor, weight: Tensor, scale: Tensor, bias: Tensor | None
+    kernel: str, x: Tensor, weight: Tensor, scale: Tensor, bias: Tensor | None
 ) -> Tensor:
-    flat, m = _rows(x)
+    x = x if x.is_contiguous() else x.contiguous()
     n, k = weight.shape
-    y = torch.empty(m, n, dtype=torch.float32)
-    native.loaded().gk_int8_linear(  # type: ignore[union-attr]
-        flat.data_ptr(), m, k, weight.data_ptr(), scale.data_ptr(), _ptr(bias),
-        y.data_ptr(), n, torch.get_num_threads(),
-    )  # fmt: skip
-    return y.reshape(*x.shape[:-1], n)
+    y = x.new_empty((*x.shape[:-1], n))
+    lib = native.loaded(kernel)
+    args = (x.data_ptr(), x.numel() // k, k, weight.data_ptr(), scale.data_ptr(),
+            _ptr(bias), y.data_ptr(), n, torch.get_num_threads())  # fmt: skip
+    if kernel == "fma-avx2":
+        lib.gk_int8_linear(*args)  # type: ignore[union-attr]
+    elif lib.gk_q8_linear(*args) != 0:  # type: ignore[union-attr]
+        raise MemoryError("int8 kernel: out of memory")
+    return y
 
 
 def _int4_native(
-    x: Tensor, weight: Tensor, scale: Tensor, zero: Tensor, bias: Tensor | None
+    kernel: str,
+    x: Tensor,
+    weight: Tensor,
+    scale: Tensor,
+    zero: Tensor,
+    bias: Tensor | None,
 ) -> Tensor:
-    flat, m = _rows(x)
+    x = x if x.is_contiguous() else x.contiguous()
     n, k = weight.shape[0], weight.shape[1] * 2
     group = k // scale.shape[1]
-    y = torch.empty(m, n, dtype=torch.float32)
-    status = native.loaded().gk_int4_linear(  # type: ignore[union-attr]
-        flat.data_ptr(), m, k, weight.data_ptr(), scale.data_ptr(),
+    y = x.new_empty((*x.shape[:-1], n))
+    lib = native.loaded(kernel)
+    fn = lib.gk_int4_linear if kernel == "fma-avx2" else lib.gk_q4_linear  # type: ignore[union-attr]
+    status = fn(
+        x.data_ptr(), x.numel() // k, k, weight.data_ptr(), scale.data_ptr(),
         zero.data_ptr(), group, _ptr(bias), y.data_ptr(), n, torch.get_num_threads(),
     )  # fmt: skip
     if status != 0:
         raise MemoryError("int4 kernel: out of memory")
-    return y.reshape(*x.shape[:-1], n)
+    return y
+
+
+def quantize_activations(x: Tensor) -> tuple[Tensor, Tensor]:
+    """The integer kernels' activation quantization in PyTorch: ``x`` (..., K)
+    -> (q (..., K/32, 32) integral float32 in -127..127, d (..., K/32)) with
+    ``d = max|x_b| / 127`` and ``q = round(x * (1 / d))`` per block of 32."""
+    xb = x.float().reshape(*x.shape[:-1], -1, ACT_BLOCK)
+    d = xb.abs().amax(dim=-1) / 127.0
+    inv = torch.where(d > 0, 1.0 / d, torch.zeros_like(d))
+    return torch.round(xb * inv[..., None]), d
+
+
+def _dequantized_activations(x: Tensor) -> Tensor:
+    q, d = quantize_activations(x)
+    return (q * d[..., None]).reshape(x.shape)
+
+
+def _int8_reference(
+    x: Tensor, weight: Tensor, scale: Tensor, bias: Tensor | None
+) -> Tensor:
+    y = F.linear(_dequantized_activations(x), weight.float()) * scale.float()
+    y = y if bias is None else y + bias.float()
+    return y.to(x.dtype)
+
+
+def _int4_reference(
+    x: Tensor, weight: Tensor, scale: Tensor, zero: Tensor, bias: Tensor | None
+) -> Tensor:
+    n, groups = scale.shape
+    q = formats.unpack_int4(weight).reshape(n, groups, -1).float()
+    w = (q * scale.float()[..., None]).reshape(n, -1)
+    xsum = x.float().reshape(*x.shape[:-1], groups, -1).sum(dim=-1)  # exact
+    y = F.linear(_dequantized_activations(x), w) + F.linear(xsum, zero.float())
+    y = y if bias is None else y + bias.float()
+    return y.to(x.dtype)
 
 
 if hasattr(torch.library, "custom_op"):  # torch >= 2.4: visible to torch.compile
 
     @torch.library.custom_op("gptkit::int8_linear", mutates_args=())
     def int8_linear_op(
-        x: Tensor, weight: Tensor, scale: Tensor, bias: Tensor | None
+        x: Tensor, weight: Tensor, scale: Tensor, bias: Tensor | None, kernel: str
     ) -> Tensor:
-        return _int8_native(x, weight, scale, bias)
+        return _int8_native(kernel, x, weight, scale, bias)
 
     @int8_linear_op.register_fake
-    def _(x: Tensor, weight: Tensor, scale: Tensor, bias: Tensor | None) -> Tensor:
+    def _(
+        x: Tensor, weight: Tensor, scale: Tensor, bias: Tensor | None, kernel: str
+    ) -> Tensor:
         return x.new_empty(*x.shape[:-1], weight.shape[0])
 
     @torch.library.custom_op("gptkit::int4_linear", mutates_args=())
     def int4_linear_op(
-        x: Tensor, weight: Tensor, scale: Tensor, zero: Tensor, bias: Tensor | None
+        x: Tensor,
+        weight: Tensor,
+        scale: Tensor,
+        zero: Tensor,
+        bias: Tensor | None,
+        kernel: str,
     ) -> Tensor:
-        return _int4_native(x, weight, scale, zero, bias)
+        return _int4_native(kernel, x, weight, scale, zero, bias)
 
     @int4_linear_op.register_fake
     def _(
-        x: Tensor, weight: Tensor, scale: Tensor, zero: Tensor, bias: Tensor | None
+        x: Tensor,
+        weight: Tensor,
+        scale: Tensor,
+        zero: Tensor,
+        bias: Tensor | None,
+        kernel: str,
     ) -> Tensor:
         return x.new_empty(*x.shape[:-1], weight.shape[0])
 
@@ -102,6 +177,7 @@ def _compiling() -> bool:
 class _QuantizedLinear(nn.Module):
     """Shared parts: shapes, bias, the backend choice."""
 
+    kind = ""
     in_features: int
     out_features: int
     bias: Tensor | None
@@ -109,18 +185,48 @@ class _QuantizedLinear(nn.Module):
     def __init__(self, in_features: int, out_features: int, backend: str) -> None:
         super().__init__()
         if backend in ("auto", "native"):
-            native.library()  # build (once) now, not inside a traced forward
+            native.available(self.kind)  # build (once) now, not in a traced forward
+        elif backend in KERNELS:
+            native.library(backend)
         self.in_features = in_features
         self.out_features = out_features
         self.backend = backend
+        self._chosen: dict[int, str | None] = {}  # threads -> measured backend
 
-    def _native_ok(self, x: Tensor) -> bool:
-        if self.backend not in ("auto", "native") or x.device.type != "cpu":
-            return False
-        if x.dtype != torch.float32 or self.in_features % 16:
-            return False
-        rows = x.numel() // self.in_features
-        return rows <= NATIVE_MAX_ROWS and native.loaded() is not None
+    def _group(self) -> int:
+        return 0
+
+    def _path(self, x: Tensor) -> str:
+        """The backend this input runs on (see the module docs)."""
+        backend = self.backend
+        if backend in ("torch", "reference"):
+            return backend
+        cpu_fp32 = x.device.type == "cpu" and x.dtype == torch.float32
+        small = x.numel() // self.in_features <= NATIVE_MAX_ROWS
+        if backend in KERNELS:
+            ok = cpu_fp32 and small and self.in_features % ACT_BLOCK == 0
+            return backend if ok and native.loaded(backend) is not None else "torch"
+        if backend == "aten":
+            return "aten" if x.device.type == "cpu" else "torch"
+        if not (cpu_fp32 and small and self.in_features % ACT_BLOCK == 0):
+            return "torch"
+        threads = torch.get_num_threads()
+        chosen = self._chosen.get(threads)
+        if chosen is None:
+            chosen = tuning.choose(
+                self.kind,
+                self.out_features,
+                self.in_features,
+                self._group(),
+                threads,
+                native_only=backend == "native",
+                measure=not _compiling(),
+            )
+            if not _compiling():
+                self._chosen[threads] = chosen
+        if chosen in KERNELS and native.loaded(chosen) is None:
+            chosen = None
+        return chosen or "torch"
 
     def extra_repr(self) -> str:
         return (
@@ -132,6 +238,8 @@ class _QuantizedLinear(nn.Module):
 class Int8Linear(_QuantizedLinear):
     """``y = x W^T + b`` with ``W = weight * scale[:, None]``: int8 weights, one
     float32 scale per output channel (see :mod:`.formats`)."""
+
+    kind = "int8"
 
     def __init__(
         self,
@@ -167,13 +275,16 @@ class Int8Linear(_QuantizedLinear):
         return layer
 
     def forward(self, x: Tensor) -> Tensor:
-        if self._native_ok(x):
+        path = self._path(x)
+        if path in KERNELS:
             if _compiling():
                 return torch.ops.gptkit.int8_linear(
-                    x, self.weight, self.scale, self.bias
+                    x, self.weight, self.scale, self.bias, path
                 )
-            return _int8_native(x, self.weight, self.scale, self.bias)
-        if self.backend == "aten" and x.device.type == "cpu":
+            return _int8_native(path, x, self.weight, self.scale, self.bias)
+        if path == "reference":
+            return _int8_reference(x, self.weight, self.scale, self.bias)
+        if path == "aten":
             flat, _ = _rows(x)
             y = torch._weight_int8pack_mm(flat, self.weight, self.scale.to(x.dtype))
             y = y.reshape(*x.shape[:-1], self.out_features)
@@ -185,6 +296,8 @@ class Int8Linear(_QuantizedLinear):
 class Int4Linear(_QuantizedLinear):
     """``y = x W^T + b`` with int4 weights, a scale and a zero point per group of
     ``group_size`` inputs (see :mod:`.formats`)."""
+
+    kind = "int4"
 
     def __init__(
         self,
@@ -208,6 +321,9 @@ class Int4Linear(_QuantizedLinear):
             "bias", torch.empty(out_features, device=device) if bias else None
         )
         self._aten: tuple[Tensor, Tensor] | None = None
+
+    def _group(self) -> int:
+        return self.group_size
 
     @classmethod
     def from_linear(
@@ -245,13 +361,16 @@ class Int4Linear(_QuantizedLinear):
         return self._aten
 
     def forward(self, x: Tensor) -> Tensor:
-        if self._native_ok(x):
+        path = self._path(x)
+        if path in KERNELS:
             if _compiling():
                 return torch.ops.gptkit.int4_linear(
-                    x, self.weight, self.scale, self.zero, self.bias
+                    x, self.weight, self.scale, self.zero, self.bias, path
                 )
-            return _int4_native(x, self.weight, self.scale, self.zero, self.bias)
-        if self.backend == "aten" and x.device.type == "cpu":
+            return _int4_native(path, x, self.weight, self.scale, self.zero, self.bias)
+        if path == "reference":
+            return _int4_reference(x, self.weight, self.scale, self.zero, self.bias)
+        if path == "aten":
             packed, pairs = self._aten_packed()
             flat, _ = _rows(x)
             y = torch._weight_int4pack_mm_for_cpu(
@@ -262,3 +381,30 @@ class Int4Linear(_QuantizedLinear):
             w = formats.dequantize_int4(self.weight, self.scale, self.zero, x.dtype)
             y = F.linear(x, w)
         return y if self.bias is None else y + self.bias.to(x.dtype)
+
+
+def timing_layers(kind: str, n: int, k: int, group: int, backends: list[str]) -> dict:
+    """backend -> a layer of random weights of this shape with that backend
+    (one set of weights, shared)."""
+    import copy
+
+    import torch
+    from torch import nn
+
+    lin = nn.Linear(k, n, bias=True)
+    with torch.no_grad():
+        lin.weight.normal_(0.0, 0.02)
+    if kind == "int8":
+        base = Int8Linear.from_linear(lin, "torch")
+    else:
+        base = Int4Linear.from_linear(lin, group, "torch")
+    layers = {}
+    for b in backends:
+        layer = copy.copy(base)  # shares the tensors
+        layer.__dict__["backend"] = b
+        layer.__dict__["_chosen"] = {}
+        layers[b] = layer
+    return layers
+
+
+tuning.LAYER_FACTORY = timing_layers

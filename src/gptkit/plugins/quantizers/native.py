@@ -1,12 +1,21 @@
-"""The AVX2 kernels of ``kernels/wq_avx2.c``: built once per machine with the
-system's C compiler, loaded with ctypes.
+"""gptkit's C kernels, built once per machine with the system's C compiler and
+loaded with ctypes, one shared library per instruction set:
 
-The shared library is cached under ``$GPTKIT_CACHE_DIR/kernels`` (else the
-platform's user cache directory), named by a hash of the source, the compiler
-flags and the machine, so a changed source or another CPU builds anew. When
-the CPU lacks AVX2/FMA, no compiler is found or the build fails, :func:`library`
-returns None and the quantized layers fall back to PyTorch's own operators
-(``GPTKIT_NO_NATIVE_KERNELS=1`` forces that, for tests and comparisons).
+- ``avx512vnni`` and ``avx2``: ``kernels/qdot.c``, integer dot products (int8 or
+  int4 weights x activations quantized to int8 per call), compiled with and
+  without the AVX-512 flags;
+- ``fma-avx2``: ``kernels/wq_avx2.c``, weight-only (each weight widened to
+  float32, float activations): exact activations, slower;
+- ``avx512bf16``: ``kernels/bf16.c``, bf16 weights x bf16 activations with
+  ``vdpbf16ps`` (float32 accumulation), for ``--dtype bf16``.
+
+A kernel set is built only where the CPU has its flags. The libraries are
+cached under ``$GPTKIT_CACHE_DIR/kernels`` (else the platform's user cache
+directory), named by a hash of the source, the compiler, its flags and the
+machine, so a changed source or another CPU builds anew. When the CPU lacks the
+flags, no compiler is found or the build fails, :func:`library` returns None
+and the layers use another backend (``GPTKIT_NO_NATIVE_KERNELS=1`` forces
+that, for tests and comparisons).
 """
 
 from __future__ import annotations
@@ -20,26 +29,62 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
-SOURCE = Path(__file__).with_name("kernels") / "wq_avx2.c"
-FLAGS = ("-O3", "-mavx2", "-mfma", "-fopenmp", "-shared", "-fPIC", "-std=c99")
-ABI_VERSION = 1
+from gptkit.plugins.quantizers import cpu
+
+_DIR = Path(__file__).with_name("kernels")
+_COMMON = ("-O3", "-fopenmp", "-shared", "-fPIC", "-std=c99")
+_AVX2 = ("-mavx2", "-mfma", "-mf16c")
+_AVX512 = (*_AVX2, "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq")
+
+
+@dataclass(frozen=True)
+class KernelSet:
+    name: str
+    source: str
+    flags: tuple[str, ...]  # compiler flags beyond _COMMON
+    needs: tuple[str, ...]  # /proc/cpuinfo flags
+    abi: int
+    ops: tuple[str, ...]  # what it computes: int8, int4, bf16
+
+
+KERNEL_SETS = {
+    k.name: k
+    for k in (
+        KernelSet(
+            "avx512vnni",
+            "qdot.c",
+            (*_AVX512, "-mavx512vnni"),
+            ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni"),
+            2,
+            ("int8", "int4"),
+        ),
+        KernelSet(
+            "avx2", "qdot.c", _AVX2, ("avx2", "fma", "f16c"), 2, ("int8", "int4")
+        ),
+        KernelSet("fma-avx2", "wq_avx2.c", _AVX2, ("avx2", "fma"), 1, ("int8", "int4")),
+        KernelSet(
+            "avx512bf16",
+            "bf16.c",
+            (*_AVX512, "-mavx512bf16"),
+            ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_bf16"),
+            1,
+            ("bf16",),
+        ),
+    )
+}
+#: Preference when nothing was measured: integer dot products first.
+PREFERENCE = ("avx512vnni", "avx2", "fma-avx2")
 
 
 def cpu_has_avx2() -> bool:
-    """Whether this x86-64 CPU has AVX2 and FMA (what the kernels use)."""
-    if platform.machine().lower() not in ("x86_64", "amd64"):
-        return False
-    try:
-        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return False
-    words = set(flags.split())
-    return {"avx2", "fma"} <= words
+    """Whether this x86-64 CPU has AVX2 and FMA (the least any kernel needs)."""
+    return cpu.has("avx2", "fma")
 
 
-def _cache_root() -> Path:
+def cache_root() -> Path:
     env = os.environ.get("GPTKIT_CACHE_DIR")
     if env:
         return Path(env).expanduser()
@@ -55,7 +100,7 @@ def _compiler() -> str | None:
     return None
 
 
-def _build(compiler: str, target: Path) -> None:
+def _build(compiler: str, source: Path, flags: tuple[str, ...], target: Path) -> None:
     """Compile into a temporary file, then rename: concurrent builders and a
     killed build never leave a half-written library under the final name."""
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -63,7 +108,7 @@ def _build(compiler: str, target: Path) -> None:
     os.close(fd)
     try:
         subprocess.run(
-            [compiler, *FLAGS, str(SOURCE), "-o", tmp],
+            [compiler, *_COMMON, *flags, str(source), "-o", tmp],
             check=True,
             capture_output=True,
             timeout=120,
@@ -74,56 +119,78 @@ def _build(compiler: str, target: Path) -> None:
             os.unlink(tmp)
 
 
-def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
+def _bind(lib: ctypes.CDLL, kset: KernelSet) -> ctypes.CDLL:
     p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
-    lib.gk_int8_linear.argtypes = [p, i64, i64, p, p, p, p, i64, i32]
-    lib.gk_int8_linear.restype = None
-    lib.gk_int4_linear.argtypes = [p, i64, i64, p, p, p, i64, p, p, i64, i32]
-    lib.gk_int4_linear.restype = ctypes.c_int
+    if kset.source == "wq_avx2.c":
+        lib.gk_int8_linear.argtypes = [p, i64, i64, p, p, p, p, i64, i32]
+        lib.gk_int8_linear.restype = None
+        lib.gk_int4_linear.argtypes = [p, i64, i64, p, p, p, i64, p, p, i64, i32]
+        lib.gk_int4_linear.restype = ctypes.c_int
+    elif kset.source == "qdot.c":
+        lib.gk_q8_linear.argtypes = [p, i64, i64, p, p, p, p, i64, i32]
+        lib.gk_q8_linear.restype = ctypes.c_int
+        lib.gk_q4_linear.argtypes = [p, i64, i64, p, p, p, i64, p, p, i64, i32]
+        lib.gk_q4_linear.restype = ctypes.c_int
+        lib.gk_quantize_rows.argtypes = [p, i64, i64, p, p]
+        lib.gk_quantize_rows.restype = ctypes.c_int
+    else:
+        lib.gk_bf16_linear.argtypes = [p, i64, i64, p, p, p, i64, i32]
+        lib.gk_bf16_linear.restype = ctypes.c_int
     return lib
 
 
-_LOADED: ctypes.CDLL | None = None
+_LOADED: dict[str, ctypes.CDLL | None] = {}
 
 
-def loaded() -> ctypes.CDLL | None:
-    """The kernels if :func:`library` has loaded them (never builds: cheap
+def loaded(name: str = "fma-avx2") -> ctypes.CDLL | None:
+    """The kernel set if :func:`library` has loaded it (never builds: cheap
     enough for every forward pass, and traceable by ``torch.compile``)."""
-    return _LOADED
+    return _LOADED.get(name)
 
 
 @functools.cache
-def library() -> ctypes.CDLL | None:
-    """The loaded kernels, or None where they cannot run here (see the module);
-    builds them on first use."""
-    global _LOADED
-    _LOADED = _load()
-    return _LOADED
+def library(name: str = "fma-avx2") -> ctypes.CDLL | None:
+    """The loaded kernel set ``name`` (see :data:`KERNEL_SETS`), or None where
+    it cannot run here (see the module); builds it on first use."""
+    _LOADED[name] = _load(KERNEL_SETS[name])
+    return _LOADED[name]
 
 
-def _load() -> ctypes.CDLL | None:
+def available(op: str | None = None) -> list[str]:
+    """Names of the kernel sets that load here (building them if needed), in
+    :data:`PREFERENCE` order; only those computing ``op`` when given."""
+    names = [*PREFERENCE, "avx512bf16"]
+    return [
+        n
+        for n in names
+        if (op is None or op in KERNEL_SETS[n].ops) and library(n) is not None
+    ]
+
+
+def _load(kset: KernelSet) -> ctypes.CDLL | None:
     if os.environ.get("GPTKIT_NO_NATIVE_KERNELS", "") not in ("", "0"):
         return None
-    if not cpu_has_avx2():
+    if not cpu.has(*kset.needs):
         return None
     compiler = _compiler()
     if compiler is None:
         return None
-    source = SOURCE.read_bytes()
+    source = _DIR / kset.source
+    text = source.read_bytes()
     key = hashlib.sha256(
-        source + " ".join((compiler, *FLAGS, platform.machine())).encode()
+        text + " ".join((compiler, *_COMMON, *kset.flags, platform.machine())).encode()
     ).hexdigest()[:16]
-    target = _cache_root() / "kernels" / f"wq_avx2-{key}.so"
+    target = cache_root() / "kernels" / f"{kset.name}-{key}.so"
     try:
         if not target.is_file():
-            _build(compiler, target)
+            _build(compiler, source, kset.flags, target)
         lib = ctypes.CDLL(str(target))
-        if lib.gk_abi_version() != ABI_VERSION:
+        if lib.gk_abi_version() != kset.abi:
             return None
     except (OSError, subprocess.SubprocessError) as exc:
         sys.stderr.write(
-            f"gptkit: the AVX2 quantized kernels could not be built ({exc});"
-            " using PyTorch's operators\n"
+            f"gptkit: the {kset.name} kernels could not be built ({exc});"
+            " using another backend\n"
         )
         return None
-    return _bind(lib)
+    return _bind(lib, kset)

@@ -13,17 +13,26 @@ from gptkit.plugins.quantizers import native
 from gptkit.plugins.quantizers.linear import BACKENDS, Int4Linear, Int8Linear
 
 _BACKEND = {
-    "help": "auto (native kernels where they build, else torch), native (gptkit's"
-    " AVX2 kernels), aten (PyTorch's packed CPU kernels), torch (dequantize +"
-    " matmul, any device)",
+    "help": "auto (the backend measured fastest for each layer shape on this CPU,"
+    " cached), native (the same among gptkit's kernels), avx512vnni / avx2"
+    " (gptkit's integer dot-product kernels, int8 activations), fma-avx2"
+    " (gptkit's weight-only kernels, float activations), aten (PyTorch's packed"
+    " CPU kernels), torch (dequantize + matmul, any device), reference (the"
+    " integer kernels' arithmetic in PyTorch)",
     "choices": BACKENDS,
 }
 
 
 def _check_backend(backend: str) -> None:
-    if backend == "native" and native.library() is None:
+    if backend == "native" and not native.available("int8"):
         raise GptkitError(
             "backend native needs an x86-64 CPU with AVX2 and FMA and a C compiler"
+            " (cc, gcc or clang); use backend=auto"
+        )
+    if backend in native.KERNEL_SETS and native.library(backend) is None:
+        needs = " ".join(native.KERNEL_SETS[backend].needs)
+        raise GptkitError(
+            f"backend {backend} needs a CPU with {needs} and a C compiler"
             " (cc, gcc or clang); use backend=auto"
         )
 

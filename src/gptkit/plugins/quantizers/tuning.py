@@ -1,0 +1,219 @@
+"""Which kernel runs a quantized layer on this machine: measured, not guessed.
+
+The first time a layer of a given kind and shape runs with ``backend=auto`` (or
+``native``) at a given number of threads, every backend that can run it here is
+timed on that shape (random weights of the layer's shape, at most
+:data:`MAX_TIMED_WEIGHTS` of its rows; one activation row: a decoding step; a
+few milliseconds per shape), and the fastest is kept — in
+memory and in ``<gptkit cache>/kernels/choices-<key>.json``, where ``key``
+hashes the CPU model, all of its flags, the gptkit version and the torch
+version. Another CPU or another version therefore never reuses a choice: it
+measures again. ``-o backend=NAME`` (the quantizer option) skips all this.
+
+Under ``torch.compile`` nothing is timed (a traced forward must not run
+benchmarks): a layer whose choice was not measured yet uses a recorded choice
+of another thread count for its shape, else the first kernel set of
+:data:`native.PREFERENCE` that loads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from gptkit.plugins.quantizers import cpu, native
+
+#: Backends timed besides the native kernel sets (PyTorch's own paths).
+TORCH_BACKENDS = ("aten", "torch")
+
+_MEMORY: dict[str, dict[str, Any]] = {}
+
+
+def cache_key() -> str:
+    import hashlib
+
+    import torch
+
+    from gptkit._version import __version__
+
+    text = "|".join((cpu.fingerprint(), __version__, torch.__version__))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def cache_file() -> Path:
+    return native.cache_root() / "kernels" / f"choices-{cache_key()}.json"
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data.get("choices", {}) if isinstance(data, dict) else {}
+
+
+def _write(path: Path, choices: dict[str, Any]) -> None:
+    """Merge into the file (another process may have added shapes) and
+    replace it atomically; a cache that cannot be written is only slower."""
+    import torch
+
+    from gptkit._version import __version__
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        merged = {**_read(path), **choices}
+        data = {
+            "cpu": cpu.features(),
+            "gptkit": __version__,
+            "torch": torch.__version__,
+            "choices": merged,
+        }
+        fd, tmp = tempfile.mkstemp(suffix=".json", dir=path.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=1, sort_keys=True)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
+def _choices() -> dict[str, Any]:
+    key = cache_key()
+    if key not in _MEMORY:
+        _MEMORY.clear()
+        _MEMORY[key] = _read(cache_file())
+    return _MEMORY[key]
+
+
+def shape_key(kind: str, n: int, k: int, group: int, threads: int) -> str:
+    shape = f"{kind} {n}x{k}" + (f" g{group}" if kind == "int4" else "")
+    return f"{shape} t{threads}"
+
+
+def candidates(kind: str, native_only: bool) -> list[str]:
+    names = native.available(kind)
+    return names if native_only else [*names, *TORCH_BACKENDS]
+
+
+def make_layers(kind: str, n: int, k: int, group: int, backends: list[str]) -> dict:
+    """backend -> a layer of random weights of this shape with that backend
+    (one set of weights, shared): :func:`gptkit.plugins.quantizers.linear.
+    timing_layers`, registered by that module when it is imported (this
+    module does not import it: the layers import this one)."""
+    if LAYER_FACTORY is None:
+        import importlib
+
+        importlib.import_module("gptkit.plugins.quantizers.linear")
+    return LAYER_FACTORY(kind, n, k, group, backends)  # type: ignore[misc]
+
+
+#: Set by :mod:`gptkit.plugins.quantizers.linear` on import.
+LAYER_FACTORY: Any = None
+
+
+#: Weights per timed layer at most: a taller layer (the output head) is timed
+#: on its first rows (a product's time grows with its rows), so that PyTorch's
+#: slower paths cost milliseconds, not seconds.
+MAX_TIMED_WEIGHTS = 4 * 1024 * 1024
+
+
+def time_backends(
+    kind: str,
+    n: int,
+    k: int,
+    group: int,
+    backends: list[str],
+    rows: int = 1,
+    budget_s: float = 0.002,
+    rounds: int = 5,
+    max_weights: int | None = MAX_TIMED_WEIGHTS,
+    copies: int = 1,
+) -> dict[str, float]:
+    """backend -> seconds per call on this shape: the best of interleaved
+    rounds (each round calls each backend for about ``budget_s``; on a shared
+    machine noise only adds time, and with several threads a round whose
+    thread waited for a busy core is far off, so the median misleads). A backend whose
+    first call takes over 4x the fastest first call is timed no further (its
+    single call is reported). With one thread the clock is the process's CPU
+    time, so time spent descheduled on a shared machine is not charged to a
+    kernel; with several, wall time.
+
+    ``max_weights``: time at most that many weights' rows (None: all);
+    ``copies``: cycle through that many copies of the weights (past the CPU's
+    caches, as a decoding step streams every layer from memory)."""
+    import torch
+
+    # One thread: CPU time (time descheduled is not charged). Several: the
+    # process's CPU time would count threads spinning at the parallel
+    # region's end while one of them waits for a core, so wall time.
+    clock = time.process_time if torch.get_num_threads() == 1 else time.perf_counter
+    if max_weights is not None:
+        n = max(1, min(n, max_weights // k))
+    x = torch.randn(rows, k, generator=torch.Generator().manual_seed(1))
+    sets = [make_layers(kind, n, k, group, backends) for i in range(copies)]
+    first: dict[str, float] = {}
+    with torch.inference_mode():
+        for b in backends:
+            for layers in sets[:2]:
+                layers[b](x)  # warm-up (aten packs its weights on first use)
+            start = clock()
+            sets[-1][b](x)
+            first[b] = clock() - start
+        best = min(first.values())
+        timed = {b: [] for b in backends if first[b] <= 4 * best}  # type: ignore[var-annotated]
+        for _ in range(rounds):
+            for b in timed:
+                per_set = max(1, int(budget_s / max(first[b], 1e-7)) // copies)
+                calls = min(50, per_set) * copies
+                start = clock()
+                for i in range(calls):
+                    sets[i % copies][b](x)
+                timed[b].append((clock() - start) / calls)
+    return {b: min(timed[b]) if b in timed else first[b] for b in backends}
+
+
+def choose(
+    kind: str,
+    n: int,
+    k: int,
+    group: int,
+    threads: int,
+    native_only: bool = False,
+    measure: bool = True,
+) -> str | None:
+    """The backend for a layer (see the module docs); None when no native
+    kernel loads and ``native_only``."""
+    names = candidates(kind, native_only)
+    if not names:
+        return None
+    choices = _choices()
+    key = shape_key(kind, n, k, group, threads) + (" native" if native_only else "")
+    entry = choices.get(key)
+    if entry is not None and entry.get("backend") in names:
+        return str(entry["backend"])
+    if not measure:
+        prefix = key.rsplit(" t", 1)[0] + " t"
+        for other, value in choices.items():
+            if other.startswith(prefix) and value.get("backend") in names:
+                return str(value["backend"])
+        return names[0]
+    import torch
+
+    before = torch.get_num_threads()
+    times = time_backends(kind, n, k, group, names)
+    torch.set_num_threads(before)
+    best = min(times, key=times.__getitem__)
+    choices[key] = {
+        "backend": best,
+        "us": {b: round(t * 1e6, 1) for b, t in times.items()},
+    }
+    _write(cache_file(), {key: choices[key]})
+    return best
+
+
+def forget() -> None:
+    """Drop the in-memory choices (tests; the file stays)."""
+    _MEMORY.clear()
