@@ -143,7 +143,7 @@ def test_missing_tokenizer_json_is_one_line(checkpoint, tmp_path):
     with pytest.raises(GptkitError) as err:
         gptkit.load(str(model_dir), device="cpu")
     assert "has no tokenizer.json" in str(err.value)
-    assert "--tokenizer" in str(err.value) and "\n" not in str(err.value)
+    assert "name one with tokenizer" in str(err.value) and "\n" not in str(err.value)
 
 
 def test_a_tokenizer_larger_than_the_vocabulary_is_refused(checkpoint):
