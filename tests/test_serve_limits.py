@@ -337,40 +337,41 @@ def test_slow_clients_are_cut_off_at_the_read_timeout(server):
 # -- fault 12 (server part) and JSON logs: a model with a small vocabulary -----------
 
 
-@pytest.fixture(scope="module")
-def small_vocab_server(tmp_path_factory: pytest.TempPathFactory):
+def _save_tiny(run: Path, **changes) -> Path:
     import torch
 
     from gptkit.core.checkpoints.native import save_checkpoint
     from gptkit.core.config import get_preset
     from gptkit.core.model import GPTModel
 
-    run = tmp_path_factory.mktemp("small-vocab") / "run"
-    cfg = get_preset("tiny").replace(context_length=64, vocab_size=1000)
+    cfg = get_preset("tiny").replace(context_length=64, **changes)
     torch.manual_seed(0)
     save_checkpoint(run / "checkpoints", 1, GPTModel(cfg).eval(), cfg)
+    return run
+
+
+@pytest.fixture(scope="module")
+def json_log_server(tmp_path_factory: pytest.TempPathFactory):
+    run = _save_tiny(tmp_path_factory.mktemp("json-log") / "run")
     proc = ServerProcess(run, "--log-json", "--read-timeout", str(READ_TIMEOUT_S))
     yield proc
     assert proc.stop() == 0, proc.log()
 
 
-def test_a_model_with_a_small_vocabulary_is_served(small_vocab_server):
-    server = small_vocab_server
-
-    def ask(**changes):
-        return server.request("POST", "/v1/completions", {**GOOD, **changes})
-
-    assert_400(ask(), "prompt", fragment="outside the vocabulary (ids 0 to 999)")
-    assert_400(ask(prompt=""), "prompt", fragment="outside the vocabulary")
-    assert_400(ask(prompt=[1], logit_bias={"5000": 1}), "logit_bias")
-    status, _, body = ask(prompt=[[1, 2, 999]], max_tokens=4, temperature=0)
-    assert status == 200, body
-    assert body["usage"]["completion_tokens"] == 4
-    no_tracebacks(server)
+def test_a_model_with_a_small_vocabulary_is_refused_at_start(tmp_path, cli_run):
+    """A model whose vocabulary (1,000) cannot hold its tokenizer's ids (GPT-2's
+    50,257) is refused in one line before the server starts, not served with
+    text prompts that would index past its embedding."""
+    run = _save_tiny(tmp_path / "run", vocab_size=1000)
+    result = cli_run("serve", "--weights", str(run), "--port", "0")
+    assert result.exit_code == 2
+    line = result.stderr.strip()
+    assert "\n" not in line and "Traceback" not in result.stderr
+    assert "has a vocabulary of 1,000" in line and "50,257 ids" in line
 
 
-def test_every_log_line_is_json_even_uvicorns(small_vocab_server):
-    server = small_vocab_server
+def test_every_log_line_is_json_even_uvicorns(json_log_server):
+    server = json_log_server
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
         sock.sendall(b"NOT HTTP AT ALL\r\n\r\n")  # uvicorn: invalid request
         sock.recv(4096)

@@ -9,8 +9,10 @@ script, it prints that markdown.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 MARKER = "<!-- gptkit-cli-reference -->"
@@ -28,25 +30,49 @@ def _cli():
     return cli
 
 
+@contextlib.contextmanager
+def _builtins_only() -> Iterator[None]:
+    """gptkit's own commands only, whatever plugins are installed: no entry
+    points, and the root group without plugin commands added earlier in this
+    process; everything is put back afterwards."""
+    from gptkit.core.registry import reset_registry
+
+    cli = _cli()
+    saved_env = os.environ.get("GPTKIT_LOAD_PLUGINS")
+    saved_commands, saved_loaded = dict(cli.commands), cli._plugins_loaded
+    os.environ["GPTKIT_LOAD_PLUGINS"] = ""
+    cli.commands.clear()
+    cli._plugins_loaded = False
+    reset_registry()
+    try:
+        yield
+    finally:
+        cli.commands.clear()
+        cli.commands.update(saved_commands)
+        cli._plugins_loaded = saved_loaded
+        if saved_env is None:
+            os.environ.pop("GPTKIT_LOAD_PLUGINS", None)
+        else:
+            os.environ["GPTKIT_LOAD_PLUGINS"] = saved_env
+        reset_registry()
+
+
 def command_paths() -> list[list[str]]:
     """Every built-in command and subcommand as its argument path
     (``[]`` is ``gptkit`` itself; ``["bench", "sampling"]`` a subcommand)."""
     import click
 
-    os.environ["GPTKIT_LOAD_PLUGINS"] = ""  # built-ins only
-    from gptkit.core.registry import reset_registry
-
-    reset_registry()
-    cli = _cli()
-    ctx = click.Context(cli, info_name="gptkit")
-    paths: list[list[str]] = [[]]
-    for name in cli.list_commands(ctx):
-        command = cli.get_command(ctx, name)
-        paths.append([name])
-        if isinstance(command, click.Group):
-            sub_ctx = click.Context(command, info_name=name, parent=ctx)
-            paths += [[name, sub] for sub in command.list_commands(sub_ctx)]
-    return paths
+    with _builtins_only():
+        cli = _cli()
+        ctx = click.Context(cli, info_name="gptkit")
+        paths: list[list[str]] = [[]]
+        for name in cli.list_commands(ctx):
+            command = cli.get_command(ctx, name)
+            paths.append([name])
+            if isinstance(command, click.Group):
+                sub_ctx = click.Context(command, info_name=name, parent=ctx)
+                paths += [[name, sub] for sub in command.list_commands(sub_ctx)]
+        return paths
 
 
 def help_text(path: list[str]) -> str:
@@ -68,22 +94,14 @@ def help_text(path: list[str]) -> str:
 
 def reference_markdown() -> str:
     """One section per command: its name as the heading, its help as text."""
-    saved = os.environ.get("GPTKIT_LOAD_PLUGINS")
-    try:
-        parts = []
-        for path in command_paths():
+    parts = []
+    paths = command_paths()
+    with _builtins_only():
+        for path in paths:
             name = " ".join(["gptkit", *path])
             level = "##" if len(path) <= 1 else "###"
             parts.append(f"{level} `{name}`\n\n```text\n{help_text(path)}```\n")
-        return "\n".join(parts)
-    finally:
-        if saved is None:
-            os.environ.pop("GPTKIT_LOAD_PLUGINS", None)
-        else:
-            os.environ["GPTKIT_LOAD_PLUGINS"] = saved
-        from gptkit.core.registry import reset_registry
-
-        reset_registry()
+    return "\n".join(parts)
 
 
 def on_page_markdown(markdown: str, page, config, files) -> str:
