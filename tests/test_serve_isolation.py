@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from gptkit.api.text import TextStream, generate_text
-from gptkit.core import tokenizer
 from gptkit.core.interfaces import Sampler
 from gptkit.core.registry import get_registry
 from gptkit.core.tokenizer import encode, get_tokenizer
@@ -180,16 +179,9 @@ def test_a_small_vocabulary_refuses_prompts_it_cannot_read(model):
         engine.close(10)
 
 
-# -- fault 5: a million whitespace characters (fixed on the reliability branch)
+# -- fault 5: a million whitespace characters ---------------------------------------
 
 
-LONG_WHITESPACE_FIXED = pytest.mark.skipif(
-    not hasattr(tokenizer, "LONG_WHITESPACE"),
-    reason="the tokenizer's fix of issue 22 fault 5 comes with the reliability branch",
-)
-
-
-@LONG_WHITESPACE_FIXED
 def test_a_million_whitespace_characters_encode():
     assert len(encode(" " * 1_000_000)) == 1_000_000
     ids = encode("a" + "\n" * 1_000_000 + "b")

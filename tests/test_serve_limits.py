@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from gptkit.core import tokenizer
 from tests.serve_harness import (
     API_KEY_ENV,
     MODEL_NAME,
@@ -212,10 +211,6 @@ def test_a_bad_seed_fails_only_its_own_request(server):
 # -- fault 5 (server part): a million whitespace characters --------------------------
 
 
-@pytest.mark.skipif(
-    not hasattr(tokenizer, "LONG_WHITESPACE"),
-    reason="the tokenizer's fix of issue 22 fault 5 comes with the reliability branch",
-)
 def test_a_million_whitespace_characters_are_400_not_500(server):
     body = {**GOOD, "prompt": " " * 1_000_000}
     assert_400(post(server, body), "prompt", "context_length_exceeded", "1000000")
