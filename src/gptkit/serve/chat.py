@@ -23,13 +23,13 @@ from gptkit.errors import GptkitError
 from gptkit.serve.completions import (
     Inflight,
     Prepared,
+    StreamFailed,
     _cancel_on_disconnect,
-    _error_of,
-    _usage,
     collect,
     prepare,
+    stream_events,
 )
-from gptkit.serve.engine.batching import Delta, Done, Finished
+from gptkit.serve.engine.batching import Delta
 from gptkit.serve.errors import APIError, bad_request
 from gptkit.serve.events import EventStreamResponse, format_logprobs, sse
 from gptkit.serve.schemas import (
@@ -214,36 +214,23 @@ async def stream_chat(
             lp = chat_logprobs(format_logprobs(state, logprobs))
         return {"index": i, "delta": delta, "logprobs": lp, "finish_reason": finish}
 
-    prompt_tokens = completion_tokens = finished = 0
     started: set[int] = set()
     try:
-        while finished < len(prepared.requests):
-            index, event = await inflight.next()
-            if isinstance(event, Delta | Finished):
-                i = index * n + event.choice
-                if i not in started:
-                    started.add(i)
-                    yield chunk([piece(i, {"role": "assistant", "content": ""})])
+        async for index, event in stream_events(prepared, inflight):
+            i = index * n + event.choice
+            if i not in started:
+                started.add(i)
+                yield chunk([piece(i, {"role": "assistant", "content": ""})])
             if isinstance(event, Delta):
                 if event.text or event.logprobs:
-                    i = index * n + event.choice
                     delta = {"content": event.text}
                     yield chunk([piece(i, delta, event.logprobs or [])])
-            elif isinstance(event, Finished):
-                completion_tokens += event.tokens
-                yield chunk([piece(index * n + event.choice, {}, None, event.reason)])
-            elif isinstance(event, Done):
-                if event.error is not None:
-                    inflight.cancel()
-                    error = _error_of(event)
-                    inflight.record["error"] = error.code or error.type
-                    yield sse(error.body())
-                    return
-                finished += 1
-                prompt_tokens += event.prompt_tokens
-        prepared.usage.update(_usage(prompt_tokens, completion_tokens))
+            else:
+                yield chunk([piece(i, {}, None, event.reason)])
         if req.stream_options is not None and req.stream_options.include_usage:
             yield chunk([], usage=dict(prepared.usage))
         yield b"data: [DONE]\n\n"
+    except StreamFailed as failed:
+        yield sse(failed.error.body())
     finally:
         inflight.cancel()

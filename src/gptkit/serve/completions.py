@@ -371,6 +371,38 @@ def _usage(prompt: int, completion: int) -> dict[str, int]:
     }
 
 
+class StreamFailed(Exception):
+    """A request of a stream failed: ``error`` is the OpenAI error to send."""
+
+    def __init__(self, error: APIError) -> None:
+        super().__init__(error.body())
+        self.error = error
+
+
+async def stream_events(
+    prepared: Prepared, inflight: Inflight
+) -> AsyncIterator[tuple[int, Delta | Finished]]:
+    """Each request's ``Delta`` and ``Finished`` events as they come, until
+    every request is done; the usage is recorded in ``prepared.usage``. A
+    failed request cancels the rest and raises :class:`StreamFailed`."""
+    prompt_tokens = completion_tokens = finished = 0
+    while finished < len(prepared.requests):
+        index, event = await inflight.next()
+        if isinstance(event, Done):
+            if event.error is not None:
+                inflight.cancel()
+                error = _error_of(event)
+                inflight.record["error"] = error.code or error.type
+                raise StreamFailed(error)
+            finished += 1
+            prompt_tokens += event.prompt_tokens
+            continue
+        if isinstance(event, Finished):
+            completion_tokens += event.tokens
+        yield index, event
+    prepared.usage.update(_usage(prompt_tokens, completion_tokens))
+
+
 async def stream(
     state: ServeState, req: CompletionRequest, prepared: Prepared, inflight: Inflight
 ) -> AsyncIterator[bytes]:
@@ -395,38 +427,24 @@ async def stream(
         lp = format_logprobs(state, logprobs) if req.logprobs is not None else None
         return {"index": index, "text": text, "logprobs": lp, "finish_reason": finish}
 
-    prompt_tokens = completion_tokens = finished = 0
     echoed: set[int] = set()
     try:
-        while finished < len(prepared.requests):
-            index, event = await inflight.next()
-            if isinstance(event, Delta | Finished) and req.echo:
-                i = index * n + event.choice
-                if i not in echoed:  # the prompt (scored during the prefill)
-                    echoed.add(i)
-                    scored = inflight.handles[index].prompt_logprobs or []
-                    text = state.decode(prepared.prompts[index])
-                    yield chunk([piece(i, text, scored)])
+        async for index, event in stream_events(prepared, inflight):
+            i = index * n + event.choice
+            if req.echo and i not in echoed:  # the prompt (scored in the prefill)
+                echoed.add(i)
+                scored = inflight.handles[index].prompt_logprobs or []
+                text = state.decode(prepared.prompts[index])
+                yield chunk([piece(i, text, scored)])
             if isinstance(event, Delta):
                 if event.text or event.logprobs:
-                    i = index * n + event.choice
                     yield chunk([piece(i, event.text, event.logprobs or [])])
-            elif isinstance(event, Finished):
-                completion_tokens += event.tokens
-                i = index * n + event.choice
+            else:
                 yield chunk([piece(i, "", [], event.reason)])
-            elif isinstance(event, Done):
-                if event.error is not None:
-                    inflight.cancel()
-                    error = _error_of(event)
-                    inflight.record["error"] = error.code or error.type
-                    yield sse(error.body())
-                    return
-                finished += 1
-                prompt_tokens += event.prompt_tokens
-        prepared.usage.update(_usage(prompt_tokens, completion_tokens))
         if req.stream_options is not None and req.stream_options.include_usage:
             yield chunk([], usage=dict(prepared.usage))
         yield b"data: [DONE]\n\n"
+    except StreamFailed as failed:
+        yield sse(failed.error.body())
     finally:
         inflight.cancel()
