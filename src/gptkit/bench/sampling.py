@@ -35,7 +35,6 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -52,53 +51,16 @@ from gptkit.bench.runners import (
     transformers_kwargs,
     transformers_twin,
 )
+from gptkit.bench.settings import (
+    BASELINES,
+    SamplingSettings,
+)
 from gptkit.errors import GptkitError
 
-#: Short prompts of the default run: varied registers, a few tokens each.
-DEFAULT_PROMPTS = (
-    "Every effort moves you",
-    "The function returns",
-    "Once upon a time",
-    "In the beginning of the year",
-    "The best way to learn a language is",
-    "Scientists have discovered",
-    "My favourite recipe for bread",
-    "The history of the city",
-)
-DEFAULT_PRESET = "mini"
-BASELINES = ("no-cache", "transformers")
 SCHEMA = 1
 KIND = "gptkit-bench-sampling"
 
 Progress = Callable[[str], None]
-
-
-@dataclass
-class SamplingSettings:
-    """What to run. ``options[sampler]`` are that sampler's options (strings
-    from the CLI or values), applied over
-    :data:`gptkit.bench.runners.SAMPLER_OPTIONS` and the sampler's defaults."""
-
-    samplers: list[str]
-    prompts: list[str] = field(default_factory=lambda: list(DEFAULT_PROMPTS))
-    prompts_source: str = "built-in"
-    weights: str | None = None
-    preset: str = DEFAULT_PRESET
-    options: dict[str, dict[str, Any]] = field(default_factory=dict)
-    max_new_tokens: int = 32
-    repeats: int = 3
-    warmup: int = 1
-    seed: int = 0
-    baselines: list[str] = field(default_factory=list)
-    device: str = "auto"
-    dtype: str = "fp32"
-    #: quantizer specs (int8, int4:group_size=32): each adds a row per sampler
-    quantize: list[str] = field(default_factory=list)
-    #: also run every sampler (and quantization) with the compiled decode step
-    compile: bool = False
-    #: torch thread counts: each contender gets a row per count (0: torch's
-    #: default); empty: one row each at the current count
-    thread_counts: list[int] = field(default_factory=list)
 
 
 def create_samplers(settings: SamplingSettings) -> dict[str, Any]:

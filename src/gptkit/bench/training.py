@@ -25,40 +25,18 @@ import gc
 import itertools
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 from gptkit.bench.measure import PeakMemory, measure, median
+from gptkit.bench.settings import TrainingSettings
 from gptkit.core.precision import PRECISIONS, get_precision
 from gptkit.errors import GptkitError
 
 KIND = "gptkit-bench-training"
 SCHEMA = 2
 BASELINE = "baseline"
-
-
-@dataclass
-class TrainingSettings:
-    """What to run; ``compile``: also measure every precision compiled;
-    ``baseline``: the book-style step too; ``profile``: one profiled step per
-    variant."""
-
-    preset: str = "mini"
-    precisions: list[str] = field(
-        default_factory=lambda: ["fp32", "bf16-mixed", "bf16-true"]
-    )
-    compile: bool = False
-    baseline: bool = True
-    profile: bool = False
-    batch_size: int = 4
-    context_length: int | None = None
-    steps: int = 4
-    repeats: int = 3
-    warmup: int = 1
-    seed: int = 0
-    lr: float = 4e-4
-    device: str = "auto"
 
 
 @dataclass

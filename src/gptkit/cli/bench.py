@@ -9,8 +9,15 @@ from typing import Any
 
 import click
 
-from gptkit.api.settings import MAX_SEED
-from gptkit.cli.flags import PRESET_NAMES, device_option, echo_json
+from gptkit.bench.settings import DEFAULT_PROMPTS, SamplingSettings, TrainingSettings
+from gptkit.cli.flags import (
+    PRESET_NAMES,
+    comma_option,
+    echo_json,
+    settings_options,
+    switch_option,
+    was_given,
+)
 from gptkit.errors import GptkitError
 
 
@@ -139,94 +146,33 @@ def bench() -> None:
 
 
 @bench.command("sampling")
-@click.option(
-    "--weights",
-    metavar="SPEC",
-    help="Weights to benchmark (hf:gpt2, RUN_DIR, ...) instead of a preset.",
-)
-@click.option(
-    "--preset",
-    type=click.Choice(PRESET_NAMES),
-    help="Preset shape with random weights (tied head) [default: mini].",
-)
-@click.option(
-    "--samplers",
-    metavar="A,B,...",
-    help="Samplers to run, comma-separated [default: every installed one].",
-)
-@click.option(
-    "-o",
-    "--option",
-    "options",
-    multiple=True,
-    metavar="SAMPLER.KEY=VALUE",
-    help="A sampler option, repeatable (-o top-p.top_p=0.95).",
-)
+@settings_options(SamplingSettings, only=["weights", "preset"])
+@comma_option(SamplingSettings, "samplers")
+@settings_options(SamplingSettings, only=["options"])
 @click.option(
     "--prompts",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="A text file, one prompt per line [default: 8 built-in short prompts].",
+    help="A text file, one prompt per line"
+    f" [default: {len(DEFAULT_PROMPTS)} built-in short prompts].",
 )
-@click.option(
-    "--max-new-tokens",
-    type=click.IntRange(min=1),
-    default=32,
-    show_default=True,
-    help="Tokens generated per prompt (no end-of-text stop).",
+@settings_options(
+    SamplingSettings,
+    only=[
+        "max_new_tokens",
+        "repeats",
+        "warmup",
+        "baselines",
+        "seed",
+        "dtype",
+        "quantize",
+    ],
 )
-@click.option(
-    "--repeats",
-    type=click.IntRange(min=1),
-    default=3,
-    show_default=True,
-    help="Timed passes over the prompts (also the samples per prompt for self-BLEU).",
-)
-@click.option(
-    "--warmup",
-    type=click.IntRange(min=0),
-    default=1,
-    show_default=True,
-    help="Untimed passes first.",
-)
-@click.option(
-    "--baseline",
-    "baselines",
-    multiple=True,
-    type=click.Choice(["no-cache", "transformers"]),
-    help="Also run the book's no-cache loop or transformers' generate on the same"
-    " weights; repeatable. Adds a ratio column.",
-)
-@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True)
-@click.option(
-    "--dtype",
-    type=click.Choice(["fp32", "bf16", "fp16"]),
-    default="fp32",
-    show_default=True,
-)
-@click.option(
-    "--quantize",
-    "quantize",
-    multiple=True,
-    metavar="NAME[:KEY=VALUE,...]",
-    help="Also run every sampler on a quantized copy (int8, int4,"
-    " int4:group_size=32); repeatable. Adds a row per sampler.",
-)
-@click.option(
-    "--compile/--no-compile",
-    "compile_",
-    default=False,
-    show_default=True,
-    help="Also run every row with the compiled decode step (torch.compile).",
-)
-@click.option(
-    "--thread-counts",
-    help="Comma-separated torch thread counts (0: torch's default, one per core):"
-    " every contender gets a row per count, e.g. 1,0 (a user's `gptkit generate`"
-    " runs with torch's default). Overrides --threads.",
-)
-@device_option
+@switch_option(SamplingSettings, "compile")
+@comma_option(SamplingSettings, "thread_counts")
+@settings_options(SamplingSettings, only=["device"])
 @output_options
-def sampling(**opts: Any) -> None:
+@click.pass_context
+def sampling(ctx: click.Context, **opts: Any) -> None:
     """Speed and quality of samplers, side by side.
 
     Per sampler: tokens/s, time to first token, per-token latency p50/p90,
@@ -247,9 +193,7 @@ def sampling(**opts: Any) -> None:
       gptkit bench sampling --weights runs/small --samplers greedy,speculative \\
           -o speculative.draft=runs/tiny -o speculative.k=4
     """
-    from gptkit.bench.sampling import DEFAULT_PRESET, SamplingSettings
-
-    if opts["weights"] is not None and opts["preset"] is not None:
+    if opts["weights"] is not None and was_given(ctx, "preset"):
         raise GptkitError("give --weights or --preset, not both")
     samplers = split_names(opts["samplers"], "--samplers")
     if samplers is None:
@@ -270,7 +214,7 @@ def sampling(**opts: Any) -> None:
     settings = SamplingSettings(
         samplers=samplers,
         weights=opts["weights"],
-        preset=opts["preset"] or DEFAULT_PRESET,
+        preset=opts["preset"],
         options=parse_sampler_options(opts["options"]),
         max_new_tokens=opts["max_new_tokens"],
         repeats=opts["repeats"],
@@ -280,7 +224,7 @@ def sampling(**opts: Any) -> None:
         device=opts["device"],
         dtype=opts["dtype"],
         quantize=list(dict.fromkeys(opts["quantize"])),
-        compile=opts["compile_"],
+        compile=opts["compile"],
         thread_counts=_thread_counts(opts["thread_counts"]),
     )
     if opts["prompts"] is not None:
@@ -383,57 +327,23 @@ def _default_threads() -> int:
 
 
 @bench.command("training")
-@click.option(
-    "--preset",
-    type=click.Choice(PRESET_NAMES),
-    default="mini",
-    show_default=True,
-    help="Model shape (random weights).",
+@settings_options(TrainingSettings, only=["preset"])
+@comma_option(TrainingSettings, "precisions")
+@switch_option(TrainingSettings, "compile")
+@switch_option(TrainingSettings, "baseline")
+@settings_options(
+    TrainingSettings,
+    only=[
+        "profile",
+        "batch_size",
+        "context_length",
+        "steps",
+        "repeats",
+        "warmup",
+        "seed",
+        "device",
+    ],
 )
-@click.option(
-    "--precisions",
-    default="fp32,bf16-mixed,bf16-true",
-    show_default=True,
-    metavar="P,Q,...",
-    help="Comma-separated: fp32, bf16-mixed, bf16-true, fp16-mixed.",
-)
-@click.option(
-    "--compile/--no-compile",
-    "compile_",
-    default=False,
-    show_default=True,
-    help="Also measure every precision under torch.compile.",
-)
-@click.option(
-    "--baseline/--no-baseline",
-    default=True,
-    show_default=True,
-    help="Also time the book-style step (explicit-mask attention, per-tensor"
-    " AdamW, fp32) on the same batch and threads; ratios are against it.",
-)
-@click.option(
-    "--profile",
-    is_flag=True,
-    help="Run one more step of each variant under torch.profiler: the share of"
-    " forward, backward and optimizer, and of each kind of operator.",
-)
-@click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True)
-@click.option(
-    "--context-length",
-    type=click.IntRange(min=1),
-    help="Tokens per sequence [default: the preset's].",
-)
-@click.option(
-    "--steps",
-    type=click.IntRange(min=1),
-    default=4,
-    show_default=True,
-    help="Optimizer steps per timed repeat.",
-)
-@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True)
-@click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True)
-@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True)
-@device_option
 @output_options
 def training(**opts: Any) -> None:
     """Training step throughput (tokens/s) and MFU against the book's step.
@@ -454,12 +364,12 @@ def training(**opts: Any) -> None:
     """
     from gptkit.bench.measure import torch_threads
     from gptkit.bench.report import format_training
-    from gptkit.bench.training import TrainingSettings, run_training
+    from gptkit.bench.training import run_training
 
     settings = TrainingSettings(
         preset=opts["preset"],
         precisions=split_names(opts["precisions"], "--precisions") or [],
-        compile=opts["compile_"],
+        compile=opts["compile"],
         baseline=opts["baseline"],
         profile=opts["profile"],
         batch_size=opts["batch_size"],

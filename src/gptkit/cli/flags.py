@@ -29,10 +29,13 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 __all__ = [
     "PRESET_NAMES",
+    "comma_option",
     "device_option",
     "echo_json",
     "given_settings",
     "settings_options",
+    "switch_option",
+    "was_given",
 ]
 
 _GIVEN = (
@@ -99,7 +102,8 @@ def _option(f: dataclasses.Field[Any], hint: Any, default: Any) -> Callable[[F],
         kwargs["metavar"] = kwargs["metavar"] or "KEY=VALUE"
     else:
         kwargs.update(type=_click_type(plain, meta), default=default)
-    if not meta.get("default_help") and default not in (None, (), [], {}, False):
+    empty = default is None or default is False or default in ((), [], {})
+    if not meta.get("default_help") and not empty:
         kwargs["show_default"] = True
     return click.option(*decls, f.name, **kwargs)
 
@@ -136,6 +140,51 @@ def _default(f: dataclasses.Field[Any]) -> Any:
         value = f.default_factory()
         return () if isinstance(value, dict) else value
     return None
+
+
+def _field(cls: type[Any], name: str) -> dataclasses.Field[Any]:
+    by_name = {f.name: f for f in dataclasses.fields(cls)}
+    if name not in by_name:
+        raise ValueError(f"{cls.__name__} has no setting {name}")
+    return by_name[name]
+
+
+def comma_option(cls: type[Any], name: str) -> Callable[[F], F]:
+    """A list setting given as one comma-separated value (``--samplers a,b``);
+    its default is the field's, joined. The command splits the text."""
+    f = _field(cls, name)
+    meta = f.metadata
+    default = _default(f)
+    text = ",".join(str(v) for v in default) if default else None
+    help_text = meta["help"]
+    if meta.get("default_help"):
+        help_text = f"{help_text} [default: {meta['default_help']}]."
+    return click.option(
+        flag_of(f),
+        name,
+        default=text,
+        show_default=text is not None,
+        metavar=meta.get("metavar"),
+        help=help_text,
+    )
+
+
+def switch_option(cls: type[Any], name: str) -> Callable[[F], F]:
+    """A bool setting as ``--x/--no-x`` with the field's default."""
+    f = _field(cls, name)
+    flag = flag_of(f)
+    return click.option(
+        f"{flag}/--no-{flag[2:]}",
+        name,
+        default=_default(f),
+        show_default=True,
+        help=f.metadata["help"],
+    )
+
+
+def was_given(ctx: click.Context, name: str) -> bool:
+    """Whether option ``name`` came from the command line (or environment)."""
+    return ctx.get_parameter_source(name) in _GIVEN
 
 
 def given_settings(
