@@ -15,6 +15,7 @@ from gptkit.core.settings import (
     DEVICES,
     DTYPES,
     MAX_MEMORY_HELP,
+    NOT_SAVED,
     PRESET_NAMES,
     SEED,
     DataSettings,
@@ -34,6 +35,7 @@ MAX_SEED = SEED["le"]
 __all__ = [
     "DEVICES",
     "MAX_SEED",
+    "NOT_SAVED",
     "PRESET_NAMES",
     "EvalSettings",
     "FinetuneSettings",
@@ -44,6 +46,7 @@ __all__ = [
     "all_settings_flags",
     "flag_of",
     "parse_pairs",
+    "setting",
 ]
 
 

@@ -40,7 +40,7 @@ from gptkit.serve.schemas import (
 )
 
 if TYPE_CHECKING:
-    from gptkit.core.interfaces import PromptStyle
+    from gptkit.api.serving import PromptStyle
     from gptkit.serve.state import ServeState
 
 

@@ -20,7 +20,7 @@ import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from gptkit.core.interfaces import SearchStrategy
+from gptkit.api.serving import is_search_strategy
 from gptkit.errors import GptkitError
 from gptkit.serve.engine.batching import (
     BatchRequest,
@@ -201,7 +201,7 @@ def prepare(state: ServeState, req: CompletionRequest) -> Prepared:
             "n",
         )
     width = req.n
-    if isinstance(sampler, SearchStrategy):
+    if is_search_strategy(sampler):
         width = sampler.sequences()
         if width > limits.max_beams:
             raise bad_request(

@@ -6,14 +6,16 @@ the operator's settings; nothing a request says is ever opened."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from gptkit.errors import GptkitError
+from gptkit.api.serving import load_drafts
 
 if TYPE_CHECKING:
     from gptkit.api.model import LanguageModel
+    from gptkit.api.serving import GPTModel
     from gptkit.api.settings import LoadSettings
-    from gptkit.core.model import GPTModel
+
+__all__ = ["default_name", "load_drafts", "load_language_model", "load_model"]
 
 
 def load_model(settings: LoadSettings) -> tuple[GPTModel, str]:
@@ -32,35 +34,6 @@ def load_language_model(settings: LoadSettings) -> tuple[LanguageModel, str]:
     if settings.weights is not None:
         return lm, default_name(settings.weights)
     return lm, settings.preset_name()
-
-
-def load_drafts(
-    model: GPTModel, specs: dict[str, str], tokenizer: Any = None
-) -> dict[str, GPTModel]:
-    """The draft models ``{name: spec}``, on ``model``'s device and dtype; a
-    draft must share the model's tokenizer (it proposes the model's tokens)."""
-    from gptkit.formats.models import model_from_spec
-    from gptkit.formats.tokenizers import tokenizer_for
-
-    param = next(model.parameters())
-    drafts = {}
-    for name, spec in specs.items():
-        draft, loaded = model_from_spec(spec, device=param.device, dtype=param.dtype)
-        if tokenizer is not None:
-            theirs = tokenizer_for(draft.cfg, loaded.extra)
-            if theirs.fingerprint() != tokenizer.fingerprint():
-                raise GptkitError(
-                    f"--draft {name}: it uses the {theirs.spec} tokenizer, not the"
-                    f" model's {tokenizer.spec}; a draft and its model must share"
-                    " one tokenizer"
-                )
-        if draft.cfg.vocab_size < model.cfg.vocab_size:
-            raise GptkitError(
-                f"--draft {name}: its vocabulary has {draft.cfg.vocab_size} tokens,"
-                f" the model's {model.cfg.vocab_size}; a draft must cover the model's"
-            )
-        drafts[name] = draft.eval()
-    return drafts
 
 
 def default_name(spec: str) -> str:

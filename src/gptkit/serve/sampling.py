@@ -171,11 +171,11 @@ def _neutral(cls: type, key: str, value: Any) -> bool:
     """Whether a shortcut asks for nothing a sampler without it would not do:
     OpenAI's defaults (temperature 1, top_p 1), or temperature 0 (greedy) for
     a deterministic sampler or a search strategy."""
-    from gptkit.core.interfaces import SearchStrategy
+    from gptkit.api.serving import is_search_strategy
 
     if (key, value) in (("temperature", 1.0), ("top_p", 1.0)):
         return True
-    deterministic = issubclass(cls, SearchStrategy) or (
+    deterministic = is_search_strategy(cls) or (
         getattr(cls, "deterministic", False) is True
     )
     return key == "temperature" and value == 0 and deterministic

@@ -32,7 +32,7 @@ from gptkit.errors import GptkitError
 from gptkit.serve.settings import ServeSettings
 
 if TYPE_CHECKING:
-    from gptkit.core.model import GPTModel
+    from gptkit.api.serving import GPTModel
 
 log = logging.getLogger("gptkit.serve")
 

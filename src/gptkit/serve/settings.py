@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from gptkit.core.settings import NOT_SAVED, Settings, setting
+from gptkit.api.settings import NOT_SAVED, Settings, setting
 from gptkit.errors import SettingError
 
 
