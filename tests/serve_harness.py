@@ -22,18 +22,31 @@ API_KEY_ENV = "GPTKIT_TEST_API_KEY"
 START_TIMEOUT = 180.0  # importing torch on a loaded 2-core machine is slow
 
 
-def save_tiny_run(path: Path, seed: int = 123, context_length: int = 128) -> Path:
-    """A run directory with a tiny random model (2 layers, 64 wide)."""
+def save_tiny_run(
+    path: Path,
+    seed: int = 123,
+    context_length: int = 128,
+    prompt_style: str | None = None,
+) -> Path:
+    """A run directory with a tiny random model (2 layers, 64 wide); with
+    ``prompt_style`` (``"alpaca"``) its checkpoint records that style, as a
+    finetuned run's does, so ``/v1/chat/completions`` serves it."""
     import torch
 
     from gptkit.core.checkpoints.native import save_checkpoint
     from gptkit.core.config import get_preset
     from gptkit.core.model import GPTModel
+    from gptkit.core.registry import get_registry
+    from gptkit.runs.finetune import style_record
 
     cfg = get_preset("tiny").replace(context_length=context_length)
     torch.manual_seed(seed)
     model = GPTModel(cfg).eval()
-    save_checkpoint(path / "checkpoints", 1, model, cfg)
+    info = None
+    if prompt_style is not None:
+        style = get_registry().prompt_styles.create(prompt_style, {})
+        info = {"prompt_style": style_record(style)}
+    save_checkpoint(path / "checkpoints", 1, model, cfg, info=info)
     return path
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -38,8 +39,11 @@ CHECKS = (
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):
+    # a run that records a prompt style, so /v1/chat/completions answers too
     run = save_tiny_run(
-        tmp_path_factory.mktemp("serve-fuzz") / "run", context_length=64
+        tmp_path_factory.mktemp("serve-fuzz") / "run",
+        context_length=64,
+        prompt_style="alpaca",
     )
     proc = ServerProcess(
         run,
@@ -54,7 +58,13 @@ def server(tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_the_description_is_generated_from_the_request_and_response_models(server):
-    from gptkit.serve.schemas import Completion, CompletionRequest, ErrorResponse
+    from gptkit.serve.schemas import (
+        ChatCompletion,
+        ChatCompletionRequest,
+        Completion,
+        CompletionRequest,
+        ErrorResponse,
+    )
 
     status, _, spec = server.request("GET", "/openapi.json")
     assert status == 200 and spec["openapi"].startswith("3.")
@@ -70,6 +80,20 @@ def test_the_description_is_generated_from_the_request_and_response_models(serve
     assert seed["maximum"] == 2**63 - 1
     responses = spec["paths"]["/v1/completions"]["post"]["responses"]
     assert {"200", "400", "401", "503", "504"} <= set(responses)
+    chat = spec["paths"]["/v1/chat/completions"]["post"]
+    assert chat["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/ChatCompletionRequest"
+    }
+    assert set(schemas["ChatCompletionRequest"]["properties"]) == set(
+        ChatCompletionRequest.model_fields
+    )
+    assert schemas["ChatCompletionRequest"]["additionalProperties"] is False
+    assert set(schemas["ChatCompletion"]["properties"]) == set(
+        ChatCompletion.model_fields
+    )
+    assert {"200", "400", "401", "503", "504"} <= set(chat["responses"])
+    events = chat["responses"]["200"]["content"]["text/event-stream"]["schema"]
+    assert "ChatCompletionChunk" in json.dumps(events)
     assert spec["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
 
 
@@ -85,6 +109,14 @@ def test_schemathesis_finds_no_fault(server, tmp_path):
         {"model": MODEL_NAME, "prompt": "warm up", "max_tokens": 4},
         {"Authorization": f"Bearer {KEY}"},
     )
+    reply = server.request(
+        "POST",
+        "/v1/chat/completions",
+        {"model": MODEL_NAME, "messages": [{"role": "user", "content": "hi"}],
+         "max_tokens": 4},
+        {"Authorization": f"Bearer {KEY}"},
+    )  # fmt: skip
+    assert reply[0] == 200, reply  # the run's prompt style: chat is served
     baseline = server.rss_bytes()
     seconds = os.environ.get("GPTKIT_FUZZ_SECONDS", "45")
     examples = os.environ.get("GPTKIT_FUZZ_EXAMPLES", "30")
@@ -113,6 +145,12 @@ def test_schemathesis_finds_no_fault(server, tmp_path):
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
     summary = _summary(proc.stdout)
     print(summary)  # the examples tried, for the record (pytest -s)
+    # every operation ran, /v1/chat/completions included (the run records a
+    # prompt style, so chat requests reach the engine instead of a 400)
+    _, _, spec = server.request("GET", "/openapi.json")
+    operations = sum(len(methods) for methods in spec["paths"].values())
+    assert "/v1/chat/completions" in spec["paths"]
+    assert re.search(rf"Tested: {operations}\b", proc.stdout), proc.stdout[-3000:]
     assert server.health()["status"] == "ok"
     assert server.rss_bytes() < baseline + 150 * 2**20
     assert "Traceback" not in server.log()

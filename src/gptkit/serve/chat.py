@@ -13,9 +13,9 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -33,53 +33,18 @@ from gptkit.serve.engine.batching import Delta
 from gptkit.serve.errors import APIError, bad_request
 from gptkit.serve.events import EventStreamResponse, format_logprobs, sse
 from gptkit.serve.schemas import (
+    ChatCompletionRequest,
+    ChatMessage,
     CompletionRequest,
-    StreamOptions,
     _as_api_error,
     parse_request,
 )
 
+__all__ = ["ChatCompletionRequest", "ChatMessage", "create_chat_completion"]
+
 if TYPE_CHECKING:
     from gptkit.api.serving import PromptStyle
     from gptkit.serve.state import ServeState
-
-
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    role: Literal["system", "user", "assistant"]
-    content: str
-    name: str | None = None  # accepted and ignored
-
-
-class ChatCompletionRequest(BaseModel):
-    """``POST /v1/chat/completions``."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    model: str
-    messages: list[ChatMessage] = Field(min_length=1)
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
-    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
-    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
-    n: int = Field(default=1, ge=1, le=128)
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-    stop: Any = None
-    seed: int | None = None
-    logprobs: bool = False
-    top_logprobs: int | None = Field(default=None, ge=0, le=5)
-    frequency_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
-    presence_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
-    logit_bias: dict[str, float] | None = None
-    user: str | None = None
-    # gptkit's extensions
-    sampler: str | None = None
-    sampler_options: dict[str, Any] | None = None
-    top_k: int | None = Field(default=None, ge=1)
-    min_p: float | None = Field(default=None, gt=0.0, le=1.0)
-    repetition_penalty: float | None = Field(default=None, gt=0.0)
-    no_repeat_ngram_size: int | None = Field(default=None, ge=0)
 
 
 def prompt_style(state: ServeState) -> PromptStyle:

@@ -15,6 +15,9 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from gptkit.serve.schemas import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
     Completion,
     CompletionRequest,
     ErrorResponse,
@@ -40,31 +43,32 @@ ERRORS = {
 }
 
 
-#: One server-sent event of a stream (OpenAPI 3.1: the schema of each event):
-#: its data is a chunk (Completion), an error (ErrorResponse) or ``[DONE]``.
-_EVENT = {
-    "type": "object",
-    "properties": {
-        "data": {
-            "anyOf": [
-                {
-                    "type": "string",
-                    "contentMediaType": "application/json",
-                    "contentSchema": {
-                        "anyOf": [
-                            {"$ref": REF.format(model="Completion")},
-                            {"$ref": REF.format(model="ErrorResponse")},
-                        ]
+def _event(chunk: type[BaseModel]) -> dict[str, Any]:
+    """One server-sent event of a stream (OpenAPI 3.1: the schema of each
+    event): its data is a ``chunk``, an error (ErrorResponse) or ``[DONE]``."""
+    return {
+        "type": "object",
+        "properties": {
+            "data": {
+                "anyOf": [
+                    {
+                        "type": "string",
+                        "contentMediaType": "application/json",
+                        "contentSchema": {
+                            "anyOf": [
+                                {"$ref": REF.format(model=chunk.__name__)},
+                                {"$ref": REF.format(model="ErrorResponse")},
+                            ]
+                        },
                     },
-                },
-                {"const": "[DONE]"},
-            ],
-            "description": "a Completion chunk or an ErrorResponse as JSON; the"
-            " last event's data is [DONE]",
-        }
-    },
-    "required": ["data"],
-}
+                    {"const": "[DONE]"},
+                ],
+                "description": f"a {chunk.__name__} or an ErrorResponse as JSON;"
+                " the last event's data is [DONE]",
+            }
+        },
+        "required": ["data"],
+    }
 
 
 def _json(model: type[BaseModel]) -> dict[str, Any]:
@@ -85,12 +89,11 @@ def _v1(statuses: tuple[int, ...], auth: bool) -> tuple[int, ...]:
 def openapi(model_name: str, auth: bool, version: str) -> dict[str, Any]:
     """The description of a server serving ``model_name``; ``auth``: whether
     ``/v1`` needs an API key."""
+    requests = (CompletionRequest, ChatCompletionRequest)
+    responses = (Completion, ChatCompletion, ChatCompletionChunk, ErrorResponse)
     _, defs = models_json_schema(
-        [
-            (m, "validation" if m is CompletionRequest else "serialization")
-            for m in (CompletionRequest, Completion, ErrorResponse, Model, ModelList)
-        ]
-        + [(Health, "serialization")],
+        [(m, "validation") for m in requests]
+        + [(m, "serialization") for m in (*responses, Model, ModelList, Health)],
         ref_template=REF,
     )
     security = [{"bearer": []}] if auth else []
@@ -108,7 +111,33 @@ def openapi(model_name: str, auth: bool, version: str) -> dict[str, Any]:
                         " its chunks with stream: true",
                         "content": {
                             **_json(Completion),
-                            "text/event-stream": {"schema": _EVENT},
+                            "text/event-stream": {"schema": _event(Completion)},
+                        },
+                    },
+                    **_errors(*completion_errors),
+                },
+            }
+        },
+        "/v1/chat/completions": {
+            "post": {
+                "operationId": "createChatCompletion",
+                "summary": "Answer a chat in the model's prompt style (OpenAI's chat"
+                " completions API; a model without a recorded prompt style answers"
+                " 400)",
+                "security": security,
+                "requestBody": {
+                    "required": True,
+                    "content": _json(ChatCompletionRequest),
+                },
+                "responses": {
+                    "200": {
+                        "description": "the chat completion, or server-sent events"
+                        " of its chunks with stream: true",
+                        "content": {
+                            **_json(ChatCompletion),
+                            "text/event-stream": {
+                                "schema": _event(ChatCompletionChunk)
+                            },
                         },
                     },
                     **_errors(*completion_errors),
@@ -174,7 +203,8 @@ def openapi(model_name: str, auth: bool, version: str) -> dict[str, Any]:
     }
     schemas = defs["$defs"]
     # the one model this server serves (a fact of this server, not of the type)
-    schemas["CompletionRequest"]["properties"]["model"]["enum"] = [model_name]
+    for request in requests:
+        schemas[request.__name__]["properties"]["model"]["enum"] = [model_name]
     components: dict[str, Any] = {"schemas": schemas}
     if auth:
         components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
@@ -183,8 +213,8 @@ def openapi(model_name: str, auth: bool, version: str) -> dict[str, Any]:
         "info": {
             "title": "gptkit serve",
             "version": version,
-            "description": "OpenAI's completions API over gptkit's continuous"
-            f" batching engine, serving {model_name!r}.",
+            "description": "OpenAI's completions and chat completions APIs over"
+            f" gptkit's continuous batching engine, serving {model_name!r}.",
         },
         "paths": paths,
         "components": components,

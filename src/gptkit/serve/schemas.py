@@ -147,6 +147,53 @@ class CompletionRequest(BaseModel):
         return value
 
 
+class ChatMessage(BaseModel):
+    """One message of a chat: ``system``, ``user`` or ``assistant``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    role: Literal["system", "user", "assistant"]
+    content: str
+    name: str | None = None  # accepted and ignored
+
+
+class ChatCompletionRequest(BaseModel):
+    """``POST /v1/chat/completions``: the messages become one prompt in the
+    model's prompt style; the other fields are the completions request's (and
+    are checked by it, :func:`gptkit.serve.chat.as_completion`)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    model: str
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    n: int = Field(default=1, ge=1, le=128)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    stop: Annotated[Any, _schema_of(StopForms)] = None
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
+    logprobs: bool = False
+    top_logprobs: int | None = Field(default=None, ge=0, le=MAX_LOGPROBS)
+    frequency_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
+    presence_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
+    logit_bias: Annotated[
+        dict[str, float] | None,
+        _schema_of(
+            Annotated[dict[BiasKey, Bias], Field(max_length=MAX_LOGIT_BIAS)] | None
+        ),
+    ] = None
+    user: str | None = None
+    # gptkit's extensions
+    sampler: str | None = None
+    sampler_options: dict[str, Any] | None = None
+    top_k: int | None = Field(default=None, ge=1)
+    min_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    repetition_penalty: float | None = Field(default=None, gt=0.0)
+    no_repeat_ngram_size: int | None = Field(default=None, ge=0)
+
+
 # -- responses ------------------------------------------------------------------
 
 
@@ -182,6 +229,70 @@ class Completion(BaseModel):
     model: str
     system_fingerprint: str
     choices: list[CompletionChoice]
+    usage: Usage | None = None
+
+
+class ChatMessageOut(BaseModel):
+    role: Literal["assistant"]
+    content: str
+
+
+class ChatTopLogprob(BaseModel):
+    token: str
+    logprob: float | None
+    bytes: list[int]
+
+
+class ChatTokenLogprob(ChatTopLogprob):
+    top_logprobs: list[ChatTopLogprob]
+
+
+class ChatLogprobs(BaseModel):
+    """OpenAI's chat logprobs: one entry per generated token."""
+
+    content: list[ChatTokenLogprob]
+
+
+class ChatChoice(BaseModel):
+    index: int
+    message: ChatMessageOut
+    logprobs: ChatLogprobs | None
+    finish_reason: Literal["stop", "length"] | None
+
+
+class ChatCompletion(BaseModel):
+    """The answer to ``POST /v1/chat/completions`` (``stream`` false)."""
+
+    id: str
+    object: Literal["chat.completion"]
+    created: int
+    model: str
+    system_fingerprint: str
+    choices: list[ChatChoice]
+    usage: Usage | None = None
+
+
+class ChatDelta(BaseModel):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+
+
+class ChatChunkChoice(BaseModel):
+    index: int
+    delta: ChatDelta
+    logprobs: ChatLogprobs | None
+    finish_reason: Literal["stop", "length"] | None
+
+
+class ChatCompletionChunk(BaseModel):
+    """One server-sent event of a streamed chat completion."""
+
+    id: str
+    object: Literal["chat.completion.chunk"]
+    created: int
+    model: str
+    system_fingerprint: str
+    choices: list[ChatChunkChoice]
     usage: Usage | None = None
 
 
