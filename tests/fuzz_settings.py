@@ -213,3 +213,92 @@ def flag_value(value: Any) -> str:
     if isinstance(value, float):
         return repr(value)
     return str(value)
+
+
+# -- memory: never past the preflight estimate --------------------------------
+
+#: What an example may use beyond the largest estimate the preflight checked:
+#: a factor for the estimate's approximations (activations and temporaries are
+#: modelled, not traced) and a fixed allowance for what no estimate covers
+#: (a sampler plugin's first import, torch's per-operator workspaces, the
+#: allocator's arenas).
+MEMORY_FACTOR = 1.5
+MEMORY_SLACK = 48 * 2**20
+
+
+def _status_bytes(key: str) -> int:
+    import re
+    from pathlib import Path
+
+    text = Path("/proc/self/status").read_text()
+    found = re.search(rf"^{key}:\s+(\d+) kB", text, re.MULTILINE)
+    return int(found.group(1)) * 1024 if found else 0
+
+
+class PreflightWatch:
+    """Peak resident memory of one example against the memory preflight's
+    estimates for it.
+
+    On entry it returns freed heap to the system (``malloc_trim``) and resets
+    the process's peak RSS (``VmHWM``; writing 5 to ``/proc/self/clear_refs``,
+    Linux 4.0+), so the peak read on exit is this example's, not the
+    process's; and it records every estimate :func:`check_memory` is given
+    (the settings' own preflight, called before anything large is allocated).
+    ``growth`` is the peak minus the RSS at entry: the example's memory, model
+    loads and tensors included (torch's CPU allocations are invisible to
+    tracemalloc, so resident memory is what is measured)."""
+
+    def __init__(self) -> None:
+        self.estimates: list[Any] = []
+        self.growth: int | None = None
+        self.supported = True
+
+    def __enter__(self) -> PreflightWatch:
+        import ctypes
+        import ctypes.util
+        from unittest import mock
+
+        import gptkit.runs.preflight as preflight
+
+        real = preflight.check_memory
+
+        def recording(estimate: Any, *args: Any, **kwargs: Any) -> None:
+            self.estimates.append(estimate)
+            return real(estimate, *args, **kwargs)
+
+        self._patch = mock.patch.object(preflight, "check_memory", recording)
+        self._patch.start()
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            libc.malloc_trim(0)
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+        except (OSError, AttributeError):
+            self.supported = False  # not Linux/glibc: nothing to measure
+        self._start = _status_bytes("VmRSS")
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._patch.stop()
+        if self.supported and _status_bytes("VmHWM") >= self._start:
+            self.growth = _status_bytes("VmHWM") - self._start
+
+    @property
+    def estimate(self) -> int:
+        """The largest estimate checked (0: refused before any preflight)."""
+        return max((e.total for e in self.estimates), default=0)
+
+    def check(self) -> None:
+        """The example stayed within its estimate (with the stated slack)."""
+        if self.growth is None:
+            return
+        allowed = MEMORY_FACTOR * self.estimate + MEMORY_SLACK
+        what = ", ".join(
+            f"{e.what}: {e.total / 2**20:.1f} MiB ({e.breakdown()})"
+            for e in self.estimates
+        )
+        assert self.growth <= allowed, (
+            f"peak memory grew {self.growth / 2**20:.1f} MiB, past"
+            f" {MEMORY_FACTOR} x the preflight estimate + {MEMORY_SLACK >> 20} MiB"
+            f" = {allowed / 2**20:.1f} MiB; estimates: {what or 'none'}"
+        )

@@ -3,8 +3,11 @@
 drive ``gptkit.load``, ``LanguageModel.generate``/``evaluate``,
 ``gptkit.train`` and the command line on a tiny model. Any value works or is
 refused with a ``GptkitError`` (exit 2 and one ``gptkit: error:`` line on the
-command line): never another exception, a traceback, or a hang past the
-per-example deadline.
+command line): never another exception, a traceback, a hang past the
+per-example deadline, or (the Python examples) peak memory past the memory
+preflight's estimate for the example (``PreflightWatch``: 1.5 x the estimate +
+48 MiB; a refused example must stay within that of what it estimated, or of
+nothing).
 
 CI runs a few examples of each; ``pytest tests/test_fuzz_settings.py
 --hypothesis-profile=long`` runs many more (see docs/reliability.md).
@@ -25,6 +28,7 @@ from gptkit.api.settings import EvalSettings, GenerateSettings, LoadSettings
 from gptkit.core.settings import TrainSettings, flag_of
 from gptkit.errors import GptkitError
 from tests.fuzz_settings import (
+    PreflightWatch,
     declared_fields,
     field_values,
     flag_value,
@@ -61,14 +65,44 @@ LOGGERS = tuple(n for n in _names("loggers") if n != "tensorboard")  # slow impo
 MEMORY = "512MB"  # the preflight refuses big work quickly instead of running it
 
 
+#: (test, peak growth, largest estimate) of every example, for the summary.
+MEMORY_SEEN: list[tuple[str, int, int]] = []
+
+
 def works_or_refuses(call: Any) -> Any:
-    """``call()``'s result, or None when it raised a one-line GptkitError."""
+    """``call()``'s result, or None when it raised a one-line GptkitError;
+    either way its peak memory stays within the preflight's estimate."""
+    watch = PreflightWatch()
     try:
-        return call()
+        with watch:
+            return call()
     except GptkitError as exc:
         text = str(exc).strip()
         assert text, f"{type(exc).__name__} without a message"
         return None
+    finally:
+        if watch.growth is not None:
+            MEMORY_SEEN.append((_current_test(), watch.growth, watch.estimate))
+        watch.check()
+
+
+def _current_test() -> str:
+    import os
+
+    return os.environ.get("PYTEST_CURRENT_TEST", "?").split("::")[-1].split(" ")[0]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def memory_summary():
+    """Print the examples' peak memory against their estimates (pytest -s)."""
+    yield
+    if MEMORY_SEEN:
+        worst = max(MEMORY_SEEN, key=lambda r: r[1] - r[2])
+        print(
+            f"\nmemory: {len(MEMORY_SEEN)} examples measured; the largest growth"
+            f" over its estimate: {worst[0]} grew {worst[1] / 2**20:.1f} MiB,"
+            f" estimated {worst[2] / 2**20:.1f} MiB"
+        )
 
 
 @pytest.fixture(scope="module")
