@@ -541,3 +541,86 @@ def test_sigterm_to_the_launcher_is_one_gptkit_line(tmp_path):
     proc = _launch(["--resume", str(run), "--devices", "3"])
     assert proc.wait(timeout=240) == 2
     _one_line(proc, "gptkit: error: the run's global batch", "divides 2")
+
+
+# -- a plain torchrun (not gptkit train --devices): what gptkit controls --
+
+
+def _plain_torchrun(args):
+    """``torchrun --standalone --nproc-per-node 2 -m gptkit.cli.main train ARGS``."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.conftest import REPO
+
+    torchrun = Path(sys.executable).with_name("torchrun")
+    if not torchrun.exists():
+        pytest.skip("no torchrun next to the interpreter")
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+    command = [str(torchrun), "--standalone", "--nproc-per-node", "2"]
+    return subprocess.Popen(
+        [*command, "-m", "gptkit.cli.main", "train", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _gptkit_lines(text):
+    return [line for line in text.splitlines() if line.startswith("gptkit:")]
+
+
+def test_the_cli_module_runs_as_a_script():
+    # torchrun -m gptkit.cli.main (and python -m gptkit.cli.main) run the
+    # command line; the module did nothing and exited 0 before.
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    result = subprocess.run(
+        [sys.executable, "-m", "gptkit.cli.main", "--version"],
+        env={"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0 and "gptkit" in result.stdout, result.stderr
+
+
+@pytest.mark.slow
+def test_plain_torchrun_sigterm_is_one_gptkit_line(tmp_path):
+    import signal
+
+    run = tmp_path / "run"
+    assert _LONG_RUN[:2] == ("--devices", "2")
+    args = list(_LONG_RUN[2:])
+    proc = _plain_torchrun([*args, "--out", str(run)])
+    _wait_for_steps(run, proc)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) != 0
+    err = proc.stderr.read()
+    # every rank stops at the same step; rank 0 alone says so (torchrun's own
+    # launcher then prints its SignalException: gptkit does not run it)
+    lines = _gptkit_lines(err)
+    assert len(lines) == 1, err
+    assert lines[0].startswith("gptkit: interrupted at step"), lines
+
+
+@pytest.mark.slow
+def test_plain_torchrun_failure_summary_names_the_gptkit_line(tmp_path):
+    proc = _plain_torchrun(
+        ["--preset", "tiny", "--corpus", str(tmp_path / "missing.txt")]
+    )
+    assert proc.wait(timeout=240) != 0
+    err = proc.stderr.read()
+    assert _gptkit_lines(err) == ["gptkit: error: corpus file not found:"
+                                  f" {tmp_path / 'missing.txt'}"] * 2, err  # fmt: skip
+    # torchrun's summary shows each worker's line (torch elastic's error
+    # file), not "To enable traceback see ..."
+    summary = [line.strip() for line in err.splitlines() if "traceback :" in line]
+    assert len(summary) == 2, err
+    assert all("gptkit: error: corpus file not found" in s for s in summary), summary

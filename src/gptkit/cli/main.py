@@ -125,7 +125,13 @@ def _fail(message: str, code: int = 2, kind: str = "error") -> None:
 def _last_line(line: str, kind: str) -> None:
     """Print the command's last line; a worker of ``gptkit train --devices``
     writes it for the launcher instead, which says one line for the run
-    (:func:`gptkit.cli.launch.exec_torchrun`)."""
+    (:func:`gptkit.cli.launch.exec_torchrun`).
+
+    Under a plain ``torchrun`` (whose launcher gptkit does not control), a
+    failing worker also leaves its line in torch elastic's error file, so
+    torchrun's failure summary names it as the root cause instead of "To
+    enable traceback see ..."; and the clean stop after a SIGTERM, which every
+    rank reaches at the same step, is said by rank 0 alone."""
     directory, rank = os.environ.get("GPTKIT_RANK_MESSAGES"), os.environ.get("RANK")
     if directory and rank is not None:
         try:
@@ -134,7 +140,32 @@ def _last_line(line: str, kind: str) -> None:
             return
         except (OSError, ValueError):
             pass
+    if rank is not None and not directory:  # a worker of a plain torchrun
+        if kind == "stop" and rank != "0":
+            return
+        if kind != "stop":
+            _elastic_error_file(line)
     click.echo(line, err=True)
+
+
+def _elastic_error_file(line: str) -> None:
+    """Torch elastic's error file of this worker (``TORCHELASTIC_ERROR_FILE``,
+    set by torchrun): torchrun's launcher shows the line in its failure
+    summary."""
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if not path:
+        return
+    import json
+    import time
+
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            # torch's own form (ErrorHandler.record_exception), with the line
+            # where a traceback would be: the summary shows it as is
+            info = {"py_callstack": line, "timestamp": str(int(time.time()))}
+            json.dump({"message": {"message": line, "extraInfo": info}}, f)
+    except OSError:
+        pass  # the line is still printed
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -152,3 +183,9 @@ def cli() -> None:
 
     Every command has --help with examples.
     """
+
+
+if __name__ == "__main__":  # python -m gptkit.cli.main, torchrun -m gptkit.cli.main
+    import gptkit.cli.main as module  # the module proper, not this __main__ copy
+
+    module.cli(prog_name="gptkit")
