@@ -113,6 +113,14 @@ def test_chat_logprobs_and_stop(client):
     assert first not in stopped.choices[0].message.content
 
 
+def test_chat_requests_are_counted_under_their_route(client, server):
+    client.chat.completions.create(model=MODEL_NAME, messages=MESSAGES, max_tokens=2)
+    status, _, text = server.request("GET", "/metrics")
+    assert status == 200
+    # its own label, not "other"
+    assert 'gptkit_requests_total{route="/v1/chat/completions",status="200"}' in text
+
+
 def test_bad_chat_requests_are_400(client):
     import openai
 

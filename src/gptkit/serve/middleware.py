@@ -19,7 +19,14 @@ from gptkit.serve.metrics import Metrics
 
 log = logging.getLogger("gptkit.serve")
 
-ROUTES = ("/v1/completions", "/v1/models", "/health", "/metrics", "/openapi.json")
+ROUTES = (
+    "/v1/completions",
+    "/v1/chat/completions",
+    "/v1/models",
+    "/health",
+    "/metrics",
+    "/openapi.json",
+)
 
 
 class RequestLog:
