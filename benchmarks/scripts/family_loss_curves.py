@@ -45,9 +45,9 @@ def load(run: Path) -> dict:
 def parameters(model: dict) -> int | None:
     """The parameter count of the run's model config (None if not computable)."""
     try:
-        from gptkit.core.config import config_from_dict
+        from gptkit.core.config import model_config_from_dict
 
-        return config_from_dict(model).num_parameters()
+        return model_config_from_dict(model).num_parameters()
     except Exception:  # an older or foreign config: the chart does without it
         return None
 
