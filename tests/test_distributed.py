@@ -18,8 +18,6 @@ from gptkit.core.data import EpochSampler
 from tests.conftest import REPO, assert_clean_error
 
 RUN = [
-    "--preset",
-    "tiny",
     "--context-length",
     "32",
     "--drop-rate",
@@ -51,10 +49,12 @@ def torchrun() -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("preset", ["tiny", "llama-tiny", "qwen3-tiny"])
 def test_two_processes_match_one_process_with_the_global_batch(
-    tmp_path, cli_run, verdict_path
+    tmp_path, cli_run, verdict_path, preset
 ):
-    common = ["--corpus", str(verdict_path), *RUN]
+    """Each model family (gpt2, llama, qwen3) trains the same under DDP."""
+    common = ["--corpus", str(verdict_path), "--preset", preset, *RUN]
     ddp = tmp_path / "ddp"
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     proc = subprocess.Popen(

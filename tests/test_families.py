@@ -162,6 +162,69 @@ def test_beam4_ids_equal_transformers(pair):
         assert r.score == pytest.approx(float(out.sequences_scores[i]), abs=1e-4)
 
 
+def two_eos_ids(ours, prompt: list[int], n: int) -> tuple[int, int]:
+    """Two end-of-sequence ids (as Llama 3 instruct stops on <|eot_id|> and
+    <|end_of_text|>, Qwen3 on <|im_end|> and <|endoftext|>) that each end one
+    of the four hypotheses beam search returns: the first such pair among the
+    likeliest first tokens."""
+    with torch.no_grad():
+        top = ours(torch.tensor([prompt]))[0, -1].topk(12).indices.tolist()
+    beam = BeamSearch(num_beams=4, num_return_sequences=4, length_penalty=0.6)
+    for i, a in enumerate(top[1:], 1):
+        for b in top[i + 1 :]:
+            got = generate_tokens(ours, [prompt], beam, max_new_tokens=n, eos_id=(a, b))
+            if {r.new_ids[-1] for r in got if r.finish_reason == "eos"} == {a, b}:
+                return a, b
+    raise AssertionError("no pair of ids ends two hypotheses")
+
+
+@pytest.mark.parametrize("prompt", PROMPTS[:2])
+def test_beam4_with_two_eos_ids_equals_transformers(pair, prompt):
+    """Beam search stops a hypothesis on either end-of-sequence id: ids and
+    scores identical to ``generate(num_beams=4, eos_token_id=[a, b])``, with
+    and without length penalty and early stopping."""
+    hf, ours = pair
+    n = 12
+    a, b = two_eos_ids(ours, prompt, n)
+    ids = torch.tensor([prompt])
+    ended = set()
+    for lp in (1.0, 0.6):
+        for early in (False, True):
+            with torch.inference_mode():
+                out = hf.generate(
+                    ids,
+                    attention_mask=torch.ones_like(ids),
+                    max_new_tokens=n,
+                    num_beams=4,
+                    num_return_sequences=4,
+                    do_sample=False,
+                    length_penalty=lp,
+                    early_stopping=early,
+                    eos_token_id=[a, b],
+                    pad_token_id=a,
+                    output_scores=True,
+                    return_dict_in_generate=True,
+                )
+            beam = BeamSearch(
+                num_beams=4,
+                length_penalty=lp,
+                early_stopping=str(early).lower(),
+                num_return_sequences=4,
+            )
+            got = generate_tokens(ours, [prompt], beam, max_new_tokens=n, eos_id=(a, b))
+            assert len(got) == 4
+            for i, r in enumerate(got):
+                theirs = out.sequences[i, len(prompt) :].tolist()
+                assert theirs[: len(r.new_ids)] == r.new_ids, (lp, early, i)
+                assert all(t == a for t in theirs[len(r.new_ids) :])  # padding
+                assert r.score == pytest.approx(
+                    float(out.sequences_scores[i]), abs=1e-4
+                )
+                if r.finish_reason == "eos":
+                    ended.add(r.new_ids[-1])
+    assert ended == {a, b}
+
+
 def test_cached_decode_equals_uncached_forward(pair):
     """Prefill, then one token at a time from the cache (grouped key/value
     heads stored once per group): each step's logits equal a full forward."""

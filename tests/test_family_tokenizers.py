@@ -149,3 +149,107 @@ def test_missing_tokenizer_json_is_one_line(checkpoint, tmp_path):
 def test_a_tokenizer_larger_than_the_vocabulary_is_refused(checkpoint):
     with pytest.raises(GptkitError, match=r"50,257 ids.*vocabulary of 512"):
         gptkit.load(str(checkpoint), device="cpu", tokenizer="gpt2")
+
+
+# -- hf:org/repo: the Hugging Face cache, offline, as a real download left it ---
+
+QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+
+
+@pytest.fixture
+def cached_qwen_tokenizer(tmp_path, hf_hub_cache, verdict_text):
+    """``Qwen/Qwen3-0.6B``'s tokenizer files, built here (a byte-level BPE with
+    Qwen3's special tokens, no BOS), in the Hub cache's layout: blobs,
+    ``snapshots/<commit>/`` links and ``refs/main``; the Hub offline."""
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+
+    from tests.conftest import put_in_hub_cache
+
+    tok = tokenizers.Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=300,
+        special_tokens=QWEN_SPECIALS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator([verdict_text[:20000]], trainer)
+    files = tmp_path / "qwen-files"
+    files.mkdir()
+    tok.save(str(files / "tokenizer.json"))
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": "<|im_end|>"}
+    (files / "tokenizer_config.json").write_text(json.dumps(config))
+    eos = [tok.token_to_id("<|im_end|>"), tok.token_to_id("<|endoftext|>")]
+    (files / "generation_config.json").write_text(json.dumps({"eos_token_id": eos}))
+    snapshot = put_in_hub_cache(hf_hub_cache, "Qwen/Qwen3-0.6B", files)
+    return tok, snapshot
+
+
+def test_hf_spec_reads_the_hub_cache_offline(cached_qwen_tokenizer):
+    """``hf:Qwen/Qwen3-0.6B`` goes through ``hf_hub_download`` (the path of a
+    real download) and finds the cached snapshot: AutoTokenizer's ids, the
+    end-of-sequence ids of generation_config.json; a pinned revision too."""
+    from gptkit.formats.tokenizers import load_tokenizer
+    from tests.conftest import HUB_COMMIT
+
+    ours = load_tokenizer("hf:Qwen/Qwen3-0.6B")
+    assert isinstance(ours, HFTokenizer) and ours.spec == "hf:Qwen/Qwen3-0.6B"
+    tok, snapshot = cached_qwen_tokenizer
+    theirs = transformers.AutoTokenizer.from_pretrained(str(snapshot))
+    for text in [*TEXTS, "<|im_start|>user\nhi<|im_end|>\n"]:
+        assert ours.encode(text) == theirs(text)["input_ids"], text
+    im_end, endoftext = (tok.token_to_id(t) for t in QWEN_SPECIALS[2::-2])
+    assert ours.eos_ids == (im_end, endoftext)
+    pinned = load_tokenizer(f"hf:Qwen/Qwen3-0.6B@{HUB_COMMIT}")
+    assert pinned.encode(TEXTS[1]) == ours.encode(TEXTS[1])
+
+
+def test_hf_spec_trains_and_generates_from_the_cache(
+    cached_qwen_tokenizer, tmp_path, verdict_path, cli_run
+):
+    """A new qwen3 model trained with ``--tokenizer hf:Qwen/Qwen3-0.6B`` in a
+    fresh process (HF_HUB_CACHE and HF_HUB_OFFLINE read from the environment):
+    its vocabulary is the tokenizer's, the run records the spec, and
+    ``generate --weights RUN`` uses it again."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    run = tmp_path / "run"
+    proc = subprocess.run(
+        [
+            sys.executable, "-m", "gptkit", "train", "--preset", "qwen3-tiny",
+            "--tokenizer", "hf:Qwen/Qwen3-0.6B", "--corpus", str(verdict_path),
+            "--context-length", "16", "--batch-size", "2", "--max-steps", "2",
+            "--eval-freq", "2", "--eval-iter", "1", "--max-new-tokens", "0",
+            "--logger", "jsonl", "--out", str(run),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+        timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    config = json.loads((run / "config.json").read_text())
+    assert config["tokenizer"] == "hf:Qwen/Qwen3-0.6B"
+    tok, _ = cached_qwen_tokenizer
+    assert config["model"]["vocab_size"] == tok.get_vocab_size()
+    result = cli_run(
+        "generate", "--weights", str(run), "--max-new-tokens", "3", "<|im_start|>"
+    )
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.startswith("<|im_start|>")
+
+
+def test_hf_spec_not_in_the_cache_offline_is_one_line(hf_hub_cache, cli_run, tmp_path):
+    from tests.conftest import assert_clean_error
+
+    assert_clean_error(
+        cli_run(
+            "prepare", str(tmp_path), "--tokenizer", "hf:nobody/nothing",
+            "--out", str(tmp_path / "out"),
+        ),
+        "no tokenizer.json for hf:nobody/nothing",
+    )  # fmt: skip

@@ -10,6 +10,8 @@ copy of the weights.
 
     python benchmarks/scripts/load_memory_families.py
     python benchmarks/scripts/load_memory_families.py --preset llama-3.2-1b
+    python benchmarks/scripts/load_memory_families.py \
+        --out benchmarks/results/load-memory-qwen3-0.6b-bf16.json
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
+import shutil
 import struct
 import subprocess
 import sys
@@ -97,12 +101,44 @@ def main() -> None:
     parser.add_argument("--preset", default="qwen3-0.6b")
     parser.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16")
     parser.add_argument("--dir", type=Path)
+    parser.add_argument("--out", type=Path, help="also write the result here (JSON)")
     parser.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
         print(json.dumps(measure(str(args.dir))))
         return
+    temporary = args.dir is None
     directory = args.dir or Path(tempfile.mkdtemp(prefix="gptkit-load-memory-"))
+    try:
+        report(args, directory)
+    finally:
+        if temporary:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def machine() -> dict[str, object]:
+    """The CPU model and flags, the torch version and the commit measured."""
+    info: dict[str, str] = {}
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            info.setdefault(key.strip(), value.strip())
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parent,
+    ).stdout.strip()
+    return {
+        "cpu": info.get("model name", platform.processor()),
+        "cpu_flags": info.get("flags", ""),
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "commit": commit,
+    }
+
+
+def report(args: argparse.Namespace, directory: Path) -> None:
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
     if not (directory / "model.safetensors").is_file():
         write_checkpoint(directory, args.preset, dtype)
@@ -122,6 +158,18 @@ def main() -> None:
         f" {result['parameters']:,} parameters in {result['dtypes']},"
         f" loaded in {result['seconds']:.1f} s"
     )
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        row = {
+            "preset": args.preset,
+            "dtype": args.dtype,
+            "file_mb": file_mb,
+            "loaded_mb": loaded,
+            "ratio": loaded / file_mb,
+            **result,
+            "machine": machine(),
+        }
+        args.out.write_text(json.dumps(row, indent=2) + "\n")
 
 
 if __name__ == "__main__":
