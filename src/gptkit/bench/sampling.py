@@ -323,6 +323,8 @@ def run_sampling(
     limit_dtypes = ("fp32", dtype_name) if dtype_name != "fp32" else ("fp32",)
     machine_limits(device, limit_dtypes, fresh=True)
     bytes_per_token = weight_bytes_per_token(model)
+    # counted before the bf16 kernel swap below replaces the linear layers
+    n_parameters = sum(p.numel() for p in model.parameters())
 
     new = settings.max_new_tokens
     import torch
@@ -499,7 +501,7 @@ def run_sampling(
         "settings": {
             "model": model_desc,
             "config": model.cfg.to_dict(),
-            "parameters": sum(p.numel() for p in model.parameters()),
+            "parameters": n_parameters,
             "weight_bytes_per_token": bytes_per_token,
             "device": str(device),
             "dtype": dtype_name,
