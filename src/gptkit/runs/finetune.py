@@ -113,6 +113,13 @@ class FinetuneSettings(TrainSettings):
         " targets= names some (W_query+W_value); checkpoints hold only the"
         " adapters. NAME:KEY=VALUE,... picks another adapter plugin.",
     )
+    quantize: str | None = setting(
+        None,
+        metavar="int8|int4[:KEY=VALUE,...]",
+        help="With --lora: quantize the frozen base (QLoRA): its linear layers"
+        " hold int8 or int4 weights, the adapters train in float;"
+        " --weights RUN quantizes the base again the same way and merges.",
+    )
     epochs: int = setting(2, ge=1, help="Passes over the training records.")
     lr: float = setting(5e-5, gt=0.0, help="Peak learning rate of AdamW.")
     eval_freq: int = setting(5, ge=1, help="Evaluate every N optimizer steps.")
@@ -134,6 +141,21 @@ class FinetuneSettings(TrainSettings):
             from gptkit.formats.adapters import get_adapter
 
             get_adapter(self.lora)
+        if self.quantize is not None:
+            from gptkit.core.quantize import get_quantizer
+
+            if self.lora is None:
+                raise SettingError(
+                    "{quantize} quantizes the frozen base of a LoRA run (QLoRA):"
+                    " give {lora} too",
+                    settings_class=cls,
+                )
+            try:
+                get_quantizer(self.quantize)
+            except GptkitError as exc:
+                raise SettingError(
+                    f"{{quantize}} {self.quantize}: {exc}", settings_class=cls
+                ) from None
         if self.split_ratio() + self.test_ratio >= 1.0:
             raise SettingError(
                 f"{{train_ratio}} {self.split_ratio()} + {{test_ratio}}"
@@ -331,6 +353,7 @@ def _adapter(settings: FinetuneSettings, cfg: GPTConfig) -> tuple[Any, dict[str,
         apply_adapter,
         base_spec,
         get_adapter,
+        quantize_base,
         trainable_count,
     )
 
@@ -342,9 +365,16 @@ def _adapter(settings: FinetuneSettings, cfg: GPTConfig) -> tuple[Any, dict[str,
         )
     adapter = get_adapter(settings.lora)
     trainable = trainable_count(cfg, adapter)  # checks the targets, too
-    record = adapter_record(adapter, base_spec(settings.weights), trainable)
+    quantize = settings.quantize
+    record = adapter_record(
+        adapter, base_spec(settings.weights), trainable, quantize=quantize
+    )
+    if quantize is not None:
+        record["base_parameters"] = cfg.num_parameters()
 
     def adapt(model: Any) -> None:
+        if quantize is not None:
+            quantize_base(model, quantize)
         apply_adapter(model, adapter)
 
     return adapt, record
