@@ -164,3 +164,18 @@ def test_gradients_reach_the_input_of_a_quantized_layer(kind):
         dense(want_x).square().sum().backward()
         assert torch.allclose(y, dense(x), atol=1e-5)
         assert torch.allclose(x.grad, want_x.grad, atol=1e-4)
+
+
+def test_measuring_the_kernels_leaves_the_global_rng_alone():
+    """The auto backend times each shape once, perhaps mid-training: the data
+    order (the global RNG) must not depend on whether it was cached."""
+    import torch
+
+    from gptkit.plugins.quantizers.linear import timing_layers
+
+    torch.manual_seed(3)
+    want = torch.rand(4)
+    torch.manual_seed(3)
+    layers = timing_layers("int8", 32, 64, 0, ["torch", "reference"])
+    assert torch.equal(torch.rand(4), want)
+    assert set(layers) == {"torch", "reference"}

@@ -31,10 +31,14 @@ def _add_low_rank(
     layer.dropout = nn.Dropout(dropout)
 
 
-def _update(layer: nn.Module, x: Tensor) -> Tensor:
-    # (..., in) @ (in, r) @ (r, out) -> (..., out)
+def _add_update(layer: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    """``y + alpha * dropout(x) A B``, added to ``y`` in place (the product's
+    backward does not need its output) and scaled on the rank-r side: for a
+    vocabulary-wide head, no logits-sized temporaries beyond the update."""
+    # (..., in) @ (in, r) -> (..., r) @ (r, out) -> (..., out)
     a, b = layer.lora_A.to(x.dtype), layer.lora_B.to(x.dtype)
-    return layer.alpha * (layer.dropout(x) @ a @ b)
+    low = (layer.dropout(x) @ a) * layer.alpha
+    return y.add_(low @ b.to(y.dtype))
 
 
 def _delta(layer: nn.Module) -> Tensor:
@@ -57,7 +61,7 @@ class LoRALinear(nn.Linear):
         _add_low_rank(self, r, alpha, dropout, self.weight.device)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.linear(x, self.weight, self.bias) + _update(self, x)
+        return _add_update(self, x, F.linear(x, self.weight, self.bias))
 
     def delta_weight(self) -> Tensor:
         """The update as an (out, in) matrix: ``alpha * (A B)^T``."""
@@ -93,7 +97,7 @@ class QLoRALinear(nn.Module):
         return self.base.bias  # type: ignore[return-value]
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.base(x) + _update(self, x)
+        return _add_update(self, x, self.base(x))
 
     def delta_weight(self) -> Tensor:
         """The update as an (out, in) matrix: ``alpha * (A B)^T``."""

@@ -425,15 +425,20 @@ class Int4Linear(_QuantizedLinear):
 
 def timing_layers(kind: str, n: int, k: int, group: int, backends: list[str]) -> dict:
     """backend -> a layer of random weights of this shape with that backend
-    (one set of weights, shared)."""
+    (one set of weights, shared). The global RNG is left as it was: a
+    measurement taken in the middle of training (the first decode of a QLoRA
+    run's sample) must not change the data order, or a resumed run (measured
+    already, cached) would diverge from the uninterrupted one."""
     import copy
 
     import torch
     from torch import nn
 
-    lin = nn.Linear(k, n, bias=True)
+    gen = torch.Generator().manual_seed(0)
+    lin = nn.Linear(k, n, bias=True, device="meta").to_empty(device="cpu")
     with torch.no_grad():
-        lin.weight.normal_(0.0, 0.02)
+        lin.weight.normal_(0.0, 0.02, generator=gen)
+        lin.bias.normal_(0.0, 0.02, generator=gen)
     if kind == "int8":
         base = Int8Linear.from_linear(lin, "torch")
     else:
