@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from lora_memory import DATA, REPO, machine, run, sizes  # noqa: E402
+from lora_memory import DATA, REPO, machine, run, sizes
 
 
 def gptkit(args: list[str]) -> None:
@@ -45,7 +45,9 @@ def gptkit(args: list[str]) -> None:
 
 
 def evals(run_dir: Path) -> list[dict]:
-    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().split("\n") if x]
+    rows = [
+        json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().split("\n") if x
+    ]
     return [r for r in rows if "val_loss" in r]
 
 
@@ -124,7 +126,8 @@ def main() -> None:
         "pretrained_val_loss": pretrained["val_loss"],
         "steps": opts.steps, "lr_full": opts.lr, "lr_lora": opts.lora_lr,
         "lora": opts.lora, **rows, "lora_over_full": ratio,
-        "curves": {k: [(r["step"], r["val_loss"]) for r in v] for k, v in curves.items()},
+        "curves": {k: [(r["step"], r["val_loss"]) for r in v]
+                   for k, v in curves.items()},
     }  # fmt: skip
     if opts.plot:
         plot(
@@ -143,7 +146,10 @@ def main() -> None:
         f" {opts.pretrain_steps} steps on python-docs (val loss"
         f" {pretrained['val_loss']:.3f}); finetuned {opts.steps} steps"
     )
-    print(f"{'':>9} {'val loss':>9} {'weights MB':>11} {'state MB':>9} {'peak RSS MB':>12}")
+    print(
+        f"{'':>9} {'val loss':>9} {'weights MB':>11} {'state MB':>9}"
+        f" {'peak RSS MB':>12}"
+    )
     for name in ("full", "lora"):
         r = rows[name]
         print(
