@@ -90,7 +90,10 @@ def main() -> None:
             str(opts.pretrain_steps), "--eval-freq", str(opts.pretrain_steps),
             "--start-context", "", "--logger", "jsonl", "--out", str(base),
         ])  # fmt: skip
-        pretrained = evals(base)[-1]
+        steps = [
+            json.loads(x) for x in (base / "metrics.jsonl").read_text().splitlines()
+        ]
+        pretrained = {"train_loss": [r for r in steps if "loss" in r][-1]["loss"]}
         common = [
             "--weights", str(base), "--data", str(DATA), "--max-steps",
             str(opts.steps), "--test-responses", "0", "--start-context", "",
@@ -123,7 +126,7 @@ def main() -> None:
         "machine": machine(), "preset": opts.preset,
         "context_length": opts.context_length,
         "pretrain_steps": opts.pretrain_steps,
-        "pretrained_val_loss": pretrained["val_loss"],
+        "pretrained_train_loss": pretrained["train_loss"],
         "steps": opts.steps, "lr_full": opts.lr, "lr_lora": opts.lora_lr,
         "lora": opts.lora, **rows, "lora_over_full": ratio,
         "curves": {k: [(r["step"], r["val_loss"]) for r in v]
@@ -143,8 +146,8 @@ def main() -> None:
     print(result["machine"])
     print(
         f"{opts.preset} (context {opts.context_length}) pretrained"
-        f" {opts.pretrain_steps} steps on python-docs (val loss"
-        f" {pretrained['val_loss']:.3f}); finetuned {opts.steps} steps"
+        f" {opts.pretrain_steps} steps on python-docs (last training loss"
+        f" {pretrained['train_loss']:.3f}); finetuned {opts.steps} steps"
     )
     print(
         f"{'':>9} {'val loss':>9} {'weights MB':>11} {'state MB':>9}"
