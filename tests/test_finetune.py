@@ -269,13 +269,13 @@ def test_chat_needs_a_prompt_style(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["full", "lora"])
+@pytest.mark.parametrize("mode", ["full", "lora", "qlora"])
 def test_a_killed_finetuning_resumes_to_the_uninterrupted_run(
     small_data, tmp_path, mode
 ):
     env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}"}
     model = TINY
-    if mode == "lora":  # adapters on a saved base: only they are checkpointed
+    if mode != "full":  # adapters on a saved base: only they are checkpointed
         import torch
 
         from gptkit.core.config import get_preset
@@ -286,6 +286,8 @@ def test_a_killed_finetuning_resumes_to_the_uninterrupted_run(
         torch.save(base.state_dict(), tmp_path / "base.pth")
         model = ["--weights", f"book:{tmp_path / 'base.pth'}", "--n-heads", "2",
                  "--lora", "r=4,alpha=8,dropout=0.1"]  # fmt: skip
+        if mode == "qlora":  # over a frozen int8 base
+            model += ["--quantize", "int8"]
     args = ["finetune", *model, "--data", str(small_data), "--lr", "1e-3",
             "--checkpoint-every", "2", "--logger", "jsonl",
             "--response-tokens", "32"]  # fmt: skip

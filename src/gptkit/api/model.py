@@ -406,6 +406,7 @@ class LanguageModel:
             IGNORE_INDEX,
             InstructionCollator,
             InstructionDataset,
+            pad_id,
         )
         from gptkit.formats.instructions import read_instruction_data, split_records
         from gptkit.runs.finetune import resolve_style, style_from_record
@@ -413,15 +414,19 @@ class LanguageModel:
         style = (
             style_from_record(self.prompt_style_record)
             if self.prompt_style_record is not None
-            else resolve_style(None, None)
+            else resolve_style(None, None, self.tokenizer)
         )
         records = read_instruction_data(data).records
         test = split_records(records, train_ratio, test_ratio).test
         if not test:
             raise SettingError(f"{data}: the test split is empty; use more records")
         context = self.config.context_length
-        dataset = InstructionDataset(test, style, context)
-        collate = InstructionCollator(allowed_max_length=context, mask_prompt=True)
+        dataset = InstructionDataset(test, style, context, self.tokenizer)
+        collate = InstructionCollator(
+            pad_token_id=pad_id(self.tokenizer),
+            allowed_max_length=context,
+            mask_prompt=True,
+        )
         total, count = 0.0, 0
         with torch.no_grad():
             for start in range(0, len(dataset), batch_size):

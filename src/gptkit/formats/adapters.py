@@ -157,7 +157,8 @@ def check_adapter_tensors(
 
 def merge_adapter(model: torch.nn.Module) -> None:
     """Replace every adapted layer by a plain ``nn.Linear`` whose weight has
-    the adapter's update added (the model computes the same function)."""
+    the adapter's update added (the model computes the same function); a
+    QLoRA base is dequantized first, its layers without an adapter too."""
     import torch
 
     for name, module in list(model.named_modules()):
@@ -166,29 +167,87 @@ def merge_adapter(model: torch.nn.Module) -> None:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         with torch.no_grad():
-            weight = module.weight + module.delta_weight().to(module.weight.dtype)
-        plain = torch.nn.Linear(
-            module.in_features,
-            module.out_features,
-            bias=module.bias is not None,
-            device="meta",
-        )
-        plain.weight = torch.nn.Parameter(weight)
-        if module.bias is not None:
-            plain.bias = torch.nn.Parameter(module.bias.detach())
-        setattr(parent, child, plain)
+            base = _frozen_weight(module)
+            weight = base + module.delta_weight().to(base.dtype)
+        setattr(parent, child, _plain_linear(module, weight))
+    dequantize_layers(model)
     for p in model.parameters():
         p.requires_grad_(True)
 
 
-def adapter_record(adapter: Adapter, base: str, trainable: int) -> dict[str, Any]:
-    """What config.json and every checkpoint record of the adapter."""
-    return {
+def _frozen_weight(module: torch.nn.Module) -> torch.Tensor:
+    frozen = getattr(module, "frozen_weight", None)
+    return frozen() if frozen is not None else module.weight  # type: ignore[return-value]
+
+
+def _plain_linear(module: torch.nn.Module, weight: torch.Tensor) -> torch.nn.Module:
+    import torch
+
+    bias = module.bias
+    plain = torch.nn.Linear(
+        module.in_features,  # type: ignore[arg-type]
+        module.out_features,  # type: ignore[arg-type]
+        bias=bias is not None,
+        device="meta",
+    )
+    plain.weight = torch.nn.Parameter(weight.detach())
+    if bias is not None:
+        plain.bias = torch.nn.Parameter(bias.detach().to(weight.dtype).clone())  # type: ignore[union-attr]
+    return plain
+
+
+def quantize_base(model: torch.nn.Module, spec: str) -> None:
+    """QLoRA's frozen base: every linear layer of ``model`` quantized with the
+    quantizer ``spec`` names (``int8``, ``int4:group_size=32``), except a head
+    tied to the token embedding (it stays the embedding, as in the merged
+    model)."""
+    import torch
+
+    from gptkit.core.quantize import get_quantizer
+
+    quantizer = get_quantizer(spec)
+    tied = getattr(model.cfg, "tie_embeddings", False)
+    linears = [
+        (n, m)
+        for n, m in model.named_modules()
+        if isinstance(m, torch.nn.Linear) and not (tied and n == "out_head")
+    ]
+    for name, linear in linears:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        layer = quantizer.quantize_linear(linear, name)
+        for buf in layer.buffers():
+            buf.requires_grad_(False)
+        setattr(parent, child, layer)
+
+
+def dequantize_layers(model: torch.nn.Module) -> None:
+    """Replace every quantized layer left (QLoRA's base layers without an
+    adapter) by an ``nn.Linear`` holding its dequantized float weight."""
+    for name, module in list(model.named_modules()):
+        dequantized = getattr(module, "dequantized_weight", None)
+        if dequantized is None or hasattr(module, "delta_weight"):
+            continue
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, _plain_linear(module, dequantized()))
+
+
+def adapter_record(
+    adapter: Adapter, base: str, trainable: int, quantize: str | None = None
+) -> dict[str, Any]:
+    """What config.json and every checkpoint record of the adapter (and, for
+    QLoRA, the quantizer of its frozen base: ``--weights RUN`` quantizes the
+    base again the same way, deterministically, before merging)."""
+    record = {
         "name": adapter.name,
         "options": asdict(adapter.options),
         "base": base,
         "trainable_parameters": trainable,
     }
+    if quantize is not None:
+        record["quantize"] = quantize
+    return record
 
 
 def base_spec(spec: str) -> str:
@@ -227,6 +286,8 @@ def merged_state(
     if pos is not None and pos.shape[0] > cfg.context_length:  # a shorter context
         state["pos_emb.weight"] = pos[: cfg.context_length].clone()
     model = build_model(cfg, state, dtype=torch.float32)
+    if record.get("quantize"):  # QLoRA: the base the adapters were trained on
+        quantize_base(model, record["quantize"])
     adapter = get_registry().adapters.create(record["name"], record.get("options"))
     apply_adapter(model, adapter)
     check_adapter_tensors(model, tensors)

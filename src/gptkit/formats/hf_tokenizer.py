@@ -74,6 +74,15 @@ class HFTokenizer(Tokenizer):
             found = self.backend.token_to_id(eos_text)
             eos = [found] if found is not None else []
         self.eos_ids = tuple(eos)
+        # The chat template (tokenizer_config.json's, else chat_template.jinja)
+        # and the texts it is rendered with: the chat-template prompt style's.
+        template = tok_config.get("chat_template")
+        jinja = folder / "chat_template.jinja"
+        if not isinstance(template, str) and jinja.is_file():
+            template = jinja.read_text(encoding="utf-8")
+        self.chat_template = template if isinstance(template, str) else None
+        self.eos_token = eos_text
+        self.bos_token = _token_text(tok_config.get("bos_token"))
         bos_text = _token_text(tok_config.get("bos_token"))
         self.bos_id = self.backend.token_to_id(bos_text) if bos_text else None
         # Documents of a corpus are separated by the end-of-sequence token.

@@ -1,13 +1,18 @@
 """Instruction records -> token ids -> padded batches (the book's section 7.3).
 
 Each record becomes ``prompt + response`` under a prompt style, tokenized
-once (``InstructionDataset``). A batch is padded to its longest example plus
-one with ``<|endoftext|>`` (id 50256); the targets are the inputs shifted by
-one, and every padding token of the targets but the first (the end of the
-text the model must learn to write) is replaced by -100, which the
-cross-entropy ignores; finally both are cut to ``allowed_max_length`` (the
-book's ``custom_collate_fn``). With ``mask_prompt`` the prompt's targets are
--100 too, so only the response is learned (the book's exercise 7.2).
+once (``InstructionDataset``) by the model's tokenizer (GPT-2's by default). A
+batch is padded to its longest example plus one with the end-of-sequence
+token (``<|endoftext|>``, id 50256, for GPT-2; the tokenizer's first EOS id
+otherwise); the targets are the inputs shifted by one, and every padding
+token of the targets but the first (the end of the text the model must learn
+to write) is replaced by -100, which the cross-entropy ignores; finally both
+are cut to ``allowed_max_length`` (the book's ``custom_collate_fn``). The
+padding is found by position, so an end-of-sequence token inside a text (a
+chat template's end of turn can be one) stays a target; for GPT-2 text, which
+never holds ``<|endoftext|>``, that is exactly the book's rule. With
+``mask_prompt`` the prompt's targets are -100 too, so only the response is
+learned (the book's exercise 7.2).
 
 An example whose prompt alone is longer than ``allowed_max_length`` teaches
 nothing (no response token would remain): it is skipped, and counted.
@@ -28,19 +33,55 @@ from gptkit.formats.instructions import Record, prompt_and_response
 IGNORE_INDEX = -100
 
 
+def encode_text(text: str, tokenizer: Any = None) -> list[int]:
+    """Token ids of a prompt: GPT-2's (``tokenizer`` None) or the tokenizer's.
+    A chat template that writes the BOS token itself, encoded by a tokenizer
+    that adds one too, would start with two: one is dropped (as
+    ``transformers``' ``apply_chat_template`` encodes without adding it)."""
+    if tokenizer is None:
+        return encode(text)
+    ids = tokenizer.encode(text)
+    bos = tokenizer.bos_id
+    if bos is not None and len(ids) > 1 and ids[0] == ids[1] == bos:
+        ids = ids[1:]
+    return ids
+
+
+def pad_id(tokenizer: Any = None) -> int:
+    """What batches are padded with, and the end a response learns: GPT-2's
+    ``<|endoftext|>``, else the tokenizer's first end-of-sequence id."""
+    if tokenizer is None:
+        return EOT_ID
+    if tokenizer.eos_id is None:
+        from gptkit.errors import SettingError
+
+        raise SettingError(
+            f"tokenizer {tokenizer.spec} has no end-of-sequence token: finetuning"
+            " ends each response with it (give its eos_token in"
+            " tokenizer_config.json, or eos_token_id in config.json)"
+        )
+    return int(tokenizer.eos_id)
+
+
 class InstructionDataset(torch.utils.data.Dataset):
     """Tokenized examples: items are ``(prompt_length, ids)``."""
 
-    def __init__(self, records: Sequence[Record], style: Any, max_length: int) -> None:
+    def __init__(
+        self,
+        records: Sequence[Record],
+        style: Any,
+        max_length: int,
+        tokenizer: Any = None,
+    ) -> None:
         self.items: list[tuple[int, list[int]]] = []
         self.skipped = 0
         for record in records:
             prompt, response = prompt_and_response(style, record)
-            n_prompt = len(encode(prompt))
+            n_prompt = len(encode_text(prompt, tokenizer))
             if n_prompt >= max_length:
                 self.skipped += 1
                 continue
-            self.items.append((n_prompt, encode(prompt + response)))
+            self.items.append((n_prompt, encode_text(prompt + response, tokenizer)))
 
     def __len__(self) -> int:
         return len(self.items)
@@ -80,9 +121,8 @@ class InstructionCollator:
             padded = ids + [self.pad_token_id] * (width - len(ids))  # (width,)
             inputs = torch.tensor(padded[:-1])  # (width - 1,)
             targets = torch.tensor(padded[1:])  # shifted by one
-            pads = torch.nonzero(targets == self.pad_token_id).flatten()
-            if pads.numel() > 1:  # keep the first: the end of the text
-                targets[pads[1:]] = self.ignore_index
+            # Padding after the first (the end of the text) is left out.
+            targets[len(ids) :] = self.ignore_index
             if self.mask_prompt:
                 targets[: prompt_length - 1] = self.ignore_index
             if self.allowed_max_length is not None:

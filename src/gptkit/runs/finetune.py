@@ -113,6 +113,13 @@ class FinetuneSettings(TrainSettings):
         " targets= names some (W_query+W_value); checkpoints hold only the"
         " adapters. NAME:KEY=VALUE,... picks another adapter plugin.",
     )
+    quantize: str | None = setting(
+        None,
+        metavar="int8|int4[:KEY=VALUE,...]",
+        help="With --lora: quantize the frozen base (QLoRA): its linear layers"
+        " hold int8 or int4 weights, the adapters train in float;"
+        " --weights RUN quantizes the base again the same way and merges.",
+    )
     epochs: int = setting(2, ge=1, help="Passes over the training records.")
     lr: float = setting(5e-5, gt=0.0, help="Peak learning rate of AdamW.")
     eval_freq: int = setting(5, ge=1, help="Evaluate every N optimizer steps.")
@@ -134,6 +141,21 @@ class FinetuneSettings(TrainSettings):
             from gptkit.formats.adapters import get_adapter
 
             get_adapter(self.lora)
+        if self.quantize is not None:
+            from gptkit.core.quantize import get_quantizer
+
+            if self.lora is None:
+                raise SettingError(
+                    "{quantize} quantizes the frozen base of a LoRA run (QLoRA):"
+                    " give {lora} too",
+                    settings_class=cls,
+                )
+            try:
+                get_quantizer(self.quantize)
+            except GptkitError as exc:
+                raise SettingError(
+                    f"{{quantize}} {self.quantize}: {exc}", settings_class=cls
+                ) from None
         if self.split_ratio() + self.test_ratio >= 1.0:
             raise SettingError(
                 f"{{train_ratio}} {self.split_ratio()} + {{test_ratio}}"
@@ -169,23 +191,29 @@ def recorded_style(extra: dict[str, Any]) -> dict[str, Any] | None:
     return record if isinstance(record, dict) and "name" in record else None
 
 
-def resolve_style(name: str | None, loaded: LoadedWeights | None) -> PromptStyle:
+def resolve_style(
+    name: str | None, loaded: LoadedWeights | None, tokenizer: Any = None
+) -> PromptStyle:
     """The style named, else the one the weights were finetuned with, else the
-    tokenizer's chat template when it has one, else ``alpaca`` (GPT-2)."""
+    chat template of the model's tokenizer (its ``tokenizer_config.json``)
+    when it has one, else ``alpaca`` (GPT-2)."""
     from gptkit.core.registry import get_registry
 
     extra = loaded.extra if loaded is not None else {}
     recorded = recorded_style(extra)
     if name is None and recorded is not None:
         return style_from_record(recorded)
-    template = extra.get("chat_template")
+    source = extra
+    if getattr(tokenizer, "chat_template", None):
+        source = vars(tokenizer)
+    template = source.get("chat_template")
     name = name or ("chat-template" if template else "alpaca")
     options: dict[str, Any] = {}
     if name == "chat-template" and template:
         options = {
             "template": template,
-            "bos_token": extra.get("bos_token") or "",
-            "eos_token": extra.get("eos_token") or "",
+            "bos_token": source.get("bos_token") or "",
+            "eos_token": source.get("eos_token") or "",
         }
     return get_registry().prompt_styles.create(name, options)
 
@@ -205,6 +233,7 @@ class FinetuneData:
         from gptkit.formats.instruction_batches import (
             InstructionCollator,
             InstructionDataset,
+            pad_id,
         )
         from gptkit.formats.instructions import (
             inference_prompt,
@@ -213,18 +242,13 @@ class FinetuneData:
         )
         from gptkit.runs.guard import warn
 
-        spec = getattr(tokenizer, "spec", "gpt2")
-        if spec != "gpt2":
-            raise SettingError(
-                f"finetuning runs with GPT-2's tokenizer only for now; the model"
-                f" uses {spec} (its instruction data would be tokenized wrongly)"
-            )
         if settings.data is None:  # (a resume's partial settings may lack it)
             raise SettingError(
                 "{data} is required: a JSON/JSONL file of instruction records or"
                 " instruction-data (the book's)"
             )
-        style = resolve_style(settings.prompt_style, loaded)
+        style = resolve_style(settings.prompt_style, loaded, tokenizer)
+        pad = pad_id(tokenizer)
         data = read_instruction_data(settings.data)
         if dist.is_main:
             for problem in data.problems:
@@ -238,8 +262,8 @@ class FinetuneData:
                 f"{{allowed_max_length}} {max_length} exceeds the model's context"
                 f" length {cfg.context_length}"
             )
-        train_set = InstructionDataset(split.train, style, max_length)
-        val_set = InstructionDataset(split.val, style, max_length)
+        train_set = InstructionDataset(split.train, style, max_length, tokenizer)
+        val_set = InstructionDataset(split.val, style, max_length, tokenizer)
         skipped = train_set.skipped + val_set.skipped
         if skipped and dist.is_main:
             warn(
@@ -278,6 +302,7 @@ class FinetuneData:
             total_tokens=tokens,
             order=order,
             collate_fn=InstructionCollator(
+                pad_token_id=pad,
                 allowed_max_length=max_length,
                 mask_prompt=settings.mask_instructions,
             ),
@@ -331,6 +356,7 @@ def _adapter(settings: FinetuneSettings, cfg: GPTConfig) -> tuple[Any, dict[str,
         apply_adapter,
         base_spec,
         get_adapter,
+        quantize_base,
         trainable_count,
     )
 
@@ -342,9 +368,16 @@ def _adapter(settings: FinetuneSettings, cfg: GPTConfig) -> tuple[Any, dict[str,
         )
     adapter = get_adapter(settings.lora)
     trainable = trainable_count(cfg, adapter)  # checks the targets, too
-    record = adapter_record(adapter, base_spec(settings.weights), trainable)
+    quantize = settings.quantize
+    record = adapter_record(
+        adapter, base_spec(settings.weights), trainable, quantize=quantize
+    )
+    if quantize is not None:
+        record["base_parameters"] = cfg.num_parameters()
 
     def adapt(model: Any) -> None:
+        if quantize is not None:
+            quantize_base(model, quantize)
         apply_adapter(model, adapter)
 
     return adapt, record
@@ -357,25 +390,31 @@ def respond(
     *,
     max_new_tokens: int = 256,
     on_done: Any = None,
+    tokenizer: Any = None,
 ) -> list[str]:
     """Greedy responses to ``records``, each generated alone (the book's
-    ``generate`` with ``eos_id=50256``), cleaned by the style."""
+    ``generate`` with ``eos_id=50256``; with another ``tokenizer``, stopping
+    at any of its end-of-sequence ids), cleaned by the style."""
     from gptkit.core.generate import generate_tokens
     from gptkit.core.registry import get_registry
-    from gptkit.core.tokenizer import decode, encode
+    from gptkit.core.tokenizer import EOT_ID, gpt2_tokenizer
+    from gptkit.formats.instruction_batches import encode_text
     from gptkit.formats.instructions import inference_prompt
 
+    tokenizer = tokenizer or gpt2_tokenizer()
+    eos = tuple(tokenizer.eos_ids) or (EOT_ID,)
     greedy = get_registry().samplers.create("greedy")
     out = []
     for record in records:
         result = generate_tokens(
             model,
-            [encode(inference_prompt(style, record))],
+            [encode_text(inference_prompt(style, record), tokenizer)],
             greedy,
             max_new_tokens=max_new_tokens,
+            eos_id=eos if len(eos) > 1 else eos[0],
         )[0]
         ids = result.new_ids[:-1] if result.finish_reason == "eos" else result.new_ids
-        out.append(style.clean_response(decode(ids)))
+        out.append(style.clean_response(tokenizer.decode(ids)))
         if on_done is not None:
             on_done()
     return out
@@ -406,6 +445,7 @@ def write_responses(
             records,
             max_new_tokens=max_new_tokens,
             on_done=lambda: bar.update(1),
+            tokenizer=getattr(trainer, "tokenizer", None),
         )
     finally:
         bar.close()

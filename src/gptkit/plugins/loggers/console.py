@@ -29,6 +29,15 @@ def _plan(run: RunInfo) -> str:
     return f"{epochs} x {_steps(run.steps_per_epoch)} = {_steps(run.total_steps)}"
 
 
+def _parameters(run: RunInfo) -> int:
+    """The model's parameters (a QLoRA base's integer weights are buffers, not
+    parameters: its run records their count)."""
+    adapter = run.config.get("adapter") or {}
+    if "base_parameters" in adapter:
+        return adapter["base_parameters"] + adapter["trainable_parameters"]
+    return run.num_parameters
+
+
 def _adapter_line(run: RunInfo) -> list[str]:
     """``lora: r=16, alpha=16.0 on 73 layers: 2.4M of 127.4M parameters train``."""
     adapter = run.config.get("adapter")
@@ -36,11 +45,13 @@ def _adapter_line(run: RunInfo) -> list[str]:
         return []
     trainable = adapter["trainable_parameters"]
     options = ", ".join(f"{k}={v}" for k, v in adapter["options"].items() if v != "")
-    share = 100 * trainable / max(1, run.num_parameters)
+    total = _parameters(run)
+    share = 100 * trainable / max(1, total)
+    quantized = f", quantized to {adapter['quantize']}" if "quantize" in adapter else ""
     return [
         f"{adapter['name']}: {options}; {_millions(trainable)} of"
-        f" {_millions(run.num_parameters)} parameters train ({share:.2f}%),"
-        f" the base ({adapter['base']}) is frozen"
+        f" {_millions(total)} parameters train ({share:.2f}%),"
+        f" the base ({adapter['base']}) is frozen{quantized}"
     ]
 
 
@@ -67,7 +78,7 @@ class ConsoleLogger(Logger):
         model = cfg.get("model", {})
         data = cfg.get("data", {})
         lines = [
-            f"model: {cfg.get('preset', 'custom')}, {_millions(run.num_parameters)}"
+            f"model: {cfg.get('preset', 'custom')}, {_millions(_parameters(run))}"
             f" parameters ({model.get('n_layers')} layers, {model.get('emb_dim')} wide,"
             f" {model.get('n_heads')} heads, context {model.get('context_length')})",
             f"corpus: {', '.join(data.get('corpus', []))}: "

@@ -169,6 +169,22 @@ if hasattr(torch.library, "custom_op"):  # torch >= 2.4: visible to torch.compil
         return x.new_empty(*x.shape[:-1], weight.shape[0])
 
 
+class _FrozenQuantizedProduct(torch.autograd.Function):
+    """``x W^T`` for a frozen quantized ``W`` that gradients flow through to
+    ``x`` (QLoRA: adapters before the layer train): ``W`` is dequantized in the
+    forward pass and again in the backward pass, never kept, so training holds
+    the integer weights only (Dettmers et al. 2023, "QLoRA", section 3)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, layer: _QuantizedLinear) -> Tensor:  # type: ignore[override]
+        ctx.layer = layer
+        return F.linear(x, layer.dequantized_weight(x.dtype))
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        return grad @ ctx.layer.dequantized_weight(grad.dtype), None
+
+
 def _compiling() -> bool:
     compiler = getattr(torch, "compiler", None)
     return bool(compiler is not None and compiler.is_compiling())
@@ -195,6 +211,18 @@ class _QuantizedLinear(nn.Module):
 
     def _group(self) -> int:
         return 0
+
+    def dequantized_weight(self, dtype: torch.dtype = torch.float32) -> Tensor:
+        """The float weight (out, in) the integers stand for."""
+        raise NotImplementedError
+
+    def _differentiable(self, x: Tensor) -> Tensor | None:
+        """``x W^T + b`` through :class:`_FrozenQuantizedProduct` when a
+        gradient must reach ``x`` (the kernels have no backward pass)."""
+        if not (x.requires_grad and torch.is_grad_enabled()):
+            return None
+        y = _FrozenQuantizedProduct.apply(x, self)
+        return y if self.bias is None else y + self.bias.to(x.dtype)
 
     def _path(self, x: Tensor) -> str:
         """The backend this input runs on (see the module docs)."""
@@ -274,7 +302,13 @@ class Int8Linear(_QuantizedLinear):
             layer.bias = linear.bias.detach().float().clone()
         return layer
 
+    def dequantized_weight(self, dtype: torch.dtype = torch.float32) -> Tensor:
+        return self.weight.to(dtype) * self.scale.to(dtype)[:, None]
+
     def forward(self, x: Tensor) -> Tensor:
+        trained = self._differentiable(x)
+        if trained is not None:
+            return trained
         path = self._path(x)
         if path in KERNELS:
             if _compiling():
@@ -360,7 +394,13 @@ class Int4Linear(_QuantizedLinear):
             self._aten = (packed, pairs)
         return self._aten
 
+    def dequantized_weight(self, dtype: torch.dtype = torch.float32) -> Tensor:
+        return formats.dequantize_int4(self.weight, self.scale, self.zero, dtype)
+
     def forward(self, x: Tensor) -> Tensor:
+        trained = self._differentiable(x)
+        if trained is not None:
+            return trained
         path = self._path(x)
         if path in KERNELS:
             if _compiling():
@@ -385,15 +425,20 @@ class Int4Linear(_QuantizedLinear):
 
 def timing_layers(kind: str, n: int, k: int, group: int, backends: list[str]) -> dict:
     """backend -> a layer of random weights of this shape with that backend
-    (one set of weights, shared)."""
+    (one set of weights, shared). The global RNG is left as it was: a
+    measurement taken in the middle of training (the first decode of a QLoRA
+    run's sample) must not change the data order, or a resumed run (measured
+    already, cached) would diverge from the uninterrupted one."""
     import copy
 
     import torch
     from torch import nn
 
-    lin = nn.Linear(k, n, bias=True)
+    gen = torch.Generator().manual_seed(0)
+    lin = nn.Linear(k, n, bias=True, device="meta").to_empty(device="cpu")
     with torch.no_grad():
-        lin.weight.normal_(0.0, 0.02)
+        lin.weight.normal_(0.0, 0.02, generator=gen)
+        lin.bias.normal_(0.0, 0.02, generator=gen)
     if kind == "int8":
         base = Int8Linear.from_linear(lin, "torch")
     else:
