@@ -58,11 +58,11 @@ KERNEL_SETS = {
             "qdot.c",
             (*_AVX512, "-mavx512vnni"),
             ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni"),
-            2,
+            3,
             ("int8", "int4"),
         ),
         KernelSet(
-            "avx2", "qdot.c", _AVX2, ("avx2", "fma", "f16c"), 2, ("int8", "int4")
+            "avx2", "qdot.c", _AVX2, ("avx2", "fma", "f16c"), 3, ("int8", "int4")
         ),
         KernelSet("fma-avx2", "wq_avx2.c", _AVX2, ("avx2", "fma"), 1, ("int8", "int4")),
         KernelSet(
@@ -133,6 +133,8 @@ def _bind(lib: ctypes.CDLL, kset: KernelSet) -> ctypes.CDLL:
         lib.gk_q4_linear.restype = ctypes.c_int
         lib.gk_quantize_rows.argtypes = [p, i64, i64, p, p]
         lib.gk_quantize_rows.restype = ctypes.c_int
+        lib.gk_lanes.argtypes = []
+        lib.gk_lanes.restype = ctypes.c_int
     else:
         lib.gk_bf16_linear.argtypes = [p, i64, i64, p, p, p, i64, i32]
         lib.gk_bf16_linear.restype = ctypes.c_int
