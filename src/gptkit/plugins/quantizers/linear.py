@@ -29,6 +29,8 @@ Under ``torch.compile`` the native kernels run as the custom operators
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -195,7 +197,7 @@ class _QuantizedLinear(nn.Module):
         self._chosen: dict[int, str | None] = {}  # threads -> measured backend
         # The weights in the layout of the kernel set last used (see _packed).
         self._pack_kernel: str | None = None
-        self._pack_key: tuple[int, int] | None = None
+        self._pack_key: int | None = None
         self._pack: tuple[Tensor, ...] = ()
 
     def _tiles(self, kernel: str) -> tuple[Tensor, ...]:
@@ -203,21 +205,26 @@ class _QuantizedLinear(nn.Module):
 
     def _packed(self, kernel: str) -> tuple[Tensor, ...]:
         """The weights repacked for ``kernel`` (:data:`PACKED`), made on first
-        use and whenever the stored weights were replaced or changed; the
-        stored weights (and so the state dict and saved checkpoints) keep their
-        format. Under torch.compile a pack made in eager mode is used as is."""
-        if _compiling() and self._pack_kernel == kernel:
+        use and again when the stored weights were replaced or loaded into
+        (``load_state_dict``); the stored weights (and so the state dict and
+        saved checkpoints) keep their format. Under torch.compile a pack made
+        in eager mode is used as is."""
+        if self._pack_kernel == kernel and (
+            _compiling() or self._pack_key == self.weight.data_ptr()
+        ):
             return self._pack
         return self._repack(kernel)
 
     @torch.compiler.disable
     def _repack(self, kernel: str) -> tuple[Tensor, ...]:
-        key = (self.weight.data_ptr(), self.weight._version)
-        if self._pack_kernel != kernel or self._pack_key != key:
-            self._pack = ()  # free the old one first
-            self._pack = self._tiles(kernel)
-            self._pack_kernel, self._pack_key = kernel, key
+        self._pack = ()  # free the old one first
+        self._pack = self._tiles(kernel)
+        self._pack_kernel, self._pack_key = kernel, self.weight.data_ptr()
         return self._pack
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        self._pack_kernel = None  # the weights change in place
+        super()._load_from_state_dict(*args, **kwargs)
 
     def _lanes(self, kernel: str) -> int:
         return int(native.loaded(kernel).gk_lanes())  # type: ignore[union-attr]

@@ -93,6 +93,15 @@ def cache_root() -> Path:
     return Path(platformdirs.user_cache_dir("gptkit"))
 
 
+@functools.cache
+def source_hash() -> str:
+    """A short hash of the kernels' C sources (a changed kernel is timed anew)."""
+    digest = hashlib.sha256()
+    for name in sorted({k.source for k in KERNEL_SETS.values()}):
+        digest.update((_DIR / name).read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def _compiler() -> str | None:
     for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
         if name and shutil.which(name):

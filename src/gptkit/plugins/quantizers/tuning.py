@@ -6,9 +6,10 @@ timed on that shape (random weights of the layer's shape, at most
 :data:`MAX_TIMED_WEIGHTS` of its rows; one activation row: a decoding step; a
 few milliseconds per shape), and the fastest is kept — in
 memory and in ``<gptkit cache>/kernels/choices-<key>.json``, where ``key``
-hashes the CPU model, all of its flags, the gptkit version and the torch
-version. Another CPU or another version therefore never reuses a choice: it
-measures again. ``-o backend=NAME`` (the quantizer option) skips all this.
+hashes the CPU model, all of its flags, the gptkit version, the torch
+version and the kernels' sources. Another CPU, another version or changed
+kernels therefore never reuse a choice: they are measured again.
+``-o backend=NAME`` (the quantizer option) skips all this.
 
 Under ``torch.compile`` nothing is timed (a traced forward must not run
 benchmarks): a layer whose choice was not measured yet uses a recorded choice
@@ -40,7 +41,9 @@ def cache_key() -> str:
 
     from gptkit._version import __version__
 
-    text = "|".join((cpu.fingerprint(), __version__, torch.__version__))
+    text = "|".join(
+        (cpu.fingerprint(), __version__, torch.__version__, native.source_hash())
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
