@@ -15,13 +15,14 @@ from gptkit.core.generate import generate_tokens
 from gptkit.core.model import GPTModel
 from gptkit.core.quantize import quantize_model
 from gptkit.core.registry import get_registry
-from gptkit.plugins.quantizers import cpu, native, tuning
+from gptkit.plugins.quantizers import native, tuning
 from gptkit.plugins.quantizers.linear import (
     KERNELS,
     Int4Linear,
     Int8Linear,
     quantize_activations,
 )
+from gptkit.system import cpu
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -24,7 +24,8 @@ from torch import Tensor, nn
 
 from gptkit.core.interfaces import Quantizer
 from gptkit.errors import GptkitError
-from gptkit.plugins.quantizers import cpu, native
+from gptkit.plugins.quantizers import native
+from gptkit.system import cpu
 
 KERNEL = "avx512bf16"
 MAX_ROWS = 16

@@ -32,7 +32,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from gptkit.plugins.quantizers import cpu
+from gptkit.system import cpu
 
 _DIR = Path(__file__).with_name("kernels")
 _COMMON = ("-O3", "-fopenmp", "-shared", "-fPIC", "-std=c99")

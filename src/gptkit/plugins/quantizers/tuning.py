@@ -26,7 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gptkit.plugins.quantizers import cpu, native
+from gptkit.plugins.quantizers import native
+from gptkit.system import cpu
 
 #: Backends timed besides the native kernel sets (PyTorch's own paths).
 TORCH_BACKENDS = ("aten", "torch")
