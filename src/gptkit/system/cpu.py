@@ -69,6 +69,12 @@ def has(*names: str) -> bool:
     return set(names) <= flags()
 
 
+def has_bf16_arithmetic() -> bool:
+    """Whether this CPU computes in bf16 (AVX512-BF16 or AMX-BF16) rather than
+    emulating it with float32 conversions."""
+    return has("avx512_bf16") or has("amx_bf16")
+
+
 @functools.cache
 def torch_capability() -> str:
     """torch's CPU capability (``AVX512``, ``AVX2``, ``DEFAULT``...)."""
