@@ -199,9 +199,43 @@ class _QuantizedLinear(nn.Module):
         self._pack_kernel: str | None = None
         self._pack_key: int | None = None
         self._pack: tuple[Tensor, ...] = ()
+        self._call: tuple[Any, ...] | None = None  # see forward
 
     def _tiles(self, kernel: str) -> tuple[Tensor, ...]:
         raise NotImplementedError
+
+    def _forward(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        """A decoding step repeats the last kernel call's plan (same threads,
+        same weights, float32 rows on the CPU): one ctypes call, none of the
+        backend choice's checks; anything else takes :meth:`_forward`."""
+        call = self._call
+        if call is not None and not torch.compiler.is_compiling():
+            threads = torch.get_num_threads()
+            k = self.in_features
+            if (
+                call[0] == threads
+                and x.dtype == torch.float32
+                and x.is_cpu
+                and x.numel() <= NATIVE_MAX_ROWS * k
+                and x.is_contiguous()
+                and self._buffers["weight"].data_ptr() == call[1]  # type: ignore[union-attr]
+            ):
+                n = self.out_features
+                y = x.new_empty((*x.shape[:-1], n))
+                rows = x.numel() // k
+                if call[2](x.data_ptr(), rows, k, *call[3], y.data_ptr(), n, threads):
+                    raise MemoryError(f"{self.kind} kernel: out of memory")
+                return y
+        return self._forward(x)
+
+    def _remember(self, fn: Any, args: tuple[Any, ...]) -> None:
+        """Keep the kernel call just made (its function and the arguments
+        between the activations' shape and the output) for :meth:`forward`."""
+        threads = torch.get_num_threads()
+        self._call = (threads, self.weight.data_ptr(), fn, args)
 
     def _packed(self, kernel: str) -> tuple[Tensor, ...]:
         """The weights repacked for ``kernel`` (:data:`PACKED`), made on first
@@ -217,13 +251,14 @@ class _QuantizedLinear(nn.Module):
 
     @torch.compiler.disable
     def _repack(self, kernel: str) -> tuple[Tensor, ...]:
+        self._call = None
         self._pack = ()  # free the old one first
         self._pack = self._tiles(kernel)
         self._pack_kernel, self._pack_key = kernel, self.weight.data_ptr()
         return self._pack
 
     def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
-        self._pack_kernel = None  # the weights change in place
+        self._pack_kernel, self._call = None, None  # the weights change in place
         super()._load_from_state_dict(*args, **kwargs)
 
     def _lanes(self, kernel: str) -> int:
@@ -314,7 +349,7 @@ class Int8Linear(_QuantizedLinear):
         unsigned = kernel == "avx512vnni"
         return (formats.tile_int8(self.weight, self._lanes(kernel), unsigned),)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def _forward(self, x: Tensor) -> Tensor:
         path = self._path(x)
         if path in KERNELS:
             w = self._packed(path)[0] if path in PACKED else self.weight
@@ -323,7 +358,11 @@ class Int8Linear(_QuantizedLinear):
                 return torch.ops.gptkit.int8_linear(
                     x, w, self.scale, self.bias, n, path
                 )
-            return _int8_native(path, x, w, self.scale, self.bias, n)
+            y = _int8_native(path, x, w, self.scale, self.bias, n)
+            lib = native.loaded(path)
+            fn = lib.gk_int8_linear if path == "fma-avx2" else lib.gk_q8_linear  # type: ignore[union-attr]
+            self._remember(fn, (w.data_ptr(), self.scale.data_ptr(), _ptr(self.bias)))
+            return y
         if path == "reference":
             return _int8_reference(x, self.weight, self.scale, self.bias)
         if path == "aten":
@@ -407,7 +446,7 @@ class Int4Linear(_QuantizedLinear):
             self.weight, self.scale, self.zero, self._lanes(kernel)
         )
 
-    def forward(self, x: Tensor) -> Tensor:
+    def _forward(self, x: Tensor) -> Tensor:
         path = self._path(x)
         if path in KERNELS:
             if path in PACKED:
@@ -419,7 +458,12 @@ class Int4Linear(_QuantizedLinear):
                 return torch.ops.gptkit.int4_linear(
                     x, w, scale, zero, self.bias, n, group, path
                 )
-            return _int4_native(path, x, w, scale, zero, self.bias, n, group)
+            y = _int4_native(path, x, w, scale, zero, self.bias, n, group)
+            lib = native.loaded(path)
+            fn = lib.gk_int4_linear if path == "fma-avx2" else lib.gk_q4_linear  # type: ignore[union-attr]
+            ptrs = (w.data_ptr(), scale.data_ptr(), zero.data_ptr())
+            self._remember(fn, (*ptrs, group, _ptr(self.bias)))
+            return y
         if path == "reference":
             return _int4_reference(x, self.weight, self.scale, self.zero, self.bias)
         if path == "aten":
