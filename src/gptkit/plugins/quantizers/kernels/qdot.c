@@ -173,9 +173,20 @@ typedef __m256i vi;
 #define VI_ADD _mm256_add_epi32
 #endif
 
-/* Bytes ahead of the read position prefetched (one line per 64 bytes read). */
-#ifndef PFD
-#define PFD 1024
+/* Software prefetch, bytes ahead of the read position (one line per 64 bytes
+ * read); 0: none. A tile streams as one contiguous run, which the hardware
+ * prefetchers follow for int8 (a software prefetch measured slower there);
+ * int4 gained a few percent from one. */
+#ifndef PF8
+#define PF8 0
+#endif
+#ifndef PF4
+#define PF4 2048
+#endif
+/* How threads share the tiles (equal static shares; dynamic scheduling was
+ * tried and measured no better). */
+#ifndef GK_SCHED
+#define GK_SCHED static
 #endif
 
 int gk_lanes(void) { return LANES; }
@@ -238,8 +249,8 @@ static void q8_tile(const scratch_t* s, int64_t M, int64_t K, const uint8_t* wt,
     const uint8_t* p = wt;
     vf acc = VF_ZERO;
     for (int64_t b = 0; b < B; ++b, p += block_bytes) {
-      if (m == 0)
-        for (int64_t l = 0; l < block_bytes; l += 64) _mm_prefetch((const char*)(p + PFD + l), _MM_HINT_T0);
+      if (PF8 && m == 0)
+        for (int64_t l = 0; l < block_bytes; l += 64) _mm_prefetch((const char*)(p + PF8 + l), _MM_HINT_T0);
       acc = VF_FMA(VF_CVT(q8_block(p, qx + b * 32, c[b])), VF_SET1(d[b]), acc);
     }
     store_out(acc, scale + n, bias ? bias + n : NULL, y + m * N + n, R);
@@ -258,7 +269,7 @@ int gk_q8_linear(const float* x, int64_t M, int64_t K, const uint8_t* packed,
     return -1;
   }
   int64_t tiles = (N + LANES - 1) / LANES;
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+#pragma omp parallel for num_threads(threads) schedule(GK_SCHED) if (threads > 1)
   for (int64_t t = 0; t < tiles; ++t) {
     int64_t n = t * LANES;
     int R = N - n < LANES ? (int)(N - n) : LANES;
@@ -311,8 +322,8 @@ static void q4_tile(const scratch_t* s, int64_t M, int64_t K, const uint8_t* wt,
     for (int64_t g = 0, b = 0; g < G; ++g) {
       vf acc = VF_ZERO;
       for (int64_t e = b + per; b < e; ++b, p += block_bytes) {
-        if (m == 0)
-          for (int64_t l = 0; l < block_bytes; l += 64) _mm_prefetch((const char*)(p + PFD + l), _MM_HINT_T0);
+        if (PF4 && m == 0)
+          for (int64_t l = 0; l < block_bytes; l += 64) _mm_prefetch((const char*)(p + PF4 + l), _MM_HINT_T0);
         acc = VF_FMA(VF_CVT(q4_block(p, qx + b * 32)), VF_SET1(d[b]), acc);
       }
       total = VF_FMA(acc, VF_LOAD(sc + g * LANES), total);
@@ -335,7 +346,7 @@ int gk_q4_linear(const float* x, int64_t M, int64_t K, const uint8_t* packed,
     return -1;
   }
   int64_t tiles = (N + LANES - 1) / LANES, G = K / group;
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+#pragma omp parallel for num_threads(threads) schedule(GK_SCHED) if (threads > 1)
   for (int64_t t = 0; t < tiles; ++t) {
     int64_t n = t * LANES;
     int R = N - n < LANES ? (int)(N - n) : LANES;
