@@ -161,8 +161,8 @@ def time_backends(
     first: dict[str, float] = {}
     with torch.inference_mode():
         for b in backends:
-            for layers in sets[:2]:
-                layers[b](x)  # warm-up (aten packs its weights on first use)
+            for layers in sets:
+                layers[b](x)  # warm-up: aten and the integer kernels pack on first use
             start = clock()
             sets[-1][b](x)
             first[b] = clock() - start
