@@ -211,8 +211,10 @@ class _QuantizedLinear(nn.Module):
         """A decoding step repeats the last kernel call's plan (same threads,
         same weights, float32 rows on the CPU): one ctypes call, none of the
         backend choice's checks; anything else takes :meth:`_forward`."""
+        if torch.compiler.is_compiling():  # (first: nothing below is traced)
+            return self._forward(x)
         call = self._call
-        if call is not None and not torch.compiler.is_compiling():
+        if call is not None:
             threads = torch.get_num_threads()
             k = self.in_features
             if (
