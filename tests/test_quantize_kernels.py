@@ -301,3 +301,23 @@ def test_repacked_weights_follow_loaded_weights(kernel):
         assert all(torch.equal(v, before[k]) for k, v in layer.state_dict().items())
         layer.load_state_dict(other.state_dict())
         torch.testing.assert_close(layer(x), other(x), rtol=0, atol=0)
+
+
+@pytest.mark.skipif(not RUNNABLE, reason="no native kernels build on this machine")
+@pytest.mark.parametrize("kernel", RUNNABLE)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("kind", ["int8", "int4"])
+def test_half_precision_decoding_rows_take_the_kernel(kernel, dtype, kind):
+    """A bf16/fp16 model's decoding rows run the integer kernel on the rows
+    widened to float32 (not PyTorch's half-precision fallback); the result is
+    the float32 kernel's, rounded to the input's dtype."""
+    lin = _linear(96, 128)
+    if kind == "int8":
+        layer = Int8Linear.from_linear(lin, kernel)
+    else:
+        layer = Int4Linear.from_linear(lin, 32, kernel)
+    x = torch.randn(2, 128)
+    expected = layer(x.to(dtype).float()).to(dtype)  # the float32 kernel, rounded
+    got = layer(x.to(dtype))
+    assert got.dtype == dtype
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
