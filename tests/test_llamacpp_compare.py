@@ -97,3 +97,31 @@ def test_markdown_table_has_a_line_per_row(compare) -> None:
         "| 1 | int8 | 60.0 | 55.0 | q8_0 | 75.0 | 70.0 | **0.80×** | 0.79×" in lines[2]
     )
     assert "5/10 common prefix" in lines[2]
+
+
+def test_logit_agreement(compare) -> None:
+    a = [0.0, 2.0, 1.0, -1.0]
+    same = compare.logit_agreement(a, a, k=2)
+    assert same == {
+        "max_abs_diff": 0.0,
+        "max_rel_diff": 0.0,
+        "argmax_equal": True,
+        "top2_shared": 2,
+    }
+    moved = compare.logit_agreement([0.0, 1.0, 2.5, -1.0], a, k=2)
+    assert moved["max_abs_diff"] == pytest.approx(1.5)
+    assert moved["max_rel_diff"] == pytest.approx(0.75)
+    assert not moved["argmax_equal"] and moved["top2_shared"] == 2
+    with pytest.raises(ValueError, match="different lengths"):
+        compare.logit_agreement([1.0], a)
+    table = compare.logits_table(
+        {
+            "int8": {
+                "reference": "gptkit fp32",
+                "gptkit_vs_llamacpp": {**same, "top10_shared": 10},
+                "gptkit_vs_reference": same,
+                "llamacpp_vs_reference": moved,
+            }
+        }
+    )
+    assert "| int8 | 0.00% | same | 10/10 | 0.00% | 75.00% |" in table

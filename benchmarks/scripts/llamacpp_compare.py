@@ -121,6 +121,27 @@ def agreement(a: Sequence[int], b: Sequence[int]) -> dict[str, Any]:
     return {"common_prefix": prefix, "equal_positions": same, "compared": n}
 
 
+def logit_agreement(a: Sequence[float], b: Sequence[float], k: int = 10) -> dict:
+    """How close two logit vectors of the same prompt are: the largest absolute
+    difference (also relative to ``b``'s largest magnitude), whether the argmax
+    agrees and how many of the top ``k`` tokens both share."""
+    if len(a) != len(b) or not a:
+        raise ValueError(f"logit vectors of different lengths ({len(a)}, {len(b)})")
+    diff = max(abs(x - y) for x, y in zip(a, b, strict=True))
+    scale = max(abs(y) for y in b) or 1.0
+
+    def top(v: Sequence[float]) -> list[int]:
+        return sorted(range(len(v)), key=lambda i: -v[i])[:k]
+
+    ta, tb = top(a), top(b)
+    return {
+        "max_abs_diff": diff,
+        "max_rel_diff": diff / scale,
+        "argmax_equal": ta[0] == tb[0],
+        f"top{k}_shared": len(set(ta) & set(tb)),
+    }
+
+
 def summarize_types(types: dict[str, str]) -> dict[str, Any]:
     """tensor name -> GGUF type, summarized: the matrices' types (counts), and
     the output head's (``output.weight``, or the tied ``token_embd.weight``)."""
@@ -156,6 +177,26 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
             f" | {_num(r['llamacpp_best'])} | {_num(r['llamacpp_median'])}"
             f" | **{_ratio(r['ratio_best'])}** | {_ratio(r['ratio_median'])}"
             f" | {agree_text} |"
+        )
+    return "\n".join(lines)
+
+
+def logits_table(checks: dict[str, dict[str, Any]]) -> str:
+    """The prompt's last logits per format: gptkit against llama.cpp, and each
+    against the reference (gptkit's first format, fp32)."""
+    lines = [
+        "| format | gptkit vs llama.cpp: max rel. diff | argmax | top-10 shared"
+        " | gptkit vs reference | llama.cpp vs reference |",
+        "|---|---:|---|---:|---:|---:|",
+    ]
+    for fmt, c in checks.items():
+        both = c["gptkit_vs_llamacpp"]
+        lines.append(
+            f"| {fmt} | {both['max_rel_diff']:.2%}"
+            f" | {'same' if both['argmax_equal'] else 'differs'}"
+            f" | {both['top10_shared']}/10"
+            f" | {c['gptkit_vs_reference']['max_rel_diff']:.2%}"
+            f" | {c['llamacpp_vs_reference']['max_rel_diff']:.2%} |"
         )
     return "\n".join(lines)
 
@@ -287,8 +328,9 @@ def quantize_gguf(source: Path, out: Path, lfmt: str) -> None:
 # -- workers: one process per tool, JSON lines on stdin/stdout ------------------
 
 
-def _serve(load: Any, run: Any) -> None:
-    """The worker loop: load everything, say ready, then answer run requests."""
+def _serve(load: Any, run: Any, logits: Any) -> None:
+    """The worker loop: load everything, say ready, then answer requests: a run
+    (generate and time), or the prompt's last logits (``{"logits": true}``)."""
     out = sys.stdout
     sys.stdout = sys.stderr  # stray prints must not corrupt the protocol
     info = load()
@@ -298,9 +340,12 @@ def _serve(load: Any, run: Any) -> None:
         request = json.loads(line)
         if request.get("quit"):
             break
-        reply = run(
-            request["format"], request["threads"], request["prompt"], request["n"]
-        )
+        if request.get("logits"):
+            reply = {"logits": logits(request["format"], request["prompt"])}
+        else:
+            reply = run(
+                request["format"], request["threads"], request["prompt"], request["n"]
+            )
         out.write(json.dumps(reply) + "\n")
         out.flush()
 
@@ -344,7 +389,12 @@ def gptkit_worker(workdir: Path, formats: Sequence[str]) -> None:
             "ticks": [t - trace.start for t in trace.ticks],
         }
 
-    _serve(load, run)
+    def logits(fmt: str, prompt: list[int]) -> list[float]:
+        with torch.inference_mode():
+            out = models[fmt](torch.tensor([prompt]))
+        return out[0, -1].float().tolist()
+
+    _serve(load, run, logits)
 
 
 def llamacpp_worker(workdir: Path, formats: Sequence[str]) -> None:
@@ -407,7 +457,17 @@ def llamacpp_worker(workdir: Path, formats: Sequence[str]) -> None:
             "ticks": [t - start for t in ticks],
         }
 
-    _serve(load, run)
+    def logits(fmt: str, prompt: list[int]) -> list[float]:
+        model, ctx, _ = loaded[fmt]
+        L.llama_memory_clear(L.llama_get_memory(ctx), True)
+        ids = (L.llama_token * len(prompt))(*prompt)
+        if L.llama_decode(ctx, L.llama_batch_get_one(ids, len(prompt))) != 0:
+            raise SystemExit("llama_decode failed on the prompt")
+        n_vocab = L.llama_vocab_n_tokens(L.llama_model_get_vocab(model))
+        row = L.llama_get_logits_ith(ctx, -1)
+        return [float(row[i]) for i in range(n_vocab)]
+
+    _serve(load, run, logits)
 
 
 class Worker:
@@ -438,8 +498,13 @@ class Worker:
         return json.loads(line)
 
     def run(self, fmt: str, threads: int, prompt: list[int], n: int) -> dict[str, Any]:
+        return self.ask({"format": fmt, "threads": threads, "prompt": prompt, "n": n})
+
+    def logits(self, fmt: str, prompt: list[int]) -> list[float]:
+        return self.ask({"logits": True, "format": fmt, "prompt": prompt})["logits"]
+
+    def ask(self, request: dict[str, Any]) -> dict[str, Any]:
         assert self.proc.stdin is not None
-        request = {"format": fmt, "threads": threads, "prompt": prompt, "n": n}
         self.proc.stdin.write(json.dumps(request) + "\n")
         self.proc.stdin.flush()
         return self._read()
@@ -497,6 +562,19 @@ def compare(args: argparse.Namespace, say: Any) -> dict[str, Any]:
                 for tool in ("gptkit", "llamacpp"):
                     say(f"warm-up {tool} {fmt} @{threads}t")
                     workers[tool].run(fmt, threads, prompt, args.max_new_tokens)
+        say("comparing the prompt's logits ...")
+        ref = workers["gptkit"].logits(formats[0], prompt)
+        ref_name = f"gptkit {formats[0]}"
+        logit_checks = {}
+        for fmt in formats:
+            mine = workers["gptkit"].logits(fmt, prompt)
+            theirs = workers["llamacpp"].logits(fmt, prompt)
+            logit_checks[fmt] = {
+                "reference": ref_name,
+                "gptkit_vs_llamacpp": logit_agreement(mine, theirs),
+                "gptkit_vs_reference": logit_agreement(mine, ref),
+                "llamacpp_vs_reference": logit_agreement(theirs, ref),
+            }
         for r in range(args.rounds):
             loads.append({"round": r, "before": _load_average()})
             order = ("gptkit", "llamacpp") if r % 2 == 0 else ("llamacpp", "gptkit")
@@ -585,6 +663,7 @@ def compare(args: argparse.Namespace, say: Any) -> dict[str, Any]:
         "gptkit_worker": workers["gptkit"].info,
         "llamacpp_worker": workers["llamacpp"].info,
         "rows": rows,
+        "logits": logit_checks,
     }
 
 
@@ -599,6 +678,7 @@ def render_markdown(result: dict[str, Any]) -> str:
     types = result["prepared"]["gguf_types"]
     heads = ", ".join(f"{k}: head {v['head']}" for k, v in types.items())
     quant = result["gptkit_worker"]["quantization"]
+    reference = next(iter(result["logits"].values()))["reference"]
     return "\n".join(
         [
             f"# gptkit vs llama.cpp, {PRESET} decoding ({result['date']})",
@@ -619,6 +699,11 @@ def render_markdown(result: dict[str, Any]) -> str:
             f"- gptkit quantization: {json.dumps(quant)}",
             "",
             markdown_table(result["rows"]),
+            "",
+            "The prompt's last logits (max. difference relative to the largest"
+            f" logit; reference: {reference}):",
+            "",
+            logits_table(result["logits"]),
             "",
         ]
     )
