@@ -312,9 +312,11 @@ def prepare(workdir: Path, converter: Path | None, seed: int, say: Any) -> dict:
 def quantize_gguf(source: Path, out: Path, lfmt: str) -> None:
     """``llama-quantize SOURCE OUT LFMT`` through llama-cpp-python."""
     import ctypes
+    import logging
 
     import llama_cpp
 
+    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = LLAMA_FTYPES[lfmt]
     params.nthread = os.cpu_count() or 1
