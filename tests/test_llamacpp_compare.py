@@ -125,3 +125,16 @@ def test_logit_agreement(compare) -> None:
         }
     )
     assert "| int8 | 0.00% | same | 10/10 | 0.00% | 75.00% |" in table
+
+
+def test_vendored_commit_from_the_sdist_changelog(compare, tmp_path) -> None:
+    converter = tmp_path / "vendor" / "llama.cpp" / "convert_hf_to_gguf.py"
+    converter.parent.mkdir(parents=True)
+    converter.write_text("")
+    assert compare.vendored_commit(converter) is None
+    (tmp_path / "CHANGELOG.md").write_text(
+        "## [0.3.36]\n\n- feat: update llama.cpp to ggml-org/llama.cpp@0c1e57098\n"
+        "## [0.3.35]\n\n- feat: update llama.cpp to ggml-org/llama.cpp@4df29be4f\n"
+    )
+    assert compare.vendored_commit(converter) == "0c1e57098"
+    assert compare.vendored_commit(None) is None

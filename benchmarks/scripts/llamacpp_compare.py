@@ -104,6 +104,21 @@ def find_converter(candidates: Iterable[str | Path]) -> Path | None:
     return None
 
 
+def vendored_commit(converter: Path | None) -> str | None:
+    """The llama.cpp commit a ``llama-cpp-python`` sdist vendors: the newest
+    ``llama.cpp@HASH`` its CHANGELOG names (the vendored tree has no git
+    metadata); None for a plain checkout."""
+    import re
+
+    if converter is None:
+        return None
+    changelog = converter.parent.parent.parent / "CHANGELOG.md"
+    if not changelog.is_file():
+        return None
+    found = re.search(r"llama\.cpp@([0-9a-f]{7,40})", changelog.read_text("utf-8"))
+    return found.group(1) if found else None
+
+
 def decode_rate(ticks: Sequence[float]) -> float | None:
     """Tokens/s between the first and the last token (the prefill excluded):
     intervals / their total time; None with fewer than two tokens."""
@@ -298,6 +313,7 @@ def prepare(workdir: Path, converter: Path | None, seed: int, say: Any) -> dict:
         "checkpoint": str(ckpt),
         "hf_dir": str(hf_dir),
         "converter": str(converter) if converter else None,
+        "llama_cpp_commit": vendored_commit(converter),
         "commands": commands,
         "gguf_types": types,
         "gguf_megabytes": {
@@ -689,7 +705,8 @@ def render_markdown(result: dict[str, Any]) -> str:
             f" flags: {' '.join(result['cpu_flags'])}",
             f"- torch {m['torch']}, gptkit {m['gptkit']} (commit"
             f" {m['gptkit_commit']}), llama-cpp-python"
-            f" {result['llamacpp_worker']['llama_cpp_python']}",
+            f" {result['llamacpp_worker']['llama_cpp_python']} (llama.cpp"
+            f" {result['prepared'].get('llama_cpp_commit')})",
             f"- llama.cpp system info: `{result['llamacpp_worker']['system_info']}`",
             f"- load average (1 min): {load_text}",
             f"- prompt: {len(result['prompt_ids'])} tokens, greedy, batch 1,"
