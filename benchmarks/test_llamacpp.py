@@ -52,6 +52,7 @@ def test_gptkit_against_llamacpp(tmp_path_factory) -> None:
         ],
         rounds=int(os.environ.get("GPTKIT_BENCH_ROUNDS", "3")),
         max_new_tokens=int(os.environ.get("GPTKIT_BENCH_TOKENS", "200")),
+        warmup_tokens=32,
         formats=list(llamacpp_compare.PAIRS),
         seed=0,
         prompt_ids=list(llamacpp_compare.DEFAULT_PROMPT),

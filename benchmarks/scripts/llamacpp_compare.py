@@ -29,7 +29,7 @@ number of new tokens, at each thread count, in alternated rounds.
    ``llama_decode`` per token through llama-cpp-python's low-level API.
    ``decode_tokens_per_s`` = intervals between consecutive tokens / their total
    time (the prefill is excluded, as in ``gptkit bench sampling``); best and
-   median over the rounds. One untimed warm-up run per row first (gptkit's
+   median over the rounds. One untimed warm-up run (32 tokens) per row first (gptkit's
    ``backend=auto`` measures its kernels then).
 
     python benchmarks/scripts/llamacpp_compare.py --threads 1,2 --rounds 3
@@ -579,7 +579,7 @@ def compare(args: argparse.Namespace, say: Any) -> dict[str, Any]:
             for fmt in formats:
                 for tool in ("gptkit", "llamacpp"):
                     say(f"warm-up {tool} {fmt} @{threads}t")
-                    workers[tool].run(fmt, threads, prompt, args.max_new_tokens)
+                    workers[tool].run(fmt, threads, prompt, args.warmup_tokens)
         say("comparing the prompt's logits ...")
         ref = workers["gptkit"].logits(formats[0], prompt)
         ref_name = f"gptkit {formats[0]}"
@@ -675,6 +675,7 @@ def compare(args: argparse.Namespace, say: Any) -> dict[str, Any]:
         "load_average": loads,
         "prompt_ids": prompt,
         "max_new_tokens": args.max_new_tokens,
+        "warmup_tokens": args.warmup_tokens,
         "rounds": args.rounds,
         "threads": args.threads,
         "prepared": prepared,
@@ -735,6 +736,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--max-new-tokens", type=int, default=200)
+    parser.add_argument(
+        "--warmup-tokens",
+        type=int,
+        default=32,
+        help="tokens of the untimed warm-up run of each row",
+    )
     parser.add_argument("--formats", default=",".join(PAIRS))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
