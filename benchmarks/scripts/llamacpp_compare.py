@@ -29,8 +29,8 @@ number of new tokens, at each thread count, in alternated rounds.
    ``llama_decode`` per token through llama-cpp-python's low-level API.
    ``decode_tokens_per_s`` = intervals between consecutive tokens / their total
    time (the prefill is excluded, as in ``gptkit bench sampling``); best and
-   median over the rounds. One untimed warm-up run (32 tokens) per row first (gptkit's
-   ``backend=auto`` measures its kernels then).
+   median over the rounds. One untimed warm-up run (32 tokens) per row first
+   (gptkit's ``backend=auto`` measures its kernels then).
 
     python benchmarks/scripts/llamacpp_compare.py --threads 1,2 --rounds 3
 
