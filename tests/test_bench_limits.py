@@ -92,6 +92,29 @@ def test_measured_limits_are_positive():
     assert measure_matmul("cpu", "fp32", n=128, repeats=2) > 0
 
 
+def test_matmul_size_grows_past_a_slow_sample(monkeypatch):
+    """A busy CPU: the first call of each size is slow (descheduled), the best
+    of the repeats is not; the size still doubles to the limit and the best
+    rate of all sizes is returned."""
+    import gptkit.bench.limits as limits
+
+    sizes: list[int] = []
+
+    def fake_best(fn, device, repeats):
+        size = fn.args[0].shape[0]
+        sizes.append(size)
+        return 2 * size**3 / (1e12 * (size / 2048))  # faster per FLOP when larger
+
+    monkeypatch.setattr(limits, "_best_seconds", fake_best)
+    tflops = limits.measure_matmul("cpu", "fp32", budget_s=10.0)
+    assert sizes == [256, 512, 1024, 2048]
+    assert tflops == pytest.approx(1.0)
+    # a product predicted to exceed the budget is not run
+    sizes.clear()
+    limits.measure_matmul("cpu", "fp32", budget_s=1e-9)
+    assert sizes == [256]
+
+
 def test_peak_memory_sees_a_large_allocation():
     import torch
 

@@ -11,8 +11,6 @@ import pytest
 
 from gptkit.bench import measure
 from gptkit.bench.measure import (
-    CPU_FEATURES,
-    cpu_features,
     gptkit_commit,
     invoked_command,
     provenance_lines,
@@ -20,12 +18,11 @@ from gptkit.bench.measure import (
 
 
 def test_cpu_features_are_the_known_flags_in_order() -> None:
-    features = cpu_features()
-    if features is None:
-        pytest.skip("this platform does not say its CPU features")
-    if features == ["neon"]:
-        return
-    assert features == [f for f in CPU_FEATURES if f in features]
+    from gptkit.system import cpu
+
+    features = measure.machine_info("cpu")["cpu_features"]
+    assert features["model"] == cpu.model_name() == measure.cpu_model()
+    assert features["flags"] == [f for f in cpu.FLAGS if f in cpu.flags()]
 
 
 def test_the_commit_is_described_in_a_checkout() -> None:

@@ -15,13 +15,14 @@ from gptkit.core.generate import generate_tokens
 from gptkit.core.model import GPTModel
 from gptkit.core.quantize import quantize_model
 from gptkit.core.registry import get_registry
-from gptkit.plugins.quantizers import cpu, native, tuning
+from gptkit.plugins.quantizers import native, tuning
 from gptkit.plugins.quantizers.linear import (
     KERNELS,
     Int4Linear,
     Int8Linear,
     quantize_activations,
 )
+from gptkit.system import cpu
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -280,3 +281,23 @@ def test_bf16_elsewhere_is_left_alone_and_emulation_is_reported(monkeypatch, cap
     assert err.count("\n") == 1 and "bf16 is emulated" in err and "x float32" in err
     accelerate_bf16(_tiny_model().to(torch.bfloat16))  # once per process
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.skipif(not RUNNABLE, reason="no native kernels build on this machine")
+@pytest.mark.parametrize("kernel", [k for k in RUNNABLE if k != "fma-avx2"])
+def test_repacked_weights_follow_loaded_weights(kernel):
+    """The kernels read weights repacked at first use; loading other weights
+    into the layer (in place) repacks them, and the state dict keeps the
+    stored format."""
+    a, b = _linear(40, 64), nn.Linear(64, 40)
+    x = torch.randn(1, 64)
+    for make in (
+        lambda lin: Int8Linear.from_linear(lin, kernel),
+        lambda lin: Int4Linear.from_linear(lin, 32, kernel),
+    ):
+        layer, other = make(a), make(b)
+        before = {k: v.clone() for k, v in layer.state_dict().items()}
+        layer(x)  # packs
+        assert all(torch.equal(v, before[k]) for k, v in layer.state_dict().items())
+        layer.load_state_dict(other.state_dict())
+        torch.testing.assert_close(layer(x), other(x), rtol=0, atol=0)

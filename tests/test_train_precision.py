@@ -197,3 +197,21 @@ def test_compile_keeps_checkpoint_keys_plain(
         assert a.keys() == b.keys()
         for key in a:
             assert a[key] == pytest.approx(b[key], rel=1e-5)
+
+
+def test_bf16_training_on_a_cpu_that_emulates_bf16_warns_in_one_line(
+    verdict_text, monkeypatch
+):
+    from gptkit.system import cpu
+
+    def notes(precision: str) -> list[str]:
+        t = trainer(verdict_text, precision=precision, max_steps=1)
+        return [m for m in t._untold or [] if "bf16 arithmetic" in m]
+
+    monkeypatch.setattr(cpu, "has", lambda *names: False)  # an AVX2-only CPU
+    for precision in ("bf16-mixed", "bf16-true"):
+        (line,) = notes(precision)
+        assert precision in line and "\n" not in line and "fp32" in line
+    assert notes("fp32") == []
+    monkeypatch.setattr(cpu, "has", lambda *names: "avx512_bf16" in names)
+    assert notes("bf16-mixed") == []

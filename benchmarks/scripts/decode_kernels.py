@@ -45,8 +45,9 @@ warnings.filterwarnings("ignore")
 
 from gptkit.bench.limits import measure_bandwidth
 from gptkit.bench.measure import cpu_model
-from gptkit.plugins.quantizers import cpu, formats
+from gptkit.plugins.quantizers import formats
 from gptkit.plugins.quantizers.linear import Int4Linear, Int8Linear, available_backends
+from gptkit.system import cpu
 
 CLOCK = time.perf_counter
 SHAPES = [(2304, 768), (768, 768), (3072, 768), (768, 3072), (50257, 768)]

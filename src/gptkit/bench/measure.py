@@ -43,6 +43,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from gptkit.system.cpu import FLAGS
+
 _MIB = 1024 * 1024
 
 
@@ -323,46 +325,9 @@ class PeakMemory:
 
 def cpu_model() -> str:
     """The CPU's model name (/proc/cpuinfo on Linux, else ``platform``)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
+    from gptkit.system.cpu import model_name
 
-
-#: The CPU features that decide which kernels are fast (``/proc/cpuinfo`` flags).
-CPU_FEATURES = (
-    "avx2",
-    "fma",
-    "avx512f",
-    "avx512_bf16",
-    "avx512_vnni",
-    "avx_vnni",
-    "avx512_fp16",
-    "amx_tile",
-    "amx_bf16",
-    "amx_int8",
-    "amx_fp16",
-)
-
-
-def cpu_features() -> list[str] | None:
-    """The :data:`CPU_FEATURES` this CPU has, in that order (Linux's
-    ``/proc/cpuinfo``; on Apple silicon ``["neon"]``; None where unknown)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith(("flags", "Features")):
-                    have = set(line.split(":", 1)[1].split())
-                    return [flag for flag in CPU_FEATURES if flag in have]
-    except OSError:
-        pass
-    if platform.machine() in ("arm64", "aarch64"):
-        return ["neon"]
-    return None
+    return model_name()
 
 
 def gptkit_commit() -> str | None:
@@ -415,7 +380,7 @@ def load_average() -> float | None:
 def _cpu_features() -> dict[str, Any]:
     """The CPU's instruction-set flags that matter to the kernels, and torch's
     capability (read once per process)."""
-    from gptkit.plugins.quantizers.cpu import features
+    from gptkit.system.cpu import features
 
     return features()
 
@@ -476,7 +441,7 @@ def provenance_lines(result: dict[str, Any]) -> list[str]:
         features = features.get("flags")
     cpu = mach.get("cpu", "?")
     if features is not None:
-        cpu += f" [{' '.join(features) or 'none of ' + '/'.join(CPU_FEATURES[:3])}]"
+        cpu += f" [{' '.join(features) or 'none of ' + '/'.join(FLAGS[:3])}]"
     load = mach.get("load_average_1min")
     end = mach.get("load_average_1min_end")
     load_text = "?" if load is None else f"{load:g}"

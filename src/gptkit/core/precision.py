@@ -103,6 +103,21 @@ def check_device(precision: Precision, device: torch.device) -> None:
         )
 
 
+def cpu_bf16_warning(precision: Precision, device: torch.device) -> str | None:
+    """One warning line for bf16 training on a CPU that emulates bf16 (no
+    AVX512-BF16, no AMX-BF16); None elsewhere."""
+    from gptkit.system import cpu
+
+    half = precision.autocast or precision.compute
+    if device.type != "cpu" or half != "bf16" or cpu.has_bf16_arithmetic():
+        return None
+    return (
+        f"warning: this CPU has no bf16 arithmetic (no avx512_bf16 or amx_bf16):"
+        f" {precision.name} is emulated here and usually slower than --precision"
+        " fp32 (`gptkit bench training` measures both)"
+    )
+
+
 def _mps_has_bf16() -> bool:
     import torch
 

@@ -41,7 +41,7 @@ from gptkit.core.generate import generate_tokens
 from gptkit.core.interfaces import Logger, RunInfo, Scheduler
 from gptkit.core.loss import batch_loss, loader_loss
 from gptkit.core.model import GPTModel
-from gptkit.core.precision import check_device, get_precision
+from gptkit.core.precision import check_device, cpu_bf16_warning, get_precision
 from gptkit.core.settings import TrainSettings
 from gptkit.core.tokenizer import Tokenizer, gpt2_tokenizer
 from gptkit.core.training import parallel
@@ -142,6 +142,8 @@ class Trainer(TrainerCheckpoints):
         self._schedule()
         self.precision = get_precision(settings.precision)
         check_device(self.precision, device)
+        if (note := cpu_bf16_warning(self.precision, device)) and self.dist.is_main:
+            self.tell(note)
         self.cfg = model.cfg
         # FSDP shards over a process group; a single process of an FSDP run
         # trains the whole model and still writes sharded checkpoints.

@@ -24,7 +24,8 @@ from torch import Tensor, nn
 
 from gptkit.core.interfaces import Quantizer
 from gptkit.errors import GptkitError
-from gptkit.plugins.quantizers import cpu, native
+from gptkit.plugins.quantizers import native
+from gptkit.system import cpu
 
 KERNEL = "avx512bf16"
 MAX_ROWS = 16
@@ -33,7 +34,7 @@ MAX_ROWS = 16
 def has_bf16_arithmetic() -> bool:
     """Whether this CPU computes in bf16 (AVX512-BF16 or AMX-BF16) rather than
     emulating it with float32 conversions."""
-    return cpu.has("avx512_bf16") or cpu.has("amx_bf16")
+    return cpu.has_bf16_arithmetic()
 
 
 def kernel_available() -> bool:

@@ -93,3 +93,39 @@ def dequantize_int4(
     q = unpack_int4(packed).reshape(n, groups, -1).to(dtype)  # (N, G, group)
     w = q * scale[..., None].to(dtype) + zero[..., None].to(dtype)
     return w.reshape(n, -1)
+
+
+def _pad_rows(t: Tensor, lanes: int) -> Tensor:
+    extra = -t.shape[0] % lanes
+    if extra == 0:
+        return t
+    return torch.cat([t, t.new_zeros((extra, *t.shape[1:]))])
+
+
+def tile_int8(q: Tensor, lanes: int, unsigned: bool) -> Tensor:
+    """The integer kernels' int8 layout (``kernels/qdot.c``, "packed weights"):
+    (N, K) int8 -> uint8 (ceil(N / lanes), K / 4, lanes, 4), output channels
+    interleaved four inputs at a time; ``unsigned`` stores ``q + 128``."""
+    k = q.shape[1]
+    w = _pad_rows(q, lanes).reshape(-1, lanes, k // 4, 4).permute(0, 2, 1, 3)
+    if unsigned:
+        return (w.to(torch.int16) + 128).to(torch.uint8).contiguous()
+    return w.contiguous().view(torch.uint8)
+
+
+def tile_int4(
+    packed: Tensor, scale: Tensor, zero: Tensor, lanes: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The integer kernels' int4 layout: weights (ceil(N / lanes), K / 8, lanes,
+    4) bytes, byte ``j`` of a channel holding input ``8i + j`` in its low nibble
+    and ``8i + 4 + j`` in its high one; scales and zero points (tiles, G, lanes)."""
+    q = _pad_rows(unpack_int4(packed), lanes)
+    tiles, k = q.shape[0] // lanes, q.shape[1]
+    q = q.reshape(tiles, lanes, k // 8, 2, 4).permute(0, 2, 1, 3, 4)
+    weights = (q[..., 0, :] | (q[..., 1, :] << 4)).contiguous()
+
+    def per_tile(t: Tensor) -> Tensor:
+        t = _pad_rows(t.float(), lanes)
+        return t.reshape(tiles, lanes, -1).transpose(1, 2).contiguous()
+
+    return weights, per_tile(scale), per_tile(zero)

@@ -29,6 +29,8 @@ Under ``torch.compile`` the native kernels run as the custom operators
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -36,6 +38,8 @@ from torch import Tensor, nn
 from gptkit.plugins.quantizers import formats, native, tuning
 
 KERNELS = ("avx512vnni", "avx2", "fma-avx2")
+#: The integer dot-product kernel sets, which read weights repacked at load.
+PACKED = ("avx512vnni", "avx2")
 BACKENDS = ("auto", "native", *KERNELS, "aten", "torch", "reference")
 #: Activation rows up to which the native kernels are used (a decoding step of
 #: a batch, a speculative verification); longer inputs are compute-bound.
@@ -59,10 +63,12 @@ def _ptr(t: Tensor | None) -> int | None:
 
 
 def _int8_native(
-    kernel: str, x: Tensor, weight: Tensor, scale: Tensor, bias: Tensor | None
+    kernel: str, x: Tensor, weight: Tensor, scale: Tensor, bias: Tensor | None, n: int
 ) -> Tensor:
+    """``weight``: the stored (N, K) int8 for ``fma-avx2``, else the kernel
+    set's packed tiles (:func:`formats.tile_int8`)."""
     x = x if x.is_contiguous() else x.contiguous()
-    n, k = weight.shape
+    k = x.shape[-1]
     y = x.new_empty((*x.shape[:-1], n))
     lib = native.loaded(kernel)
     args = (x.data_ptr(), x.numel() // k, k, weight.data_ptr(), scale.data_ptr(),
@@ -81,10 +87,13 @@ def _int4_native(
     scale: Tensor,
     zero: Tensor,
     bias: Tensor | None,
+    n: int,
+    group: int,
 ) -> Tensor:
+    """``weight``, ``scale``, ``zero``: as stored for ``fma-avx2``, else the
+    kernel set's packed tiles (:func:`formats.tile_int4`)."""
     x = x if x.is_contiguous() else x.contiguous()
-    n, k = weight.shape[0], weight.shape[1] * 2
-    group = k // scale.shape[1]
+    k = x.shape[-1]
     y = x.new_empty((*x.shape[:-1], n))
     lib = native.loaded(kernel)
     fn = lib.gk_int4_linear if kernel == "fma-avx2" else lib.gk_q4_linear  # type: ignore[union-attr]
@@ -136,37 +145,31 @@ if hasattr(torch.library, "custom_op"):  # torch >= 2.4: visible to torch.compil
 
     @torch.library.custom_op("gptkit::int8_linear", mutates_args=())
     def int8_linear_op(
-        x: Tensor, weight: Tensor, scale: Tensor, bias: Tensor | None, kernel: str
-    ) -> Tensor:
-        return _int8_native(kernel, x, weight, scale, bias)
+        x: Tensor, weight: Tensor, scale: Tensor, bias: Tensor | None, n: int,
+        kernel: str,
+    ) -> Tensor:  # fmt: skip
+        return _int8_native(kernel, x, weight, scale, bias, n)
 
     @int8_linear_op.register_fake
     def _(
-        x: Tensor, weight: Tensor, scale: Tensor, bias: Tensor | None, kernel: str
-    ) -> Tensor:
-        return x.new_empty(*x.shape[:-1], weight.shape[0])
+        x: Tensor, weight: Tensor, scale: Tensor, bias: Tensor | None, n: int,
+        kernel: str,
+    ) -> Tensor:  # fmt: skip
+        return x.new_empty(*x.shape[:-1], n)
 
     @torch.library.custom_op("gptkit::int4_linear", mutates_args=())
     def int4_linear_op(
-        x: Tensor,
-        weight: Tensor,
-        scale: Tensor,
-        zero: Tensor,
-        bias: Tensor | None,
-        kernel: str,
-    ) -> Tensor:
-        return _int4_native(kernel, x, weight, scale, zero, bias)
+        x: Tensor, weight: Tensor, scale: Tensor, zero: Tensor, bias: Tensor | None,
+        n: int, group: int, kernel: str,
+    ) -> Tensor:  # fmt: skip
+        return _int4_native(kernel, x, weight, scale, zero, bias, n, group)
 
     @int4_linear_op.register_fake
     def _(
-        x: Tensor,
-        weight: Tensor,
-        scale: Tensor,
-        zero: Tensor,
-        bias: Tensor | None,
-        kernel: str,
-    ) -> Tensor:
-        return x.new_empty(*x.shape[:-1], weight.shape[0])
+        x: Tensor, weight: Tensor, scale: Tensor, zero: Tensor, bias: Tensor | None,
+        n: int, group: int, kernel: str,
+    ) -> Tensor:  # fmt: skip
+        return x.new_empty(*x.shape[:-1], n)
 
 
 def _compiling() -> bool:
@@ -192,6 +195,74 @@ class _QuantizedLinear(nn.Module):
         self.out_features = out_features
         self.backend = backend
         self._chosen: dict[int, str | None] = {}  # threads -> measured backend
+        # The weights in the layout of the kernel set last used (see _packed).
+        self._pack_kernel: str | None = None
+        self._pack_key: int | None = None
+        self._pack: tuple[Tensor, ...] = ()
+        self._call: tuple[Any, ...] | None = None  # see forward
+
+    def _tiles(self, kernel: str) -> tuple[Tensor, ...]:
+        raise NotImplementedError
+
+    def _forward(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        """A decoding step repeats the last kernel call's plan (same threads,
+        same weights, float32 rows on the CPU): one ctypes call, none of the
+        backend choice's checks; anything else takes :meth:`_forward`."""
+        call = self._call
+        if call is not None and not torch.compiler.is_compiling():
+            threads = torch.get_num_threads()
+            k = self.in_features
+            if (
+                call[0] == threads
+                and x.dtype == torch.float32
+                and x.is_cpu
+                and x.numel() <= NATIVE_MAX_ROWS * k
+                and x.is_contiguous()
+                and self._buffers["weight"].data_ptr() == call[1]  # type: ignore[union-attr]
+            ):
+                n = self.out_features
+                y = x.new_empty((*x.shape[:-1], n))
+                rows = x.numel() // k
+                if call[2](x.data_ptr(), rows, k, *call[3], y.data_ptr(), n, threads):
+                    raise MemoryError(f"{self.kind} kernel: out of memory")
+                return y
+        return self._forward(x)
+
+    def _remember(self, fn: Any, args: tuple[Any, ...]) -> None:
+        """Keep the kernel call just made (its function and the arguments
+        between the activations' shape and the output) for :meth:`forward`."""
+        threads = torch.get_num_threads()
+        self._call = (threads, self.weight.data_ptr(), fn, args)
+
+    def _packed(self, kernel: str) -> tuple[Tensor, ...]:
+        """The weights repacked for ``kernel`` (:data:`PACKED`), made on first
+        use and again when the stored weights were replaced or loaded into
+        (``load_state_dict``); the stored weights (and so the state dict and
+        saved checkpoints) keep their format. Under torch.compile a pack made
+        in eager mode is used as is."""
+        if self._pack_kernel == kernel and (
+            _compiling() or self._pack_key == self.weight.data_ptr()
+        ):
+            return self._pack
+        return self._repack(kernel)
+
+    @torch.compiler.disable
+    def _repack(self, kernel: str) -> tuple[Tensor, ...]:
+        self._call = None
+        self._pack = ()  # free the old one first
+        self._pack = self._tiles(kernel)
+        self._pack_kernel, self._pack_key = kernel, self.weight.data_ptr()
+        return self._pack
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        self._pack_kernel, self._call = None, None  # the weights change in place
+        super()._load_from_state_dict(*args, **kwargs)
+
+    def _lanes(self, kernel: str) -> int:
+        return int(native.loaded(kernel).gk_lanes())  # type: ignore[union-attr]
 
     def _group(self) -> int:
         return 0
@@ -274,14 +345,24 @@ class Int8Linear(_QuantizedLinear):
             layer.bias = linear.bias.detach().float().clone()
         return layer
 
-    def forward(self, x: Tensor) -> Tensor:
+    def _tiles(self, kernel: str) -> tuple[Tensor, ...]:
+        unsigned = kernel == "avx512vnni"
+        return (formats.tile_int8(self.weight, self._lanes(kernel), unsigned),)
+
+    def _forward(self, x: Tensor) -> Tensor:
         path = self._path(x)
         if path in KERNELS:
+            w = self._packed(path)[0] if path in PACKED else self.weight
+            n = self.out_features
             if _compiling():
                 return torch.ops.gptkit.int8_linear(
-                    x, self.weight, self.scale, self.bias, path
+                    x, w, self.scale, self.bias, n, path
                 )
-            return _int8_native(path, x, self.weight, self.scale, self.bias)
+            y = _int8_native(path, x, w, self.scale, self.bias, n)
+            lib = native.loaded(path)
+            fn = lib.gk_int8_linear if path == "fma-avx2" else lib.gk_q8_linear  # type: ignore[union-attr]
+            self._remember(fn, (w.data_ptr(), self.scale.data_ptr(), _ptr(self.bias)))
+            return y
         if path == "reference":
             return _int8_reference(x, self.weight, self.scale, self.bias)
         if path == "aten":
@@ -360,14 +441,29 @@ class Int4Linear(_QuantizedLinear):
             self._aten = (packed, pairs)
         return self._aten
 
-    def forward(self, x: Tensor) -> Tensor:
+    def _tiles(self, kernel: str) -> tuple[Tensor, ...]:
+        return formats.tile_int4(
+            self.weight, self.scale, self.zero, self._lanes(kernel)
+        )
+
+    def _forward(self, x: Tensor) -> Tensor:
         path = self._path(x)
         if path in KERNELS:
+            if path in PACKED:
+                w, scale, zero = self._packed(path)
+            else:
+                w, scale, zero = self.weight, self.scale, self.zero
+            n, group = self.out_features, self.group_size
             if _compiling():
                 return torch.ops.gptkit.int4_linear(
-                    x, self.weight, self.scale, self.zero, self.bias, path
+                    x, w, scale, zero, self.bias, n, group, path
                 )
-            return _int4_native(path, x, self.weight, self.scale, self.zero, self.bias)
+            y = _int4_native(path, x, w, scale, zero, self.bias, n, group)
+            lib = native.loaded(path)
+            fn = lib.gk_int4_linear if path == "fma-avx2" else lib.gk_q4_linear  # type: ignore[union-attr]
+            ptrs = (w.data_ptr(), scale.data_ptr(), zero.data_ptr())
+            self._remember(fn, (*ptrs, group, _ptr(self.bias)))
+            return y
         if path == "reference":
             return _int4_reference(x, self.weight, self.scale, self.zero, self.bias)
         if path == "aten":

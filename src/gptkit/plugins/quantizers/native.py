@@ -32,7 +32,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from gptkit.plugins.quantizers import cpu
+from gptkit.system import cpu
 
 _DIR = Path(__file__).with_name("kernels")
 _COMMON = ("-O3", "-fopenmp", "-shared", "-fPIC", "-std=c99")
@@ -58,11 +58,11 @@ KERNEL_SETS = {
             "qdot.c",
             (*_AVX512, "-mavx512vnni"),
             ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni"),
-            2,
+            3,
             ("int8", "int4"),
         ),
         KernelSet(
-            "avx2", "qdot.c", _AVX2, ("avx2", "fma", "f16c"), 2, ("int8", "int4")
+            "avx2", "qdot.c", _AVX2, ("avx2", "fma", "f16c"), 3, ("int8", "int4")
         ),
         KernelSet("fma-avx2", "wq_avx2.c", _AVX2, ("avx2", "fma"), 1, ("int8", "int4")),
         KernelSet(
@@ -91,6 +91,15 @@ def cache_root() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_cache_dir("gptkit"))
+
+
+@functools.cache
+def source_hash() -> str:
+    """A short hash of the kernels' C sources (a changed kernel is timed anew)."""
+    digest = hashlib.sha256()
+    for name in sorted({k.source for k in KERNEL_SETS.values()}):
+        digest.update((_DIR / name).read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def _compiler() -> str | None:
@@ -133,6 +142,8 @@ def _bind(lib: ctypes.CDLL, kset: KernelSet) -> ctypes.CDLL:
         lib.gk_q4_linear.restype = ctypes.c_int
         lib.gk_quantize_rows.argtypes = [p, i64, i64, p, p]
         lib.gk_quantize_rows.restype = ctypes.c_int
+        lib.gk_lanes.argtypes = []
+        lib.gk_lanes.restype = ctypes.c_int
     else:
         lib.gk_bf16_linear.argtypes = [p, i64, i64, p, p, p, i64, i32]
         lib.gk_bf16_linear.restype = ctypes.c_int

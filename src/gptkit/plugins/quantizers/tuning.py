@@ -6,9 +6,10 @@ timed on that shape (random weights of the layer's shape, at most
 :data:`MAX_TIMED_WEIGHTS` of its rows; one activation row: a decoding step; a
 few milliseconds per shape), and the fastest is kept — in
 memory and in ``<gptkit cache>/kernels/choices-<key>.json``, where ``key``
-hashes the CPU model, all of its flags, the gptkit version and the torch
-version. Another CPU or another version therefore never reuses a choice: it
-measures again. ``-o backend=NAME`` (the quantizer option) skips all this.
+hashes the CPU model, all of its flags, the gptkit version, the torch
+version and the kernels' sources. Another CPU, another version or changed
+kernels therefore never reuse a choice: they are measured again.
+``-o backend=NAME`` (the quantizer option) skips all this.
 
 Under ``torch.compile`` nothing is timed (a traced forward must not run
 benchmarks): a layer whose choice was not measured yet uses a recorded choice
@@ -25,7 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gptkit.plugins.quantizers import cpu, native
+from gptkit.plugins.quantizers import native
+from gptkit.system import cpu
 
 #: Backends timed besides the native kernel sets (PyTorch's own paths).
 TORCH_BACKENDS = ("aten", "torch")
@@ -40,7 +42,9 @@ def cache_key() -> str:
 
     from gptkit._version import __version__
 
-    text = "|".join((cpu.fingerprint(), __version__, torch.__version__))
+    text = "|".join(
+        (cpu.fingerprint(), __version__, torch.__version__, native.source_hash())
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -138,8 +142,10 @@ def time_backends(
     thread waited for a busy core is far off, so the median misleads). A backend whose
     first call takes over 4x the fastest first call is timed no further (its
     single call is reported). With one thread the clock is the process's CPU
-    time, so time spent descheduled on a shared machine is not charged to a
-    kernel; with several, wall time.
+    time of a round's calls, so time spent descheduled on a shared machine is
+    not charged to a kernel; with several, the wall time of the round's
+    fastest single call (a parallel call waits for its slowest thread, and
+    on a shared machine one of them often waits for a core).
 
     ``max_weights``: time at most that many weights' rows (None: all);
     ``copies``: cycle through that many copies of the weights (past the CPU's
@@ -154,20 +160,34 @@ def time_backends(
         n = max(1, min(n, max_weights // k))
     x = torch.randn(rows, k, generator=torch.Generator().manual_seed(1))
     sets = [make_layers(kind, n, k, group, backends) for i in range(copies)]
+    several = torch.get_num_threads() > 1
+
+    def once(b: str, layers: dict) -> float:
+        start = clock()
+        layers[b](x)
+        return clock() - start
+
     first: dict[str, float] = {}
     with torch.inference_mode():
         for b in backends:
-            for layers in sets[:2]:
-                layers[b](x)  # warm-up (aten packs its weights on first use)
-            start = clock()
-            sets[-1][b](x)
-            first[b] = clock() - start
+            for layers in sets:
+                layers[b](x)  # warm-up: aten and the integer kernels pack on first use
+            # several threads: the best of 3 first calls (one of them may
+            # have waited for a core held by another process)
+            first[b] = min(
+                once(b, sets[-1 - i % copies]) for i in range(1 + 2 * several)
+            )
         best = min(first.values())
         timed = {b: [] for b in backends if first[b] <= 4 * best}  # type: ignore[var-annotated]
         for _ in range(rounds):
             for b in timed:
                 per_set = max(1, int(budget_s / max(first[b], 1e-7)) // copies)
                 calls = min(50, per_set) * copies
+                if several:  # wall time: the fastest single call of the round
+                    timed[b].append(
+                        min(once(b, sets[i % copies]) for i in range(calls))
+                    )
+                    continue
                 start = clock()
                 for i in range(calls):
                     sets[i % copies][b](x)

@@ -11,25 +11,18 @@
  *         y[m, n] = sum_g scale[n, g] sum_{b in g} d[m, b] dot_b + zero[n, g] xsum[m, g]
  *         with xsum the float sum of x over the group (exact, not quantized).
  *
- * The integer dot of a block runs in 32-bit lanes (AVX2: vpmaddubsw + vpmaddwd,
- * unsigned x signed bytes; AVX512-VNNI: vpdpbusd), is converted to float once
- * per block and scaled by the block's activation scale with one FMA.
- * Unsigned x signed: int4 weights are already unsigned; int8 weights are
- * made unsigned on the fly, AVX2 by moving their signs onto the activations
- * (|w| * sign(x, w), llama.cpp's trick), AVX-512 by flipping the top bit
- * (w + 128) and subtracting 128 * sum(qx) per block afterwards, a term that does
- * not depend on the weight row and is computed once per activation row.
+ * The integer dot of a block runs in 32-bit lanes, one output channel per lane
+ * (AVX2: vpmaddubsw + vpmaddwd, unsigned x signed bytes; AVX512-VNNI:
+ * vpdpbusd), over weights repacked once at load into tiles of 8 / 16 channels
+ * (see "packed weights" below); it is converted to float once per block and
+ * scaled by the block's activation scale with one FMA. Unsigned x signed:
+ * int4 weights are unsigned; int8 weights are stored as w + 128 for AVX-512
+ * (128 * sum(qx_b) is subtracted in int32, exactly, per block) and AVX2 moves
+ * their signs onto the activations (|w| * sign(x, w), llama.cpp's trick).
  *
- * int4 storage (see formats.py): each run of 32 weights is 16 bytes, byte j
- * holding weight j in its low nibble and j + 16 in its high nibble. A 32-byte
- * load covers two runs A and B; its low nibbles are A0-15 B0-15 and its high
- * nibbles A16-31 B16-31, so the activations of each 64 inputs are stored in that
- * order once per call (qx is permuted, the weights are read as stored).
- *
- * Compiled once per instruction set from this one source (-DGK_ISA via the
- * compiler's -m flags: __AVX512VNNI__ selects the AVX-512 paths) by
- * gptkit.plugins.quantizers.native; threads (OpenMP) split the N output
- * channels, four at a time.
+ * Compiled once per instruction set from this one source (__AVX512VNNI__
+ * selects the AVX-512 paths) by gptkit.plugins.quantizers.native; threads
+ * (OpenMP) split the output channels, one tile at a time.
  */
 #include <immintrin.h>
 #include <math.h>
@@ -45,7 +38,7 @@
 #define GK_ISA_NAME "avx2"
 #endif
 
-int gk_abi_version(void) { return 2; }
+int gk_abi_version(void) { return 3; }
 const char* gk_isa(void) { return GK_ISA_NAME; }
 
 static inline float hsum8(__m256 v) {
@@ -96,77 +89,33 @@ static inline int32_t block_sum(const int8_t* q) {
 
 /* Scratch of one call: quantized rows and their scales. */
 typedef struct {
-  int8_t* q;     /* M x K */
+  int8_t* q;     /* M x K, natural order */
   float* d;      /* M x K/32, per block */
-  float* dexp;   /* M x (K/32) x 8: each block's scale spread for the kernel's lanes */
-  float* corr;   /* M: int8 AVX-512 path, 128 * sum_b d_b * sum(q_b) */
+  int32_t* c;    /* M x K/32: -128 * sum(q_b) (int8 AVX-512 path) */
   float* xsum;   /* M x G: int4, float sum of x over each group */
 } scratch_t;
 
 static void scratch_free(scratch_t* s) {
   free(s->q);
   free(s->d);
-  free(s->dexp);
-  free(s->corr);
+  free(s->c);
   free(s->xsum);
 }
 
-/* int8 weights: qx in natural order; dexp[b] = 8 copies of d_b. */
-static int quant_rows_q8(const float* x, int64_t M, int64_t K, scratch_t* s) {
-  int64_t B = K / 32;
+/* Quantizes the M rows; group > 0 also computes the float sums per group. */
+static int quant_rows(const float* x, int64_t M, int64_t K, int64_t group, scratch_t* s) {
+  int64_t B = K / 32, G = group > 0 ? K / group : 0;
   s->q = (int8_t*)malloc((size_t)(M * K) + 64);
-  s->d = (float*)malloc(sizeof(float) * (size_t)(M * B));
-  s->dexp = (float*)malloc(sizeof(float) * (size_t)(M * B * 8) + 64);
-  s->corr = (float*)malloc(sizeof(float) * (size_t)M);
-  s->xsum = NULL;
-  if (!s->q || !s->d || !s->dexp || !s->corr) return -1;
-  for (int64_t m = 0; m < M; ++m) {
-    float corr = 0.0f;
-    for (int64_t b = 0; b < B; ++b) {
-      int8_t* q = s->q + m * K + b * 32;
-      float d = quant_block(x + m * K + b * 32, q);
-      s->d[m * B + b] = d;
-      _mm256_storeu_ps(s->dexp + (m * B + b) * 8, _mm256_set1_ps(d));
-      corr += d * (float)block_sum(q);
-    }
-    s->corr[m] = 128.0f * corr;
-  }
-  return 0;
-}
-
-/* int4 weights: each 64 inputs stored as A0-15 B0-15 A16-31 B16-31 (A, B its two
- * blocks of 32; a final lone block keeps its order); dexp per 64 inputs:
- * dA x4, dB x4 (the lanes of vpmaddwd / vpdpbusd over that order). */
-static int quant_rows_q4(const float* x, int64_t M, int64_t K, int64_t group,
-                         scratch_t* s) {
-  int64_t B = K / 32, G = K / group;
-  s->q = (int8_t*)malloc((size_t)(M * K) + 64);
-  s->d = (float*)malloc(sizeof(float) * (size_t)(M * B));
-  s->dexp = (float*)malloc(sizeof(float) * (size_t)(M * B * 8) + 64);
-  s->xsum = (float*)malloc(sizeof(float) * (size_t)(M * G));
-  s->corr = NULL;
-  if (!s->q || !s->d || !s->dexp || !s->xsum) return -1;
-  int8_t tmp[64];
+  s->d = (float*)malloc(sizeof(float) * (size_t)(M * B) + 64);
+  s->c = (int32_t*)malloc(sizeof(int32_t) * (size_t)(M * B) + 64);
+  s->xsum = group > 0 ? (float*)malloc(sizeof(float) * (size_t)(M * G) + 64) : NULL;
+  if (!s->q || !s->d || !s->c || (group > 0 && !s->xsum)) return -1;
   for (int64_t m = 0; m < M; ++m) {
     const float* xr = x + m * K;
-    int8_t* qr = s->q + m * K;
-    float* de = s->dexp + m * B * 8;
-    int64_t b = 0;
-    for (; b + 2 <= B; b += 2) {
-      float dA = quant_block(xr + b * 32, tmp);
-      float dB = quant_block(xr + b * 32 + 32, tmp + 32);
-      memcpy(qr + b * 32, tmp, 16);
-      memcpy(qr + b * 32 + 16, tmp + 32, 16);
-      memcpy(qr + b * 32 + 32, tmp + 16, 16);
-      memcpy(qr + b * 32 + 48, tmp + 48, 16);
-      s->d[m * B + b] = dA;
-      s->d[m * B + b + 1] = dB;
-      _mm256_storeu_ps(de + b * 8, _mm256_setr_ps(dA, dA, dA, dA, dB, dB, dB, dB));
-    }
-    if (b < B) {
-      float d = quant_block(xr + b * 32, qr + b * 32);
-      s->d[m * B + b] = d;
-      _mm256_storeu_ps(de + b * 8, _mm256_set1_ps(d));
+    for (int64_t b = 0; b < B; ++b) {
+      int8_t* q = s->q + m * K + b * 32;
+      s->d[m * B + b] = quant_block(xr + b * 32, q);
+      s->c[m * B + b] = -128 * block_sum(q);
     }
     for (int64_t g = 0; g < G; ++g) {
       __m256 acc = _mm256_setzero_ps();
@@ -178,98 +127,153 @@ static int quant_rows_q4(const float* x, int64_t M, int64_t K, int64_t group,
   return 0;
 }
 
-/* ---- int8 weights ------------------------------------------------------------ */
+/* ---- packed weights -----------------------------------------------------------
+ *
+ * The weights are repacked once (at load, in PyTorch: linear.py) into tiles of
+ * LANES output channels (16 with AVX-512, 8 with AVX2; N padded with zero rows):
+ *
+ *   int8: tile t, inputs 4i..4i+3: LANES x 4 bytes, channel c's four weights at
+ *         bytes 4c..4c+3 (AVX-512: stored as w + 128, unsigned). One vector load
+ *         feeds one vpdpbusd / vpmaddubsw for all LANES channels with the four
+ *         activations broadcast: each int32 lane is one channel's running dot,
+ *         so no horizontal sums, and a tile streams as one contiguous run.
+ *   int4: tile t, inputs 8i..8i+7: LANES x 4 bytes, byte 4c + j holding channel
+ *         c's weight 8i + j in its low nibble and 8i + 4 + j in its high one;
+ *         scales and zero points as (tile, group, LANES) float32.
+ *
+ * Per block of 32 inputs the int32 lanes are converted to float once and
+ * scaled by the block's activation scale with one FMA; int4 applies the
+ * group's scales and zero points once per group.
+ */
+#if GK_VNNI
+#define LANES 16
+typedef __m512 vf;
+typedef __m512i vi;
+#define VF_ZERO _mm512_setzero_ps()
+#define VI_ZERO _mm512_setzero_si512()
+#define VF_SET1 _mm512_set1_ps
+#define VI_SET1 _mm512_set1_epi32
+#define VF_FMA _mm512_fmadd_ps
+#define VF_CVT _mm512_cvtepi32_ps
+#define VF_LOAD _mm512_loadu_ps
+#define VI_LOAD(p) _mm512_loadu_si512((const void*)(p))
+#define VI_ADD _mm512_add_epi32
+#else
+#define LANES 8
+typedef __m256 vf;
+typedef __m256i vi;
+#define VF_ZERO _mm256_setzero_ps()
+#define VI_ZERO _mm256_setzero_si256()
+#define VF_SET1 _mm256_set1_ps
+#define VI_SET1 _mm256_set1_epi32
+#define VF_FMA _mm256_fmadd_ps
+#define VF_CVT _mm256_cvtepi32_ps
+#define VF_LOAD _mm256_loadu_ps
+#define VI_LOAD(p) _mm256_loadu_si256((const __m256i*)(p))
+#define VI_ADD _mm256_add_epi32
+#endif
 
-#define TILE 4
-/* Software prefetch distance, in rows ahead of the row being read (a tile's
- * rows are contiguous, so this is a few tiles ahead): the hardware prefetchers
- * ramp up poorly on rows of a few hundred bytes. */
+/* Software prefetch, bytes ahead of the read position (one line per 64 bytes
+ * read); 0: none. A tile streams as one contiguous run, which the hardware
+ * prefetchers follow for int8 (a software prefetch measured slower there);
+ * int4 gained a few percent from one. */
 #ifndef PF8
-#define PF8 8
+#define PF8 0
 #endif
 #ifndef PF4
-#define PF4 16
+#define PF4 2048
+#endif
+/* How threads share the tiles (equal static shares; dynamic scheduling was
+ * tried and measured no better). */
+#ifndef GK_SCHED
+#define GK_SCHED static
 #endif
 
-static void q8_tile(const scratch_t* s, int64_t M, int64_t K, const int8_t* w,
-                    const float* scale, const float* bias, float* y, int64_t N,
-                    int64_t n, int R) {
-  const int8_t* r[TILE];
-  for (int i = 0; i < TILE; ++i) r[i] = w + (n + (i < R ? i : 0)) * K;
-  int64_t B = K / 32;
-  for (int64_t m = 0; m < M; ++m) {
-    const int8_t* qx = s->q + m * K;
-    const float* de = s->dexp + m * B * 8;
-    float out[TILE];
+int gk_lanes(void) { return LANES; }
+
+/* Stores R <= LANES floats of v * sc + bias at y. */
+static inline void store_out(vf v, const float* scale, const float* bias, float* y, int R) {
+  float tmp[LANES];
 #if GK_VNNI
-    const __m512i flip = _mm512_set1_epi8((char)0x80);
-    __m512 acc[TILE];
-    for (int i = 0; i < TILE; ++i) acc[i] = _mm512_setzero_ps();
-    int64_t k = 0;
-    for (; k + 64 <= K; k += 64) {
-      __m512i xv = _mm512_loadu_si512((const void*)(qx + k));
-      /* blocks k/32 and k/32 + 1: 8 lanes each, their scales side by side */
-      __m512 dv = _mm512_loadu_ps(de + (k / 32) * 8);
-      for (int i = 0; i < TILE; ++i) {
-        _mm_prefetch((const char*)(r[i] + k + PF8 * K), _MM_HINT_T0);
-        __m512i wv = _mm512_xor_si512(_mm512_loadu_si512((const void*)(r[i] + k)), flip);
-        __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wv, xv);
-        acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), dv, acc[i]);
-      }
-    }
-    float tail[TILE] = {0};
-    if (k < K) { /* one block of 32 left */
-      const __m256i flip8 = _mm256_set1_epi8((char)0x80);
-      __m256i xv = _mm256_loadu_si256((const __m256i*)(qx + k));
-      __m256 dv = _mm256_loadu_ps(de + (k / 32) * 8);
-      for (int i = 0; i < TILE; ++i) {
-        __m256i wv = _mm256_xor_si256(_mm256_loadu_si256((const __m256i*)(r[i] + k)), flip8);
-        __m256i dot = _mm256_dpbusd_epi32(_mm256_setzero_si256(), wv, xv);
-        tail[i] = hsum8(_mm256_mul_ps(_mm256_cvtepi32_ps(dot), dv));
-      }
-    }
-    for (int i = 0; i < TILE; ++i)
-      out[i] = _mm512_reduce_add_ps(acc[i]) + tail[i] - s->corr[m];
+  _mm512_storeu_ps(tmp, v);
 #else
-    __m256 acc[TILE];
-    for (int i = 0; i < TILE; ++i) acc[i] = _mm256_setzero_ps();
-    const __m256i ones = _mm256_set1_epi16(1);
-    for (int64_t k = 0; k < K; k += 32) {
-      __m256i xv = _mm256_loadu_si256((const __m256i*)(qx + k));
-      __m256 dv = _mm256_loadu_ps(de + (k / 32) * 8);
-      for (int i = 0; i < TILE; ++i) {
-        if ((k & 63) == 0) _mm_prefetch((const char*)(r[i] + k + PF8 * K), _MM_HINT_T0);
-        __m256i wv = _mm256_loadu_si256((const __m256i*)(r[i] + k));
-        __m256i p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv));
-        __m256i dot = _mm256_madd_epi16(p16, ones);
-        acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), dv, acc[i]);
-      }
-    }
-    for (int i = 0; i < TILE; ++i) out[i] = hsum8(acc[i]);
+  _mm256_storeu_ps(tmp, v);
 #endif
-    for (int i = 0; i < R; ++i) {
-      float v = out[i] * scale[n + i];
-      y[m * N + n + i] = bias ? v + bias[n + i] : v;
-    }
+  for (int c = 0; c < R; ++c) {
+    float o = scale ? tmp[c] * scale[c] : tmp[c];
+    y[c] = bias ? o + bias[c] : o;
   }
 }
 
-/* Returns 0, or -1 when out of memory. K % 32 == 0. */
-int gk_q8_linear(const float* x, int64_t M, int64_t K, const int8_t* w,
+static inline int32_t xdword(const int8_t* q) {
+  int32_t v;
+  memcpy(&v, q, 4);
+  return v;
+}
+
+/* The int32 dot of one block of 32 inputs for LANES channels: 8 weight loads. */
+static inline vi q8_block(const uint8_t* p, const int8_t* qx, int32_t c) {
+#if GK_VNNI
+  vi s0 = VI_SET1(c), s1 = VI_ZERO;
+  for (int j = 0; j < 8; j += 2) {
+    s0 = _mm512_dpbusd_epi32(s0, VI_LOAD(p + j * 64), VI_SET1(xdword(qx + 4 * j)));
+    s1 = _mm512_dpbusd_epi32(s1, VI_LOAD(p + (j + 1) * 64), VI_SET1(xdword(qx + 4 * j + 4)));
+  }
+  return VI_ADD(s0, s1);
+#else
+  (void)c;
+  const vi ones = _mm256_set1_epi16(1);
+  vi s0 = VI_ZERO, s1 = VI_ZERO;
+  for (int j = 0; j < 8; j += 2) {
+    vi w0 = VI_LOAD(p + j * 32), w1 = VI_LOAD(p + (j + 1) * 32);
+    vi x0 = VI_SET1(xdword(qx + 4 * j)), x1 = VI_SET1(xdword(qx + 4 * j + 4));
+    /* |w| x sign(x, w): unsigned x signed bytes, pairs <= 2 * 127 * 127 */
+    vi p0 = _mm256_maddubs_epi16(_mm256_sign_epi8(w0, w0), _mm256_sign_epi8(x0, w0));
+    vi p1 = _mm256_maddubs_epi16(_mm256_sign_epi8(w1, w1), _mm256_sign_epi8(x1, w1));
+    s0 = VI_ADD(s0, _mm256_madd_epi16(p0, ones));
+    s1 = VI_ADD(s1, _mm256_madd_epi16(p1, ones));
+  }
+  return VI_ADD(s0, s1);
+#endif
+}
+
+static void q8_tile(const scratch_t* s, int64_t M, int64_t K, const uint8_t* wt,
+                    const float* scale, const float* bias, float* y, int64_t N,
+                    int64_t n, int R) {
+  int64_t B = K / 32;
+  const int64_t block_bytes = 32 * LANES;
+  for (int64_t m = 0; m < M; ++m) {
+    const int8_t* qx = s->q + m * K;
+    const float* d = s->d + m * B;
+    const int32_t* c = s->c + m * B;
+    const uint8_t* p = wt;
+    vf acc = VF_ZERO;
+    for (int64_t b = 0; b < B; ++b, p += block_bytes) {
+      if (PF8 && m == 0)
+        for (int64_t l = 0; l < block_bytes; l += 64) _mm_prefetch((const char*)(p + PF8 + l), _MM_HINT_T0);
+      acc = VF_FMA(VF_CVT(q8_block(p, qx + b * 32, c[b])), VF_SET1(d[b]), acc);
+    }
+    store_out(acc, scale + n, bias ? bias + n : NULL, y + m * N + n, R);
+  }
+}
+
+/* y = x W^T (+ bias) with W packed as above (int8). Returns 0, or -1 when out
+ * of memory. K % 32 == 0; packed holds ceil(N / LANES) tiles of K * LANES bytes. */
+int gk_q8_linear(const float* x, int64_t M, int64_t K, const uint8_t* packed,
                  const float* scale, const float* bias, float* y, int64_t N,
                  int threads) {
   scratch_t s;
   memset(&s, 0, sizeof s);
-  if (quant_rows_q8(x, M, K, &s) != 0) {
+  if (quant_rows(x, M, K, 0, &s) != 0) {
     scratch_free(&s);
     return -1;
   }
-  int64_t tiles = (N + TILE - 1) / TILE;
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+  int64_t tiles = (N + LANES - 1) / LANES;
+#pragma omp parallel for num_threads(threads) schedule(GK_SCHED) if (threads > 1)
   for (int64_t t = 0; t < tiles; ++t) {
-    int64_t n = t * TILE;
-    int R = N - n < TILE ? (int)(N - n) : TILE;
-    q8_tile(&s, M, K, w, scale, bias, y, N, n, R);
+    int64_t n = t * LANES;
+    int R = N - n < LANES ? (int)(N - n) : LANES;
+    q8_tile(&s, M, K, packed + t * K * LANES, scale, bias, y, N, n, R);
   }
   scratch_free(&s);
   return 0;
@@ -277,122 +281,77 @@ int gk_q8_linear(const float* x, int64_t M, int64_t K, const int8_t* w,
 
 /* ---- int4 weights ------------------------------------------------------------ */
 
-/* Integer dot of 64 weights (32 packed bytes at p) with 64 permuted activations:
- * 8 int32 lanes, lanes 0-3 block A, 4-7 block B. */
-static inline __m256i q4_dot64(const uint8_t* p, __m256i x_lo, __m256i x_hi) {
-  const __m256i mask = _mm256_set1_epi8(15);
-  __m256i b = _mm256_loadu_si256((const __m256i*)p);
-  __m256i lo = _mm256_and_si256(b, mask);
-  __m256i hi = _mm256_and_si256(_mm256_srli_epi16(b, 4), mask);
+/* The int32 dot of one block of 32 inputs for LANES channels: 4 weight loads. */
+static inline vi q4_block(const uint8_t* p, const int8_t* qx) {
 #if GK_VNNI
-  __m256i dot = _mm256_dpbusd_epi32(_mm256_setzero_si256(), lo, x_lo);
-  return _mm256_dpbusd_epi32(dot, hi, x_hi);
-#else
-  /* products <= 15 * 127; two pairs plus two pairs fit int16 (<= 7620) */
-  __m256i p16 = _mm256_add_epi16(_mm256_maddubs_epi16(lo, x_lo), _mm256_maddubs_epi16(hi, x_hi));
-  return _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
-#endif
-}
-
-/* One lone block of 32 weights (16 bytes) in natural order: 8 int32 lanes. */
-static inline __m256i q4_dot32(const uint8_t* p, __m256i xv) {
-  const __m128i mask = _mm_set1_epi8(15);
-  __m128i b = _mm_loadu_si128((const __m128i*)p);
-  __m256i wv = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(b, 4), mask), _mm_and_si128(b, mask));
-#if GK_VNNI
-  return _mm256_dpbusd_epi32(_mm256_setzero_si256(), wv, xv);
-#else
-  return _mm256_madd_epi16(_mm256_maddubs_epi16(wv, xv), _mm256_set1_epi16(1));
-#endif
-}
-
-static void q4_tile(const scratch_t* s, int64_t M, int64_t K, const uint8_t* w,
-                    const float* scale, const float* zero, int64_t group,
-                    const float* bias, float* y, int64_t N, int64_t n, int R) {
-  const uint8_t* r[TILE];
-  const float* sc[TILE];
-  for (int i = 0; i < TILE; ++i) {
-    int64_t row = n + (i < R ? i : 0);
-    r[i] = w + row * (K / 2);
-    sc[i] = scale + row * (K / group);
+  const vi mask = _mm512_set1_epi8(15);
+  vi s0 = VI_ZERO, s1 = VI_ZERO;
+  for (int j = 0; j < 4; ++j) {
+    vi v = VI_LOAD(p + j * 64);
+    vi lo = _mm512_and_si512(v, mask), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), mask);
+    s0 = _mm512_dpbusd_epi32(s0, lo, VI_SET1(xdword(qx + 8 * j)));
+    s1 = _mm512_dpbusd_epi32(s1, hi, VI_SET1(xdword(qx + 8 * j + 4)));
   }
-  int64_t B = K / 32, G = K / group;
+  return VI_ADD(s0, s1);
+#else
+  const vi mask = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
+  vi s = VI_ZERO;
+  for (int j = 0; j < 4; ++j) {
+    vi v = VI_LOAD(p + j * 32);
+    vi lo = _mm256_and_si256(v, mask), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
+    /* products <= 15 * 127; two pairs plus two pairs fit int16 (<= 7620) */
+    vi p16 = _mm256_add_epi16(_mm256_maddubs_epi16(lo, VI_SET1(xdword(qx + 8 * j))),
+                              _mm256_maddubs_epi16(hi, VI_SET1(xdword(qx + 8 * j + 4))));
+    s = VI_ADD(s, _mm256_madd_epi16(p16, ones));
+  }
+  return s;
+#endif
+}
+
+static void q4_tile(const scratch_t* s, int64_t M, int64_t K, const uint8_t* wt,
+                    const float* sc, const float* ze, int64_t group,
+                    const float* bias, float* y, int64_t N, int64_t n, int R) {
+  int64_t B = K / 32, G = K / group, per = group / 32;
+  const int64_t block_bytes = 16 * LANES;
   for (int64_t m = 0; m < M; ++m) {
     const int8_t* qx = s->q + m * K;
-    const float* de = s->dexp + m * B * 8;
-    __m256 total[TILE];
-    for (int i = 0; i < TILE; ++i) total[i] = _mm256_setzero_ps();
-    if (group >= 64) {
-      for (int64_t g = 0; g < G; ++g) {
-        __m256 acc[TILE];
-        for (int i = 0; i < TILE; ++i) acc[i] = _mm256_setzero_ps();
-        int64_t k = g * group, end = k + group;
-        for (; k + 64 <= end; k += 64) {
-          __m256i x_lo = _mm256_loadu_si256((const __m256i*)(qx + k));
-          __m256i x_hi = _mm256_loadu_si256((const __m256i*)(qx + k + 32));
-          __m256 dv = _mm256_loadu_ps(de + (k / 32) * 8);
-          for (int i = 0; i < TILE; ++i) {
-            _mm_prefetch((const char*)(r[i] + k / 2 + PF4 * (K / 2)), _MM_HINT_T0);
-            acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q4_dot64(r[i] + k / 2, x_lo, x_hi)), dv, acc[i]);
-          }
-        }
-        for (int i = 0; i < TILE; ++i)
-          total[i] = _mm256_fmadd_ps(acc[i], _mm256_set1_ps(sc[i][g]), total[i]);
-      }
-    } else { /* group 32: the two blocks of a 64 belong to two groups */
-      int64_t k = 0;
-      for (; k + 64 <= K; k += 64) {
-        __m256i x_lo = _mm256_loadu_si256((const __m256i*)(qx + k));
-        __m256i x_hi = _mm256_loadu_si256((const __m256i*)(qx + k + 32));
-        __m256 dv = _mm256_loadu_ps(de + (k / 32) * 8);
-        int64_t g = k / 32;
-        for (int i = 0; i < TILE; ++i) {
-          _mm_prefetch((const char*)(r[i] + k / 2 + PF4 * (K / 2)), _MM_HINT_T0);
-          __m256 sv = _mm256_set_m128(_mm_set1_ps(sc[i][g + 1]), _mm_set1_ps(sc[i][g]));
-          __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(q4_dot64(r[i] + k / 2, x_lo, x_hi)), dv);
-          total[i] = _mm256_fmadd_ps(f, sv, total[i]);
-        }
-      }
-      if (k < K) {
-        __m256i xv = _mm256_loadu_si256((const __m256i*)(qx + k));
-        __m256 dv = _mm256_loadu_ps(de + (k / 32) * 8);
-        for (int i = 0; i < TILE; ++i) {
-          __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(q4_dot32(r[i] + k / 2, xv)), dv);
-          total[i] = _mm256_fmadd_ps(f, _mm256_set1_ps(sc[i][k / 32]), total[i]);
-        }
-      }
-    }
+    const float* d = s->d + m * B;
     const float* xs = s->xsum + m * G;
-    for (int i = 0; i < R; ++i) {
-      const float* ze = zero + (n + i) * G;
-      int64_t g = 0;
-      for (; g + 8 <= G; g += 8)
-        total[i] = _mm256_fmadd_ps(_mm256_loadu_ps(ze + g), _mm256_loadu_ps(xs + g), total[i]);
-      float offset = 0.0f;
-      for (; g < G; ++g) offset += ze[g] * xs[g];
-      float v = hsum8(total[i]) + offset;
-      y[m * N + n + i] = bias ? v + bias[n + i] : v;
+    const uint8_t* p = wt;
+    vf total = VF_ZERO;
+    for (int64_t g = 0, b = 0; g < G; ++g) {
+      vf acc = VF_ZERO;
+      for (int64_t e = b + per; b < e; ++b, p += block_bytes) {
+        if (PF4 && m == 0)
+          for (int64_t l = 0; l < block_bytes; l += 64) _mm_prefetch((const char*)(p + PF4 + l), _MM_HINT_T0);
+        acc = VF_FMA(VF_CVT(q4_block(p, qx + b * 32)), VF_SET1(d[b]), acc);
+      }
+      total = VF_FMA(acc, VF_LOAD(sc + g * LANES), total);
+      total = VF_FMA(VF_LOAD(ze + g * LANES), VF_SET1(xs[g]), total);
     }
+    store_out(total, NULL, bias ? bias + n : NULL, y + m * N + n, R);
   }
 }
 
-/* Returns 0, or -1 when out of memory. K % group == 0, group % 32 == 0; a
- * lone final block of 32 only when group == 32. */
-int gk_q4_linear(const float* x, int64_t M, int64_t K, const uint8_t* w,
+/* y = x W^T (+ bias) with int4 W packed as above, scales and zero points as
+ * (tiles, G, LANES). Returns 0, or -1 when out of memory. K % group == 0,
+ * group % 32 == 0. */
+int gk_q4_linear(const float* x, int64_t M, int64_t K, const uint8_t* packed,
                  const float* scale, const float* zero, int64_t group,
                  const float* bias, float* y, int64_t N, int threads) {
   scratch_t s;
   memset(&s, 0, sizeof s);
-  if (quant_rows_q4(x, M, K, group, &s) != 0) {
+  if (quant_rows(x, M, K, group, &s) != 0) {
     scratch_free(&s);
     return -1;
   }
-  int64_t tiles = (N + TILE - 1) / TILE;
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+  int64_t tiles = (N + LANES - 1) / LANES, G = K / group;
+#pragma omp parallel for num_threads(threads) schedule(GK_SCHED) if (threads > 1)
   for (int64_t t = 0; t < tiles; ++t) {
-    int64_t n = t * TILE;
-    int R = N - n < TILE ? (int)(N - n) : TILE;
-    q4_tile(&s, M, K, w, scale, zero, group, bias, y, N, n, R);
+    int64_t n = t * LANES;
+    int R = N - n < LANES ? (int)(N - n) : LANES;
+    q4_tile(&s, M, K, packed + t * (K / 2) * LANES, scale + t * G * LANES,
+            zero + t * G * LANES, group, bias, y, N, n, R);
   }
   scratch_free(&s);
   return 0;
@@ -402,7 +361,7 @@ int gk_q4_linear(const float* x, int64_t M, int64_t K, const uint8_t* w,
 int gk_quantize_rows(const float* x, int64_t M, int64_t K, int8_t* q, float* d) {
   scratch_t s;
   memset(&s, 0, sizeof s);
-  if (quant_rows_q8(x, M, K, &s) != 0) {
+  if (quant_rows(x, M, K, 0, &s) != 0) {
     scratch_free(&s);
     return -1;
   }

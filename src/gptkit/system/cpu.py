@@ -2,7 +2,10 @@
 quantized kernels care about, read once per process from ``/proc/cpuinfo``
 (Linux), plus torch's own view (``torch.backends.cpu.get_cpu_capability()``).
 
-Torch is imported only by :func:`features` (for the capability), so the
+The one reader of the CPU's features: the kernels choose by it
+(:mod:`gptkit.plugins.quantizers`), the benchmarks report it
+(:mod:`gptkit.bench.measure`), ``--dtype bf16`` and ``--precision bf16-*`` warn
+by it. Torch is imported only by :func:`features` (for the capability), so the
 registry and ``gptkit --help`` stay torch-free.
 """
 
@@ -25,8 +28,11 @@ FLAGS = (
     "avx512vl",
     "avx512_vnni",
     "avx512_bf16",
+    "avx512_fp16",
+    "amx_tile",
     "amx_int8",
     "amx_bf16",
+    "amx_fp16",
 )
 
 
@@ -61,6 +67,12 @@ def flags() -> frozenset[str]:
 
 def has(*names: str) -> bool:
     return set(names) <= flags()
+
+
+def has_bf16_arithmetic() -> bool:
+    """Whether this CPU computes in bf16 (AVX512-BF16 or AMX-BF16) rather than
+    emulating it with float32 conversions."""
+    return has("avx512_bf16") or has("amx_bf16")
 
 
 @functools.cache
