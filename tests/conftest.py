@@ -13,6 +13,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_VERDICT = REPO.parent / "shared" / "data" / "the-verdict.txt"
+SHARED_INSTRUCTIONS = REPO.parent / "shared" / "data" / "instruction-data.json"
 
 os.environ["GPTKIT_STRICT_PLUGINS"] = "1"
 
@@ -33,6 +34,28 @@ def verdict_path() -> Path:
 @pytest.fixture(scope="session")
 def verdict_text(verdict_path: Path) -> str:
     return verdict_path.read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def base_and_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    """A tiny model saved as the book saves one (model.pth) and the first 40 of
+    the book's instructions: the weights spec and the data file (LoRA, QLoRA)."""
+    import json
+
+    import torch
+
+    from gptkit.core.config import get_preset
+    from gptkit.core.model import GPTModel
+
+    if not SHARED_INSTRUCTIONS.is_file():
+        pytest.skip(f"the book's instruction data is not at {SHARED_INSTRUCTIONS}")
+    root = tmp_path_factory.mktemp("base")
+    torch.manual_seed(1)
+    model = GPTModel(get_preset("tiny").replace(context_length=256))
+    torch.save(model.state_dict(), root / "model.pth")
+    data = root / "small.json"
+    data.write_text(json.dumps(json.loads(SHARED_INSTRUCTIONS.read_text())[:40]))
+    return f"book:{root / 'model.pth'}", data
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -7,29 +7,6 @@ import json
 
 import pytest
 
-from tests.conftest import REPO
-
-SHARED = REPO.parent / "shared" / "data" / "instruction-data.json"
-
-
-@pytest.fixture(scope="module")
-def base_and_data(tmp_path_factory):
-    """A tiny model saved as the book saves one (model.pth) and 40 records."""
-    import torch
-
-    from gptkit.core.config import get_preset
-    from gptkit.core.model import GPTModel
-
-    if not SHARED.is_file():
-        pytest.skip(f"the book's instruction data is not at {SHARED}")
-    root = tmp_path_factory.mktemp("lora")
-    torch.manual_seed(1)
-    model = GPTModel(get_preset("tiny").replace(context_length=256))
-    torch.save(model.state_dict(), root / "model.pth")
-    data = root / "small.json"
-    data.write_text(json.dumps(json.loads(SHARED.read_text())[:40]))
-    return f"book:{root / 'model.pth'}", data
-
 
 @pytest.fixture(scope="module")
 def lora_run(base_and_data, tmp_path_factory):

@@ -58,28 +58,19 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
-class CompletionRequest(BaseModel):
-    """``POST /v1/completions``."""
+class _SamplingRequest(BaseModel):
+    """The fields the completions and chat requests share: OpenAI's sampling
+    fields and gptkit's sampler extensions (same names, bounds and defaults)."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
     model: str
-    prompt: Annotated[Any, _schema_of(PromptForms)] = Field(
-        description="a string, strings, token ids, or lists of them"
-    )
-    max_tokens: int | None = Field(default=16, ge=1)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     n: int = Field(default=1, ge=1, le=128)
-    best_of: int | None = Field(default=None, ge=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    stop: Annotated[Any, _schema_of(StopForms)] = Field(
-        default=None, validate_default=True
-    )
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
-    logprobs: int | None = Field(default=None, ge=0, le=MAX_LOGPROBS)
-    echo: bool = False
     frequency_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
     presence_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
     logit_bias: Annotated[
@@ -88,7 +79,6 @@ class CompletionRequest(BaseModel):
             Annotated[dict[BiasKey, Bias], Field(max_length=MAX_LOGIT_BIAS)] | None
         ),
     ] = None
-    suffix: str | None = None
     user: str | None = None  # accepted and ignored
     # gptkit's extensions
     sampler: str | None = None
@@ -97,6 +87,22 @@ class CompletionRequest(BaseModel):
     min_p: float | None = Field(default=None, gt=0.0, le=1.0)
     repetition_penalty: float | None = Field(default=None, gt=0.0)
     no_repeat_ngram_size: int | None = Field(default=None, ge=0)
+
+
+class CompletionRequest(_SamplingRequest):
+    """``POST /v1/completions``."""
+
+    prompt: Annotated[Any, _schema_of(PromptForms)] = Field(
+        description="a string, strings, token ids, or lists of them"
+    )
+    max_tokens: int | None = Field(default=16, ge=1)
+    best_of: int | None = Field(default=None, ge=1)
+    stop: Annotated[Any, _schema_of(StopForms)] = Field(
+        default=None, validate_default=True
+    )
+    logprobs: int | None = Field(default=None, ge=0, le=MAX_LOGPROBS)
+    echo: bool = False
+    suffix: str | None = None
     ignore_eos: bool = False
 
     @field_validator("prompt")
@@ -156,42 +162,17 @@ class ChatMessage(BaseModel):
     name: str | None = None  # accepted and ignored
 
 
-class ChatCompletionRequest(BaseModel):
+class ChatCompletionRequest(_SamplingRequest):
     """``POST /v1/chat/completions``: the messages become one prompt in the
     model's prompt style; the other fields are the completions request's (and
     are checked by it, :func:`gptkit.serve.chat.as_completion`)."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    model: str
     messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
-    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
-    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
-    n: int = Field(default=1, ge=1, le=128)
-    stream: bool = False
-    stream_options: StreamOptions | None = None
     stop: Annotated[Any, _schema_of(StopForms)] = None
-    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
     logprobs: bool = False
     top_logprobs: int | None = Field(default=None, ge=0, le=MAX_LOGPROBS)
-    frequency_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
-    presence_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
-    logit_bias: Annotated[
-        dict[str, float] | None,
-        _schema_of(
-            Annotated[dict[BiasKey, Bias], Field(max_length=MAX_LOGIT_BIAS)] | None
-        ),
-    ] = None
-    user: str | None = None
-    # gptkit's extensions
-    sampler: str | None = None
-    sampler_options: dict[str, Any] | None = None
-    top_k: int | None = Field(default=None, ge=1)
-    min_p: float | None = Field(default=None, gt=0.0, le=1.0)
-    repetition_penalty: float | None = Field(default=None, gt=0.0)
-    no_repeat_ngram_size: int | None = Field(default=None, ge=0)
 
 
 # -- responses ------------------------------------------------------------------
