@@ -228,3 +228,45 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def hf_beam4(hf, ids, max_new_tokens: int, *, length_penalty=1.0, early_stopping=False,
+             eos_token_id=None, pad_token_id=0):  # fmt: skip
+    """transformers' beam search with 4 beams returning all 4 (the reference the
+    beam parity tests compare with): the generate output with scores."""
+    import torch
+
+    extra = {} if eos_token_id is None else {"eos_token_id": eos_token_id}
+    with torch.inference_mode():
+        return hf.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=max_new_tokens,
+            num_beams=4,
+            num_return_sequences=4,
+            do_sample=False,
+            length_penalty=length_penalty,
+            early_stopping=early_stopping,
+            pad_token_id=pad_token_id,
+            output_scores=True,
+            return_dict_in_generate=True,
+            **extra,
+        )
+
+
+def train_byte_bpe(text: str, specials: list[str], vocab_size: int):
+    """A byte-level BPE (``tokenizers``) trained on ``text`` with these special
+    tokens, as Llama 3's and Qwen3's tokenizer.json are built."""
+    import tokenizers
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+
+    tok = tokenizers.Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator([text], trainer)
+    return tok

@@ -17,7 +17,7 @@ from gptkit.errors import GptkitError
 from gptkit.formats.models import model_from_spec
 from gptkit.plugins.samplers.beam import BeamSearch
 from gptkit.plugins.samplers.token import Greedy
-from tests.conftest import HUB_COMMIT, put_in_hub_cache
+from tests.conftest import HUB_COMMIT, hf_beam4, put_in_hub_cache
 
 transformers = pytest.importorskip("transformers")
 
@@ -140,20 +140,7 @@ def test_beam4_ids_equal_transformers(pair):
     n = 15
     prompt = PROMPTS[0]
     ids = torch.tensor([prompt])
-    with torch.inference_mode():
-        out = hf.generate(
-            ids,
-            attention_mask=torch.ones_like(ids),
-            max_new_tokens=n,
-            num_beams=4,
-            num_return_sequences=4,
-            do_sample=False,
-            length_penalty=1.0,
-            early_stopping=False,
-            pad_token_id=0,
-            output_scores=True,
-            return_dict_in_generate=True,
-        )
+    out = hf_beam4(hf, ids, n)
     beam = BeamSearch(num_beams=4, num_return_sequences=4, length_penalty=1.0)
     got = generate_tokens(ours, [prompt], beam, max_new_tokens=n, eos_id=None)
     assert len(got) == 4
@@ -190,21 +177,15 @@ def test_beam4_with_two_eos_ids_equals_transformers(pair, prompt):
     ended = set()
     for lp in (1.0, 0.6):
         for early in (False, True):
-            with torch.inference_mode():
-                out = hf.generate(
-                    ids,
-                    attention_mask=torch.ones_like(ids),
-                    max_new_tokens=n,
-                    num_beams=4,
-                    num_return_sequences=4,
-                    do_sample=False,
-                    length_penalty=lp,
-                    early_stopping=early,
-                    eos_token_id=[a, b],
-                    pad_token_id=a,
-                    output_scores=True,
-                    return_dict_in_generate=True,
-                )
+            out = hf_beam4(
+                hf,
+                ids,
+                n,
+                length_penalty=lp,
+                early_stopping=early,
+                eos_token_id=[a, b],
+                pad_token_id=a,
+            )
             beam = BeamSearch(
                 num_beams=4,
                 length_penalty=lp,

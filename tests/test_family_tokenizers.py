@@ -13,6 +13,7 @@ import torch
 import gptkit
 from gptkit.errors import GptkitError
 from gptkit.formats.hf_tokenizer import HFTokenizer
+from tests.conftest import train_byte_bpe
 
 transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
@@ -29,17 +30,9 @@ TEXTS = [
 def build_tokenizer(path, verdict_text: str):
     """A byte-level BPE with Llama 3's special tokens: BOS added to every
     encoding by the post-processor, as Llama 3's tokenizer.json does."""
-    from tokenizers import decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import processors
 
-    tok = tokenizers.Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400,
-        special_tokens=SPECIALS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    tok.train_from_iterator([verdict_text[:20000]], trainer)
+    tok = train_byte_bpe(verdict_text[:20000], SPECIALS, 400)
     bos = tok.token_to_id(SPECIALS[0])
     tok.post_processor = processors.TemplateProcessing(
         single=f"{SPECIALS[0]} $A", special_tokens=[(SPECIALS[0], bos)]
@@ -161,19 +154,9 @@ def cached_qwen_tokenizer(tmp_path, hf_hub_cache, verdict_text):
     """``Qwen/Qwen3-0.6B``'s tokenizer files, built here (a byte-level BPE with
     Qwen3's special tokens, no BOS), in the Hub cache's layout: blobs,
     ``snapshots/<commit>/`` links and ``refs/main``; the Hub offline."""
-    from tokenizers import decoders, models, pre_tokenizers, trainers
-
     from tests.conftest import put_in_hub_cache
 
-    tok = tokenizers.Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=300,
-        special_tokens=QWEN_SPECIALS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    tok.train_from_iterator([verdict_text[:20000]], trainer)
+    tok = train_byte_bpe(verdict_text[:20000], QWEN_SPECIALS, 300)
     files = tmp_path / "qwen-files"
     files.mkdir()
     tok.save(str(files / "tokenizer.json"))

@@ -11,7 +11,7 @@ import json
 import pytest
 import torch
 
-from tests.conftest import REPO
+from tests.conftest import REPO, train_byte_bpe
 
 transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
@@ -29,17 +29,9 @@ def write_checkpoint(path, family: str, text: str, template: str | None):
     """A tiny causal LM of ``family`` and its BPE tokenizer (BOS added to every
     encoding, as Llama 3's is), ending a sequence at <|end_of_text|> or
     <|eot_id|>."""
-    from tokenizers import decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import processors
 
-    tok = tokenizers.Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400,
-        special_tokens=SPECIALS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    tok.train_from_iterator([text], trainer)
+    tok = train_byte_bpe(text, SPECIALS, 400)
     bos, eos, eot = (tok.token_to_id(t) for t in SPECIALS)
     tok.post_processor = processors.TemplateProcessing(
         single=f"{SPECIALS[0]} $A", special_tokens=[(SPECIALS[0], bos)]

@@ -12,7 +12,7 @@ from gptkit.core.generate import generate_tokens
 from gptkit.formats.models import model_from_spec
 from gptkit.plugins.samplers.beam import BeamSearch
 from gptkit.plugins.samplers.token import Greedy
-from tests.conftest import assert_clean_error
+from tests.conftest import assert_clean_error, hf_beam4
 from tests.helpers import greedy_without_cache, tiny_model
 
 transformers = pytest.importorskip("transformers")
@@ -101,21 +101,15 @@ def check_beam(hf, ours, n=20):
     finished_early = False
     for lp in (1.0, 0.6):
         for early in (False, True):
-            with torch.inference_mode():
-                out = hf.generate(
-                    ids,
-                    attention_mask=torch.ones_like(ids),
-                    max_new_tokens=n,
-                    num_beams=4,
-                    num_return_sequences=4,
-                    do_sample=False,
-                    length_penalty=lp,
-                    early_stopping=early,
-                    eos_token_id=eos,
-                    pad_token_id=eos,
-                    output_scores=True,
-                    return_dict_in_generate=True,
-                )
+            out = hf_beam4(
+                hf,
+                ids,
+                n,
+                length_penalty=lp,
+                early_stopping=early,
+                eos_token_id=eos,
+                pad_token_id=eos,
+            )
             beam = BeamSearch(
                 num_beams=4,
                 length_penalty=lp,
