@@ -100,6 +100,22 @@ def test_kv_cache_gives_the_same_logits_as_a_full_pass():
     assert torch.allclose(full, stepped, atol=1e-5)
 
 
+def test_cache_write_of_rows_at_one_position_is_the_scatter_as_a_slice():
+    """Rows that agree on their next position (a decoding step, a prefill of
+    equal rows) are written with a slice copy; the result is the scatter's."""
+    cfg = tiny_config()
+    k, v = torch.randn(2, 2, cfg.n_heads, 3, cfg.head_dim)
+    caches = [KVCache.allocate(cfg, 2, 8, "cpu", torch.float32) for _ in range(2)]
+    for cache in caches:
+        cache.lengths = [4, 4]
+    positions = torch.tensor([[4, 5, 6], [4, 5, 6]])
+    got = caches[0].write(1, k, v, positions, span=7, start=4)
+    want = caches[1].write(1, k, v, positions, span=7)
+    assert torch.equal(caches[0].keys, caches[1].keys)
+    assert torch.equal(caches[0].values, caches[1].values)
+    assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
+
+
 def _decode(model, cache, ids):
     """Feed ``ids`` (1, T) one token at a time; the logits (1, T, V)."""
     return torch.cat(

@@ -155,6 +155,6 @@ def test_measuring_the_kernels_leaves_the_global_rng_alone():
     torch.manual_seed(3)
     want = torch.rand(4)
     torch.manual_seed(3)
-    layers = timing_layers("int8", 32, 64, 0, ["torch", "reference"])
+    (layers,) = timing_layers("int8", 32, 64, 0, ["torch", "reference"])
     assert torch.equal(torch.rand(4), want)
     assert set(layers) == {"torch", "reference"}

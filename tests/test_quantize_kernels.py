@@ -150,13 +150,13 @@ def test_kernel_choice_is_measured_once_and_cached_per_cpu_and_version(
     monkeypatch.setenv("GPTKIT_CACHE_DIR", str(tmp_path))
     tuning.forget()
     calls = []
-    real = tuning.time_backends
+    real = tuning.measure_choice
 
     def counting(*args, **kwargs):
         calls.append(args[:3])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(tuning, "time_backends", counting)
+    monkeypatch.setattr(tuning, "measure_choice", counting)
     first = tuning.choose("int8", 64, 128, 0, threads=1)
     assert first in (*KERNELS, "aten", "torch") and len(calls) == 1
     saved = json.loads(tuning.cache_file().read_text())
@@ -184,6 +184,29 @@ def test_kernel_choice_is_measured_once_and_cached_per_cpu_and_version(
     got = tuning.choose("int8", 64, 128, 0, threads=2, measure=False)
     assert len(calls) == 3 and got in (*native.available("int8"), "aten")
     tuning.forget()
+
+
+def test_kernel_choice_is_the_fastest_on_weights_streamed_from_memory(monkeypatch):
+    """Backends close to the fastest on cache-warm weights are timed again on
+    copies past the last-level cache, and the cold time decides."""
+    timed = []
+
+    def fake(kind, n, k, group, backends, copies=1, **kwargs):
+        timed.append((list(backends), copies))
+        warm = {"a": 1.0, "b": 1.4, "c": 5.0}
+        cold = {"a": 3.0, "b": 2.0}
+        return {b: (warm if copies == 1 else cold)[b] for b in backends}
+
+    monkeypatch.setattr(tuning, "time_backends", fake)
+    entry = tuning.measure_choice("int8", 768, 768, 0, ["a", "b", "c"])
+    assert entry["backend"] == "b"
+    assert timed[1] == (["a", "b"], tuning.cold_copies("int8", 768, 768))
+    assert timed[1][1] * 768 * 768 >= tuning.COLD_BYTES
+    assert entry["us"]["c"] == 5e6 and entry["us_cold"] == {"a": 3e6, "b": 2e6}
+    # one backend close to the fastest: nothing more is timed
+    timed.clear()
+    assert tuning.measure_choice("int8", 768, 768, 0, ["a", "c"])["backend"] == "a"
+    assert len(timed) == 1
 
 
 def test_backend_option_overrides_the_choice(monkeypatch):

@@ -95,14 +95,27 @@ class KVCache:
         return self.capacity if self.static else self.length + t
 
     def write(
-        self, layer: int, k: Tensor, v: Tensor, positions: Tensor, span: int
+        self,
+        layer: int,
+        k: Tensor,
+        v: Tensor,
+        positions: Tensor,
+        span: int,
+        start: int | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Store ``k``/``v`` (B, H, T, hd) at ``positions`` (B, T) of each row;
-        return the layer's keys and values over the first ``span`` slots."""
-        rows = torch.arange(k.shape[0], device=k.device)[:, None]  # (B, 1)
-        # (B, H, T, hd) -> (B, T, H, hd): the layout of keys[layer][rows, :, positions]
-        self.keys[layer][rows, :, positions] = k.transpose(1, 2)
-        self.values[layer][rows, :, positions] = v.transpose(1, 2)
+        return the layer's keys and values over the first ``span`` slots.
+        ``start``: every row's positions are ``start .. start + T - 1`` (a
+        plain slice copy instead of a scatter: a decoding step's common case)."""
+        if start is not None:
+            t = k.shape[2]
+            self.keys[layer, :, :, start : start + t] = k
+            self.values[layer, :, :, start : start + t] = v
+        else:
+            rows = torch.arange(k.shape[0], device=k.device)[:, None]  # (B, 1)
+            # (B, H, T, hd) -> (B, T, H, hd): the layout of keys[layer][rows, :, positions]
+            self.keys[layer][rows, :, positions] = k.transpose(1, 2)
+            self.values[layer][rows, :, positions] = v.transpose(1, 2)
         return self.keys[layer, :, :, :span], self.values[layer, :, :, :span]
 
     def advance(self, t: int) -> None:
@@ -148,6 +161,11 @@ class _CacheStep:
     cache: KVCache
     positions: Tensor  # (B, T)
     span: int
+    start: int | None = None  # every row's first position, when they agree
+
+    def write(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """:meth:`KVCache.write` of this pass's keys and values."""
+        return self.cache.write(layer, k, v, self.positions, self.span, self.start)
 
 
 class LayerNorm(nn.Module):
@@ -216,7 +234,7 @@ class MultiHeadAttention(nn.Module):
         k = self._heads(self.W_key(x))
         v = self._heads(self.W_value(x))
         if step is not None:
-            k, v = step.cache.write(layer, k, v, step.positions, step.span)
+            k, v = step.write(layer, k, v)
         dropout = self.drop_rate if self.training else 0.0
         if isinstance(mask, str):  # CAUSAL: the fused kernels' fast path
             out = F.scaled_dot_product_attention(
@@ -334,9 +352,12 @@ def attention_inputs(
             raise ValueError(
                 f"KV cache holds {cache.capacity} positions; {cache.length + t} needed"
             )
+        start = None
         if position_ids is None:
             position_ids = cache.positions(t, in_idx.device)
-        step = _CacheStep(cache, position_ids, cache.span(t))
+            if len(set(cache.lengths)) == 1:
+                start = cache.lengths[0]
+        step = _CacheStep(cache, position_ids, cache.span(t), start)
         mask = _cache_mask(cache, position_ids, t, step.span)
     else:
         if position_ids is None:

@@ -137,7 +137,7 @@ class GroupedQueryAttention(nn.Module):
         cos, sin = rotary
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         if step is not None:
-            k, v = step.cache.write(layer, k, v, step.positions, step.span)
+            k, v = step.write(layer, k, v)
         if self.n_kv_heads != self.n_heads:
             # (B, KV, S, hd) -> (B, H, S, hd): each key/value head serves a group
             group = self.n_heads // self.n_kv_heads

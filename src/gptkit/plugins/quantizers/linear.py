@@ -528,12 +528,15 @@ class Int4Linear(_QuantizedLinear):
         return y if self.bias is None else y + self.bias.to(x.dtype)
 
 
-def timing_layers(kind: str, n: int, k: int, group: int, backends: list[str]) -> dict:
-    """backend -> a layer of random weights of this shape with that backend
-    (one set of weights, shared). The global RNG is left as it was: a
-    measurement taken in the middle of training (the first decode of a QLoRA
-    run's sample) must not change the data order, or a resumed run (measured
-    already, cached) would diverge from the uninterrupted one."""
+def timing_layers(
+    kind: str, n: int, k: int, group: int, backends: list[str], copies: int = 1
+) -> list[dict]:
+    """``copies`` sets of backend -> a layer of random weights of this shape
+    with that backend (the layers of one set share their weights; each set has
+    its own copy). The global RNG is left as it was: a measurement taken in
+    the middle of training (the first decode of a QLoRA run's sample) must not
+    change the data order, or a resumed run (measured already, cached) would
+    diverge from the uninterrupted one."""
     import copy
 
     import torch
@@ -548,13 +551,17 @@ def timing_layers(kind: str, n: int, k: int, group: int, backends: list[str]) ->
         base = Int8Linear.from_linear(lin, "torch")
     else:
         base = Int4Linear.from_linear(lin, group, "torch")
-    layers = {}
-    for b in backends:
-        layer = copy.copy(base)  # shares the tensors
-        layer.__dict__["backend"] = b
-        layer.__dict__["_chosen"] = {}
-        layers[b] = layer
-    return layers
+    sets = []
+    for i in range(copies):
+        weights = base if i == 0 else copy.deepcopy(base)  # cheaper than quantizing
+        layers = {}
+        for b in backends:
+            layer = copy.copy(weights)  # shares the tensors
+            layer.__dict__["backend"] = b
+            layer.__dict__["_chosen"] = {}
+            layers[b] = layer
+        sets.append(layers)
+    return sets
 
 
 tuning.LAYER_FACTORY = timing_layers
