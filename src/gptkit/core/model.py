@@ -113,7 +113,7 @@ class KVCache:
             self.values[layer, :, :, start : start + t] = v
         else:
             rows = torch.arange(k.shape[0], device=k.device)[:, None]  # (B, 1)
-            # (B, H, T, hd) -> (B, T, H, hd): the layout of keys[layer][rows, :, positions]
+            # (B, H, T, hd) -> (B, T, H, hd): keys[layer][rows, :, positions]'s layout
             self.keys[layer][rows, :, positions] = k.transpose(1, 2)
             self.values[layer][rows, :, positions] = v.transpose(1, 2)
         return self.keys[layer, :, :, :span], self.values[layer, :, :, :span]

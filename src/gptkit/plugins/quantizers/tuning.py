@@ -9,12 +9,12 @@ few milliseconds per shape), and the fastest is kept. Backends within
 copies of the weights that together exceed the CPU's last-level cache, as a
 decoding step streams every layer from memory: the kernel fastest on weights
 in the cache is not always the fastest on weights streamed from memory (on a
-Zen 4 EPYC the AVX2 tiles beat the AVX-512 ones cold and lose warm). The choice is kept — in
-memory and in ``<gptkit cache>/kernels/choices-<key>.json``, where ``key``
-hashes the CPU model, all of its flags, the gptkit version, the torch
-version, the kernels' sources and the timing method (:data:`METHOD`). Another
-CPU, another version or changed kernels therefore never reuse a choice: they
-are measured again.
+Zen 4 EPYC the AVX2 tiles beat the AVX-512 ones cold and lose warm). The
+choice is kept — in memory and in
+``<gptkit cache>/kernels/choices-<key>.json``, where ``key`` hashes the CPU
+model, all of its flags, the gptkit version, the torch version, the kernels'
+sources and the timing method (:data:`METHOD`). Another CPU, another version
+or changed kernels therefore never reuse a choice: they are measured again.
 ``-o backend=NAME`` (the quantizer option) skips all this.
 
 Under ``torch.compile`` nothing is timed (a traced forward must not run
@@ -239,9 +239,7 @@ def measure_choice(kind: str, n: int, k: int, group: int, backends: list[str]) -
     if len(close) == 1:
         entry["backend"] = close[0]
         return entry
-    cold = time_backends(
-        kind, n, k, group, close, copies=cold_copies(kind, n, k)
-    )
+    cold = time_backends(kind, n, k, group, close, copies=cold_copies(kind, n, k))
     entry["us_cold"] = {b: round(t * 1e6, 1) for b, t in cold.items()}
     entry["backend"] = min(cold, key=cold.__getitem__)
     return entry
