@@ -51,6 +51,11 @@ class KVCache:
     def __post_init__(self) -> None:
         if not self.lengths:
             self.lengths = [0] * self.keys.shape[1]
+        # Each layer's (B, H, capacity, hd) views, made once: a decoding step
+        # writes and reads them in every layer.
+        self._layers = list(
+            zip(self.keys.unbind(0), self.values.unbind(0), strict=True)
+        )
 
     @classmethod
     def allocate(
@@ -107,16 +112,16 @@ class KVCache:
         return the layer's keys and values over the first ``span`` slots.
         ``start``: every row's positions are ``start .. start + T - 1`` (a
         plain slice copy instead of a scatter: a decoding step's common case)."""
+        keys, values = self._layers[layer]
         if start is not None:
-            t = k.shape[2]
-            self.keys[layer, :, :, start : start + t] = k
-            self.values[layer, :, :, start : start + t] = v
+            keys.narrow(2, start, k.shape[2]).copy_(k)
+            values.narrow(2, start, k.shape[2]).copy_(v)
         else:
             rows = torch.arange(k.shape[0], device=k.device)[:, None]  # (B, 1)
-            # (B, H, T, hd) -> (B, T, H, hd): keys[layer][rows, :, positions]'s layout
-            self.keys[layer][rows, :, positions] = k.transpose(1, 2)
-            self.values[layer][rows, :, positions] = v.transpose(1, 2)
-        return self.keys[layer, :, :, :span], self.values[layer, :, :, :span]
+            # (B, H, T, hd) -> (B, T, H, hd): keys[rows, :, positions]'s layout
+            keys[rows, :, positions] = k.transpose(1, 2)
+            values[rows, :, positions] = v.transpose(1, 2)
+        return keys.narrow(2, 0, span), values.narrow(2, 0, span)
 
     def advance(self, t: int) -> None:
         self.lengths = [n + t for n in self.lengths]
@@ -267,8 +272,10 @@ class TransformerBlock(nn.Module):
         step: _CacheStep | None,
         layer: int,
     ) -> Tensor:
-        x = x + self.drop_shortcut(self.att(self.norm1(x), mask, step, layer))
-        return x + self.drop_shortcut(self.ff(self.norm2(x)))
+        h = self.att(self.norm1(x), mask, step, layer)
+        x = x + (self.drop_shortcut(h) if self.training else h)
+        h = self.ff(self.norm2(x))
+        return x + (self.drop_shortcut(h) if self.training else h)
 
 
 class GPTModel(nn.Module):
