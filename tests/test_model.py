@@ -116,6 +116,20 @@ def test_cache_write_of_rows_at_one_position_is_the_scatter_as_a_slice():
     assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
 
 
+def test_cache_reorder_copies_rows_like_a_gather():
+    """Beam search's reorder (only changed rows are copied) = a full gather,
+    with swaps and a parent taken twice."""
+    cfg = tiny_config()
+    cache = KVCache.allocate(cfg, 4, 6, "cpu", torch.float32)
+    cache.keys.normal_(), cache.values.normal_()
+    cache.lengths = [5, 5, 5, 5]
+    index = torch.tensor([0, 0, 3, 2])
+    want_k, want_v = cache.keys[:, index].clone(), cache.values[:, index].clone()
+    cache.reorder(index)
+    assert torch.equal(cache.keys[:, :, :, :5], want_k[:, :, :, :5])
+    assert torch.equal(cache.values[:, :, :, :5], want_v[:, :, :, :5])
+
+
 def _decode(model, cache, ids):
     """Feed ``ids`` (1, T) one token at a time; the logits (1, T, V)."""
     return torch.cat(

@@ -152,10 +152,15 @@ class KVCache:
 
     def reorder(self, index: Tensor) -> None:
         """Select batch rows (beam search): row i becomes old row ``index[i]``."""
-        filled = slice(0, self.length)
-        self.keys[:, :, :, filled] = self.keys[:, index, :, filled]
-        self.values[:, :, :, filled] = self.values[:, index, :, filled]
         order = index.tolist()
+        # Only the rows that change are copied (beams often keep their parent).
+        moved = [i for i, j in enumerate(order) if i != j]
+        if moved:
+            filled = slice(0, self.length)
+            dst = torch.tensor(moved, device=self.keys.device)
+            src = index.to(self.keys.device)[dst]
+            self.keys[:, dst, :, filled] = self.keys[:, src, :, filled]
+            self.values[:, dst, :, filled] = self.values[:, src, :, filled]
         self.lengths = [self.lengths[i] for i in order]
 
 
