@@ -44,6 +44,29 @@ def same(a: torch.Tensor, b: torch.Tensor) -> bool:
     )
 
 
+@pytest.mark.parametrize("scale", [0.3, 2.0, 6.0])
+@pytest.mark.parametrize("p", [0.5, 0.9, 0.99])
+def test_top_p_on_a_gpt2_vocabulary_equals_transformers(monkeypatch, scale, p):
+    """50,257 tokens: a peaked distribution's nucleus is found among the most
+    likely tokens (no full sort), a flat one's by sorting them all; both give
+    transformers' result."""
+    import numpy as np
+
+    from gptkit.plugins.samplers import warpers
+
+    logits = torch.randn(3, 50257, generator=torch.Generator().manual_seed(7)) * scale
+    sorted_all = []
+    real_sort = np.sort
+    monkeypatch.setattr(
+        np, "sort", lambda *a, **k: sorted_all.append(1) or real_sort(*a, **k)
+    )
+    ours = warpers.top_p(logits, p)
+    assert same(ours, reference(logits, TopPLogitsWarper(p)))
+    probs = logits.softmax(-1)
+    prefix_holds = probs.topk(warpers.NUCLEUS_PREFIX).values.sum(-1).min() > p + 1e-3
+    assert bool(sorted_all) != bool(prefix_holds)
+
+
 @pytest.mark.parametrize(("t", "k"), [(1.0, 50), (0.7, 5), (1.3, 1), (2.0, None)])
 def test_top_k_equals_transformers(t, k):
     logits = random_logits()
