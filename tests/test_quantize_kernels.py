@@ -273,6 +273,21 @@ def test_bf16_kernel_matches_torch(rows):
 
 
 @needs_bf16
+def test_bf16_kernel_repacks_weights_loaded_in_place():
+    from gptkit.plugins.quantizers.bf16 import Bf16Linear
+
+    layer = Bf16Linear.from_linear(_linear(40, 64), "avx512bf16")
+    x = torch.randn(1, 64).to(torch.bfloat16)
+    layer(x)  # packs the first weights
+    changed = _linear(40, 64)
+    with torch.no_grad():
+        changed.weight.mul_(-2.0)
+    other = Bf16Linear.from_linear(changed, "torch")
+    layer.load_state_dict(other.state_dict())
+    torch.testing.assert_close(layer(x).float(), other(x).float(), rtol=1e-2, atol=1e-2)
+
+
+@needs_bf16
 def test_dtype_bf16_decodes_with_the_kernel_and_the_same_tokens():
     from gptkit.core.quantize import accelerate_bf16
     from gptkit.plugins.quantizers.bf16 import Bf16Linear

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +40,15 @@ def has_bf16_arithmetic() -> bool:
 
 def kernel_available() -> bool:
     return native.library(KERNEL) is not None
+
+
+def pack_tiles(weight: Tensor) -> Tensor:
+    """(N, K) bf16 -> the kernel's layout (``kernels/bf16.c``): tiles of 16
+    output channels (zero channels past N), within a tile each pair of inputs'
+    16 x 2 weights side by side: (ceil(N / 16), K / 2, 16, 2)."""
+    n, k = weight.shape
+    padded = F.pad(weight.detach(), (0, 0, 0, -n % 16))
+    return padded.view(-1, 16, k // 2, 2).permute(0, 2, 1, 3).contiguous()
 
 
 class Bf16Linear(nn.Module):
@@ -70,6 +80,8 @@ class Bf16Linear(nn.Module):
             if bias
             else None,
         )
+        self._pack: Tensor | None = None
+        self._pack_key: int | None = None
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, backend: str = "auto") -> Bf16Linear:
@@ -92,13 +104,30 @@ class Bf16Linear(nn.Module):
             return False
         return native.loaded(KERNEL) is not None
 
+    def _packed(self) -> Tensor:
+        """The weights in the kernel's tiles (:func:`pack_tiles`), made on
+        first use and again when the stored weights were replaced; the stored
+        weights (the state dict) keep their layout."""
+        key = self.weight.data_ptr()
+        if self._pack_key != key:
+            self._pack = None  # free the old one first
+            self._pack = pack_tiles(self.weight)
+            self._pack_key = key
+        return self._pack  # type: ignore[return-value]
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        self._pack_key = None  # the weights change in place
+        super()._load_from_state_dict(*args, **kwargs)
+
     def forward(self, x: Tensor) -> Tensor:
         if self._kernel_ok(x):
-            flat = x.reshape(-1, self.in_features).to(torch.bfloat16).contiguous()
+            flat = x.reshape(-1, self.in_features)
+            if flat.dtype != torch.bfloat16 or not flat.is_contiguous():
+                flat = flat.to(torch.bfloat16).contiguous()
             m = flat.shape[0]
             y = torch.empty(m, self.out_features, dtype=torch.bfloat16)
             native.loaded(KERNEL).gk_bf16_linear(  # type: ignore[union-attr]
-                flat.data_ptr(), m, self.in_features, self.weight.data_ptr(),
+                flat.data_ptr(), m, self.in_features, self._packed().data_ptr(),
                 None if self.bias is None else self.bias.data_ptr(),
                 y.data_ptr(), self.out_features, torch.get_num_threads(),
             )  # fmt: skip

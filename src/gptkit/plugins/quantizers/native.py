@@ -70,7 +70,7 @@ KERNEL_SETS = {
             "bf16.c",
             (*_AVX512, "-mavx512bf16"),
             ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_bf16"),
-            1,
+            2,
             ("bf16",),
         ),
     )
