@@ -130,6 +130,23 @@ def test_cache_reorder_copies_rows_like_a_gather():
     assert torch.equal(cache.values[:, :, :, :5], want_v[:, :, :, :5])
 
 
+def test_half_precision_decoding_attention_runs_in_float32_on_the_cpu():
+    from gptkit.core.model import attention
+
+    q = torch.randn(1, 4, 1, 16)
+    k, v = torch.randn(2, 1, 4, 9, 16)
+    want = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    for dtype in (torch.bfloat16, torch.float16):
+        half = [t.to(dtype) for t in (q, k, v)]
+        got = attention(*half, None, 0.0)
+        assert got.dtype == dtype
+        exact = torch.nn.functional.scaled_dot_product_attention(
+            *(t.float() for t in half)
+        )
+        assert torch.equal(got, exact.to(dtype))
+        assert torch.allclose(got.float(), want, atol=2e-2)
+
+
 def _decode(model, cache, ids):
     """Feed ``ids`` (1, T) one token at a time; the logits (1, T, V)."""
     return torch.cat(

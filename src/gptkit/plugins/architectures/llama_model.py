@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gptkit.core.model import CAUSAL, KVCache, attention_inputs
+from gptkit.core.model import CAUSAL, KVCache, attention, attention_inputs
 
 if TYPE_CHECKING:
     from gptkit.core.model import _CacheStep
@@ -143,15 +143,7 @@ class GroupedQueryAttention(nn.Module):
             group = self.n_heads // self.n_kv_heads
             k = k.repeat_interleave(group, dim=1)
             v = v.repeat_interleave(group, dim=1)
-        dropout = self.drop_rate if self.training else 0.0
-        if isinstance(mask, str):  # CAUSAL
-            out = F.scaled_dot_product_attention(
-                q, k, v, dropout_p=dropout, is_causal=True
-            )
-        else:
-            out = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask, dropout_p=dropout
-            )
+        out = attention(q, k, v, mask, self.drop_rate if self.training else 0.0)
         # (B, H, T, hd) -> (B, T, H*hd)
         out = out.transpose(1, 2).reshape(b, t, self.n_heads * self.head_dim)
         return self.out_proj(out)
