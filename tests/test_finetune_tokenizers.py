@@ -95,9 +95,12 @@ def test_records_are_encoded_by_the_models_tokenizer(checkpoint, records):
     n_prompt, ids = dataset[0]
     prompt, response = prompt_and_response(style, record)
     assert prompt.startswith(SPECIALS[0])  # the template writes BOS ...
-    assert ids == tok.encode(prompt + response)[1:]  # ... and it is not doubled
+    assert ids == tok.encode(prompt + response)  # ... and it is not doubled
     assert ids[0] == tok.bos_id and ids[1] != tok.bos_id
-    assert n_prompt == len(tok.encode(prompt)) - 1
+    assert n_prompt == len(tok.encode(prompt))
+    # generation encodes a chat prompt the same way: one BOS
+    assert tok.encode(prompt)[:2] == ids[:2]
+    assert tok.encode("plain text")[0] == tok.bos_id  # added where not written
     eos, eot = tok.eos_ids
     assert ids[-1] == eot  # the template's end of turn closes the reply
     # Batches are padded with the tokenizer's first EOS; the end of turn inside
@@ -162,5 +165,7 @@ def test_responses_stop_at_any_of_the_tokenizers_eos_ids(
     monkeypatch.setattr(generate, "generate_tokens", fake)
     out = respond(None, style, [record], max_new_tokens=8, tokenizer=tok)
     assert seen["eos_id"] == tok.eos_ids and len(tok.eos_ids) == 2
-    assert seen["prompts"] == [tok.encode(inference_prompt(style, record))[1:]]
+    (prompt,) = seen["prompts"]
+    assert prompt == tok.encode(inference_prompt(style, record))
+    assert prompt[0] == tok.bos_id and prompt[1] != tok.bos_id  # one BOS
     assert out == ["Blue"]

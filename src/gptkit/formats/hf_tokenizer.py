@@ -90,7 +90,16 @@ class HFTokenizer(Tokenizer):
         self.separator = first_eos or ""
 
     def encode(self, text: str) -> list[int]:
-        return list(self.backend.encode(text, add_special_tokens=True).ids)
+        """Token ids of ``text`` with the tokenizer's special tokens added (a
+        Llama 3 tokenizer puts BOS first). A text that already starts with
+        the BOS token (a rendered chat template writes it) gets no second one,
+        as ``transformers``' ``apply_chat_template`` encodes it: for training,
+        ``lm.generate``, ``lm.chat`` and serving alike."""
+        ids = list(self.backend.encode(text, add_special_tokens=True).ids)
+        bos = self.bos_id
+        if bos is not None and len(ids) > 1 and ids[0] == ids[1] == bos:
+            del ids[0]
+        return ids
 
     def fingerprint(self) -> str:
         """A hash of the vocabulary (added tokens included), so copies of one

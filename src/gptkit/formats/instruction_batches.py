@@ -34,17 +34,9 @@ IGNORE_INDEX = -100
 
 
 def encode_text(text: str, tokenizer: Any = None) -> list[int]:
-    """Token ids of a prompt: GPT-2's (``tokenizer`` None) or the tokenizer's.
-    A chat template that writes the BOS token itself, encoded by a tokenizer
-    that adds one too, would start with two: one is dropped (as
-    ``transformers``' ``apply_chat_template`` encodes without adding it)."""
-    if tokenizer is None:
-        return encode(text)
-    ids = tokenizer.encode(text)
-    bos = tokenizer.bos_id
-    if bos is not None and len(ids) > 1 and ids[0] == ids[1] == bos:
-        ids = ids[1:]
-    return ids
+    """Token ids of a prompt: GPT-2's (``tokenizer`` None) or the tokenizer's
+    (one BOS where a chat template writes it too: see ``HFTokenizer.encode``)."""
+    return encode(text) if tokenizer is None else tokenizer.encode(text)
 
 
 def pad_id(tokenizer: Any = None) -> int:
