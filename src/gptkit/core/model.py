@@ -37,10 +37,9 @@ class KVCache:
     speculative decoding (:meth:`truncate` rolls rejected tokens back) and beam
     search (:meth:`reorder`) need.
 
-    ``lengths`` is host-side bookkeeping (plain ints: no device synchronisation
-    per step). A ``static`` cache always attends over the whole capacity (a fixed
-    shape, for ``torch.compile`` and CUDA graphs); otherwise attention reads only
-    the filled prefix.
+    ``lengths`` is host-side bookkeeping (plain ints: no device sync per step). A
+    ``static`` cache always attends over the whole capacity (a fixed shape, for
+    ``torch.compile`` and CUDA graphs); otherwise attention reads the filled prefix.
     """
 
     keys: Tensor
@@ -51,11 +50,9 @@ class KVCache:
     def __post_init__(self) -> None:
         if not self.lengths:
             self.lengths = [0] * self.keys.shape[1]
-        # Each layer's (B, H, capacity, hd) views, made once: a decoding step
-        # writes and reads them in every layer.
-        self._layers = list(
-            zip(self.keys.unbind(0), self.values.unbind(0), strict=True)
-        )
+        # each layer's (B, H, capacity, hd) views, made once
+        pairs = zip(self.keys.unbind(0), self.values.unbind(0), strict=True)
+        self._layers = list(pairs)
 
     @classmethod
     def allocate(
@@ -100,18 +97,12 @@ class KVCache:
         return self.capacity if self.static else self.length + t
 
     def write(
-        self,
-        layer: int,
-        k: Tensor,
-        v: Tensor,
-        positions: Tensor,
-        span: int,
+        self, layer: int, k: Tensor, v: Tensor, positions: Tensor, span: int,
         start: int | None = None,
-    ) -> tuple[Tensor, Tensor]:
-        """Store ``k``/``v`` (B, H, T, hd) at ``positions`` (B, T) of each row;
-        return the layer's keys and values over the first ``span`` slots.
-        ``start``: every row's positions are ``start .. start + T - 1`` (a
-        plain slice copy instead of a scatter: a decoding step's common case)."""
+    ) -> tuple[Tensor, Tensor]:  # fmt: skip
+        """Store ``k``/``v`` (B, H, T, hd) at ``positions`` (B, T) of each row
+        (``start``: every row's are ``start ..``, a slice copy); return the
+        layer's keys and values over the first ``span`` slots."""
         keys, values = self._layers[layer]
         if start is not None:
             keys.narrow(2, start, k.shape[2]).copy_(k)
@@ -153,12 +144,11 @@ class KVCache:
     def reorder(self, index: Tensor) -> None:
         """Select batch rows (beam search): row i becomes old row ``index[i]``."""
         order = index.tolist()
-        # Only the rows that change are copied (beams often keep their parent).
-        moved = [i for i, j in enumerate(order) if i != j]
+        moved = [i for i, j in enumerate(order) if i != j]  # only these are copied
         if moved:
             filled = slice(0, self.length)
-            dst = torch.tensor(moved, device=self.keys.device)
-            src = index.to(self.keys.device)[dst]
+            dst = torch.tensor(moved, device=index.device)
+            src = index[dst]
             self.keys[:, dst, :, filled] = self.keys[:, src, :, filled]
             self.values[:, dst, :, filled] = self.values[:, src, :, filled]
         self.lengths = [self.lengths[i] for i in order]
@@ -174,7 +164,6 @@ class _CacheStep:
     start: int | None = None  # every row's first position, when they agree
 
     def write(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """:meth:`KVCache.write` of this pass's keys and values."""
         return self.cache.write(layer, k, v, self.positions, self.span, self.start)
 
 
@@ -251,33 +240,22 @@ class MultiHeadAttention(nn.Module):
         return self.out_proj(out)
 
 
-#: Query rows up to which half-precision attention on the CPU runs in float32.
-UPCAST_MAX_ROWS = 16
-
-
 def attention(
     q: Tensor, k: Tensor, v: Tensor, mask: Tensor | str | None, dropout: float
 ) -> Tensor:
-    """``scaled_dot_product_attention`` of (B, H, T, hd) queries over (B, H, S,
-    hd) keys and values. ``mask``: :data:`CAUSAL` (the fused kernels' fast
-    path), an explicit boolean mask, or None (every key is visible: one new
-    token per row). A decoding step's few bf16/fp16 query rows on the CPU are
-    computed on float32 copies and rounded back: PyTorch's CPU kernel ran 2-3x
-    slower in bf16 than on the copies (a 124M model's step at 128 cached
-    tokens, 217 against 105 µs per layer), and float32 sums are no less exact."""
+    """SDPA of (B, H, T, hd) queries over (B, H, S, hd) keys and values; ``mask``:
+    :data:`CAUSAL`, a boolean mask, or None (every key visible). A decoding
+    step's (<= 16) bf16/fp16 queries on the CPU attend on float32 copies:
+    PyTorch's CPU kernel ran 2-3x slower in bf16 (docs/fast-inference.md)."""
     causal = isinstance(mask, str)
     attn_mask = None if causal else mask
-    dtype = q.dtype
-    if (
-        dtype in (torch.bfloat16, torch.float16)
-        and q.device.type == "cpu"
-        and q.shape[-2] <= UPCAST_MAX_ROWS
-    ):
+    upcast = q.dtype in (torch.bfloat16, torch.float16) and q.device.type == "cpu"
+    if upcast and q.shape[-2] <= 16:
+        q32, k32, v32 = q.float(), k.float(), v.float()
         out = F.scaled_dot_product_attention(
-            q.float(), k.float(), v.float(), attn_mask=attn_mask,
-            dropout_p=dropout, is_causal=causal,
-        )  # fmt: skip
-        return out.to(dtype)
+            q32, k32, v32, attn_mask=attn_mask, dropout_p=dropout, is_causal=causal
+        )
+        return out.to(q.dtype)
     return F.scaled_dot_product_attention(
         q, k, v, attn_mask=attn_mask, dropout_p=dropout, is_causal=causal
     )
@@ -388,11 +366,10 @@ def attention_inputs(
             raise ValueError(
                 f"KV cache holds {cache.capacity} positions; {cache.length + t} needed"
             )
-        start = None
+        uniform = position_ids is None and len(set(cache.lengths)) == 1
         if position_ids is None:
             position_ids = cache.positions(t, in_idx.device)
-            if len(set(cache.lengths)) == 1:
-                start = cache.lengths[0]
+        start = cache.lengths[0] if uniform else None
         step = _CacheStep(cache, position_ids, cache.span(t), start)
         mask = _cache_mask(cache, position_ids, t, step.span)
     else:
