@@ -335,10 +335,13 @@ def test_gptkit_chat_in_a_terminal(tuned):
     """Streaming, /reset, Ctrl-C stopping one answer (not the session), /exit."""
     pexpect = pytest.importorskip("pexpect")
     env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}"}
+    # Ctrl-C's default disposition in the child, whatever the runner's: a
+    # shell starts background jobs with SIGINT ignored, which Python keeps.
     child = pexpect.spawn(
         sys.executable,
         ["-m", "gptkit", "chat", "--weights", str(tuned), "--max-new-tokens", "4000"],
         env=env, encoding="utf-8", timeout=240,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     try:
         child.expect("alpaca prompt style")
