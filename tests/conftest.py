@@ -230,6 +230,45 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
+def assert_beam4_sweep_equals_transformers(hf, ours, prompt, n: int, eos) -> list:
+    """Beam search with 4 beams returning all 4, with length penalty 1.0 and
+    0.6, early stopping off and on: gptkit's ids, padding (the first
+    end-of-sequence id) and scores equal transformers' (``eos``: an id or a
+    tuple of ids). Returns gptkit's results of every combination."""
+    import torch
+
+    from gptkit.core.generate import generate_tokens
+    from gptkit.plugins.samplers.beam import BeamSearch
+
+    ids = torch.tensor([prompt])
+    several = isinstance(eos, tuple)
+    pad = eos[0] if several else eos
+    results = []
+    for lp in (1.0, 0.6):
+        for early in (False, True):
+            out = hf_beam4(
+                hf, ids, n, length_penalty=lp, early_stopping=early,
+                eos_token_id=list(eos) if several else eos, pad_token_id=pad,
+            )  # fmt: skip
+            beam = BeamSearch(
+                num_beams=4,
+                length_penalty=lp,
+                early_stopping=str(early).lower(),
+                num_return_sequences=4,
+            )
+            got = generate_tokens(ours, [prompt], beam, max_new_tokens=n, eos_id=eos)
+            assert len(got) == 4
+            for i, r in enumerate(got):
+                theirs = out.sequences[i, len(prompt) :].tolist()
+                assert theirs[: len(r.new_ids)] == r.new_ids, (lp, early, i)
+                assert all(t == pad for t in theirs[len(r.new_ids) :])  # padding
+                assert r.score == pytest.approx(
+                    float(out.sequences_scores[i]), abs=1e-4
+                )
+            results += got
+    return results
+
+
 def hf_beam4(hf, ids, max_new_tokens: int, *, length_penalty=1.0, early_stopping=False,
              eos_token_id=None, pad_token_id=0):  # fmt: skip
     """transformers' beam search with 4 beams returning all 4 (the reference the

@@ -17,7 +17,12 @@ from gptkit.errors import GptkitError
 from gptkit.formats.models import model_from_spec
 from gptkit.plugins.samplers.beam import BeamSearch
 from gptkit.plugins.samplers.token import Greedy
-from tests.conftest import HUB_COMMIT, hf_beam4, put_in_hub_cache
+from tests.conftest import (
+    HUB_COMMIT,
+    assert_beam4_sweep_equals_transformers,
+    hf_beam4,
+    put_in_hub_cache,
+)
 
 transformers = pytest.importorskip("transformers")
 
@@ -173,36 +178,8 @@ def test_beam4_with_two_eos_ids_equals_transformers(pair, prompt):
     hf, ours = pair
     n = 12
     a, b = two_eos_ids(ours, prompt, n)
-    ids = torch.tensor([prompt])
-    ended = set()
-    for lp in (1.0, 0.6):
-        for early in (False, True):
-            out = hf_beam4(
-                hf,
-                ids,
-                n,
-                length_penalty=lp,
-                early_stopping=early,
-                eos_token_id=[a, b],
-                pad_token_id=a,
-            )
-            beam = BeamSearch(
-                num_beams=4,
-                length_penalty=lp,
-                early_stopping=str(early).lower(),
-                num_return_sequences=4,
-            )
-            got = generate_tokens(ours, [prompt], beam, max_new_tokens=n, eos_id=(a, b))
-            assert len(got) == 4
-            for i, r in enumerate(got):
-                theirs = out.sequences[i, len(prompt) :].tolist()
-                assert theirs[: len(r.new_ids)] == r.new_ids, (lp, early, i)
-                assert all(t == a for t in theirs[len(r.new_ids) :])  # padding
-                assert r.score == pytest.approx(
-                    float(out.sequences_scores[i]), abs=1e-4
-                )
-                if r.finish_reason == "eos":
-                    ended.add(r.new_ids[-1])
+    results = assert_beam4_sweep_equals_transformers(hf, ours, prompt, n, (a, b))
+    ended = {r.new_ids[-1] for r in results if r.finish_reason == "eos"}
     assert ended == {a, b}
 
 

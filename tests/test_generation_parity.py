@@ -12,7 +12,7 @@ from gptkit.core.generate import generate_tokens
 from gptkit.formats.models import model_from_spec
 from gptkit.plugins.samplers.beam import BeamSearch
 from gptkit.plugins.samplers.token import Greedy
-from tests.conftest import assert_clean_error, hf_beam4
+from tests.conftest import assert_beam4_sweep_equals_transformers, assert_clean_error
 from tests.helpers import greedy_without_cache, tiny_model
 
 transformers = pytest.importorskip("transformers")
@@ -97,34 +97,7 @@ def check_beam(hf, ours, n=20):
             for r in generate_tokens(ours, [prompt], beam4, max_new_tokens=n, eos_id=t)
         )
     )
-    ids = torch.tensor([prompt])
-    finished_early = False
-    for lp in (1.0, 0.6):
-        for early in (False, True):
-            out = hf_beam4(
-                hf,
-                ids,
-                n,
-                length_penalty=lp,
-                early_stopping=early,
-                eos_token_id=eos,
-                pad_token_id=eos,
-            )
-            beam = BeamSearch(
-                num_beams=4,
-                length_penalty=lp,
-                early_stopping=str(early).lower(),
-                num_return_sequences=4,
-            )
-            got = generate_tokens(ours, [prompt], beam, max_new_tokens=n, eos_id=eos)
-            finished_early |= any(r.finish_reason == "eos" for r in got)
-            for i, r in enumerate(got):
-                theirs = out.sequences[i, len(prompt) :].tolist()
-                assert theirs[: len(r.new_ids)] == r.new_ids
-                assert all(t == eos for t in theirs[len(r.new_ids) :])  # padding
-                assert r.score == pytest.approx(
-                    float(out.sequences_scores[i]), abs=1e-4
-                )
+    assert_beam4_sweep_equals_transformers(hf, ours, prompt, n, eos)
 
 
 def test_logits_equal_transformers(tiny_pair):
