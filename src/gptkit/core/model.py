@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gptkit.core.config import GPTConfig
+from gptkit.system import decode_attention
 
 #: Attention mask marker: plain causal attention over the tokens of this call.
 CAUSAL = "causal"
@@ -77,10 +78,6 @@ class KVCache:
     @property
     def capacity(self) -> int:
         return self.keys.shape[3]
-
-    @property
-    def batch_size(self) -> int:
-        return self.keys.shape[1]
 
     @property
     def length(self) -> int:
@@ -243,22 +240,25 @@ class MultiHeadAttention(nn.Module):
 def attention(
     q: Tensor, k: Tensor, v: Tensor, mask: Tensor | str | None, dropout: float
 ) -> Tensor:
-    """SDPA of (B, H, T, hd) queries over (B, H, S, hd) keys and values; ``mask``:
-    :data:`CAUSAL`, a boolean mask, or None (every key visible). A decoding
-    step's (<= 16) bf16/fp16 queries on the CPU attend on float32 copies:
-    PyTorch's CPU kernel ran 2-3x slower in bf16 (docs/fast-inference.md)."""
-    causal = isinstance(mask, str)
-    attn_mask = None if causal else mask
-    upcast = q.dtype in (torch.bfloat16, torch.float16) and q.device.type == "cpu"
-    if upcast and q.shape[-2] <= 16:
-        q32, k32, v32 = q.float(), k.float(), v.float()
-        out = F.scaled_dot_product_attention(
-            q32, k32, v32, attn_mask=attn_mask, dropout_p=dropout, is_causal=causal
-        )
-        return out.to(q.dtype)
-    return F.scaled_dot_product_attention(
-        q, k, v, attn_mask=attn_mask, dropout_p=dropout, is_causal=causal
+    """SDPA of (B, H, T, hd) queries over (B, H / group, S, hd) keys and values
+    (grouped-query attention when group > 1); ``mask``: :data:`CAUSAL`, a
+    boolean mask, or None (every key visible). A decoding step (one query per
+    row) on the CPU runs gptkit's C kernel (:mod:`gptkit.system.decode_attention`);
+    other (<= 16) bf16/fp16 CPU queries attend on float32 copies: PyTorch's CPU
+    kernel ran 2-3x slower in bf16 (docs/fast-inference.md)."""
+    causal, dtype = isinstance(mask, str), q.dtype
+    if q.shape[-2] == 1 and not (causal or dropout or torch.compiler.is_compiling()):
+        out = decode_attention.attend(q, k, v, mask)
+        if out is not None:
+            return out
+    if (group := q.shape[1] // k.shape[1]) > 1:  # a key/value head per group
+        k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+    if q.dtype in (torch.bfloat16, torch.float16) and q.is_cpu and q.shape[-2] <= 16:
+        q, k, v = q.float(), k.float(), v.float()  # dtype: the caller's, below
+    out = F.scaled_dot_product_attention(
+        q, k, v, attn_mask=None if causal else mask, dropout_p=dropout, is_causal=causal
     )
+    return out.to(dtype)
 
 
 class TransformerBlock(nn.Module):

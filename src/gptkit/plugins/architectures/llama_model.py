@@ -138,11 +138,6 @@ class GroupedQueryAttention(nn.Module):
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         if step is not None:
             k, v = step.write(layer, k, v)
-        if self.n_kv_heads != self.n_heads:
-            # (B, KV, S, hd) -> (B, H, S, hd): each key/value head serves a group
-            group = self.n_heads // self.n_kv_heads
-            k = k.repeat_interleave(group, dim=1)
-            v = v.repeat_interleave(group, dim=1)
         out = attention(q, k, v, mask, self.drop_rate if self.training else 0.0)
         # (B, H, T, hd) -> (B, T, H*hd)
         out = out.transpose(1, 2).reshape(b, t, self.n_heads * self.head_dim)

@@ -1,5 +1,5 @@
-"""gptkit's C kernels, built once per machine with the system's C compiler and
-loaded with ctypes, one shared library per instruction set:
+"""gptkit's C kernels for the linear layers, one shared library per
+instruction set (built and cached by :mod:`gptkit.system.ckernels`):
 
 - ``avx512vnni`` and ``avx2``: ``kernels/qdot.c``, integer dot products (int8 or
   int4 weights x activations quantized to int8 per call), compiled with and
@@ -9,11 +9,8 @@ loaded with ctypes, one shared library per instruction set:
 - ``avx512bf16``: ``kernels/bf16.c``, bf16 weights x bf16 activations with
   ``vdpbf16ps`` (float32 accumulation), for ``--dtype bf16``.
 
-A kernel set is built only where the CPU has its flags. The libraries are
-cached under ``$GPTKIT_CACHE_DIR/kernels`` (else the platform's user cache
-directory), named by a hash of the source, the compiler, its flags and the
-machine, so a changed source or another CPU builds anew. When the CPU lacks the
-flags, no compiler is found or the build fails, :func:`library` returns None
+A kernel set is built only where the CPU has its flags. When the CPU lacks
+them, no compiler is found or the build fails, :func:`library` returns None
 and the layers use another backend (``GPTKIT_NO_NATIVE_KERNELS=1`` forces
 that, for tests and comparisons).
 """
@@ -23,20 +20,13 @@ from __future__ import annotations
 import ctypes
 import functools
 import hashlib
-import os
-import platform
-import shutil
-import subprocess
-import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from gptkit.system import cpu
+from gptkit.system import ckernels, cpu
 
 _DIR = Path(__file__).with_name("kernels")
-_COMMON = ("-O3", "-fopenmp", "-shared", "-fPIC", "-std=c99")
-_AVX2 = ("-mavx2", "-mfma", "-mf16c")
+_AVX2 = ckernels.AVX2_FLAGS
 _AVX512 = (*_AVX2, "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq")
 
 
@@ -44,7 +34,7 @@ _AVX512 = (*_AVX2, "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq")
 class KernelSet:
     name: str
     source: str
-    flags: tuple[str, ...]  # compiler flags beyond _COMMON
+    flags: tuple[str, ...]  # compiler flags beyond ckernels.COMMON_FLAGS
     needs: tuple[str, ...]  # /proc/cpuinfo flags
     abi: int
     ops: tuple[str, ...]  # what it computes: int8, int4, bf16
@@ -84,13 +74,7 @@ def cpu_has_avx2() -> bool:
     return cpu.has("avx2", "fma")
 
 
-def cache_root() -> Path:
-    env = os.environ.get("GPTKIT_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("gptkit"))
+cache_root = ckernels.cache_root
 
 
 @functools.cache
@@ -103,29 +87,7 @@ def source_hash() -> str:
 
 
 def _compiler() -> str | None:
-    for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
-        if name and shutil.which(name):
-            return name
-    return None
-
-
-def _build(compiler: str, source: Path, flags: tuple[str, ...], target: Path) -> None:
-    """Compile into a temporary file, then rename: concurrent builders and a
-    killed build never leave a half-written library under the final name."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
-    os.close(fd)
-    try:
-        subprocess.run(
-            [compiler, *_COMMON, *flags, str(source), "-o", tmp],
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    return ckernels.compiler()
 
 
 def _bind(lib: ctypes.CDLL, kset: KernelSet) -> ctypes.CDLL:
@@ -179,29 +141,10 @@ def available(op: str | None = None) -> list[str]:
 
 
 def _load(kset: KernelSet) -> ctypes.CDLL | None:
-    if os.environ.get("GPTKIT_NO_NATIVE_KERNELS", "") not in ("", "0"):
+    cc = _compiler()
+    if cc is None:
         return None
-    if not cpu.has(*kset.needs):
-        return None
-    compiler = _compiler()
-    if compiler is None:
-        return None
-    source = _DIR / kset.source
-    text = source.read_bytes()
-    key = hashlib.sha256(
-        text + " ".join((compiler, *_COMMON, *kset.flags, platform.machine())).encode()
-    ).hexdigest()[:16]
-    target = cache_root() / "kernels" / f"{kset.name}-{key}.so"
-    try:
-        if not target.is_file():
-            _build(compiler, source, kset.flags, target)
-        lib = ctypes.CDLL(str(target))
-        if lib.gk_abi_version() != kset.abi:
-            return None
-    except (OSError, subprocess.SubprocessError) as exc:
-        sys.stderr.write(
-            f"gptkit: the {kset.name} kernels could not be built ({exc});"
-            " using another backend\n"
-        )
-        return None
-    return _bind(lib, kset)
+    lib = ckernels.load(
+        kset.name, _DIR / kset.source, kset.flags, kset.needs, kset.abi, cc
+    )
+    return None if lib is None else _bind(lib, kset)

@@ -1,0 +1,200 @@
+/* Attention of one query per row over a KV cache, for decoding on the CPU.
+ *
+ * out[b, h] = softmax(scale * q[b, h] . K[b, h / group]^T) V[b, h / group]
+ *
+ * over the S cached keys of row b (those with mask[b, s] != 0 when a mask is
+ * given). Keys and values are read where they lie in the cache (float32,
+ * bfloat16 or float16; strides in elements, the head dimension contiguous);
+ * the `group` query heads that share a key/value head (grouped-query
+ * attention) are served one after the other while that head's keys and values
+ * are in the cache, never copied per query head. Scores, softmax and sums are
+ * float32.
+ *
+ * Why: a decoding step is one query per row; PyTorch's CPU attention kernel
+ * is built for blocks of queries and spent ~100 us per layer on a 124M model's
+ * step (12 heads, ~100 cached keys), several times the time its bytes take.
+ *
+ * Threads (OpenMP) split the (row, key/value head) pairs. D % 8 == 0.
+ */
+#include <immintrin.h>
+#include <math.h>
+#include <omp.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+int gk_abi_version(void) { return 1; }
+
+enum { F32 = 0, BF16 = 1, F16 = 2 };
+
+/* 8 cache values (one dtype) as float32. */
+static inline __m256 load8(const void* p, int64_t i, int dtype) {
+  if (dtype == F32) return _mm256_loadu_ps((const float*)p + i);
+  __m128i h = _mm_loadu_si128((const __m128i*)((const uint16_t*)p + i));
+  if (dtype == F16) return _mm256_cvtph_ps(h);
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+/* e^x for x <= 0 (scores minus their maximum): 2^n * p(r), x = n ln2 + r,
+ * with the polynomial of Cephes' expf (Moshier); relative error ~1e-7. */
+static inline __m256 exp8(__m256 x) {
+  x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
+  __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                             _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.3981999507e-3f));
+  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(8.3334519073e-3f));
+  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(4.1665795894e-2f));
+  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.6666665459e-1f));
+  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(5.0000001201e-1f));
+  y = _mm256_fmadd_ps(y, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+  __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+}
+
+static inline float hsum8(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+/* q . key for one key of D values. */
+static inline float dot(const float* q, const char* key, int64_t D, int dtype) {
+  __m256 a = _mm256_setzero_ps();
+  for (int64_t i = 0; i < D; i += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), load8(key, i, dtype), a);
+  return hsum8(a);
+}
+
+/* The dots of q with 8 keys (key j at k + j * st bytes), as one vector: eight
+ * independent accumulators, then one reduction tree for all eight. */
+static inline __m256 dot8(const float* q, const char* k, int64_t st, int64_t D, int dtype) {
+  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+  for (int64_t i = 0; i < D; i += 8) {
+    __m256 x = _mm256_loadu_ps(q + i);
+    a0 = _mm256_fmadd_ps(x, load8(k, i, dtype), a0);
+    a1 = _mm256_fmadd_ps(x, load8(k + st, i, dtype), a1);
+    a2 = _mm256_fmadd_ps(x, load8(k + 2 * st, i, dtype), a2);
+    a3 = _mm256_fmadd_ps(x, load8(k + 3 * st, i, dtype), a3);
+    a4 = _mm256_fmadd_ps(x, load8(k + 4 * st, i, dtype), a4);
+    a5 = _mm256_fmadd_ps(x, load8(k + 5 * st, i, dtype), a5);
+    a6 = _mm256_fmadd_ps(x, load8(k + 6 * st, i, dtype), a6);
+    a7 = _mm256_fmadd_ps(x, load8(k + 7 * st, i, dtype), a7);
+  }
+  /* [a0 a1 a2 a3] -> per-128-bit-half sums of each, then the halves added */
+  __m256 h0 = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
+  __m256 h1 = _mm256_hadd_ps(_mm256_hadd_ps(a4, a5), _mm256_hadd_ps(a6, a7));
+  return _mm256_add_ps(_mm256_permute2f128_ps(h0, h1, 0x20), _mm256_permute2f128_ps(h0, h1, 0x31));
+}
+
+/* o[0 .. 64) += sum_t w[t] v_t[i0 .. i0 + 64): 8 accumulators in registers. */
+static inline void wsum64(const float* w, const char* v, int64_t st, int64_t S, int64_t i0,
+                          int dtype, float* o) {
+  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+  for (int64_t t = 0; t < S; ++t) {
+    const char* vt = v + t * st;
+    __m256 x = _mm256_set1_ps(w[t]);
+    a0 = _mm256_fmadd_ps(x, load8(vt, i0, dtype), a0);
+    a1 = _mm256_fmadd_ps(x, load8(vt, i0 + 8, dtype), a1);
+    a2 = _mm256_fmadd_ps(x, load8(vt, i0 + 16, dtype), a2);
+    a3 = _mm256_fmadd_ps(x, load8(vt, i0 + 24, dtype), a3);
+    a4 = _mm256_fmadd_ps(x, load8(vt, i0 + 32, dtype), a4);
+    a5 = _mm256_fmadd_ps(x, load8(vt, i0 + 40, dtype), a5);
+    a6 = _mm256_fmadd_ps(x, load8(vt, i0 + 48, dtype), a6);
+    a7 = _mm256_fmadd_ps(x, load8(vt, i0 + 56, dtype), a7);
+  }
+  _mm256_storeu_ps(o, a0), _mm256_storeu_ps(o + 8, a1), _mm256_storeu_ps(o + 16, a2);
+  _mm256_storeu_ps(o + 24, a3), _mm256_storeu_ps(o + 32, a4), _mm256_storeu_ps(o + 40, a5);
+  _mm256_storeu_ps(o + 48, a6), _mm256_storeu_ps(o + 56, a7);
+}
+
+/* One (row, key/value head): its `group` query heads at q (head g at g * qh), the
+ * head's keys and values at k, v (key s at s * st bytes), output at out
+ * (group x D). w: S floats of scratch (scores, then weights). */
+static void attend_head(const float* q, int64_t qh, int64_t group, int64_t D, const char* k,
+                        const char* v, int64_t st, int dtype, int64_t S,
+                        const uint8_t* mask, float scale, float* out, float* w) {
+  const __m256 sc = _mm256_set1_ps(scale), ninf = _mm256_set1_ps(-INFINITY);
+  for (int64_t g = 0; g < group; ++g) {
+    const float* qg = q + g * qh;
+    float* o = out + g * D;
+    /* scores, masked ones -inf */
+    __m256 mx8 = ninf;
+    int64_t t = 0;
+    for (; t + 8 <= S; t += 8) {
+      __m256 s8 = _mm256_mul_ps(sc, dot8(qg, k + t * st, st, D, dtype));
+      _mm256_storeu_ps(w + t, s8);
+      mx8 = _mm256_max_ps(mx8, s8);
+    }
+    for (; t < S; ++t) w[t] = scale * dot(qg, k + t * st, D, dtype);
+    if (mask)
+      for (t = 0; t < S; ++t) w[t] = mask[t] ? w[t] : -INFINITY;
+    float mx = -INFINITY;
+    if (mask) {
+      for (t = 0; t < S; ++t) mx = w[t] > mx ? w[t] : mx;
+    } else {
+      float m[8];
+      _mm256_storeu_ps(m, mx8);
+      for (int j = 0; j < 8; ++j) mx = m[j] > mx ? m[j] : mx;
+      for (t = S & ~(int64_t)7; t < S; ++t) mx = w[t] > mx ? w[t] : mx;
+    }
+    if (mx == -INFINITY) { /* every key masked: zeros */
+      memset(o, 0, sizeof(float) * (size_t)D);
+      continue;
+    }
+    /* weights e^(s - max) (0 where masked), normalized */
+    __m256 m8 = _mm256_set1_ps(mx), sum8 = _mm256_setzero_ps();
+    for (t = 0; t + 8 <= S; t += 8) {
+      __m256 s8 = _mm256_loadu_ps(w + t);
+      __m256 p = _mm256_andnot_ps(_mm256_cmp_ps(s8, ninf, _CMP_EQ_OQ), exp8(_mm256_sub_ps(s8, m8)));
+      _mm256_storeu_ps(w + t, p);
+      sum8 = _mm256_add_ps(sum8, p);
+    }
+    float sum = hsum8(sum8);
+    for (; t < S; ++t) {
+      w[t] = w[t] == -INFINITY ? 0.0f : expf(w[t] - mx);
+      sum += w[t];
+    }
+    /* out = sum_t w[t] v_t / sum */
+    int64_t i0 = 0;
+    for (; i0 + 64 <= D; i0 += 64) wsum64(w, v, st, S, i0, dtype, o + i0);
+    if (i0 < D) {
+      for (int64_t i = i0; i < D; ++i) o[i] = 0.0f;
+      for (t = 0; t < S; ++t) {
+        __m256 x = _mm256_set1_ps(w[t]);
+        for (int64_t i = i0; i < D; i += 8)
+          _mm256_storeu_ps(o + i, _mm256_fmadd_ps(x, load8(v + t * st, i, dtype), _mm256_loadu_ps(o + i)));
+      }
+    }
+    __m256 inv = _mm256_set1_ps(1.0f / sum);
+    for (int64_t i = 0; i < D; i += 8) _mm256_storeu_ps(o + i, _mm256_mul_ps(inv, _mm256_loadu_ps(o + i)));
+  }
+}
+
+/* q: (B, H, D) float32, element (b, h, i) at b * qb + h * qh + i; k, v: the
+ * cache, element (b, j, s, i) at b * sb + j * sh + s * st + i (the same
+ * strides for both), H / group heads; mask: (B, S) bytes or NULL; out:
+ * (B, H, D) float32, contiguous. Returns 0, or -1 when out of memory. */
+int gk_attend(const float* q, int64_t qb, int64_t qh, int64_t B, int64_t H, int64_t group, int64_t D,
+              const void* k, const void* v, int dtype, int64_t sb, int64_t sh,
+              int64_t st, int64_t S, const uint8_t* mask, float scale, float* out,
+              int threads) {
+  int64_t kv_heads = H / group, pairs = B * kv_heads;
+  size_t esize = dtype == F32 ? 4 : 2, per = (size_t)S + 8;
+  int team = threads > 1 && pairs > 1 ? threads : 1;
+  float* work = (float*)malloc(sizeof(float) * per * (size_t)team);
+  if (!work) return -1;
+#pragma omp parallel for num_threads(team) schedule(static) if (team > 1)
+  for (int64_t p = 0; p < pairs; ++p) {
+    int64_t b = p / kv_heads, j = p % kv_heads;
+    size_t off = (size_t)(b * sb + j * sh) * esize;
+    attend_head(q + b * qb + j * group * qh, qh, group, D, (const char*)k + off,
+                (const char*)v + off, st * (int64_t)esize, dtype, S,
+                mask ? mask + b * S : NULL, scale, out + (b * H + j * group) * D,
+                work + per * (size_t)omp_get_thread_num());
+  }
+  free(work);
+  return 0;
+}
