@@ -185,9 +185,6 @@ typedef __m256i vi;
 #endif
 /* How threads share the tiles (equal static shares; dynamic scheduling was
  * tried and measured no better). */
-#ifndef GK_STREAMS
-#define GK_STREAMS 4
-#endif
 #ifndef GK_SCHED
 #define GK_SCHED static
 #endif
@@ -260,39 +257,6 @@ static void q8_tile(const scratch_t* s, int64_t M, int64_t K, const uint8_t* wt,
   }
 }
 
-/* GK_STREAMS tiles at once (tiles t0, t0 + stride, ...), their blocks read in
- * turn: each tile is its own contiguous stream, and one core reading several
- * streams keeps more cache misses in flight than one reading a single stream
- * (on a Zen 4 EPYC one core read 20.5 GB/s from one stream, 24-27 GB/s from
- * 2-8). */
-static void q8_streams(const scratch_t* s, int64_t M, int64_t K, const uint8_t* packed,
-                       int64_t t0, int64_t stride, const float* scale, const float* bias,
-                       float* y, int64_t N) {
-  int64_t B = K / 32;
-  const int64_t block_bytes = 32 * LANES;
-  for (int64_t m = 0; m < M; ++m) {
-    const int8_t* qx = s->q + m * K;
-    const float* d = s->d + m * B;
-    const int32_t* c = s->c + m * B;
-    const uint8_t* p[GK_STREAMS];
-    vf acc[GK_STREAMS];
-    for (int i = 0; i < GK_STREAMS; ++i) {
-      p[i] = packed + (t0 + i * stride) * K * LANES;
-      acc[i] = VF_ZERO;
-    }
-    for (int64_t b = 0; b < B; ++b) {
-      vf db = VF_SET1(d[b]);
-      for (int i = 0; i < GK_STREAMS; ++i)
-        acc[i] = VF_FMA(VF_CVT(q8_block(p[i] + b * block_bytes, qx + b * 32, c[b])), db, acc[i]);
-    }
-    for (int i = 0; i < GK_STREAMS; ++i) {
-      int64_t n = (t0 + i * stride) * LANES;
-      int R = N - n < LANES ? (int)(N - n) : LANES;
-      store_out(acc[i], scale + n, bias ? bias + n : NULL, y + m * N + n, R);
-    }
-  }
-}
-
 /* y = x W^T (+ bias) with W packed as above (int8). Returns 0, or -1 when out
  * of memory. K % 32 == 0; packed holds ceil(N / LANES) tiles of K * LANES bytes. */
 int gk_q8_linear(const float* x, int64_t M, int64_t K, const uint8_t* packed,
@@ -305,18 +269,11 @@ int gk_q8_linear(const float* x, int64_t M, int64_t K, const uint8_t* packed,
     return -1;
   }
   int64_t tiles = (N + LANES - 1) / LANES;
-  int64_t G = (tiles + GK_STREAMS - 1) / GK_STREAMS; /* tile g streams with g + G, ... */
 #pragma omp parallel for num_threads(threads) schedule(GK_SCHED) if (threads > 1)
-  for (int64_t g = 0; g < G; ++g) {
-    if (g + (GK_STREAMS - 1) * G < tiles) {
-      q8_streams(&s, M, K, packed, g, G, scale, bias, y, N);
-      continue;
-    }
-    for (int64_t t = g; t < tiles; t += G) {
-      int64_t n = t * LANES;
-      int R = N - n < LANES ? (int)(N - n) : LANES;
-      q8_tile(&s, M, K, packed + t * K * LANES, scale, bias, y, N, n, R);
-    }
+  for (int64_t t = 0; t < tiles; ++t) {
+    int64_t n = t * LANES;
+    int R = N - n < LANES ? (int)(N - n) : LANES;
+    q8_tile(&s, M, K, packed + t * K * LANES, scale, bias, y, N, n, R);
   }
   scratch_free(&s);
   return 0;
