@@ -113,19 +113,21 @@ def tile_int8(q: Tensor, lanes: int, unsigned: bool) -> Tensor:
     return w.contiguous().view(torch.uint8)
 
 
-def tile_int4(
-    packed: Tensor, scale: Tensor, zero: Tensor, lanes: int
-) -> tuple[Tensor, Tensor, Tensor]:
-    """The integer kernels' int4 layout: weights (ceil(N / lanes), K / 8, lanes,
-    4) bytes, byte ``j`` of a channel holding input ``8i + j`` in its low nibble
-    and ``8i + 4 + j`` in its high one; scales and zero points (tiles, G, lanes)."""
+def tile_int4(packed: Tensor, scale: Tensor, zero: Tensor, lanes: int) -> Tensor:
+    """The integer kernels' int4 layout, one stream per tile of ``lanes``
+    channels: (ceil(N / lanes), G, group / 2 * lanes + 8 * lanes) bytes, for
+    each group its weights (for inputs 8i..8i+7, ``lanes`` x 4 bytes, byte
+    ``j`` of a channel holding input ``8i + j`` in its low nibble and
+    ``8i + 4 + j`` in its high one), then its ``lanes`` float32 scales and
+    ``lanes`` zero points."""
     q = _pad_rows(unpack_int4(packed), lanes)
     tiles, k = q.shape[0] // lanes, q.shape[1]
+    groups = scale.shape[1]
     q = q.reshape(tiles, lanes, k // 8, 2, 4).permute(0, 2, 1, 3, 4)
-    weights = (q[..., 0, :] | (q[..., 1, :] << 4)).contiguous()
+    weights = (q[..., 0, :] | (q[..., 1, :] << 4)).reshape(tiles, groups, -1)
 
-    def per_tile(t: Tensor) -> Tensor:
-        t = _pad_rows(t.float(), lanes)
-        return t.reshape(tiles, lanes, -1).transpose(1, 2).contiguous()
+    def per_tile(t: Tensor) -> Tensor:  # (N, G) -> (tiles, G, lanes * 4) bytes
+        t = _pad_rows(t.float(), lanes).reshape(tiles, lanes, groups)
+        return t.transpose(1, 2).contiguous().view(torch.uint8)
 
-    return weights, per_tile(scale), per_tile(zero)
+    return torch.cat([weights, per_tile(scale), per_tile(zero)], dim=2).contiguous()

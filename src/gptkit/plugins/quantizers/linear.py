@@ -90,17 +90,24 @@ def _int4_native(
     n: int,
     group: int,
 ) -> Tensor:
-    """``weight``, ``scale``, ``zero``: as stored for ``fma-avx2``, else the
-    kernel set's packed tiles (:func:`formats.tile_int4`)."""
+    """``weight``, ``scale``, ``zero``: as stored for ``fma-avx2``; else
+    ``weight`` is the kernel set's packed tiles, which hold the scales and zero
+    points too (:func:`formats.tile_int4`; ``scale`` and ``zero`` unused)."""
     x = x if x.is_contiguous() else x.contiguous()
     k = x.shape[-1]
     y = x.new_empty((*x.shape[:-1], n))
     lib = native.loaded(kernel)
-    fn = lib.gk_int4_linear if kernel == "fma-avx2" else lib.gk_q4_linear  # type: ignore[union-attr]
-    status = fn(
-        x.data_ptr(), x.numel() // k, k, weight.data_ptr(), scale.data_ptr(),
-        zero.data_ptr(), group, _ptr(bias), y.data_ptr(), n, torch.get_num_threads(),
-    )  # fmt: skip
+    rows, threads = x.numel() // k, torch.get_num_threads()
+    if kernel == "fma-avx2":
+        status = lib.gk_int4_linear(  # type: ignore[union-attr]
+            x.data_ptr(), rows, k, weight.data_ptr(), scale.data_ptr(),
+            zero.data_ptr(), group, _ptr(bias), y.data_ptr(), n, threads,
+        )  # fmt: skip
+    else:
+        status = lib.gk_q4_linear(  # type: ignore[union-attr]
+            x.data_ptr(), rows, k, weight.data_ptr(), group, _ptr(bias), y.data_ptr(),
+            n, threads,
+        )  # fmt: skip
     if status != 0:
         raise MemoryError("int4 kernel: out of memory")
     return y
@@ -491,27 +498,25 @@ class Int4Linear(_QuantizedLinear):
         return formats.dequantize_int4(self.weight, self.scale, self.zero, dtype)
 
     def _tiles(self, kernel: str) -> tuple[Tensor, ...]:
-        return formats.tile_int4(
-            self.weight, self.scale, self.zero, self._lanes(kernel)
-        )
+        lanes = self._lanes(kernel)
+        return (formats.tile_int4(self.weight, self.scale, self.zero, lanes),)
 
     def _forward(self, x: Tensor) -> Tensor:
         path = self._path(x)
         if path in KERNELS:
-            if path in PACKED:
-                w, scale, zero = self._packed(path)
-            else:
-                w, scale, zero = self.weight, self.scale, self.zero
+            w = self._packed(path)[0] if path in PACKED else self.weight
             n, group = self.out_features, self.group_size
             if _compiling():
                 return torch.ops.gptkit.int4_linear(
-                    x, w, scale, zero, self.bias, n, group, path
+                    x, w, self.scale, self.zero, self.bias, n, group, path
                 )
-            y = _int4_native(path, x, w, scale, zero, self.bias, n, group)
+            y = _int4_native(path, x, w, self.scale, self.zero, self.bias, n, group)
             lib = native.loaded(path)
-            fn = lib.gk_int4_linear if path == "fma-avx2" else lib.gk_q4_linear  # type: ignore[union-attr]
-            ptrs = (w.data_ptr(), scale.data_ptr(), zero.data_ptr())
-            self._remember(fn, (*ptrs, group, _ptr(self.bias)))
+            if path == "fma-avx2":
+                ptrs = (w.data_ptr(), self.scale.data_ptr(), self.zero.data_ptr())
+                self._remember(lib.gk_int4_linear, (*ptrs, group, _ptr(self.bias)))  # type: ignore[union-attr]
+            else:
+                self._remember(lib.gk_q4_linear, (w.data_ptr(), group, _ptr(self.bias)))  # type: ignore[union-attr]
             return y
         if path == "reference":
             return _int4_reference(x, self.weight, self.scale, self.zero, self.bias)

@@ -48,11 +48,11 @@ KERNEL_SETS = {
             "qdot.c",
             (*_AVX512, "-mavx512vnni"),
             ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni"),
-            3,
+            4,
             ("int8", "int4"),
         ),
         KernelSet(
-            "avx2", "qdot.c", _AVX2, ("avx2", "fma", "f16c"), 3, ("int8", "int4")
+            "avx2", "qdot.c", _AVX2, ("avx2", "fma", "f16c"), 4, ("int8", "int4")
         ),
         KernelSet("fma-avx2", "wq_avx2.c", _AVX2, ("avx2", "fma"), 1, ("int8", "int4")),
         KernelSet(
@@ -100,7 +100,7 @@ def _bind(lib: ctypes.CDLL, kset: KernelSet) -> ctypes.CDLL:
     elif kset.source == "qdot.c":
         lib.gk_q8_linear.argtypes = [p, i64, i64, p, p, p, p, i64, i32]
         lib.gk_q8_linear.restype = ctypes.c_int
-        lib.gk_q4_linear.argtypes = [p, i64, i64, p, p, p, i64, p, p, i64, i32]
+        lib.gk_q4_linear.argtypes = [p, i64, i64, p, i64, p, p, i64, i32]
         lib.gk_q4_linear.restype = ctypes.c_int
         lib.gk_quantize_rows.argtypes = [p, i64, i64, p, p]
         lib.gk_quantize_rows.restype = ctypes.c_int

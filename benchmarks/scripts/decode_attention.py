@@ -1,0 +1,106 @@
+# ruff: noqa: E402  (a measurement script: set-up before imports)
+"""A decoding step's attention: gptkit's C kernel (gptkit.system.decode_attention)
+against PyTorch's scaled_dot_product_attention, inside the whole decoding loop of
+a 124M-shaped GPT-2 (random weights; batch 1), per precision and thread count.
+
+    python benchmarks/scripts/decode_attention.py [--threads 1,2]
+        [--precisions fp32,int8,int4,bf16] [--prompt 20] [--new 200] [--rounds 5]
+        [--json out.json]
+
+Each round decodes ``--new`` tokens after a ``--prompt``-token prefill once with
+the kernel and once with it switched off (SDPA), alternating; the best round of
+each is reported (the machine may be shared), with the load average.
+"""
+
+import argparse
+import json
+import os
+import time
+import warnings
+
+import torch
+
+warnings.filterwarnings("ignore")
+
+from gptkit.bench.measure import cpu_model
+from gptkit.core.config import get_preset
+from gptkit.core.model import GPTModel, KVCache
+from gptkit.core.quantize import accelerate_bf16, quantize_model
+from gptkit.system import cpu, decode_attention
+
+
+def model_for(precision: str) -> GPTModel:
+    torch.manual_seed(0)
+    model = GPTModel(get_preset("gpt2-124m")).eval()
+    if precision == "bf16":  # what `gptkit generate --dtype bf16` runs
+        return accelerate_bf16(model.to(torch.bfloat16).eval())
+    return model if precision == "fp32" else quantize_model(model, precision)
+
+
+def decode_seconds(model: GPTModel, prompt: int, new: int) -> float:
+    """Seconds per decoded token (greedy, one row, cache of prompt + new)."""
+    cfg = model.cfg
+    dtype = next(model.parameters(), torch.empty(0)).dtype
+    dtype = dtype if dtype.is_floating_point else torch.float32
+    ids = torch.arange(prompt)[None] % cfg.vocab_size
+    cache = KVCache.allocate(cfg, 1, prompt + new, "cpu", dtype)
+    with torch.inference_mode():
+        tok = model(ids, cache=cache)[:, -1].argmax(-1, keepdim=True)
+        start = time.perf_counter()
+        for _ in range(new - 1):
+            tok = model(tok, cache=cache)[:, -1].argmax(-1, keepdim=True)
+        return (time.perf_counter() - start) / (new - 1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", default="1,2")
+    parser.add_argument("--precisions", default="fp32,int8,int4,bf16")
+    parser.add_argument("--prompt", type=int, default=20)
+    parser.add_argument("--new", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    if decode_attention.library() is None:
+        raise SystemExit("the attention kernel does not build here (no AVX2 or no C compiler)")
+    kernel = decode_attention.attend
+    rows = []
+    print(f"# {cpu_model()}; flags: {' '.join(sorted(cpu.flags() & set(cpu.FLAGS)))}")
+    for precision in args.precisions.split(","):
+        model = model_for(precision)
+        for threads in (int(t) for t in args.threads.split(",")):
+            torch.set_num_threads(threads)
+            decode_seconds(model, args.prompt, 8)  # warm up (kernel choice, packing)
+            best = {"kernel": float("inf"), "sdpa": float("inf")}
+            for _ in range(args.rounds):
+                for name in best:
+                    decode_attention.attend = kernel if name == "kernel" else (lambda *a: None)
+                    try:
+                        seconds = decode_seconds(model, args.prompt, args.new)
+                    finally:
+                        decode_attention.attend = kernel
+                    best[name] = min(best[name], seconds)
+            row = {
+                "precision": precision,
+                "threads": threads,
+                "kernel_tok_s": round(1 / best["kernel"], 1),
+                "sdpa_tok_s": round(1 / best["sdpa"], 1),
+                "speedup": round(best["sdpa"] / best["kernel"], 3),
+                "load_avg": round(os.getloadavg()[0], 2),
+            }
+            rows.append(row)
+            print(
+                f"{precision:5s} {threads}t  kernel {row['kernel_tok_s']:7.1f} tok/s"
+                f"  sdpa {row['sdpa_tok_s']:7.1f} tok/s  x{row['speedup']:.2f}"
+                f"  (load {row['load_avg']})",
+                flush=True,
+            )
+    if args.json:
+        meta = {"cpu": cpu_model(), "prompt": args.prompt, "new": args.new,
+                "rounds": args.rounds, "torch": torch.__version__}  # fmt: skip
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump({"meta": meta, "rows": rows}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
