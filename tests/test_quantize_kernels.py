@@ -261,10 +261,11 @@ needs_bf16 = pytest.mark.skipif(
 
 @needs_bf16
 @pytest.mark.parametrize("rows", [1, 4, 16])
-def test_bf16_kernel_matches_torch(rows):
+@pytest.mark.parametrize("channels", [70, 64, 16])  # tiles of 16 read in pairs
+def test_bf16_kernel_matches_torch(rows, channels):
     from gptkit.plugins.quantizers.bf16 import Bf16Linear
 
-    lin = _linear(70, 96)
+    lin = _linear(channels, 96)
     x = torch.randn(rows, 96).to(torch.bfloat16)
     got = Bf16Linear.from_linear(lin, "avx512bf16")(x)
     expected = Bf16Linear.from_linear(lin, "torch")(x)
