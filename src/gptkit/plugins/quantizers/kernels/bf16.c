@@ -21,12 +21,6 @@
 int gk_abi_version(void) { return 2; }
 int gk_lanes(void) { return 16; }
 
-/* Bytes ahead of the stream that each tile's loop prefetches (0: none; on a
- * Zen 4 EPYC none was fastest: 1,024 bytes ahead cost 10%, 512 bytes 25%). */
-#ifndef PFB
-#define PFB 0
-#endif
-
 static inline float bf16_to_f32(uint16_t v) {
   uint32_t bits = (uint32_t)v << 16;
   float f;
@@ -49,34 +43,6 @@ static inline __m512bh pair(const uint16_t* x) {
 }
 
 #define WPAIRS(p) ((__m512bh)_mm512_loadu_si512((const void*)(p)))
-
-static void bf16_tile(const uint16_t* x, int64_t M, int64_t K, const uint16_t* wt,
-                      const uint16_t* bias, uint16_t* y, int64_t N, int64_t n, int R) {
-  for (int64_t m = 0; m < M; ++m) {
-    const uint16_t* xr = x + m * K;
-    const uint16_t* p = wt;
-    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-    for (int64_t k = 0; k < K; k += 8, p += 128) { /* 4 pairs: 4 x 64 bytes */
-      if (PFB && m == 0) {
-        _mm_prefetch((const char*)p + PFB, _MM_HINT_T0);
-        _mm_prefetch((const char*)p + PFB + 64, _MM_HINT_T0);
-        _mm_prefetch((const char*)p + PFB + 128, _MM_HINT_T0);
-        _mm_prefetch((const char*)p + PFB + 192, _MM_HINT_T0);
-      }
-      a0 = _mm512_dpbf16_ps(a0, WPAIRS(p), pair(xr + k));
-      a1 = _mm512_dpbf16_ps(a1, WPAIRS(p + 32), pair(xr + k + 2));
-      a2 = _mm512_dpbf16_ps(a2, WPAIRS(p + 64), pair(xr + k + 4));
-      a3 = _mm512_dpbf16_ps(a3, WPAIRS(p + 96), pair(xr + k + 6));
-    }
-    float out[16];
-    _mm512_storeu_ps(out, _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
-    for (int c = 0; c < R; ++c) {
-      float v = out[c];
-      if (bias) v += bf16_to_f32(bias[n + c]);
-      y[m * N + n + c] = f32_to_bf16(v);
-    }
-  }
-}
 
 /* Two tiles at once (each its own contiguous stream): one core keeps more
  * cache misses in flight reading two streams than one. */
@@ -122,9 +88,8 @@ int gk_bf16_linear(const uint16_t* x, int64_t M, int64_t K, const uint16_t* pack
     if (t + half < tiles)
       bf16_tile2(x, M, K, packed + t * K * 16, packed + (t + half) * K * 16, bias, y, N,
                  t * 16, (t + half) * 16);
-    else /* the middle tile of an odd count */
-      bf16_tile(x, M, K, packed + t * K * 16, bias, y, N, t * 16,
-                N - t * 16 < 16 ? (int)(N - t * 16) : 16);
+    else /* the middle tile of an odd count, paired with itself */
+      bf16_tile2(x, M, K, packed + t * K * 16, packed + t * K * 16, bias, y, N, t * 16, t * 16);
   }
   return 0;
 }

@@ -175,15 +175,6 @@ typedef __m256i vi;
 #define VI_ADD _mm256_add_epi32
 #endif
 
-/* Software prefetch, bytes ahead of the read position (one line per 64 bytes
- * read); 0: none. A tile streams as one contiguous run, which the hardware
- * prefetchers follow (a software prefetch measured slower, int8 and int4). */
-#ifndef PF8
-#define PF8 0
-#endif
-#ifndef PF4
-#define PF4 0
-#endif
 /* How threads share the tiles (equal static shares; dynamic scheduling was
  * tried and measured no better). */
 #ifndef GK_SCHED
@@ -238,26 +229,6 @@ static inline vi q8_block(const uint8_t* p, const int8_t* qx, int32_t c) {
 #endif
 }
 
-static void q8_tile(const scratch_t* s, int64_t M, int64_t K, const uint8_t* wt,
-                    const float* scale, const float* bias, float* y, int64_t N,
-                    int64_t n, int R) {
-  int64_t B = K / 32;
-  const int64_t block_bytes = 32 * LANES;
-  for (int64_t m = 0; m < M; ++m) {
-    const int8_t* qx = s->q + m * K;
-    const float* d = s->d + m * B;
-    const int32_t* c = s->c + m * B;
-    const uint8_t* p = wt;
-    vf acc = VF_ZERO;
-    for (int64_t b = 0; b < B; ++b, p += block_bytes) {
-      if (PF8 && m == 0)
-        for (int64_t l = 0; l < block_bytes; l += 64) _mm_prefetch((const char*)(p + PF8 + l), _MM_HINT_T0);
-      acc = VF_FMA(VF_CVT(q8_block(p, qx + b * 32, c[b])), VF_SET1(d[b]), acc);
-    }
-    store_out(acc, scale + n, bias ? bias + n : NULL, y + m * N + n, R);
-  }
-}
-
 /* Two tiles at once, each its own contiguous stream: one core keeps more cache
  * misses in flight reading two streams than one (on a Zen 4 EPYC, cold: the
  * AVX-512 build 10-25% more GB/s, the AVX2 build's output head ~15%; the
@@ -302,10 +273,9 @@ int gk_q8_linear(const float* x, int64_t M, int64_t K, const uint8_t* packed,
     if (t + half < tiles) {
       q8_tile2(&s, M, K, packed + t * K * LANES, packed + (t + half) * K * LANES, scale, bias,
                y, N, t * LANES, (t + half) * LANES);
-    } else { /* the middle tile of an odd count */
-      int64_t n = t * LANES;
-      q8_tile(&s, M, K, packed + t * K * LANES, scale, bias, y, N, n,
-              N - n < LANES ? (int)(N - n) : LANES);
+    } else { /* the middle tile of an odd count, paired with itself */
+      q8_tile2(&s, M, K, packed + t * K * LANES, packed + t * K * LANES, scale, bias, y, N,
+               t * LANES, t * LANES);
     }
   }
   scratch_free(&s);
@@ -339,31 +309,6 @@ static inline vi q4_block(const uint8_t* p, const int8_t* qx) {
   }
   return s;
 #endif
-}
-
-static void q4_tile(const scratch_t* s, int64_t M, int64_t K, const uint8_t* wt,
-                    int64_t group, const float* bias, float* y, int64_t N, int64_t n, int R) {
-  int64_t B = K / 32, G = K / group, per = group / 32;
-  const int64_t block_bytes = 16 * LANES;
-  for (int64_t m = 0; m < M; ++m) {
-    const int8_t* qx = s->q + m * K;
-    const float* d = s->d + m * B;
-    const float* xs = s->xsum + m * G;
-    const uint8_t* p = wt;
-    vf total = VF_ZERO;
-    for (int64_t g = 0, b = 0; g < G; ++g) {
-      vf acc = VF_ZERO;
-      for (int64_t e = b + per; b < e; ++b, p += block_bytes) {
-        if (PF4 && m == 0)
-          for (int64_t l = 0; l < block_bytes; l += 64) _mm_prefetch((const char*)(p + PF4 + l), _MM_HINT_T0);
-        acc = VF_FMA(VF_CVT(q4_block(p, qx + b * 32)), VF_SET1(d[b]), acc);
-      }
-      total = VF_FMA(acc, VF_LOAD((const float*)p), total); /* the group's scales */
-      total = VF_FMA(VF_LOAD((const float*)p + LANES), VF_SET1(xs[g]), total); /* zeros */
-      p += 8 * LANES;
-    }
-    store_out(total, NULL, bias ? bias + n : NULL, y + m * N + n, R);
-  }
 }
 
 /* Two tiles at once, each its own contiguous stream (see q8_tile2). */
@@ -418,10 +363,9 @@ int gk_q4_linear(const float* x, int64_t M, int64_t K, const uint8_t* packed,
     if (t + half < tiles) {
       q4_tile2(&s, M, K, packed + t * tile_bytes, packed + (t + half) * tile_bytes, group,
                bias, y, N, t * LANES, (t + half) * LANES);
-    } else { /* the middle tile of an odd count */
-      int64_t n = t * LANES;
-      q4_tile(&s, M, K, packed + t * tile_bytes, group, bias, y, N, n,
-              N - n < LANES ? (int)(N - n) : LANES);
+    } else { /* the middle tile of an odd count, paired with itself */
+      q4_tile2(&s, M, K, packed + t * tile_bytes, packed + t * tile_bytes, group, bias, y, N,
+               t * LANES, t * LANES);
     }
   }
   scratch_free(&s);
