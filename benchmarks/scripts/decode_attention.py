@@ -62,7 +62,9 @@ def main() -> None:
     parser.add_argument("--json")
     args = parser.parse_args()
     if decode_attention.library() is None:
-        raise SystemExit("the attention kernel does not build here (no AVX2 or no C compiler)")
+        raise SystemExit(
+            "the attention kernel does not build here (no AVX2 or no C compiler)"
+        )
     kernel = decode_attention.attend
     rows = []
     print(f"# {cpu_model()}; flags: {' '.join(sorted(cpu.flags() & set(cpu.FLAGS)))}")
@@ -74,7 +76,9 @@ def main() -> None:
             best = {"kernel": float("inf"), "sdpa": float("inf")}
             for _ in range(args.rounds):
                 for name in best:
-                    decode_attention.attend = kernel if name == "kernel" else (lambda *a: None)
+                    decode_attention.attend = (
+                        kernel if name == "kernel" else (lambda *a: None)
+                    )
                     try:
                         seconds = decode_seconds(model, args.prompt, args.new)
                     finally:
