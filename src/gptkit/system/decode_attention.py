@@ -5,12 +5,12 @@ step's attention for every architecture (:func:`gptkit.core.model.attention`).
 PyTorch's CPU ``scaled_dot_product_attention`` is built for blocks of queries;
 for a 124M model's decoding step (12 heads, one query, ~100 cached keys) it
 took ~100 us per layer, several times what reading the keys and values takes.
-The kernel reads each key/value head once (grouped-query heads share the
-pass), in the cache's dtype (float32, bfloat16 or float16), and computes in
-float32. Where it does not apply (a GPU, more than one query, gradients, a
-CPU without AVX2, no C compiler) :func:`attend` returns None and the caller
-uses PyTorch's kernel. Torch is imported by :func:`attend` only (this layer is
-torch-free at import).
+The kernel reads the cache where it lies, in its dtype (float32, bfloat16 or
+float16), grouped-query heads from their shared key/value head (no copy per
+query head), and computes in float32. Where it does not apply (a GPU, more
+than one query, gradients, a CPU without AVX2, no C compiler) :func:`attend`
+returns None and the caller uses PyTorch's kernel. Torch is imported by
+:func:`attend` only (this layer is torch-free at import).
 """
 
 from __future__ import annotations
@@ -59,7 +59,10 @@ def attend(q: Any, k: Any, v: Any, mask: Any) -> Any:
         or k.stride() != v.stride()
         or k.stride(-1) != 1
         or q.stride(-1) != 1
-        or (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad))
+        or (
+            torch.is_grad_enabled()
+            and (q.requires_grad or k.requires_grad or v.requires_grad)
+        )
     ):
         return None
     lib = library()

@@ -120,27 +120,18 @@ static void attend_head(const float* q, int64_t qh, int64_t group, int64_t D, co
   for (int64_t g = 0; g < group; ++g) {
     const float* qg = q + g * qh;
     float* o = out + g * D;
-    /* scores, masked ones -inf */
-    __m256 mx8 = ninf;
+    /* scores; masked ones -inf */
     int64_t t = 0;
     for (; t + 8 <= S; t += 8) {
       if (g == 0) /* the values' lines too, while the keys' arrive: ~5% from DRAM */
         for (int64_t j = 0; j < 8 * st; j += 64) _mm_prefetch(v + t * st + j, _MM_HINT_T0);
-      __m256 s8 = _mm256_mul_ps(sc, dot8(qg, k + t * st, st, D, dtype));
-      _mm256_storeu_ps(w + t, s8);
-      mx8 = _mm256_max_ps(mx8, s8);
+      _mm256_storeu_ps(w + t, _mm256_mul_ps(sc, dot8(qg, k + t * st, st, D, dtype)));
     }
     for (; t < S; ++t) w[t] = scale * dot(qg, k + t * st, D, dtype);
-    if (mask)
-      for (t = 0; t < S; ++t) w[t] = mask[t] ? w[t] : -INFINITY;
     float mx = -INFINITY;
-    if (mask) {
-      for (t = 0; t < S; ++t) mx = w[t] > mx ? w[t] : mx;
-    } else {
-      float m[8];
-      _mm256_storeu_ps(m, mx8);
-      for (int j = 0; j < 8; ++j) mx = m[j] > mx ? m[j] : mx;
-      for (t = S & ~(int64_t)7; t < S; ++t) mx = w[t] > mx ? w[t] : mx;
+    for (t = 0; t < S; ++t) {
+      if (mask && !mask[t]) w[t] = -INFINITY;
+      mx = w[t] > mx ? w[t] : mx;
     }
     if (mx == -INFINITY) { /* every key masked: zeros */
       memset(o, 0, sizeof(float) * (size_t)D);
