@@ -290,7 +290,7 @@ def test_bf16_kernel_repacks_weights_loaded_in_place():
 
 @needs_bf16
 def test_dtype_bf16_decodes_with_the_kernel_and_the_same_tokens():
-    from gptkit.core.quantize import accelerate_bf16
+    from gptkit.formats.models import accelerate_bf16
     from gptkit.plugins.quantizers.bf16 import Bf16Linear
 
     base = _tiny_model().to(torch.bfloat16)
@@ -305,7 +305,7 @@ def test_dtype_bf16_decodes_with_the_kernel_and_the_same_tokens():
 
 
 def test_bf16_elsewhere_is_left_alone_and_emulation_is_reported(monkeypatch, capsys):
-    from gptkit.core.quantize import accelerate_bf16
+    from gptkit.formats.models import accelerate_bf16
     from gptkit.plugins.quantizers import bf16
 
     fp32 = _tiny_model()

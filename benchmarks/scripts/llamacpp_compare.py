@@ -375,9 +375,9 @@ def gptkit_worker(workdir: Path, formats: Sequence[str]) -> None:
 
     from gptkit.bench.measure import torch_threads
     from gptkit.bench.runners import trace_gptkit
-    from gptkit.core.quantize import accelerate_bf16, quantization_of, quantize_model
+    from gptkit.core.quantize import quantization_of, quantize_model
     from gptkit.core.registry import get_registry
-    from gptkit.formats.models import model_from_spec
+    from gptkit.formats.models import accelerate_bf16, model_from_spec
 
     models: dict[str, Any] = {}
     sampler = get_registry().samplers.create("greedy", {})

@@ -148,7 +148,7 @@ class LanguageModel:
 
                 quantize_model(model, settings.quantize)
             spec = f"random init ({settings.preset_name()}, seed {seed})"
-        from gptkit.core.quantize import accelerate_bf16
+        from gptkit.formats.models import accelerate_bf16
 
         return cls(
             accelerate_bf16(model),

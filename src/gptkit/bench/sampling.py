@@ -341,7 +341,7 @@ def run_sampling(
     # --dtype bf16 on an AVX512-BF16 CPU: the base rows use gptkit's bf16
     # kernel, as `gptkit generate --dtype bf16` does (in place, after the
     # quantized copies and the transformers twin were made from the weights)
-    from gptkit.core.quantize import accelerate_bf16
+    from gptkit.formats.models import accelerate_bf16
 
     accelerate_bf16(model)
     for threads in counts:

@@ -219,6 +219,12 @@ class Quantizer(ComponentBase):
         """
         raise NotImplementedError
 
+    def fused_step(self, model: torch.nn.Module) -> Any:
+        """Optional, called once every layer is replaced: a callable taking the
+        model's forward arguments that runs a decoding step faster, returning
+        its logits or None where it does not apply (the forward then runs)."""
+        return None
+
 
 # -- architectures ------------------------------------------------------------
 

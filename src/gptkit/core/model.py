@@ -331,6 +331,11 @@ class GPTModel(nn.Module):
         that position of each row, (B, 1, vocab) (the last real token of a
         padded prefill: the output head is the largest matrix product).
         """
+        if cache is not None and (fused := self.__dict__.get("fused_step")):
+            # a quantizer's whole decoding step (Quantizer.fused_step), or None
+            logits = fused(in_idx, cache, position_ids, attention_mask, logits_at)
+            if logits is not None:
+                return logits
         step, mask, position_ids = attention_inputs(
             in_idx, cache, position_ids, attention_mask
         )

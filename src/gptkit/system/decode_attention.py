@@ -1,5 +1,5 @@
 """Attention of one query per row over a KV cache, on the CPU, in C
-(``kernels/attention.c``, built by :mod:`gptkit.system.ckernels`): a decoding
+(``kernels/decode.c``, built by :mod:`gptkit.system.ckernels`): a decoding
 step's attention for every architecture (:func:`gptkit.core.model.attention`).
 
 PyTorch's CPU ``scaled_dot_product_attention`` is built for blocks of queries;
@@ -22,21 +22,25 @@ from typing import Any
 
 from gptkit.system import ckernels
 
-_SOURCE = Path(__file__).with_name("kernels") / "attention.c"
+_SOURCE = Path(__file__).with_name("kernels") / "decode.c"
 _DTYPES = {"torch.float32": 0, "torch.bfloat16": 1, "torch.float16": 2}
 _F32 = "torch.float32"
 
 
 @functools.cache
 def library() -> ctypes.CDLL | None:
+    """The decoding kernels (attention, :mod:`gptkit.system.decode_step`'s
+    step), or None where they cannot be built or run."""
     lib = ckernels.load(
-        "attention", _SOURCE, ckernels.AVX2_FLAGS, ("avx2", "fma", "f16c"), 1
+        "decode", _SOURCE, ckernels.AVX2_FLAGS, ("avx2", "fma", "f16c"), 2
     )
     if lib is not None:
         p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
         lib.gk_attend.argtypes = [p, i64, i64, i64, i64, i64, i64, p, p, i32, i64,
                                   i64, i64, i64, p, ctypes.c_float, p, i32]  # fmt: skip
         lib.gk_attend.restype = i32
+        lib.gk_step.argtypes = [p, i64, p, i64, i64, p, i32]
+        lib.gk_step.restype = i32
     return lib
 
 

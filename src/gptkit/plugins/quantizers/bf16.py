@@ -9,7 +9,7 @@ than float32 (docs/fast-inference.md). Longer inputs, other devices and CPUs
 without the kernel use ``F.linear``.
 
 ``--dtype bf16`` on such a CPU uses this layer for every linear layer
-(:func:`gptkit.core.quantize.accelerate_bf16`); where bf16 is emulated (no
+(:func:`gptkit.formats.models.accelerate_bf16`); where bf16 is emulated (no
 AVX512-BF16 or AMX-BF16), that says so in one warning line.
 """
 

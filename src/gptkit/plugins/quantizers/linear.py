@@ -29,6 +29,7 @@ Under ``torch.compile`` the native kernels run as the custom operators
 
 from __future__ import annotations
 
+import ctypes
 from typing import Any
 
 import torch
@@ -73,9 +74,8 @@ def _int8_native(
     lib = native.loaded(kernel)
     args = (x.data_ptr(), x.numel() // k, k, weight.data_ptr(), scale.data_ptr(),
             _ptr(bias), y.data_ptr(), n, torch.get_num_threads())  # fmt: skip
-    if kernel == "fma-avx2":
-        lib.gk_int8_linear(*args)  # type: ignore[union-attr]
-    elif lib.gk_q8_linear(*args) != 0:  # type: ignore[union-attr]
+    fn = lib.gk_int8_linear if kernel == "fma-avx2" else lib.gk_q8_linear  # type: ignore[union-attr]
+    if fn(*args) != 0:
         raise MemoryError("int8 kernel: out of memory")
     return y
 
@@ -227,6 +227,11 @@ class _QuantizedLinear(nn.Module):
     def _tiles(self, kernel: str) -> tuple[Tensor, ...]:
         raise NotImplementedError
 
+    def __getstate__(self) -> dict[str, Any]:
+        # A copy (deepcopy, pickle) chooses its kernel call anew: ctypes
+        # functions neither copy nor pickle.
+        return {**self.__dict__, "_call": None}
+
     def _forward(self, x: Tensor) -> Tensor:
         raise NotImplementedError
 
@@ -274,6 +279,23 @@ class _QuantizedLinear(nn.Module):
         between the activations' shape and the output) for :meth:`forward`."""
         threads = torch.get_num_threads()
         self._call = (threads, self.weight.data_ptr(), fn, args)
+
+    def kernel_call(self) -> tuple[Any, int, tuple[int, ...]] | None:
+        """The kernel call :meth:`forward` repeats for a decoding step, for a
+        caller in C (:mod:`gptkit.plugins.quantizers.fused`): ``(plan,
+        address, extras)`` — ``plan`` is the object that changes whenever the
+        kernel, its threads or its weights do (compare it with ``is``) — or
+        None until a decoding step has chosen a kernel returning a status."""
+        call = self._call
+        if (
+            call is None
+            or call[0] != torch.get_num_threads()
+            or self._buffers["weight"].data_ptr() != call[1]  # type: ignore[union-attr]
+            or call[2].restype is not ctypes.c_int
+        ):
+            return None
+        address = ctypes.cast(call[2], ctypes.c_void_p).value
+        return call, int(address), tuple(int(a or 0) for a in call[3])
 
     def _packed(self, kernel: str) -> tuple[Tensor, ...]:
         """The weights repacked for ``kernel`` (:data:`PACKED`), made on first

@@ -54,7 +54,7 @@ KERNEL_SETS = {
         KernelSet(
             "avx2", "qdot.c", _AVX2, ("avx2", "fma", "f16c"), 4, ("int8", "int4")
         ),
-        KernelSet("fma-avx2", "wq_avx2.c", _AVX2, ("avx2", "fma"), 1, ("int8", "int4")),
+        KernelSet("fma-avx2", "wq_avx2.c", _AVX2, ("avx2", "fma"), 2, ("int8", "int4")),
         KernelSet(
             "avx512bf16",
             "bf16.c",
@@ -94,7 +94,7 @@ def _bind(lib: ctypes.CDLL, kset: KernelSet) -> ctypes.CDLL:
     p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
     if kset.source == "wq_avx2.c":
         lib.gk_int8_linear.argtypes = [p, i64, i64, p, p, p, p, i64, i32]
-        lib.gk_int8_linear.restype = None
+        lib.gk_int8_linear.restype = ctypes.c_int
         lib.gk_int4_linear.argtypes = [p, i64, i64, p, p, p, i64, p, p, i64, i32]
         lib.gk_int4_linear.restype = ctypes.c_int
     elif kset.source == "qdot.c":

@@ -9,8 +9,8 @@ from torch import nn
 
 from gptkit.core.interfaces import Quantizer
 from gptkit.errors import GptkitError
-from gptkit.plugins.quantizers import native
-from gptkit.plugins.quantizers.linear import BACKENDS, Int4Linear, Int8Linear
+from gptkit.plugins.quantizers import fused, native
+from gptkit.plugins.quantizers.linear import BACKENDS, KERNELS, Int4Linear, Int8Linear
 
 _BACKEND = {
     "help": "auto (the backend measured fastest for each layer shape on this CPU,"
@@ -50,6 +50,9 @@ class Int8(Quantizer):
     def quantize_linear(self, linear: nn.Module, name: str) -> nn.Module:
         _check_backend(self.options.backend)
         return Int8Linear.from_linear(linear, self.options.backend)  # type: ignore[arg-type]
+
+    def fused_step(self, model: nn.Module) -> fused.FusedStep | None:
+        return _fused_step(model, self.options.backend)
 
 
 class Int4(Quantizer):
@@ -96,3 +99,12 @@ class Int4(Quantizer):
                 " choose a group size that divides the model's widths"
             )
         return Int4Linear.from_linear(linear, group, self.options.backend)  # type: ignore[arg-type]
+
+    def fused_step(self, model: nn.Module) -> fused.FusedStep | None:
+        return _fused_step(model, self.options.backend)
+
+
+def _fused_step(model: nn.Module, backend: str) -> fused.FusedStep | None:
+    """GPT-2's whole decoding step in C (:mod:`.fused`) where the layers run
+    gptkit's integer kernels; other backends keep the model's forward."""
+    return fused.fused_step(model) if backend in ("auto", "native", *KERNELS) else None

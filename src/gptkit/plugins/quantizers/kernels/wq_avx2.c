@@ -35,7 +35,7 @@ static inline __m256 load_i8(const int8_t* p) {
   return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i*)p)));
 }
 
-int gk_abi_version(void) { return 1; }
+int gk_abi_version(void) { return 2; }
 
 /* int8 rows [n, n + R) of W against every row of x; R <= 4, K % 16 == 0. */
 static void int8_block(const float* x, int64_t M, int64_t K, const int8_t* w,
@@ -61,9 +61,9 @@ static void int8_block(const float* x, int64_t M, int64_t K, const int8_t* w,
   }
 }
 
-void gk_int8_linear(const float* x, int64_t M, int64_t K, const int8_t* w,
-                    const float* scale, const float* bias, float* y, int64_t N,
-                    int threads) {
+int gk_int8_linear(const float* x, int64_t M, int64_t K, const int8_t* w,
+                   const float* scale, const float* bias, float* y, int64_t N,
+                   int threads) {
   int64_t blocks = (N + 3) / 4;
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
   for (int64_t b = 0; b < blocks; ++b) {
@@ -71,6 +71,7 @@ void gk_int8_linear(const float* x, int64_t M, int64_t K, const int8_t* w,
     int R = N - n < 4 ? (int)(N - n) : 4;
     int8_block(x, M, K, w, scale, bias, y, N, n, R);
   }
+  return 0;
 }
 
 /* 32 int4 weights (16 bytes at p) times x[0..32) added into acc0/acc1. */

@@ -1,4 +1,6 @@
-/* Attention of one query per row over a KV cache, for decoding on the CPU.
+/* Decoding on the CPU: attention of one query per row over a KV cache
+ * (gk_attend), and a whole decoding step run from a list of operations
+ * (gk_step, at the end of this file).
  *
  * out[b, h] = softmax(scale * q[b, h] . K[b, h / group]^T) V[b, h / group]
  *
@@ -23,7 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-int gk_abi_version(void) { return 1; }
+int gk_abi_version(void) { return 2; }
 
 enum { F32 = 0, BF16 = 1, F16 = 2 };
 
@@ -189,5 +191,140 @@ int gk_attend(const float* q, int64_t qb, int64_t qh, int64_t B, int64_t H, int6
                 work + per * (size_t)omp_get_thread_num());
   }
   free(work);
+  return 0;
+}
+
+/* ---- A decoding step as a list of operations -------------------------------
+ *
+ * gk_step runs one decoding step of a model for `rows` sequences that all add
+ * their token at position `pos`, from a list of operations built once per
+ * model and cache (gptkit.system.decode_step): the same work as the model's
+ * Python forward pass, without its ~100 us of interpreter and dispatch per
+ * layer. Activations are float32 rows, contiguous; a linear layer is any
+ * function with the signature of gptkit's quantized kernels, called through
+ * its address. Each operation is 16 int64 words: its kind, then its fields
+ * (pointers as integers, floats as the bits of a double).
+ */
+enum { OP_EMBED, OP_NORM, OP_LINEAR, OP_STORE, OP_ATTEND, OP_ADD, OP_GELU };
+
+typedef struct {
+  int64_t kind, a[15];
+} gk_op;
+
+typedef int (*linear2_fn)(const float*, int64_t, int64_t, int64_t, int64_t, float*, int64_t, int);
+typedef int (*linear3_fn)(const float*, int64_t, int64_t, int64_t, int64_t, int64_t, float*,
+                          int64_t, int);
+typedef int (*linear5_fn)(const float*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+                          int64_t, float*, int64_t, int);
+
+static inline double as_double(int64_t bits) {
+  double d;
+  memcpy(&d, &bits, sizeof d);
+  return d;
+}
+
+/* y = (x - mean) / sqrt(var + eps) * w + b over each row of D values. */
+static void norm_rows(const float* x, float* y, const float* w, const float* b, int64_t rows,
+                      int64_t D, float eps) {
+  for (int64_t r = 0; r < rows; ++r, x += D, y += D) {
+    float mean = 0.0f, var = 0.0f;
+    for (int64_t i = 0; i < D; ++i) mean += x[i];
+    mean /= (float)D;
+    for (int64_t i = 0; i < D; ++i) var += (x[i] - mean) * (x[i] - mean);
+    float rstd = 1.0f / sqrtf(var / (float)D + eps);
+    for (int64_t i = 0; i < D; ++i) y[i] = (x[i] - mean) * rstd * w[i] + b[i];
+  }
+}
+
+/* GELU, tanh approximation (GPT-2's): 0.5 x (1 + tanh(c (x + 0.044715 x^3))),
+ * tanh(u) = sign(u) (1 - e) / (1 + e) with e = e^(-2|u|) <= 1. */
+static void gelu(float* x, int64_t n) {
+  const __m256 c = _mm256_set1_ps(0.7978845608028654f), k = _mm256_set1_ps(0.044715f);
+  const __m256 one = _mm256_set1_ps(1.0f), half = _mm256_set1_ps(0.5f);
+  const __m256 sign = _mm256_set1_ps(-0.0f), m2 = _mm256_set1_ps(-2.0f);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    __m256 v = _mm256_loadu_ps(x + i);
+    __m256 u = _mm256_mul_ps(c, _mm256_fmadd_ps(_mm256_mul_ps(k, v), _mm256_mul_ps(v, v), v));
+    __m256 e = exp8(_mm256_mul_ps(m2, _mm256_andnot_ps(sign, u)));
+    __m256 t = _mm256_div_ps(_mm256_sub_ps(one, e), _mm256_add_ps(one, e));
+    t = _mm256_or_ps(t, _mm256_and_ps(sign, u));
+    _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_mul_ps(half, v), _mm256_add_ps(one, t)));
+  }
+  for (; i < n; ++i) x[i] = 0.5f * x[i] * (1.0f + tanhf(0.7978845608028654f * (x[i] + 0.044715f * x[i] * x[i] * x[i])));
+}
+
+static int linear(const gk_op* op, int64_t rows, float* out, int threads) {
+  const int64_t* a = op->a;
+  const float* x = (const float*)a[0];
+  float* y = a[1] ? (float*)a[1] : out;
+  int64_t K = a[2], N = a[3];
+  switch (a[5]) {
+    case 2: return ((linear2_fn)a[4])(x, rows, K, a[6], a[7], y, N, threads);
+    case 3: return ((linear3_fn)a[4])(x, rows, K, a[6], a[7], a[8], y, N, threads);
+    case 5: return ((linear5_fn)a[4])(x, rows, K, a[6], a[7], a[8], a[9], a[10], y, N, threads);
+  }
+  return -3;
+}
+
+/* One decoding step: `tokens` (rows) at position `pos` of every row; the
+ * operation whose output is 0 writes to `out` (the logits). Returns 0, -1 out
+ * of memory, -2 a token or position outside the embeddings (nothing written),
+ * -3 a malformed operation. */
+int gk_step(const gk_op* ops, int64_t n_ops, const int64_t* tokens, int64_t rows, int64_t pos,
+            float* out, int threads) {
+  for (int64_t o = 0; o < n_ops; ++o) {
+    const gk_op* op = ops + o;
+    const int64_t* a = op->a;
+    int status = 0;
+    switch (op->kind) {
+      case OP_EMBED: { /* tok, pos table, dst, D, vocab, positions */
+        int64_t D = a[3];
+        if (pos < 0 || pos >= a[5]) return -2;
+        for (int64_t r = 0; r < rows; ++r)
+          if (tokens[r] < 0 || tokens[r] >= a[4]) return -2;
+        for (int64_t r = 0; r < rows; ++r) {
+          const float *t = (const float*)a[0] + tokens[r] * D, *p = (const float*)a[1] + pos * D;
+          float* x = (float*)a[2] + r * D;
+          for (int64_t i = 0; i < D; ++i) x[i] = t[i] + p[i];
+        }
+        break;
+      }
+      case OP_NORM: /* src, dst, weight, bias, D, eps */
+        norm_rows((const float*)a[0], (float*)a[1], (const float*)a[2], (const float*)a[3], rows,
+                  a[4], (float)as_double(a[5]));
+        break;
+      case OP_LINEAR: /* src, dst (0: out), K, N, function, extras, extra... */
+        status = linear(op, rows, out, threads);
+        break;
+      case OP_STORE: { /* src (rows, H * hd), cache, row/head/slot strides, H, hd */
+        const float* x = (const float*)a[0];
+        float* base = (float*)a[1];
+        int64_t H = a[5], hd = a[6];
+        for (int64_t r = 0; r < rows; ++r)
+          for (int64_t h = 0; h < H; ++h)
+            memcpy(base + r * a[2] + h * a[3] + pos * a[4], x + (r * H + h) * hd,
+                   sizeof(float) * (size_t)hd);
+        break;
+      }
+      case OP_ATTEND: /* q (rows, H * hd), keys, values, strides, H, group, hd, dst, scale */
+        status = gk_attend((const float*)a[0], a[6] * a[8], a[8], rows, a[6], a[7], a[8],
+                           (const void*)a[1], (const void*)a[2], F32, a[3], a[4], a[5],
+                           pos + 1, NULL, (float)as_double(a[10]), (float*)a[9], threads);
+        break;
+      case OP_ADD: { /* dst += src, D values per row */
+        float* y = (float*)a[0];
+        const float* x = (const float*)a[1];
+        for (int64_t i = 0; i < rows * a[2]; ++i) y[i] += x[i];
+        break;
+      }
+      case OP_GELU: /* buffer, D values per row */
+        gelu((float*)a[0], rows * a[1]);
+        break;
+      default:
+        return -3;
+    }
+    if (status) return status;
+  }
   return 0;
 }

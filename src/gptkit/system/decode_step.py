@@ -1,0 +1,118 @@
+"""A whole decoding step in one C call: a :class:`Program` lists a model's
+operations for one token per row (embedding, layer norms, linear layers,
+KV-cache writes, attention, residual adds, GELU) with the addresses of its
+weights and of preallocated activation buffers; :meth:`Program.run` executes
+them (``gk_step`` in ``kernels/decode.c``).
+
+Why: on the CPU a quantized 124M model's decoding step spends ~1.5 ms of its
+6-9 ms in the interpreter and in PyTorch's per-operator dispatch (~160 module
+calls and ~300 small operators per token) — time in which no weight is read.
+A program built once per model and cache removes it; the matrix products are
+the same kernels (called through their addresses), so the tokens are too.
+
+Building a program is the architecture's business (it knows its layers; see
+``gptkit.plugins.quantizers.fused`` for GPT-2); this module knows only the
+operations. Addresses are plain integers: the caller keeps the tensors alive
+and rebuilds the program when any of them moves. Torch-free.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import struct
+
+from gptkit.system import decode_attention
+
+EMBED, NORM, LINEAR, STORE, ATTEND, ADD, GELU = range(7)
+_WORDS = 16  # int64 words per operation: its kind and 15 fields
+
+#: gk_step's status -> meaning (0: done)
+ERRORS = {
+    -1: "out of memory",
+    -2: "a token or position outside the embeddings",
+    -3: "a malformed operation",
+}
+
+
+def _bits(value: float) -> int:
+    """A float as the int64 bits of a double (a field of an operation)."""
+    return struct.unpack("<q", struct.pack("<d", value))[0]
+
+
+def available() -> bool:
+    return decode_attention.library() is not None
+
+
+class Program:
+    """Operations of one decoding step, in order. Pointers are addresses of
+    float32 buffers; a linear layer's output 0 is the step's output."""
+
+    def __init__(self) -> None:
+        self._ops: list[list[int]] = []
+        self._array: ctypes.Array[ctypes.c_int64] | None = None
+
+    def __len__(self) -> int:
+        return len(self._ops)
+
+    def _add(self, kind: int, *fields: int) -> None:
+        if len(fields) >= _WORDS:
+            raise ValueError("too many fields for one operation")
+        self._ops.append([kind, *fields])
+        self._array = None
+
+    def embed(self, tokens: int, positions: int, dst: int, dim: int,
+              vocab: int, n_positions: int) -> None:  # fmt: skip
+        """dst[r] = tokens[token r] + positions[pos] (tables of ``dim`` columns)."""
+        self._add(EMBED, tokens, positions, dst, dim, vocab, n_positions)
+
+    def norm(self, src: int, dst: int, weight: int, bias: int, dim: int,
+             eps: float) -> None:  # fmt: skip
+        """Layer normalisation of each row of ``dim`` values."""
+        self._add(NORM, src, dst, weight, bias, dim, _bits(eps))
+
+    def linear(self, src: int, dst: int, in_features: int, out_features: int,
+               function: int, extras: tuple[int, ...]) -> None:  # fmt: skip
+        """``function(src, rows, in, *extras, dst, out, threads)`` (a gptkit
+        kernel: 2, 3 or 5 integer/pointer extras; returns 0 or an error)."""
+        if len(extras) not in (2, 3, 5):
+            raise ValueError(
+                f"a linear kernel takes 2, 3 or 5 extras, not {len(extras)}"
+            )
+        self._add(LINEAR, src, dst, in_features, out_features, function,
+                  len(extras), *extras)  # fmt: skip
+
+    def store(self, src: int, cache: int, strides: tuple[int, int, int],
+              heads: int, head_dim: int) -> None:  # fmt: skip
+        """Write each row's ``heads`` x ``head_dim`` values into slot ``pos``
+        of a float32 cache (row, head and slot ``strides`` in elements)."""
+        self._add(STORE, src, cache, *strides, heads, head_dim)
+
+    def attend(self, q: int, keys: int, values: int, strides: tuple[int, int, int],
+               heads: int, group: int, head_dim: int, dst: int) -> None:  # fmt: skip
+        """Attention of each row's ``heads`` queries over slots 0..pos of the
+        float32 cache (``group`` query heads per key/value head)."""
+        self._add(ATTEND, q, keys, values, *strides, heads, group, head_dim, dst,
+                  _bits(head_dim**-0.5))  # fmt: skip
+
+    def add(self, dst: int, src: int, dim: int) -> None:
+        """dst += src, ``dim`` values per row (a residual connection)."""
+        self._add(ADD, dst, src, dim)
+
+    def gelu(self, buffer: int, dim: int) -> None:
+        """GELU (tanh approximation) in place, ``dim`` values per row."""
+        self._add(GELU, buffer, dim)
+
+    def run(self, tokens: int, rows: int, pos: int, out: int, threads: int) -> int:
+        """Run the step for ``rows`` int64 ``tokens`` at position ``pos``;
+        returns gk_step's status (0, or a key of :data:`ERRORS`)."""
+        lib = decode_attention.library()
+        if lib is None:
+            raise RuntimeError("the decoding kernels are not available")
+        if self._array is None:
+            flat = [0] * (_WORDS * len(self._ops))
+            for i, op in enumerate(self._ops):
+                flat[i * _WORDS : i * _WORDS + len(op)] = op
+            self._array = (ctypes.c_int64 * len(flat))(*flat)
+        return int(
+            lib.gk_step(self._array, len(self._ops), tokens, rows, pos, out, threads)
+        )

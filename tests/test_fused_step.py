@@ -1,0 +1,180 @@
+"""The fused decoding step (a quantized GPT-2 model's whole step in one C call,
+gptkit.plugins.quantizers.fused): the same logits and tokens as the model's
+Python forward, used only where it applies, rebuilt when what it points at
+changes, and its operations (layer norm, GELU) agree with PyTorch's."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gptkit.core.config import get_preset
+from gptkit.core.generate import generate_tokens
+from gptkit.core.model import GPTModel, KVCache
+from gptkit.core.quantize import quantize_model
+from gptkit.core.registry import get_registry
+from gptkit.core.weights import build_model
+from gptkit.plugins.quantizers import native
+from gptkit.system import decode_step
+
+pytestmark = [
+    pytest.mark.usefixtures("one_torch_thread"),
+    pytest.mark.skipif(
+        not decode_step.available() or not native.available("int8"),
+        reason="no native kernels build on this machine",
+    ),
+]
+#: the tiny layers on gptkit's kernels (auto may measure PyTorch faster there)
+METHODS = ["int8:backend=native", "int4:group_size=32,backend=native"]
+
+
+def _model(method: str, **cfg: object) -> GPTModel:
+    torch.manual_seed(0)
+    preset = get_preset("tiny").replace(tie_embeddings=True, **cfg)
+    return quantize_model(GPTModel(preset).eval(), method)
+
+
+def _steps(model: GPTModel, rows: int, fused: bool, n: int = 6) -> list[torch.Tensor]:
+    """Logits of ``n`` teacher-forced decoding steps after a 5-token prefill
+    (the first step runs the forward: it chooses the kernels)."""
+    step = model.fused_step
+    torch.manual_seed(1)
+    ids = torch.randint(0, model.cfg.vocab_size, (rows, 5 + n))
+    cache = KVCache.allocate(model.cfg, rows, 5 + n, "cpu", torch.float32)
+    out = []
+    with torch.inference_mode():
+        model(ids[:, :5], cache=cache)
+        for i in range(5, 5 + n):
+            model.fused_step = step if fused and i > 5 else None
+            out.append(model(ids[:, i : i + 1], cache=cache))
+    model.fused_step = step
+    return out
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("rows", [1, 3])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_fused_logits_match_the_forward(method, rows, threads):
+    torch.set_num_threads(threads)
+    model = _model(method)
+    ref, got = _steps(model, rows, False), _steps(model, rows, True)
+    assert model.fused_step._program is not None  # the fused path ran
+    for r, g in zip(ref, got, strict=True):
+        assert g.shape == r.shape == (rows, 1, model.cfg.vocab_size)
+        torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_greedy_and_beam_tokens_are_the_forwards(method):
+    model = _model(method)
+    prompts = [[5, 6, 7, 8], [100, 3, 42, 9]]  # equal lengths: the fused rows
+    results = {}
+    for fused in (True, False):
+        step = model.fused_step
+        model.fused_step = step if fused else None
+        for name in ("greedy", "beam"):
+            sampler = get_registry().samplers.create(name)
+            out = generate_tokens(
+                model, prompts, sampler, max_new_tokens=10, eos_id=None
+            )
+            results[fused, name] = [r.new_ids for r in out]
+        model.fused_step = step
+    assert model.fused_step._program is not None
+    for name in ("greedy", "beam"):
+        assert results[True, name] == results[False, name]
+
+
+def test_it_steps_aside_where_it_does_not_apply():
+    model = _model(METHODS[0])
+    step = model.fused_step
+    _steps(model, 1, True)
+    cache = KVCache.allocate(model.cfg, 2, 8, "cpu", torch.float32)
+    ids = torch.tensor([[1], [2]])
+    with torch.inference_mode():
+        cache.lengths = [3, 2]  # ragged rows: the forward's masks
+        assert step(ids, cache) is None
+        cache.lengths = [3, 3]
+        assert step(ids, cache, logits_at=torch.tensor([0, 0])) is None
+        assert step(torch.tensor([[1, 2], [3, 4]]), cache) is None  # a prefill
+        static = KVCache(cache.keys, cache.values, [3, 3], static=True)
+        assert step(ids, static) is None
+    assert step(ids, cache) is None  # gradients on
+    handle = model.trf_blocks[0].register_forward_hook(lambda *a: None)
+    with torch.inference_mode():
+        assert (
+            step(ids, KVCache.allocate(model.cfg, 2, 8, "cpu", torch.float32)) is None
+        )
+    handle.remove()
+    assert cache.lengths == [3, 3]  # nothing advanced
+
+
+def test_only_gpt2_models_with_kernel_backends_get_one():
+    assert _model("int8").fused_step is not None
+    assert _model("int4:backend=reference").fused_step is None
+    assert _model("int8:backend=torch").fused_step is None
+    llama = build_model(get_preset("llama-tiny")).eval()
+    assert quantize_model(llama, "int8").fused_step is None
+
+
+def test_changed_weights_and_threads_rebuild_the_program():
+    model = _model(METHODS[0])
+    first = _steps(model, 1, True)
+    program = model.fused_step._program
+    torch.manual_seed(5)
+    other = quantize_model(GPTModel(model.cfg).eval(), METHODS[0])
+    model.load_state_dict(other.state_dict())  # in place: new integers
+    ref, got = _steps(model, 1, False), _steps(model, 1, True)
+    assert model.fused_step._program is not program
+    for r, g in zip(ref, got, strict=True):
+        torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-4)
+    assert not torch.equal(first[-1], got[-1])
+    program = model.fused_step._program
+    torch.set_num_threads(2)
+    _steps(model, 1, True)
+    assert model.fused_step._program is not program
+
+
+def test_a_copy_steps_on_its_own_weights():
+    model = _model(METHODS[1])
+    _steps(model, 1, True)
+    twin = copy.deepcopy(model)
+    assert twin.fused_step.model is twin and twin.fused_step._program is None
+    for r, g in zip(_steps(model, 1, True), _steps(twin, 1, True), strict=True):
+        torch.testing.assert_close(g, r)
+
+
+def test_bad_input_gets_the_forwards_errors():
+    model = _model(METHODS[0])
+    _steps(model, 1, True)
+    cache = KVCache.allocate(model.cfg, 1, 8, "cpu", torch.float32)
+    with torch.inference_mode():
+        model(torch.tensor([[1, 2, 3]]), cache=cache)
+        model(torch.tensor([[4]]), cache=cache)
+        model(torch.tensor([[5]]), cache=cache)  # fused
+        assert model.fused_step._program is not None
+        with pytest.raises(IndexError):
+            model(torch.tensor([[model.cfg.vocab_size]]), cache=cache)
+        assert cache.lengths == [5]
+        for token in range(3):
+            model(torch.tensor([[token]]), cache=cache)
+        with pytest.raises(ValueError, match="KV cache holds 8"):
+            model(torch.tensor([[1]]), cache=cache)
+
+
+def test_norm_and_gelu_operations_match_torch():
+    rows, d = 3, 40  # 40: a vector loop and a scalar tail
+    torch.manual_seed(0)
+    x = torch.randn(rows, d) * 3 + 1
+    w, b = torch.randn(d), torch.randn(d)
+    normed, act = torch.empty(rows, d), x.clone() * 2
+    program = decode_step.Program()
+    program.norm(x.data_ptr(), normed.data_ptr(), w.data_ptr(), b.data_ptr(), d, 1e-5)
+    program.gelu(act.data_ptr(), d)
+    assert program.run(0, rows, 0, 0, 1) == 0
+    torch.testing.assert_close(normed, F.layer_norm(x, (d,), w, b, 1e-5))
+    torch.testing.assert_close(act, F.gelu(x * 2, approximate="tanh"))
+    with pytest.raises(ValueError, match="extras"):
+        program.linear(0, 0, 1, 1, 0, (1,))
