@@ -178,3 +178,20 @@ def test_norm_and_gelu_operations_match_torch():
     torch.testing.assert_close(act, F.gelu(x * 2, approximate="tanh"))
     with pytest.raises(ValueError, match="extras"):
         program.linear(0, 0, 1, 1, 0, (1,))
+
+
+def test_a_model_that_does_not_qualify_is_not_rebuilt_every_step(monkeypatch):
+    from gptkit.plugins.quantizers.fused import FusedStep
+
+    model = _model(METHODS[0])
+    builds = []
+    build = FusedStep._build
+    monkeypatch.setattr(
+        FusedStep, "_build", lambda self, *a: builds.append(1) or build(self, *a)
+    )
+    handle = model.trf_blocks[1].register_forward_pre_hook(lambda *a: None)
+    _steps(model, 1, True, n=40)
+    assert model.fused_step._program is None and 4 <= len(builds) <= 8
+    handle.remove()
+    _steps(model, 1, True)  # a new cache: built again at once
+    assert model.fused_step._program is not None

@@ -69,6 +69,7 @@ class FusedStep:
         self._parts: list[tuple[nn.Module, str, Any]] = []  # (parent, name, child)
         self._tensors: list[tuple[Tensor, int]] = []  # (tensor, its address)
         self._buffers: list[Tensor] = []  # the activations
+        self._failures, self._skip = 0, 0  # builds failed in a row; steps to skip
 
     def __deepcopy__(self, memo: dict[int, Any]) -> FusedStep:
         # a copy's program would point into the original's tensors
@@ -118,7 +119,8 @@ class FusedStep:
         if status == -2:
             return None  # a bad token id or position: the forward raises
         if status:
-            raise MemoryError(f"fused decoding step: {decode_step.ERRORS[status]}")
+            error = MemoryError if status == -1 else RuntimeError
+            raise error(f"fused decoding step: {decode_step.ERRORS[status]}")
         cache.advance(1)
         return logits
 
@@ -133,10 +135,16 @@ class FusedStep:
         )
         if self._program is not None and key == self._key and self._unchanged():
             return self._program
+        if key == self._key and self._skip > 0:  # failed lately: not every step
+            self._skip -= 1
+            return None
         self._program, self._calls, self._buffers, self._parts = None, [], [], []
         program = self._build(cache, rows)
-        if program is not None:
-            self._program, self._key = program, key
+        failures = self._failures + 1 if key == self._key and program is None else 0
+        self._program, self._key, self._failures = program, key, failures
+        # after the n-th failure in a row skip 2^(n-1) - 1 steps (up to 255): the
+        # first decoding step chooses the kernels, so the next one retries
+        self._skip = min(2 ** max(failures - 1, 0) - 1, 255)
         return program
 
     def _unchanged(self) -> bool:
