@@ -18,6 +18,7 @@ from gptkit.core.quantize import quantize_model
 from gptkit.core.registry import get_registry
 from gptkit.core.weights import build_model
 from gptkit.plugins.quantizers import native
+from gptkit.plugins.quantizers.linear import KERNELS
 from gptkit.system import decode_step
 
 pytestmark = [
@@ -59,7 +60,20 @@ def _steps(model: GPTModel, rows: int, fused: bool, n: int = 6) -> list[torch.Te
 @pytest.mark.parametrize("threads", [1, 2])
 def test_fused_logits_match_the_forward(method, rows, threads):
     torch.set_num_threads(threads)
-    model = _model(method)
+    _compare_steps(_model(method), rows)
+
+
+@pytest.mark.parametrize("kernel", [k for k in KERNELS if native.library(k)])
+@pytest.mark.parametrize("method", ["int8", "int4:group_size=32"])
+def test_every_kernel_set_runs_in_the_fused_step(kernel, method):
+    # each kernel's calling convention (2, 3 or 5 arguments between the shape
+    # and the output) through gk_step
+    _compare_steps(
+        _model(f"{method}{',' if ':' in method else ':'}backend={kernel}"), 2
+    )
+
+
+def _compare_steps(model: GPTModel, rows: int) -> None:
     ref, got = _steps(model, rows, False), _steps(model, rows, True)
     assert model.fused_step._program is not None  # the fused path ran
     for r, g in zip(ref, got, strict=True):
