@@ -17,7 +17,8 @@ from gptkit.core.model import GPTModel, KVCache
 from gptkit.core.quantize import quantize_model
 from gptkit.core.registry import get_registry
 from gptkit.core.weights import build_model
-from gptkit.plugins.quantizers import native
+from gptkit.formats.models import accelerate_bf16
+from gptkit.plugins.quantizers import bf16, native
 from gptkit.plugins.quantizers.linear import KERNELS
 from gptkit.system import decode_step
 
@@ -44,7 +45,8 @@ def _steps(model: GPTModel, rows: int, fused: bool, n: int = 6) -> list[torch.Te
     step = model.fused_step
     torch.manual_seed(1)
     ids = torch.randint(0, model.cfg.vocab_size, (rows, 5 + n))
-    cache = KVCache.allocate(model.cfg, rows, 5 + n, "cpu", torch.float32)
+    dtype = model.tok_emb.weight.dtype
+    cache = KVCache.allocate(model.cfg, rows, 5 + n, "cpu", dtype)
     out = []
     with torch.inference_mode():
         model(ids[:, :5], cache=cache)
@@ -209,3 +211,25 @@ def test_a_model_that_does_not_qualify_is_not_rebuilt_every_step(monkeypatch):
     handle.remove()
     _steps(model, 1, True)  # a new cache: built again at once
     assert model.fused_step._program is not None
+
+
+@pytest.mark.skipif(not bf16.kernel_available(), reason="needs AVX512-BF16")
+@pytest.mark.parametrize("rows", [1, 3])
+def test_bf16_models_fuse_with_bf16_rounding(rows):
+    # --dtype bf16 on an AVX512-BF16 CPU: the program keeps bf16 activations
+    # and rounds where PyTorch's bf16 forward does
+    torch.manual_seed(0)
+    cfg = get_preset("tiny").replace(tie_embeddings=True)
+    model = accelerate_bf16(GPTModel(cfg).to(torch.bfloat16).eval())
+    ref, got = _steps(model, rows, False), _steps(model, rows, True)
+    assert model.fused_step._program is not None
+    for r, g in zip(ref, got, strict=True):
+        assert g.dtype == r.dtype == torch.bfloat16
+        torch.testing.assert_close(g, r, rtol=0.02, atol=0.02)
+    prompts = [[5, 6, 7, 8], [100, 3, 42, 9]]
+    greedy = get_registry().samplers.create("greedy")
+    fused = generate_tokens(model, prompts, greedy, max_new_tokens=10, eos_id=None)
+    model.fused_step, step = None, model.fused_step
+    plain = generate_tokens(model, prompts, greedy, max_new_tokens=10, eos_id=None)
+    model.fused_step = step
+    assert [r.new_ids for r in fused] == [r.new_ids for r in plain]

@@ -75,7 +75,7 @@ def main() -> None:
         )
     kernel = decode_attention.attend
     on, off = ("kernel", "sdpa") if args.switch == "attention" else ("fused", "python")
-    default = "fp32,int8,int4,bf16" if args.switch == "attention" else "int8,int4"
+    default = "fp32,int8,int4,bf16" if args.switch == "attention" else "int8,int4,bf16"
     rows = []
     print(f"# {cpu_model()}; flags: {' '.join(sorted(cpu.flags() & set(cpu.FLAGS)))}")
     for precision in (args.precisions or default).split(","):

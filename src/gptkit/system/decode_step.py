@@ -24,7 +24,9 @@ import struct
 from gptkit.system import decode_attention
 
 EMBED, NORM, LINEAR, STORE, ATTEND, ADD, GELU = range(7)
-_WORDS = 16  # int64 words per operation: its kind and 15 fields
+_WORDS = 16  # int64 words per operation: its kind, 14 fields, the dtype
+#: activation (and cache) dtypes, as the kernels number them
+DTYPES = {"float32": 0, "bfloat16": 1, "float16": 2}
 
 #: gk_step's status -> meaning (0: done)
 ERRORS = {
@@ -45,9 +47,15 @@ def available() -> bool:
 
 class Program:
     """Operations of one decoding step, in order. Pointers are addresses of
-    float32 buffers; a linear layer's output 0 is the step's output."""
+    buffers of ``dtype`` (``float32`` or ``bfloat16``: the activations, the
+    embedding and layer-norm parameters; a bfloat16 program rounds each
+    result to bfloat16 where PyTorch's bfloat16 forward does); a linear
+    layer's output 0 is the step's output."""
 
-    def __init__(self) -> None:
+    def __init__(self, dtype: str = "float32") -> None:
+        if dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"activations in float32 or bfloat16, not {dtype}")
+        self.dtype = DTYPES[dtype]
         self._ops: list[list[int]] = []
         self._array: ctypes.Array[ctypes.c_int64] | None = None
 
@@ -55,9 +63,10 @@ class Program:
         return len(self._ops)
 
     def _add(self, kind: int, *fields: int) -> None:
-        if len(fields) >= _WORDS:
+        if len(fields) > _WORDS - 2:
             raise ValueError("too many fields for one operation")
-        self._ops.append([kind, *fields])
+        padding = [0] * (_WORDS - 2 - len(fields))
+        self._ops.append([kind, *fields, *padding, self.dtype])
         self._array = None
 
     def embed(self, tokens: int, positions: int, dst: int, dim: int,
@@ -73,7 +82,8 @@ class Program:
     def linear(self, src: int, dst: int, in_features: int, out_features: int,
                function: int, extras: tuple[int, ...]) -> None:  # fmt: skip
         """``function(src, rows, in, *extras, dst, out, threads)`` (a gptkit
-        kernel: 2, 3 or 5 integer/pointer extras; returns 0 or an error)."""
+        kernel: 2, 3 or 5 integer/pointer extras; returns 0 or an error),
+        reading and writing rows of the program's dtype."""
         if len(extras) not in (2, 3, 5):
             raise ValueError(
                 f"a linear kernel takes 2, 3 or 5 extras, not {len(extras)}"
@@ -84,15 +94,21 @@ class Program:
     def store(self, src: int, cache: int, strides: tuple[int, int, int],
               heads: int, head_dim: int) -> None:  # fmt: skip
         """Write each row's ``heads`` x ``head_dim`` values into slot ``pos``
-        of a float32 cache (row, head and slot ``strides`` in elements)."""
+        of a cache of the program's dtype (row, head and slot ``strides`` in
+        elements)."""
         self._add(STORE, src, cache, *strides, heads, head_dim)
 
     def attend(self, q: int, keys: int, values: int, strides: tuple[int, int, int],
-               heads: int, group: int, head_dim: int, dst: int) -> None:  # fmt: skip
+               heads: int, group: int, head_dim: int, dst: int,
+               scratch: tuple[int, int] = (0, 0)) -> None:  # fmt: skip
         """Attention of each row's ``heads`` queries over slots 0..pos of the
-        float32 cache (``group`` query heads per key/value head)."""
+        cache, which holds the program's dtype (``group`` query heads per
+        key/value head). A bfloat16 program attends in float32: ``scratch``,
+        two float32 buffers of a step's queries."""
+        if self.dtype != DTYPES["float32"] and not all(scratch):
+            raise ValueError("a bfloat16 program's attention needs float32 scratch")
         self._add(ATTEND, q, keys, values, *strides, heads, group, head_dim, dst,
-                  _bits(head_dim**-0.5))  # fmt: skip
+                  _bits(head_dim**-0.5), *scratch, self.dtype)  # fmt: skip
 
     def add(self, dst: int, src: int, dim: int) -> None:
         """dst += src, ``dim`` values per row (a residual connection)."""

@@ -25,7 +25,8 @@ from torch import Tensor, nn
 
 from gptkit.core.interfaces import Quantizer
 from gptkit.errors import GptkitError
-from gptkit.plugins.quantizers import native
+from gptkit.plugins.quantizers import fused, native
+from gptkit.plugins.quantizers.linear import kernel_call
 from gptkit.system import cpu
 
 KERNEL = "avx512bf16"
@@ -53,6 +54,9 @@ def pack_tiles(weight: Tensor) -> Tensor:
 
 class Bf16Linear(nn.Module):
     """``y = x W^T + b`` with ``W`` (and ``b``) stored in bfloat16."""
+
+    #: the rows the kernel reads and writes (gptkit.plugins.quantizers.fused)
+    kernel_dtype = torch.bfloat16
 
     def __init__(
         self,
@@ -82,6 +86,15 @@ class Bf16Linear(nn.Module):
         )
         self._pack: Tensor | None = None
         self._pack_key: int | None = None
+        # the last kernel call (threads, weight address, function, extras),
+        # for the fused decoding step (linear.kernel_call)
+        self._call: tuple[Any, ...] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_call": None}  # ctypes functions do not copy
+
+    def kernel_call(self) -> tuple[Any, int, tuple[int, ...]] | None:
+        return kernel_call(self)
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, backend: str = "auto") -> Bf16Linear:
@@ -110,13 +123,13 @@ class Bf16Linear(nn.Module):
         weights (the state dict) keep their layout."""
         key = self.weight.data_ptr()
         if self._pack_key != key:
-            self._pack = None  # free the old one first
+            self._pack, self._call = None, None  # free the old one first
             self._pack = pack_tiles(self.weight)
             self._pack_key = key
         return self._pack  # type: ignore[return-value]
 
     def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
-        self._pack_key = None  # the weights change in place
+        self._pack_key, self._call = None, None  # the weights change in place
         super()._load_from_state_dict(*args, **kwargs)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -124,13 +137,14 @@ class Bf16Linear(nn.Module):
             flat = x.reshape(-1, self.in_features)
             if flat.dtype != torch.bfloat16 or not flat.is_contiguous():
                 flat = flat.to(torch.bfloat16).contiguous()
-            m = flat.shape[0]
+            m, threads = flat.shape[0], torch.get_num_threads()
             y = torch.empty(m, self.out_features, dtype=torch.bfloat16)
-            native.loaded(KERNEL).gk_bf16_linear(  # type: ignore[union-attr]
-                flat.data_ptr(), m, self.in_features, self._packed().data_ptr(),
-                None if self.bias is None else self.bias.data_ptr(),
-                y.data_ptr(), self.out_features, torch.get_num_threads(),
-            )  # fmt: skip
+            fn = native.loaded(KERNEL).gk_bf16_linear  # type: ignore[union-attr]
+            extras = (self._packed().data_ptr(),
+                      None if self.bias is None else self.bias.data_ptr())  # fmt: skip
+            fn(flat.data_ptr(), m, self.in_features, *extras, y.data_ptr(),
+               self.out_features, threads)  # fmt: skip
+            self._call = (threads, self.weight.data_ptr(), fn, extras)
             return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
         bias = None if self.bias is None else self.bias.to(x.dtype)
         return F.linear(x, self.weight.to(x.dtype), bias)
@@ -167,6 +181,10 @@ class Bf16(Quantizer):
                 " use backend=auto"
             )
         return Bf16Linear.from_linear(linear, self.options.backend)  # type: ignore[arg-type,arg-type]
+
+    def fused_step(self, model: nn.Module) -> fused.FusedStep | None:
+        """GPT-2's whole decoding step in C (:mod:`.fused`) on the kernel."""
+        return fused.fused_step(model) if self.options.backend != "torch" else None
 
 
 _WARNED = False

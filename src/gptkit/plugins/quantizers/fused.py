@@ -33,11 +33,10 @@ from gptkit.core.model import (
     MultiHeadAttention,
     TransformerBlock,
 )
-from gptkit.plugins.quantizers.linear import NATIVE_MAX_ROWS, Int4Linear, Int8Linear
+from gptkit.plugins.quantizers.linear import NATIVE_MAX_ROWS
 from gptkit.system import decode_step
 
-#: Layers whose kernel the program calls (their forward is the base class's).
-_KERNEL_LAYERS = (Int8Linear, Int4Linear)
+_DTYPES = {torch.float32: "float32", torch.bfloat16: "bfloat16"}
 
 
 def fused_step(model: nn.Module) -> FusedStep | None:
@@ -70,6 +69,7 @@ class FusedStep:
         self._tensors: list[tuple[Tensor, int]] = []  # (tensor, its address)
         self._buffers: list[Tensor] = []  # the activations
         self._failures, self._skip = 0, 0  # builds failed in a row; steps to skip
+        self._dtype = torch.float32  # the program's activations and logits
 
     def __deepcopy__(self, memo: dict[int, Any]) -> FusedStep:
         # a copy's program would point into the original's tensors
@@ -113,7 +113,7 @@ class FusedStep:
         if program is None:
             return None
         tokens = in_idx if in_idx.is_contiguous() else in_idx.contiguous()
-        logits = torch.empty((rows, 1, model.cfg.vocab_size))
+        logits = torch.empty((rows, 1, model.cfg.vocab_size), dtype=self._dtype)
         threads = torch.get_num_threads()
         status = program.run(tokens.data_ptr(), rows, pos, logits.data_ptr(), threads)
         if status == -2:
@@ -168,13 +168,14 @@ class FusedStep:
         d, hd = cfg.emb_dim, cfg.head_dim
         heads, kv_heads = cfg.n_heads, cfg.n_kv_heads
         keys, values = cache.keys, cache.values
+        dtype = keys.dtype  # the activations', the parameters' and the cache's
         if (
-            keys.dtype != torch.float32
+            dtype not in _DTYPES
             or keys.device.type != "cpu"
             or values.stride() != keys.stride()
             or heads * hd != d
             or kv_heads * hd != d  # GPT-2's projections: every head's keys
-            or any(p.dtype != torch.float32 or p.is_cuda for p in model.parameters())
+            or any(p.dtype != dtype or p.is_cuda for p in model.parameters())
             or any(_hooked(m) for m in model.modules())
         ):
             return None
@@ -201,7 +202,9 @@ class FusedStep:
             return None
         linears = [m for parts in layers for m in (*parts[:4], parts[4], parts[6])]
         norms = [m for parts in layers for m in parts[7:]] + [final]
-        calls = [m.kernel_call() if type(m) in _KERNEL_LAYERS else None
+        # layers whose kernel reads and writes rows of this dtype (this
+        # package's int8/int4 layers: float32, its bf16 layer: bfloat16)
+        calls = [m.kernel_call() if getattr(m, "kernel_dtype", None) == dtype else None
                  for m in (*linears, head)]  # fmt: skip
         if (
             any(c is None for c in calls)
@@ -218,13 +221,17 @@ class FusedStep:
         ]
         self._tensors = [(t, t.data_ptr()) for t in tensors]
 
-        def buffer(width: int) -> int:
-            t = torch.empty((rows, width))
+        def buffer(width: int, of: torch.dtype = dtype) -> int:
+            t = torch.empty((rows, width), dtype=of)
             self._buffers.append(t)
             return t.data_ptr()
 
         x, h, q, k, v, a, o, f = (buffer(w) for w in (d, d, d, d, d, d, d, 4 * d))
-        program = decode_step.Program()
+        program = decode_step.Program(_DTYPES[dtype])
+        scratch = (0, 0)  # a bfloat16 program attends on float32 copies
+        if dtype != torch.float32:
+            scratch = (buffer(d, torch.float32), buffer(d, torch.float32))
+        self._dtype = dtype
 
         def linear(layer: nn.Module, src: int, dst: int) -> None:
             _, address, extras = next(kernels)
@@ -245,9 +252,8 @@ class FusedStep:
             linear(wq, h, q), linear(wk, h, k), linear(wv, h, v)
             program.store(k, key_at, strides, kv_heads, hd)
             program.store(v, value_at, strides, kv_heads, hd)
-            program.attend(
-                q, key_at, value_at, strides, heads, heads // kv_heads, hd, a
-            )
+            group = heads // kv_heads
+            program.attend(q, key_at, value_at, strides, heads, group, hd, a, scratch)
             linear(proj, a, o)
             program.add(x, o, d)
             norm(norm2, x, h)

@@ -54,6 +54,25 @@ def available_backends() -> list[str]:
     return [*native.available("int8"), "aten", "torch", "reference"]
 
 
+def kernel_call(layer: nn.Module) -> tuple[Any, int, tuple[int, ...]] | None:
+    """The kernel call ``layer`` (a quantized or bf16 layer) repeats for a
+    decoding step, for a caller in C (:mod:`gptkit.plugins.quantizers.fused`):
+    ``(plan, address, extras)`` — ``plan``, the layer's ``_call``, is the
+    object that changes whenever the kernel, its threads or its weights do
+    (compare it with ``is``) — or None until a decoding step has chosen and
+    run a kernel."""
+    call = layer._call
+    if (
+        call is None
+        or call[0] != torch.get_num_threads()
+        or layer._buffers["weight"].data_ptr() != call[1]  # type: ignore[union-attr]
+        or call[2].restype is not ctypes.c_int
+    ):
+        return None
+    address = ctypes.cast(call[2], ctypes.c_void_p).value
+    return call, int(address or 0), tuple(int(a or 0) for a in call[3])
+
+
 def _rows(x: Tensor) -> tuple[Tensor, int]:
     flat = x.reshape(-1, x.shape[-1])  # (B*T, K)
     return (flat if flat.is_contiguous() else flat.contiguous()), flat.shape[0]
@@ -204,6 +223,8 @@ class _QuantizedLinear(nn.Module):
     """Shared parts: shapes, bias, the backend choice."""
 
     kind = ""
+    #: the rows the kernels read and write (gptkit.plugins.quantizers.fused)
+    kernel_dtype = torch.float32
     in_features: int
     out_features: int
     bias: Tensor | None
@@ -281,21 +302,8 @@ class _QuantizedLinear(nn.Module):
         self._call = (threads, self.weight.data_ptr(), fn, args)
 
     def kernel_call(self) -> tuple[Any, int, tuple[int, ...]] | None:
-        """The kernel call :meth:`forward` repeats for a decoding step, for a
-        caller in C (:mod:`gptkit.plugins.quantizers.fused`): ``(plan,
-        address, extras)`` — ``plan`` is the object that changes whenever the
-        kernel, its threads or its weights do (compare it with ``is``) — or
-        None until a decoding step has chosen a kernel returning a status."""
-        call = self._call
-        if (
-            call is None
-            or call[0] != torch.get_num_threads()
-            or self._buffers["weight"].data_ptr() != call[1]  # type: ignore[union-attr]
-            or call[2].restype is not ctypes.c_int
-        ):
-            return None
-        address = ctypes.cast(call[2], ctypes.c_void_p).value
-        return call, int(address), tuple(int(a or 0) for a in call[3])
+        """See :func:`kernel_call`."""
+        return kernel_call(self)
 
     def _packed(self, kernel: str) -> tuple[Tensor, ...]:
         """The weights repacked for ``kernel`` (:data:`PACKED`), made on first

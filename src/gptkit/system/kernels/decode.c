@@ -200,10 +200,13 @@ int gk_attend(const float* q, int64_t qb, int64_t qh, int64_t B, int64_t H, int6
  * their token at position `pos`, from a list of operations built once per
  * model and cache (gptkit.system.decode_step): the same work as the model's
  * Python forward pass, without its ~100 us of interpreter and dispatch per
- * layer. Activations are float32 rows, contiguous; a linear layer is any
- * function with the signature of gptkit's quantized kernels, called through
- * its address. Each operation is 16 int64 words: its kind, then its fields
- * (pointers as integers, floats as the bits of a double).
+ * layer. Activations are rows of float32 or of bfloat16 (word 15 of each
+ * operation: the program's activation dtype; a bfloat16 program rounds every
+ * result to bfloat16, to nearest even, where PyTorch's bfloat16 forward
+ * does); a linear layer is any function with the signature of gptkit's
+ * kernels, called through its address. Each operation is 16 int64 words: its
+ * kind, then its fields (pointers as integers, floats as the bits of a
+ * double).
  */
 enum { OP_EMBED, OP_NORM, OP_LINEAR, OP_STORE, OP_ATTEND, OP_ADD, OP_GELU };
 
@@ -211,11 +214,11 @@ typedef struct {
   int64_t kind, a[15];
 } gk_op;
 
-typedef int (*linear2_fn)(const float*, int64_t, int64_t, int64_t, int64_t, float*, int64_t, int);
-typedef int (*linear3_fn)(const float*, int64_t, int64_t, int64_t, int64_t, int64_t, float*,
+typedef int (*linear2_fn)(const void*, int64_t, int64_t, int64_t, int64_t, void*, int64_t, int);
+typedef int (*linear3_fn)(const void*, int64_t, int64_t, int64_t, int64_t, int64_t, void*,
                           int64_t, int);
-typedef int (*linear5_fn)(const float*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
-                          int64_t, float*, int64_t, int);
+typedef int (*linear5_fn)(const void*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+                          int64_t, void*, int64_t, int);
 
 static inline double as_double(int64_t bits) {
   double d;
@@ -223,41 +226,81 @@ static inline double as_double(int64_t bits) {
   return d;
 }
 
+/* Element i of a row of activations (or parameters) in dtype F32 or BF16. */
+static inline float get(const void* p, int64_t i, int dtype) {
+  if (dtype == F32) return ((const float*)p)[i];
+  uint32_t bits = (uint32_t)((const uint16_t*)p)[i] << 16;
+  float f;
+  memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+/* float32 -> bfloat16, rounded to nearest even (NaN stays NaN), as PyTorch. */
+static inline uint16_t to_bf16(float f) {
+  uint32_t bits;
+  memcpy(&bits, &f, sizeof bits);
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((bits >> 16) | 0x40);
+  return (uint16_t)((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+}
+
+static inline void put(void* p, int64_t i, float v, int dtype) {
+  if (dtype == F32)
+    ((float*)p)[i] = v;
+  else
+    ((uint16_t*)p)[i] = to_bf16(v);
+}
+
 /* y = (x - mean) / sqrt(var + eps) * w + b over each row of D values. */
-static void norm_rows(const float* x, float* y, const float* w, const float* b, int64_t rows,
-                      int64_t D, float eps) {
-  for (int64_t r = 0; r < rows; ++r, x += D, y += D) {
+static void norm_rows(const void* x, void* y, const void* w, const void* b, int64_t rows,
+                      int64_t D, float eps, int dt) {
+  for (int64_t r = 0; r < rows; ++r) {
     float mean = 0.0f, var = 0.0f;
-    for (int64_t i = 0; i < D; ++i) mean += x[i];
+    for (int64_t i = 0; i < D; ++i) mean += get(x, r * D + i, dt);
     mean /= (float)D;
-    for (int64_t i = 0; i < D; ++i) var += (x[i] - mean) * (x[i] - mean);
+    for (int64_t i = 0; i < D; ++i) {
+      float c = get(x, r * D + i, dt) - mean;
+      var += c * c;
+    }
     float rstd = 1.0f / sqrtf(var / (float)D + eps);
-    for (int64_t i = 0; i < D; ++i) y[i] = (x[i] - mean) * rstd * w[i] + b[i];
+    for (int64_t i = 0; i < D; ++i)
+      put(y, r * D + i, (get(x, r * D + i, dt) - mean) * rstd * get(w, i, dt) + get(b, i, dt), dt);
   }
 }
 
 /* GELU, tanh approximation (GPT-2's): 0.5 x (1 + tanh(c (x + 0.044715 x^3))),
  * tanh(u) = sign(u) (1 - e) / (1 + e) with e = e^(-2|u|) <= 1. */
-static void gelu(float* x, int64_t n) {
+static inline __m256 gelu8(__m256 v) {
   const __m256 c = _mm256_set1_ps(0.7978845608028654f), k = _mm256_set1_ps(0.044715f);
   const __m256 one = _mm256_set1_ps(1.0f), half = _mm256_set1_ps(0.5f);
   const __m256 sign = _mm256_set1_ps(-0.0f), m2 = _mm256_set1_ps(-2.0f);
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    __m256 v = _mm256_loadu_ps(x + i);
-    __m256 u = _mm256_mul_ps(c, _mm256_fmadd_ps(_mm256_mul_ps(k, v), _mm256_mul_ps(v, v), v));
-    __m256 e = exp8(_mm256_mul_ps(m2, _mm256_andnot_ps(sign, u)));
-    __m256 t = _mm256_div_ps(_mm256_sub_ps(one, e), _mm256_add_ps(one, e));
-    t = _mm256_or_ps(t, _mm256_and_ps(sign, u));
-    _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_mul_ps(half, v), _mm256_add_ps(one, t)));
-  }
-  for (; i < n; ++i) x[i] = 0.5f * x[i] * (1.0f + tanhf(0.7978845608028654f * (x[i] + 0.044715f * x[i] * x[i] * x[i])));
+  __m256 u = _mm256_mul_ps(c, _mm256_fmadd_ps(_mm256_mul_ps(k, v), _mm256_mul_ps(v, v), v));
+  __m256 e = exp8(_mm256_mul_ps(m2, _mm256_andnot_ps(sign, u)));
+  __m256 t = _mm256_div_ps(_mm256_sub_ps(one, e), _mm256_add_ps(one, e));
+  t = _mm256_or_ps(t, _mm256_and_ps(sign, u));
+  return _mm256_mul_ps(_mm256_mul_ps(half, v), _mm256_add_ps(one, t));
 }
 
-static int linear(const gk_op* op, int64_t rows, float* out, int threads) {
+static void gelu(void* x, int64_t n, int dt) {
+  float v[8];
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    if (dt == F32) {
+      _mm256_storeu_ps((float*)x + i, gelu8(_mm256_loadu_ps((const float*)x + i)));
+      continue;
+    }
+    _mm256_storeu_ps(v, gelu8(load8(x, i, BF16)));
+    for (int j = 0; j < 8; ++j) put(x, i + j, v[j], dt);
+  }
+  for (; i < n; ++i) {
+    float y = get(x, i, dt);
+    put(x, i, 0.5f * y * (1.0f + tanhf(0.7978845608028654f * (y + 0.044715f * y * y * y))), dt);
+  }
+}
+
+static int linear(const gk_op* op, int64_t rows, void* out, int threads) {
   const int64_t* a = op->a;
-  const float* x = (const float*)a[0];
-  float* y = a[1] ? (float*)a[1] : out;
+  const void* x = (const void*)a[0];
+  void* y = a[1] ? (void*)a[1] : out;
   int64_t K = a[2], N = a[3];
   switch (a[5]) {
     case 2: return ((linear2_fn)a[4])(x, rows, K, a[6], a[7], y, N, threads);
@@ -267,59 +310,75 @@ static int linear(const gk_op* op, int64_t rows, float* out, int threads) {
   return -3;
 }
 
+/* q (rows, H * hd) in dt; keys and values in the cache's dtype; the output
+ * (rows, H * hd) in dt. A bfloat16 program attends on float32 copies of its
+ * queries (scratch q32, o32), as PyTorch's forward does. */
+static int attend_op(const int64_t* a, int64_t rows, int64_t pos, int threads, int dt) {
+  int64_t H = a[6], hd = a[8], n = rows * H * hd;
+  const float* q = (const float*)a[0];
+  float* o = (float*)a[9];
+  if (dt != F32) {
+    for (int64_t i = 0; i < n; ++i) ((float*)a[11])[i] = get((const void*)a[0], i, dt);
+    q = (const float*)a[11], o = (float*)a[12];
+  }
+  int status = gk_attend(q, H * hd, hd, rows, H, a[7], hd, (const void*)a[1], (const void*)a[2],
+                         (int)a[13], a[3], a[4], a[5], pos + 1, NULL, (float)as_double(a[10]),
+                         o, threads);
+  if (dt != F32)
+    for (int64_t i = 0; i < n; ++i) put((void*)a[9], i, o[i], dt);
+  return status;
+}
+
 /* One decoding step: `tokens` (rows) at position `pos` of every row; the
  * operation whose output is 0 writes to `out` (the logits). Returns 0, -1 out
  * of memory, -2 a token or position outside the embeddings (nothing written),
  * -3 a malformed operation. */
 int gk_step(const gk_op* ops, int64_t n_ops, const int64_t* tokens, int64_t rows, int64_t pos,
-            float* out, int threads) {
+            void* out, int threads) {
   for (int64_t o = 0; o < n_ops; ++o) {
     const gk_op* op = ops + o;
     const int64_t* a = op->a;
-    int status = 0;
+    int dt = (int)a[14], status = 0;
+    if (dt != F32 && dt != BF16) return -3;
+    size_t es = dt == F32 ? 4 : 2;
     switch (op->kind) {
       case OP_EMBED: { /* tok, pos table, dst, D, vocab, positions */
         int64_t D = a[3];
         if (pos < 0 || pos >= a[5]) return -2;
         for (int64_t r = 0; r < rows; ++r)
           if (tokens[r] < 0 || tokens[r] >= a[4]) return -2;
-        for (int64_t r = 0; r < rows; ++r) {
-          const float *t = (const float*)a[0] + tokens[r] * D, *p = (const float*)a[1] + pos * D;
-          float* x = (float*)a[2] + r * D;
-          for (int64_t i = 0; i < D; ++i) x[i] = t[i] + p[i];
-        }
+        for (int64_t r = 0; r < rows; ++r)
+          for (int64_t i = 0; i < D; ++i)
+            put((void*)a[2], r * D + i,
+                get((const void*)a[0], tokens[r] * D + i, dt) + get((const void*)a[1], pos * D + i, dt),
+                dt);
         break;
       }
       case OP_NORM: /* src, dst, weight, bias, D, eps */
-        norm_rows((const float*)a[0], (float*)a[1], (const float*)a[2], (const float*)a[3], rows,
-                  a[4], (float)as_double(a[5]));
+        norm_rows((const void*)a[0], (void*)a[1], (const void*)a[2], (const void*)a[3], rows, a[4],
+                  (float)as_double(a[5]), dt);
         break;
       case OP_LINEAR: /* src, dst (0: out), K, N, function, extras, extra... */
         status = linear(op, rows, out, threads);
         break;
       case OP_STORE: { /* src (rows, H * hd), cache, row/head/slot strides, H, hd */
-        const float* x = (const float*)a[0];
-        float* base = (float*)a[1];
+        char* base = (char*)a[1];
         int64_t H = a[5], hd = a[6];
         for (int64_t r = 0; r < rows; ++r)
           for (int64_t h = 0; h < H; ++h)
-            memcpy(base + r * a[2] + h * a[3] + pos * a[4], x + (r * H + h) * hd,
-                   sizeof(float) * (size_t)hd);
+            memcpy(base + (r * a[2] + h * a[3] + pos * a[4]) * es,
+                   (const char*)a[0] + (r * H + h) * hd * es, es * (size_t)hd);
         break;
       }
-      case OP_ATTEND: /* q (rows, H * hd), keys, values, strides, H, group, hd, dst, scale */
-        status = gk_attend((const float*)a[0], a[6] * a[8], a[8], rows, a[6], a[7], a[8],
-                           (const void*)a[1], (const void*)a[2], F32, a[3], a[4], a[5],
-                           pos + 1, NULL, (float)as_double(a[10]), (float*)a[9], threads);
+      case OP_ATTEND: /* q, keys, values, strides, H, group, hd, dst, scale, q32, o32, cache dtype */
+        status = attend_op(a, rows, pos, threads, dt);
         break;
-      case OP_ADD: { /* dst += src, D values per row */
-        float* y = (float*)a[0];
-        const float* x = (const float*)a[1];
-        for (int64_t i = 0; i < rows * a[2]; ++i) y[i] += x[i];
+      case OP_ADD: /* dst += src, D values per row */
+        for (int64_t i = 0; i < rows * a[2]; ++i)
+          put((void*)a[0], i, get((const void*)a[0], i, dt) + get((const void*)a[1], i, dt), dt);
         break;
-      }
       case OP_GELU: /* buffer, D values per row */
-        gelu((float*)a[0], rows * a[1]);
+        gelu((void*)a[0], rows * a[1], dt);
         break;
       default:
         return -3;
