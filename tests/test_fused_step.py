@@ -127,12 +127,38 @@ def test_it_steps_aside_where_it_does_not_apply():
     assert cache.lengths == [3, 3]  # nothing advanced
 
 
-def test_only_gpt2_models_with_kernel_backends_get_one():
+def test_only_kernel_backends_get_one():
     assert _model("int8").fused_step is not None
     assert _model("int4:backend=reference").fused_step is None
     assert _model("int8:backend=torch").fused_step is None
-    llama = build_model(get_preset("llama-tiny")).eval()
-    assert quantize_model(llama, "int8").fused_step is None
+
+
+@pytest.mark.parametrize("preset", ["llama-tiny", "qwen3-tiny"])
+def test_llama_and_qwen3_fuse_with_rmsnorm_rope_and_swiglu(preset):
+    # int8 on a kernel whose products see only the rounded activations: the
+    # logits match to float rounding
+    torch.manual_seed(0)
+    model = quantize_model(build_model(get_preset(preset)).eval(), METHODS[0])
+    _compare_steps(model, 2)
+    prompts = [[5, 6, 7, 8], [100, 3, 42, 9]]
+    greedy = get_registry().samplers.create("greedy")
+    fused = generate_tokens(model, prompts, greedy, max_new_tokens=10, eos_id=None)
+    model.fused_step, step = None, model.fused_step
+    plain = generate_tokens(model, prompts, greedy, max_new_tokens=10, eos_id=None)
+    model.fused_step = step
+    assert [r.new_ids for r in fused] == [r.new_ids for r in plain]
+
+
+def test_llama_int4_fuses_too():
+    # int4's kernels also read the activations' float block sums (the zero
+    # points' term), so a norm's last-place difference reaches the logits,
+    # and RMSNorm on a tiny random model's small residual stream magnifies it
+    torch.manual_seed(0)
+    model = quantize_model(build_model(get_preset("llama-tiny")).eval(), METHODS[1])
+    ref, got = _steps(model, 2, False), _steps(model, 2, True)
+    assert model.fused_step._program is not None
+    for r, g in zip(ref, got, strict=True):
+        torch.testing.assert_close(g, r, rtol=0.05, atol=0.05)
 
 
 def test_changed_weights_and_threads_rebuild_the_program():

@@ -1,6 +1,7 @@
 """A whole decoding step in one C call: a :class:`Program` lists a model's
-operations for one token per row (embedding, layer norms, linear layers,
-KV-cache writes, attention, residual adds, GELU) with the addresses of its
+operations for one token per row (embedding, layer or RMS norms, linear
+layers, rotary embeddings, KV-cache writes, attention, residual adds, GELU or
+SwiGLU's gate) with the addresses of its
 weights and of preallocated activation buffers; :meth:`Program.run` executes
 them (``gk_step`` in ``kernels/decode.c``).
 
@@ -23,7 +24,7 @@ import struct
 
 from gptkit.system import decode_attention
 
-EMBED, NORM, LINEAR, STORE, ATTEND, ADD, GELU = range(7)
+EMBED, NORM, LINEAR, STORE, ATTEND, ADD, GELU, RMS_NORM, ROPE, SILU_MUL = range(10)
 _WORDS = 16  # int64 words per operation: its kind, 14 fields, the dtype
 #: activation (and cache) dtypes, as the kernels number them
 DTYPES = {"float32": 0, "bfloat16": 1, "float16": 2}
@@ -71,13 +72,29 @@ class Program:
 
     def embed(self, tokens: int, positions: int, dst: int, dim: int,
               vocab: int, n_positions: int) -> None:  # fmt: skip
-        """dst[r] = tokens[token r] + positions[pos] (tables of ``dim`` columns)."""
+        """dst[r] = tokens[token r] + positions[pos] (tables of ``dim`` columns;
+        ``positions`` 0: no position table, rotary models)."""
         self._add(EMBED, tokens, positions, dst, dim, vocab, n_positions)
 
     def norm(self, src: int, dst: int, weight: int, bias: int, dim: int,
              eps: float) -> None:  # fmt: skip
         """Layer normalisation of each row of ``dim`` values."""
         self._add(NORM, src, dst, weight, bias, dim, _bits(eps))
+
+    def rms_norm(self, src: int, dst: int, weight: int, dim: int, eps: float,
+                 vectors: int = 1) -> None:  # fmt: skip
+        """RMSNorm of each row's ``vectors`` vectors of ``dim`` values (Llama's;
+        ``vectors`` > 1: each head's queries or keys, Qwen3)."""
+        self._add(RMS_NORM, src, dst, weight, dim, _bits(eps), vectors)
+
+    def rope(self, buffer: int, heads: int, head_dim: int, inv_freq: int) -> None:
+        """Rotate each row's ``heads`` vectors in place by position ``pos``
+        (the halves convention; ``inv_freq``: head_dim / 2 float32 values)."""
+        self._add(ROPE, buffer, heads, head_dim, inv_freq)
+
+    def silu_mul(self, gate: int, up: int, dim: int) -> None:
+        """gate = silu(gate) * up, ``dim`` values per row (SwiGLU)."""
+        self._add(SILU_MUL, gate, up, dim)
 
     def linear(self, src: int, dst: int, in_features: int, out_features: int,
                function: int, extras: tuple[int, ...]) -> None:  # fmt: skip

@@ -225,6 +225,11 @@ class LlamaModel(nn.Module):
         logits_at: Tensor | None = None,
     ) -> Tensor:
         """Logits (B, T, vocab); arguments as ``GPTModel.forward``'s."""
+        if cache is not None and (fused := self.__dict__.get("fused_step")):
+            # a quantizer's whole decoding step (Quantizer.fused_step), or None
+            logits = fused(in_idx, cache, position_ids, attention_mask, logits_at)
+            if logits is not None:
+                return logits
         step, mask, positions = attention_inputs(
             in_idx, cache, position_ids, attention_mask
         )

@@ -1,20 +1,22 @@
-"""A quantized GPT-2 model's decoding step as one C call
-(:mod:`gptkit.system.decode_step`): what the built-in int8/int4 quantizers
-return from :meth:`Quantizer.fused_step`.
+"""A quantized model's decoding step as one C call
+(:mod:`gptkit.system.decode_step`): what the built-in int8, int4 and bf16
+quantizers return from :meth:`Quantizer.fused_step`.
 
-The step applies when a :class:`~gptkit.core.model.GPTModel` of float32
-parameters on the CPU decodes one token per row (up to 16 rows, every row of
-the KV cache at the same length — greedy, sampling, beam search), with
+The step applies when a GPT-2 (:class:`~gptkit.core.model.GPTModel`), Llama 3
+or Qwen3 model on the CPU decodes one token per row (up to 16 rows, every row
+of the KV cache at the same length — greedy, sampling, beam search), with
 gradients off, in eval mode, no hooks, every linear layer one of this
-package's quantized layers, and each of them has already run a decoding step
-(so its kernel is chosen: the first step takes the Python path). Anything else
-returns None and the model's own forward runs. The program is built on the
-first step of each cache and rebuilt when a kernel choice, the thread count or
-any weight changes.
+package's layers with a kernel (int8/int4 with float32 parameters and cache;
+bf16 with bfloat16 ones, GPT-2 only), and each of them has already run a
+decoding step (so its kernel is chosen: the first step takes the Python
+path). Anything else returns None and the model's own forward runs. The
+program is built on the first step of each cache and rebuilt when a kernel
+choice, the thread count or any weight changes.
 
-The arithmetic is the Python path's: the same matrix-product kernels; layer
-norm, GELU (tanh) and the residual adds in float32 in C, which round like
-PyTorch's to within a few units in the last place.
+The arithmetic is the Python path's: the same matrix-product kernels; the
+norms, GELU / SwiGLU's gate, the rotary embedding and the residual adds in C,
+which round like PyTorch's to within a few units in the last place (a bf16
+program rounds to bf16 where PyTorch's bf16 forward does).
 """
 
 from __future__ import annotations
@@ -40,8 +42,11 @@ _DTYPES = {torch.float32: "float32", torch.bfloat16: "bfloat16"}
 
 
 def fused_step(model: nn.Module) -> FusedStep | None:
-    """The fused step of ``model`` where its architecture is GPT-2's, else None."""
-    if type(model) is not GPTModel or not decode_step.available():
+    """The fused step of ``model`` where its architecture is GPT-2's, Llama 3's
+    or Qwen3's, else None."""
+    from gptkit.plugins.architectures.llama_model import LlamaModel
+
+    if type(model) not in (GPTModel, LlamaModel) or not decode_step.available():
         return None
     return FusedStep(model)
 
@@ -164,109 +169,227 @@ class FusedStep:
         )
 
     def _build(self, cache: KVCache, rows: int) -> decode_step.Program | None:
-        model, cfg = self.model, self.model.cfg
-        d, hd = cfg.emb_dim, cfg.head_dim
-        heads, kv_heads = cfg.n_heads, cfg.n_kv_heads
+        model = self.model
         keys, values = cache.keys, cache.values
         dtype = keys.dtype  # the activations', the parameters' and the cache's
         if (
             dtype not in _DTYPES
             or keys.device.type != "cpu"
             or values.stride() != keys.stride()
-            or heads * hd != d
-            or kv_heads * hd != d  # GPT-2's projections: every head's keys
             or any(p.dtype != dtype or p.is_cuda for p in model.parameters())
             or any(_hooked(m) for m in model.modules())
         ):
             return None
+        self._dtype = dtype
+        if type(model) is GPTModel:
+            return self._gpt2(_Builder(self, cache, rows))
+        return self._llama(_Builder(self, cache, rows))
+
+    def _gpt2(self, b: _Builder) -> decode_step.Program | None:
+        model, cfg = self.model, self.model.cfg
+        d, hd, heads = cfg.emb_dim, cfg.head_dim, cfg.n_heads
+        if heads * hd != d or cfg.n_kv_heads != heads:
+            return None  # GPT-2's projections: every head's keys and values
         # The layers, checked before anything is allocated.
-        blocks = [self._part(model.trf_blocks, str(i)) for i in range(cfg.n_layers)]
-        if any(type(b) is not TransformerBlock for b in blocks):
+        blocks = b.children(model.trf_blocks, cfg.n_layers, TransformerBlock)
+        if blocks is None:
             return None
         layers = []
         for block in blocks:
-            att, ff = self._part(block, "att"), self._part(block, "ff")
-            mlp = self._part(ff, "layers")
+            att, ff = b.part(block, "att"), b.part(block, "ff")
+            mlp = b.part(ff, "layers")
             if type(att) is not MultiHeadAttention or type(mlp) is not nn.Sequential:
                 return None
-            if len(mlp) != 3:
+            if len(mlp) != 3 or type(b.part(mlp, "1")) is not GELU:
                 return None
             names = ("W_query", "W_key", "W_value", "out_proj")
-            parts = [self._part(att, n) for n in names]
-            parts += [self._part(mlp, n) for n in ("0", "1", "2")]
-            parts += [self._part(block, n) for n in ("norm1", "norm2")]
-            layers.append(parts)
-        head, final = self._part(model, "out_head"), self._part(model, "final_norm")
-        tok, pos = self._part(model, "tok_emb"), self._part(model, "pos_emb")
-        if type(tok) is not nn.Embedding or type(pos) is not nn.Embedding:
-            return None
-        linears = [m for parts in layers for m in (*parts[:4], parts[4], parts[6])]
-        norms = [m for parts in layers for m in parts[7:]] + [final]
-        # layers whose kernel reads and writes rows of this dtype (this
-        # package's int8/int4 layers: float32, its bf16 layer: bfloat16)
-        calls = [m.kernel_call() if getattr(m, "kernel_dtype", None) == dtype else None
-                 for m in (*linears, head)]  # fmt: skip
+            linears = [b.part(att, n) for n in names]
+            linears += [b.part(mlp, "0"), b.part(mlp, "2")]
+            norms = [b.part(block, "norm1"), b.part(block, "norm2")]
+            layers.append((linears, norms))
+        final, head = b.part(model, "final_norm"), b.part(model, "out_head")
+        tok, pos = b.part(model, "tok_emb"), b.part(model, "pos_emb")
+        norms = [n for _, ns in layers for n in ns] + [final]
         if (
-            any(c is None for c in calls)
-            or any(type(m) is not LayerNorm for m in norms)
-            or any(type(parts[5]) is not GELU for parts in layers)
+            type(tok) is not nn.Embedding
+            or type(pos) is not nn.Embedding
+            or any(type(n) is not LayerNorm for n in norms)
+            or not b.kernels([*(m for ls, _ in layers for m in ls), head])
         ):
             return None
-        self._calls = [(m, c[0]) for m, c in zip((*linears, head), calls, strict=True)]
-        kernels = iter(calls)
-        tensors = [
-            tok.weight,
-            pos.weight,
-            *(t for n in norms for t in (n.scale, n.shift)),
-        ]
-        self._tensors = [(t, t.data_ptr()) for t in tensors]
+        b.keep(tok.weight, pos.weight, *(t for n in norms for t in (n.scale, n.shift)))
 
-        def buffer(width: int, of: torch.dtype = dtype) -> int:
-            t = torch.empty((rows, width), dtype=of)
-            self._buffers.append(t)
-            return t.data_ptr()
-
-        x, h, q, k, v, a, o, f = (buffer(w) for w in (d, d, d, d, d, d, d, 4 * d))
-        program = decode_step.Program(_DTYPES[dtype])
-        scratch = (0, 0)  # a bfloat16 program attends on float32 copies
-        if dtype != torch.float32:
-            scratch = (buffer(d, torch.float32), buffer(d, torch.float32))
-        self._dtype = dtype
-
-        def linear(layer: nn.Module, src: int, dst: int) -> None:
-            _, address, extras = next(kernels)
-            program.linear(src, dst, layer.in_features, layer.out_features,
-                           address, extras)  # fmt: skip
+        x, h, q, k, v, a, o = (b.buffer(d) for _ in range(7))
+        f = b.buffer(4 * d)
+        p = b.program
 
         def norm(layer: LayerNorm, src: int, dst: int) -> None:
-            program.norm(src, dst, layer.scale.data_ptr(), layer.shift.data_ptr(),
-                         d, layer.eps)  # fmt: skip
+            p.norm(
+                src, dst, layer.scale.data_ptr(), layer.shift.data_ptr(), d, layer.eps
+            )
 
-        program.embed(tok.weight.data_ptr(), pos.weight.data_ptr(), x, d,
-                      cfg.vocab_size, cfg.context_length)  # fmt: skip
-        strides = (keys.stride(1), keys.stride(2), keys.stride(3))
-        for i, (wq, wk, wv, proj, fc, _, fc2, norm1, norm2) in enumerate(layers):
-            key_at = keys.data_ptr() + i * keys.stride(0) * keys.element_size()
-            value_at = values.data_ptr() + i * values.stride(0) * values.element_size()
+        p.embed(tok.weight.data_ptr(), pos.weight.data_ptr(), x, d, cfg.vocab_size,
+                cfg.context_length)  # fmt: skip
+        for i, ((wq, wk, wv, proj, fc, fc2), (norm1, norm2)) in enumerate(layers):
             norm(norm1, x, h)
-            linear(wq, h, q), linear(wk, h, k), linear(wv, h, v)
-            program.store(k, key_at, strides, kv_heads, hd)
-            program.store(v, value_at, strides, kv_heads, hd)
-            group = heads // kv_heads
-            program.attend(q, key_at, value_at, strides, heads, group, hd, a, scratch)
-            linear(proj, a, o)
-            program.add(x, o, d)
+            b.linear(wq, h, q), b.linear(wk, h, k), b.linear(wv, h, v)
+            b.attention(i, q, k, v, a, heads, heads, hd)
+            b.linear(proj, a, o)
+            p.add(x, o, d)
             norm(norm2, x, h)
-            linear(fc, h, f)
-            program.gelu(f, 4 * d)
-            linear(fc2, f, o)
-            program.add(x, o, d)
+            b.linear(fc, h, f)
+            p.gelu(f, 4 * d)
+            b.linear(fc2, f, o)
+            p.add(x, o, d)
         norm(final, x, h)
-        linear(head, h, 0)  # 0: the step's output, the logits
-        return program
+        b.linear(head, h, 0)  # 0: the step's output, the logits
+        return p
+
+    def _llama(self, b: _Builder) -> decode_step.Program | None:
+        """Llama 3 and Qwen3 (gptkit.plugins.architectures.llama_model)."""
+        from gptkit.plugins.architectures import llama_model as lm
+
+        model, cfg = self.model, self.model.cfg
+        d, hd, hidden = cfg.emb_dim, cfg.head_dim, cfg.hidden_dim
+        heads, kv_heads = cfg.n_heads, cfg.n_kv_heads
+        if self._dtype != torch.float32:
+            return None  # bf16 rounds RoPE and SwiGLU at each product: not here
+        blocks = b.children(model.trf_blocks, cfg.n_layers, lm.LlamaBlock)
+        if blocks is None:
+            return None
+        layers = []
+        for block in blocks:
+            att, ff = b.part(block, "att"), b.part(block, "ff")
+            if type(att) is not lm.GroupedQueryAttention or type(ff) is not lm.SwiGLU:
+                return None
+            names = ("W_query", "W_key", "W_value", "out_proj")
+            linears = [b.part(att, n) for n in names]
+            linears += [b.part(ff, n) for n in ("fc1", "fc2", "fc3")]
+            norms = [b.part(block, "norm1"), b.part(block, "norm2")]
+            if cfg.qk_norm:
+                norms += [b.part(att, "q_norm"), b.part(att, "k_norm")]
+            layers.append((linears, norms))
+        final, head = b.part(model, "final_norm"), b.part(model, "out_head")
+        tok = b.part(model, "tok_emb")
+        norms = [n for _, ns in layers for n in ns] + [final]
+        if (
+            type(tok) is not nn.Embedding
+            or any(type(n) is not lm.RMSNorm for n in norms)
+            or not b.kernels([*(m for ls, _ in layers for m in ls), head])
+        ):
+            return None
+        b.keep(tok.weight, *(n.weight for n in norms))
+        inv_freq = lm.inverse_frequencies(cfg, torch.device("cpu")).contiguous()
+        b.hold(inv_freq)
+
+        x, h, o = b.buffer(d), b.buffer(d), b.buffer(d)
+        q, a = b.buffer(heads * hd), b.buffer(heads * hd)
+        k, v = b.buffer(kv_heads * hd), b.buffer(kv_heads * hd)
+        gate, up = b.buffer(hidden), b.buffer(hidden)
+        p = b.program
+
+        def norm(
+            layer: Any, src: int, dst: int, dim: int = d, vectors: int = 1
+        ) -> None:
+            p.rms_norm(src, dst, layer.weight.data_ptr(), dim, layer.eps, vectors)
+
+        p.embed(tok.weight.data_ptr(), 0, x, d, cfg.vocab_size, cfg.context_length)
+        for i, ((wq, wk, wv, proj, fc1, fc2, fc3), ns) in enumerate(layers):
+            norm(ns[0], x, h)
+            b.linear(wq, h, q), b.linear(wk, h, k), b.linear(wv, h, v)
+            if cfg.qk_norm:
+                norm(ns[2], q, q, hd, heads)
+                norm(ns[3], k, k, hd, kv_heads)
+            p.rope(q, heads, hd, inv_freq.data_ptr())
+            p.rope(k, kv_heads, hd, inv_freq.data_ptr())
+            b.attention(i, q, k, v, a, heads, kv_heads, hd)
+            b.linear(proj, a, o)
+            p.add(x, o, d)
+            norm(ns[1], x, h)
+            b.linear(fc1, h, gate), b.linear(fc2, h, up)
+            p.silu_mul(gate, up, hidden)
+            b.linear(fc3, gate, o)
+            p.add(x, o, d)
+        norm(final, x, h)
+        b.linear(head, h, 0)
+        return p
 
     def _part(self, parent: nn.Module, name: str) -> Any:
         """``parent``'s submodule ``name`` (or None), kept for :meth:`_unchanged`."""
         child = parent._modules.get(name)
         self._parts.append((parent, name, child))
         return child
+
+
+class _Builder:
+    """What building a program for one cache and batch needs: the modules it
+    reads (kept by the step for :meth:`FusedStep._unchanged`), the layers'
+    kernel calls, activation buffers, and the program."""
+
+    def __init__(self, step: FusedStep, cache: KVCache, rows: int) -> None:
+        self.step, self.cache, self.rows = step, cache, rows
+        self.dtype = cache.keys.dtype
+        self.program = decode_step.Program(_DTYPES[self.dtype])
+        self._kernels: dict[int, tuple[Any, int, tuple[int, ...]]] = {}
+        self._scratch: tuple[int, int] | None = None
+
+    def part(self, parent: nn.Module, name: str) -> Any:
+        return self.step._part(parent, name)
+
+    def children(self, parent: nn.Module, n: int, kind: type) -> list[Any] | None:
+        """``parent``'s submodules "0" .. n-1, or None unless all are ``kind``."""
+        blocks = [self.part(parent, str(i)) for i in range(n)]
+        return blocks if all(type(m) is kind for m in blocks) else None
+
+    def kernels(self, layers: list[Any]) -> bool:
+        """Whether every layer has a kernel call on rows of this dtype (this
+        package's int8/int4 layers: float32; its bf16 layer: bfloat16);
+        their calls are kept for :meth:`linear` and the step's checks."""
+        calls = []
+        for m in layers:
+            ok = getattr(m, "kernel_dtype", None) == self.dtype
+            call = m.kernel_call() if ok else None
+            if call is None:
+                return False
+            calls.append((m, call))
+        self.step._calls = [(m, call[0]) for m, call in calls]
+        self._kernels = {id(m): call for m, call in calls}
+        return True
+
+    def keep(self, *tensors: Tensor) -> None:
+        """Tensors the program reads where they lie (checked before each step)."""
+        self.step._tensors = [(t, t.data_ptr()) for t in tensors]
+
+    def hold(self, tensor: Tensor) -> None:
+        """A tensor the program reads that only it holds."""
+        self.step._buffers.append(tensor)
+
+    def buffer(self, width: int, dtype: torch.dtype | None = None) -> int:
+        t = torch.empty((self.rows, width), dtype=dtype or self.dtype)
+        self.hold(t)
+        return t.data_ptr()
+
+    def linear(self, layer: nn.Module, src: int, dst: int) -> None:
+        _, address, extras = self._kernels[id(layer)]
+        self.program.linear(src, dst, layer.in_features, layer.out_features,
+                            address, extras)  # fmt: skip
+
+    def attention(self, layer: int, q: int, k: int, v: int, dst: int, heads: int,
+                  kv_heads: int, head_dim: int) -> None:  # fmt: skip
+        """Store the step's keys and values in layer ``layer``'s cache, then
+        attend; a bfloat16 program attends on float32 copies of its queries."""
+        keys, values = self.cache.keys, self.cache.values
+        size = keys.element_size()
+        key_at = keys.data_ptr() + layer * keys.stride(0) * size
+        value_at = values.data_ptr() + layer * values.stride(0) * size
+        strides = (keys.stride(1), keys.stride(2), keys.stride(3))
+        if self._scratch is None:
+            self._scratch = (0, 0)
+            if self.dtype != torch.float32:
+                width = heads * head_dim
+                self._scratch = (self.buffer(width, torch.float32),
+                                 self.buffer(width, torch.float32))  # fmt: skip
+        self.program.store(k, key_at, strides, kv_heads, head_dim)
+        self.program.store(v, value_at, strides, kv_heads, head_dim)
+        self.program.attend(q, key_at, value_at, strides, heads, heads // kv_heads,
+                            head_dim, dst, self._scratch)  # fmt: skip

@@ -208,7 +208,7 @@ int gk_attend(const float* q, int64_t qb, int64_t qh, int64_t B, int64_t H, int6
  * kind, then its fields (pointers as integers, floats as the bits of a
  * double).
  */
-enum { OP_EMBED, OP_NORM, OP_LINEAR, OP_STORE, OP_ATTEND, OP_ADD, OP_GELU };
+enum { OP_EMBED, OP_NORM, OP_LINEAR, OP_STORE, OP_ATTEND, OP_ADD, OP_GELU, OP_RMSNORM, OP_ROPE, OP_SILU_MUL };
 
 typedef struct {
   int64_t kind, a[15];
@@ -264,6 +264,34 @@ static void norm_rows(const void* x, void* y, const void* w, const void* b, int6
     float rstd = 1.0f / sqrtf(var / (float)D + eps);
     for (int64_t i = 0; i < D; ++i)
       put(y, r * D + i, (get(x, r * D + i, dt) - mean) * rstd * get(w, i, dt) + get(b, i, dt), dt);
+  }
+}
+
+/* RMSNorm (Llama): y = w * (x / sqrt(mean(x^2) + eps)) over n vectors of D. */
+static void rms_rows(const void* x, void* y, const void* w, int64_t n, int64_t D, float eps,
+                     int dt) {
+  for (int64_t r = 0; r < n; ++r) {
+    float ss = 0.0f;
+    for (int64_t i = 0; i < D; ++i) {
+      float v = get(x, r * D + i, dt);
+      ss += v * v;
+    }
+    float inv = 1.0f / sqrtf(ss / (float)D + eps);
+    for (int64_t i = 0; i < D; ++i) put(y, r * D + i, get(w, i, dt) * (get(x, r * D + i, dt) * inv), dt);
+  }
+}
+
+/* Rotary embedding at position pos of n head vectors of hd values (the
+ * halves convention): x1' = x1 cos - x2 sin, x2' = x2 cos + x1 sin. */
+static void rope(void* x, int64_t n, int64_t hd, const float* inv_freq, int64_t pos, int dt) {
+  int64_t half = hd / 2;
+  for (int64_t j = 0; j < half; ++j) {
+    float angle = (float)pos * inv_freq[j], c = cosf(angle), s = sinf(angle);
+    for (int64_t r = 0; r < n; ++r) {
+      float x1 = get(x, r * hd + j, dt), x2 = get(x, r * hd + j + half, dt);
+      put(x, r * hd + j, x1 * c - x2 * s, dt);
+      put(x, r * hd + j + half, x2 * c + x1 * s, dt);
+    }
   }
 }
 
@@ -342,16 +370,17 @@ int gk_step(const gk_op* ops, int64_t n_ops, const int64_t* tokens, int64_t rows
     if (dt != F32 && dt != BF16) return -3;
     size_t es = dt == F32 ? 4 : 2;
     switch (op->kind) {
-      case OP_EMBED: { /* tok, pos table, dst, D, vocab, positions */
+      case OP_EMBED: { /* tok, pos table (0: none), dst, D, vocab, positions */
         int64_t D = a[3];
         if (pos < 0 || pos >= a[5]) return -2;
         for (int64_t r = 0; r < rows; ++r)
           if (tokens[r] < 0 || tokens[r] >= a[4]) return -2;
         for (int64_t r = 0; r < rows; ++r)
-          for (int64_t i = 0; i < D; ++i)
-            put((void*)a[2], r * D + i,
-                get((const void*)a[0], tokens[r] * D + i, dt) + get((const void*)a[1], pos * D + i, dt),
-                dt);
+          for (int64_t i = 0; i < D; ++i) {
+            float t = get((const void*)a[0], tokens[r] * D + i, dt);
+            if (a[1]) t += get((const void*)a[1], pos * D + i, dt);
+            put((void*)a[2], r * D + i, t, dt);
+          }
         break;
       }
       case OP_NORM: /* src, dst, weight, bias, D, eps */
@@ -379,6 +408,19 @@ int gk_step(const gk_op* ops, int64_t n_ops, const int64_t* tokens, int64_t rows
         break;
       case OP_GELU: /* buffer, D values per row */
         gelu((void*)a[0], rows * a[1], dt);
+        break;
+      case OP_RMSNORM: /* src, dst, weight, D, eps, vectors per row */
+        rms_rows((const void*)a[0], (void*)a[1], (const void*)a[2], rows * a[5], a[3],
+                 (float)as_double(a[4]), dt);
+        break;
+      case OP_ROPE: /* buffer (rows, heads * hd), heads, hd, inverse frequencies (hd / 2) */
+        rope((void*)a[0], rows * a[1], a[2], (const float*)a[3], pos, dt);
+        break;
+      case OP_SILU_MUL: /* gate = silu(gate) * up, D values per row */
+        for (int64_t i = 0; i < rows * a[2]; ++i) {
+          float g = get((const void*)a[0], i, dt);
+          put((void*)a[0], i, g / (1.0f + expf(-g)) * get((const void*)a[1], i, dt), dt);
+        }
         break;
       default:
         return -3;
