@@ -83,24 +83,26 @@ def _compare_steps(model: GPTModel, rows: int) -> None:
         torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("method", METHODS)
-def test_greedy_and_beam_tokens_are_the_forwards(method):
-    model = _model(method)
-    prompts = [[5, 6, 7, 8], [100, 3, 42, 9]]  # equal lengths: the fused rows
-    results = {}
-    for fused in (True, False):
-        step = model.fused_step
-        model.fused_step = step if fused else None
-        for name in ("greedy", "beam"):
-            sampler = get_registry().samplers.create(name)
-            out = generate_tokens(
-                model, prompts, sampler, max_new_tokens=10, eos_id=None
-            )
-            results[fused, name] = [r.new_ids for r in out]
+def _tokens(model: GPTModel, fused: bool, sampler: str = "greedy") -> list[list[int]]:
+    """New tokens of two prompts of equal length (the fused step's rows),
+    with the fused step or the forward."""
+    step = model.fused_step
+    model.fused_step = step if fused else None
+    prompts = [[5, 6, 7, 8], [100, 3, 42, 9]]
+    sample = get_registry().samplers.create(sampler)
+    try:
+        out = generate_tokens(model, prompts, sample, max_new_tokens=10, eos_id=None)
+    finally:
         model.fused_step = step
+    return [r.new_ids for r in out]
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("sampler", ["greedy", "beam"])
+def test_greedy_and_beam_tokens_are_the_forwards(method, sampler):
+    model = _model(method)
+    assert _tokens(model, True, sampler) == _tokens(model, False, sampler)
     assert model.fused_step._program is not None
-    for name in ("greedy", "beam"):
-        assert results[True, name] == results[False, name]
 
 
 def test_it_steps_aside_where_it_does_not_apply():
@@ -140,13 +142,7 @@ def test_llama_and_qwen3_fuse_with_rmsnorm_rope_and_swiglu(preset):
     torch.manual_seed(0)
     model = quantize_model(build_model(get_preset(preset)).eval(), METHODS[0])
     _compare_steps(model, 2)
-    prompts = [[5, 6, 7, 8], [100, 3, 42, 9]]
-    greedy = get_registry().samplers.create("greedy")
-    fused = generate_tokens(model, prompts, greedy, max_new_tokens=10, eos_id=None)
-    model.fused_step, step = None, model.fused_step
-    plain = generate_tokens(model, prompts, greedy, max_new_tokens=10, eos_id=None)
-    model.fused_step = step
-    assert [r.new_ids for r in fused] == [r.new_ids for r in plain]
+    assert _tokens(model, fused=True) == _tokens(model, fused=False)
 
 
 def test_llama_int4_fuses_too():
@@ -252,10 +248,4 @@ def test_bf16_models_fuse_with_bf16_rounding(rows):
     for r, g in zip(ref, got, strict=True):
         assert g.dtype == r.dtype == torch.bfloat16
         torch.testing.assert_close(g, r, rtol=0.02, atol=0.02)
-    prompts = [[5, 6, 7, 8], [100, 3, 42, 9]]
-    greedy = get_registry().samplers.create("greedy")
-    fused = generate_tokens(model, prompts, greedy, max_new_tokens=10, eos_id=None)
-    model.fused_step, step = None, model.fused_step
-    plain = generate_tokens(model, prompts, greedy, max_new_tokens=10, eos_id=None)
-    model.fused_step = step
-    assert [r.new_ids for r in fused] == [r.new_ids for r in plain]
+    assert _tokens(model, fused=True) == _tokens(model, fused=False)

@@ -63,10 +63,11 @@ def _global_hooks() -> bool:
 
 class FusedStep:
     """Callable with :meth:`GPTModel.forward`'s arguments: the logits of a
-    decoding step, or None where the step does not apply (module docs)."""
+    decoding step, or None where the step does not apply (module docs).
+    Set on the model as ``model.fused_step`` by :func:`quantize_model`."""
 
-    def __init__(self, model: GPTModel) -> None:
-        self.model = model
+    def __init__(self, model: nn.Module) -> None:
+        self.model: Any = model  # a GPTModel or a LlamaModel
         self._program: decode_step.Program | None = None
         self._key: tuple[Any, ...] = ()
         self._calls: list[tuple[Any, Any]] = []  # (layer, its kernel plan)
