@@ -1,6 +1,7 @@
 # ruff: noqa: E402  (a measurement script: set-up before imports)
 """A decoding path switched on and off inside the whole decoding loop of a
-124M-shaped GPT-2 (random weights; batch 1), per precision and thread count:
+124M-shaped GPT-2 (or ``--preset``'s model; random weights; batch 1), per
+precision and thread count:
 
 - ``--switch attention`` (default): a decoding step's attention, gptkit's C
   kernel (gptkit.system.decode_attention) against PyTorch's
@@ -10,8 +11,8 @@
   same kernels, called layer by layer).
 
     python benchmarks/scripts/decode_attention.py [--switch attention|fused]
-        [--threads 1,2] [--precisions fp32,int8,int4,bf16] [--prompt 20]
-        [--new 200] [--rounds 5] [--json out.json]
+        [--preset gpt2-124m] [--threads 1,2] [--precisions fp32,int8,int4,bf16]
+        [--prompt 20] [--new 200] [--rounds 5] [--json out.json]
 
 Each round decodes ``--new`` tokens after a ``--prompt``-token prefill once with
 the path on and once off, alternating; the best round of each is reported (the
@@ -32,13 +33,14 @@ from gptkit.bench.measure import cpu_model
 from gptkit.core.config import get_preset
 from gptkit.core.model import GPTModel, KVCache
 from gptkit.core.quantize import quantize_model
+from gptkit.core.weights import build_model
 from gptkit.formats.models import accelerate_bf16
 from gptkit.system import cpu, decode_attention
 
 
-def model_for(precision: str) -> GPTModel:
+def model_for(precision: str, preset: str) -> GPTModel:
     torch.manual_seed(0)
-    model = GPTModel(get_preset("gpt2-124m")).eval()
+    model = build_model(get_preset(preset)).eval()
     if precision == "bf16":  # what `gptkit generate --dtype bf16` runs
         return accelerate_bf16(model.to(torch.bfloat16).eval())
     return model if precision == "fp32" else quantize_model(model, precision)
@@ -64,6 +66,7 @@ def main() -> None:
     parser.add_argument("--switch", choices=("attention", "fused"), default="attention")
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--precisions")
+    parser.add_argument("--preset", default="gpt2-124m")
     parser.add_argument("--prompt", type=int, default=20)
     parser.add_argument("--new", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=5)
@@ -79,7 +82,7 @@ def main() -> None:
     rows = []
     print(f"# {cpu_model()}; flags: {' '.join(sorted(cpu.flags() & set(cpu.FLAGS)))}")
     for precision in (args.precisions or default).split(","):
-        model = model_for(precision)
+        model = model_for(precision, args.preset)
         for threads in (int(t) for t in args.threads.split(",")):
             torch.set_num_threads(threads)
             decode_seconds(model, args.prompt, 8)  # warm up (kernel choice, packing)
@@ -112,8 +115,8 @@ def main() -> None:
                 flush=True,
             )
     if args.json:
-        meta = {"cpu": cpu_model(), "switch": args.switch, "prompt": args.prompt,
-                "new": args.new, "rounds": args.rounds,
+        meta = {"cpu": cpu_model(), "switch": args.switch, "preset": args.preset,
+                "prompt": args.prompt, "new": args.new, "rounds": args.rounds,
                 "torch": torch.__version__}  # fmt: skip
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump({"meta": meta, "rows": rows}, f, indent=2)

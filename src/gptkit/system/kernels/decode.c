@@ -208,7 +208,8 @@ int gk_attend(const float* q, int64_t qb, int64_t qh, int64_t B, int64_t H, int6
  * kind, then its fields (pointers as integers, floats as the bits of a
  * double).
  */
-enum { OP_EMBED, OP_NORM, OP_LINEAR, OP_STORE, OP_ATTEND, OP_ADD, OP_GELU, OP_RMSNORM, OP_ROPE, OP_SILU_MUL };
+enum { OP_EMBED, OP_NORM, OP_LINEAR, OP_STORE, OP_ATTEND, OP_ADD, OP_GELU, /* GPT-2 */
+       OP_RMSNORM, OP_ROPE, OP_SILU_MUL /* Llama 3, Qwen3 */ };
 
 typedef struct {
   int64_t kind, a[15];
