@@ -236,13 +236,16 @@ def test_a_model_that_does_not_qualify_is_not_rebuilt_every_step(monkeypatch):
 
 
 @pytest.mark.skipif(not bf16.kernel_available(), reason="needs AVX512-BF16")
-@pytest.mark.parametrize("rows", [1, 3])
-def test_bf16_models_fuse_with_bf16_rounding(rows):
+@pytest.mark.parametrize(
+    ("preset", "rows"), [("tiny", 1), ("tiny", 3), ("llama-tiny", 2), ("qwen3-tiny", 2)]
+)
+def test_bf16_models_fuse_with_bf16_rounding(preset, rows):
     # --dtype bf16 on an AVX512-BF16 CPU: the program keeps bf16 activations
-    # and rounds where PyTorch's bf16 forward does
+    # and rounds where PyTorch's bf16 forward does (norms, RoPE's products,
+    # SwiGLU's gate, residual adds)
     torch.manual_seed(0)
-    cfg = get_preset("tiny").replace(tie_embeddings=True)
-    model = accelerate_bf16(GPTModel(cfg).to(torch.bfloat16).eval())
+    model = build_model(get_preset(preset)).to(torch.bfloat16).eval()
+    model = accelerate_bf16(model)
     ref, got = _steps(model, rows, False), _steps(model, rows, True)
     assert model.fused_step._program is not None
     for r, g in zip(ref, got, strict=True):

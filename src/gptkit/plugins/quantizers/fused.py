@@ -7,7 +7,7 @@ or Qwen3 model on the CPU decodes one token per row (up to 16 rows, every row
 of the KV cache at the same length — greedy, sampling, beam search), with
 gradients off, in eval mode, no hooks, every linear layer one of this
 package's layers with a kernel (int8/int4 with float32 parameters and cache;
-bf16 with bfloat16 ones, GPT-2 only), and each of them has already run a
+bf16 with bfloat16 ones), and each of them has already run a
 decoding step (so its kernel is chosen: the first step takes the Python
 path). Anything else returns None and the model's own forward runs. The
 program is built on the first step of each cache and rebuilt when a kernel
@@ -253,8 +253,6 @@ class FusedStep:
         model, cfg = self.model, self.model.cfg
         d, hd, hidden = cfg.emb_dim, cfg.head_dim, cfg.hidden_dim
         heads, kv_heads = cfg.n_heads, cfg.n_kv_heads
-        if self._dtype != torch.float32:
-            return None  # bf16 rounds RoPE and SwiGLU at each product: not here
         blocks = b.children(model.trf_blocks, cfg.n_layers, lm.LlamaBlock)
         if blocks is None:
             return None

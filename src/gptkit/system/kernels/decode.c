@@ -251,6 +251,13 @@ static inline void put(void* p, int64_t i, float v, int dtype) {
     ((uint16_t*)p)[i] = to_bf16(v);
 }
 
+/* v as dtype would hold it (an intermediate PyTorch rounds in a bf16 model). */
+static inline float rnd(float v, int dtype) {
+  if (dtype == F32) return v;
+  uint16_t h = to_bf16(v);
+  return get(&h, 0, dtype);
+}
+
 /* y = (x - mean) / sqrt(var + eps) * w + b over each row of D values. */
 static void norm_rows(const void* x, void* y, const void* w, const void* b, int64_t rows,
                       int64_t D, float eps, int dt) {
@@ -268,7 +275,8 @@ static void norm_rows(const void* x, void* y, const void* w, const void* b, int6
   }
 }
 
-/* RMSNorm (Llama): y = w * (x / sqrt(mean(x^2) + eps)) over n vectors of D. */
+/* RMSNorm (Llama): y = w * (x / sqrt(mean(x^2) + eps)) over n vectors of D;
+ * the normalised x is rounded to the dtype before the weight multiplies it. */
 static void rms_rows(const void* x, void* y, const void* w, int64_t n, int64_t D, float eps,
                      int dt) {
   for (int64_t r = 0; r < n; ++r) {
@@ -278,20 +286,23 @@ static void rms_rows(const void* x, void* y, const void* w, int64_t n, int64_t D
       ss += v * v;
     }
     float inv = 1.0f / sqrtf(ss / (float)D + eps);
-    for (int64_t i = 0; i < D; ++i) put(y, r * D + i, get(w, i, dt) * (get(x, r * D + i, dt) * inv), dt);
+    for (int64_t i = 0; i < D; ++i)
+      put(y, r * D + i, get(w, i, dt) * rnd(get(x, r * D + i, dt) * inv, dt), dt);
   }
 }
 
 /* Rotary embedding at position pos of n head vectors of hd values (the
- * halves convention): x1' = x1 cos - x2 sin, x2' = x2 cos + x1 sin. */
+ * halves convention): x1' = x1 cos - x2 sin, x2' = x2 cos + x1 sin, each
+ * product rounded to the dtype (as the cos and sin tables are). */
 static void rope(void* x, int64_t n, int64_t hd, const float* inv_freq, int64_t pos, int dt) {
   int64_t half = hd / 2;
   for (int64_t j = 0; j < half; ++j) {
-    float angle = (float)pos * inv_freq[j], c = cosf(angle), s = sinf(angle);
+    float angle = (float)pos * inv_freq[j];
+    float c = rnd(cosf(angle), dt), s = rnd(sinf(angle), dt);
     for (int64_t r = 0; r < n; ++r) {
       float x1 = get(x, r * hd + j, dt), x2 = get(x, r * hd + j + half, dt);
-      put(x, r * hd + j, x1 * c - x2 * s, dt);
-      put(x, r * hd + j + half, x2 * c + x1 * s, dt);
+      put(x, r * hd + j, rnd(x1 * c, dt) - rnd(x2 * s, dt), dt);
+      put(x, r * hd + j + half, rnd(x2 * c, dt) + rnd(x1 * s, dt), dt);
     }
   }
 }
@@ -420,7 +431,7 @@ int gk_step(const gk_op* ops, int64_t n_ops, const int64_t* tokens, int64_t rows
       case OP_SILU_MUL: /* gate = silu(gate) * up, D values per row */
         for (int64_t i = 0; i < rows * a[2]; ++i) {
           float g = get((const void*)a[0], i, dt);
-          put((void*)a[0], i, g / (1.0f + expf(-g)) * get((const void*)a[1], i, dt), dt);
+          put((void*)a[0], i, rnd(g / (1.0f + expf(-g)), dt) * get((const void*)a[1], i, dt), dt);
         }
         break;
       default:
