@@ -1,9 +1,9 @@
 """A whole decoding step in one C call: a :class:`Program` lists a model's
 operations for one token per row (embedding, layer or RMS norms, linear
 layers, rotary embeddings, KV-cache writes, attention, residual adds, GELU or
-SwiGLU's gate) with the addresses of its
-weights and of preallocated activation buffers; :meth:`Program.run` executes
-them (``gk_step`` in ``kernels/decode.c``).
+SwiGLU's gate) with the addresses of its weights and of preallocated
+activation buffers; :meth:`Program.run` executes them (``gk_step`` in
+``kernels/decode.c``).
 
 Why: on the CPU a quantized 124M model's decoding step spends ~1.5 ms of its
 6-9 ms in the interpreter and in PyTorch's per-operator dispatch (~160 module
@@ -12,7 +12,8 @@ A program built once per model and cache removes it; the matrix products are
 the same kernels (called through their addresses), so the tokens are too.
 
 Building a program is the architecture's business (it knows its layers; see
-``gptkit.plugins.quantizers.fused`` for GPT-2); this module knows only the
+``gptkit.plugins.quantizers.fused`` for GPT-2, Llama 3 and Qwen3); this
+module knows only the
 operations. Addresses are plain integers: the caller keeps the tensors alive
 and rebuilds the program when any of them moves. Torch-free.
 """
