@@ -13,9 +13,9 @@ the same kernels (called through their addresses), so the tokens are too.
 
 Building a program is the architecture's business (it knows its layers; see
 ``gptkit.plugins.quantizers.fused`` for GPT-2, Llama 3 and Qwen3); this
-module knows only the
-operations. Addresses are plain integers: the caller keeps the tensors alive
-and rebuilds the program when any of them moves. Torch-free.
+module knows only the operations. Addresses are plain integers: the caller
+keeps the tensors alive and rebuilds the program when any of them moves.
+Torch-free.
 """
 
 from __future__ import annotations
