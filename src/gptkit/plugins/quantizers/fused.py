@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.modules import module as torch_module
 
 from gptkit.core.model import (
     GELU,
@@ -56,8 +57,8 @@ def _hooked(module: nn.Module) -> bool:
 
 
 def _global_hooks() -> bool:
-    from torch.nn.modules import module as m
-
+    """Whether hooks are registered for every module (checked each step)."""
+    m = torch_module
     return bool(m._global_forward_hooks or m._global_forward_pre_hooks)
 
 
