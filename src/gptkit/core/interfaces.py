@@ -155,12 +155,14 @@ class Sampler(ComponentBase):
         """Next ids (B,) from last-position logits (B, V) (float32)."""
         import torch
 
+        from gptkit.system.sampling import multinomial
+
         processed = self.process(logits)
         if self.deterministic:
             return processed.argmax(dim=-1)
         probs = torch.softmax(processed, dim=-1)
-        try:
-            return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        try:  # torch.multinomial's draw, faster on the CPU
+            return multinomial(probs, generator).squeeze(-1)
         except RuntimeError:
             if bool(torch.isfinite(probs).all()):
                 raise

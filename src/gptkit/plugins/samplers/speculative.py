@@ -38,6 +38,7 @@ from gptkit.core.model import GPTModel, KVCache
 from gptkit.errors import GptkitError
 from gptkit.plugins.samplers.token import Greedy, TopP
 from gptkit.plugins.samplers.warpers import warp
+from gptkit.system.sampling import multinomial
 
 
 class Speculative(SearchStrategy):
@@ -231,7 +232,7 @@ class Speculative(SearchStrategy):
                     token = int(logits[0, :vocab].argmax())
                 else:
                     q = self._probs(logits, vocab)  # (1, V)
-                    token = int(torch.multinomial(q, 1, generator=g)[0, 0])
+                    token = int(multinomial(q, g)[0, 0])
                     draft_probs.append(q[0])
                 proposals.append(token)
                 feed = [token]
@@ -279,8 +280,8 @@ class Speculative(SearchStrategy):
                 residual = (p[i] - q).clamp(min=0.0)
                 if float(residual.sum()) <= 0.0:
                     residual = p[i]
-                return i, int(torch.multinomial(residual, 1, generator=g)[0])
-        return k, int(torch.multinomial(p[k], 1, generator=g)[0])
+                return i, int(multinomial(residual, g)[0])
+        return k, int(multinomial(p[k], g)[0])
 
     def _emit(
         self, result: Generated, token: int, row: int, req: GenerationRequest
