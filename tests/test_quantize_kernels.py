@@ -56,7 +56,7 @@ def test_activation_quantization_matches_the_kernels():
 
 @pytest.mark.skipif(not RUNNABLE, reason="no native kernels build on this machine")
 @pytest.mark.parametrize("kernel", RUNNABLE)
-@pytest.mark.parametrize("rows", [1, 3, 16])
+@pytest.mark.parametrize("rows", [1, 3, 4, 6, 16])
 @pytest.mark.parametrize(("n", "k"), [(50, 64), (7, 32), (130, 256), (9, 96)])
 def test_kernels_agree_with_their_reference(kernel, rows, n, k):
     lin = _linear(n, k)
@@ -72,6 +72,23 @@ def test_kernels_agree_with_their_reference(kernel, rows, n, k):
         expected = make(reference)(x)
         got = make(kernel)(x)
         torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.skipif(not RUNNABLE, reason="no native kernels build on this machine")
+@pytest.mark.parametrize("kernel", RUNNABLE)
+def test_a_row_gets_the_same_bits_alone_or_in_a_batch(kernel):
+    """Rows share each weight load (up to 4 per pass) but keep their own
+    arithmetic: a beam's or a batch row's outputs equal a lone row's, bit for
+    bit, whatever the rows beside it."""
+    lin = _linear(130, 256)
+    x = torch.randn(7, 256)
+    for layer in (
+        Int8Linear.from_linear(lin, kernel),
+        Int4Linear.from_linear(lin, 32, kernel),
+    ):
+        together = layer(x)
+        for i in range(7):
+            assert torch.equal(together[i : i + 1], layer(x[i : i + 1]))
 
 
 def _greedy(model: GPTModel, n: int = 12) -> list[list[int]]:

@@ -175,38 +175,36 @@ def trace_gptkit(
 
     device = _device_of(model)
     ticks: list[float] = []
-    hook = None
     on_token: Callable[[int, int], None] | None = None
+    on_step: Callable[[], None] | None = None
     if isinstance(sampler, SearchStrategy):
+        # A search yields no token until it ends: its steps are timed (not a
+        # forward hook, which would keep the model off its fused decoding step).
 
-        def step_done(*_: Any) -> None:
+        def on_step() -> None:
             sync(device)
             ticks.append(time.perf_counter())
 
-        hook = model.register_forward_hook(step_done)
     else:
 
         def on_token(row: int, token: int) -> None:
             ticks.append(time.perf_counter())
 
     generator = torch.Generator(device=device).manual_seed(seed)
-    try:
-        start = time.perf_counter()
-        out = generate_tokens(
-            model,
-            [list(prompt)],
-            sampler,
-            max_new_tokens=max_new_tokens,
-            eos_id=None,
-            generator=generator,
-            on_token=on_token,
-            compiled=compiled,
-        )
-        sync(device)
-        end = time.perf_counter()
-    finally:
-        if hook is not None:
-            hook.remove()
+    start = time.perf_counter()
+    out = generate_tokens(
+        model,
+        [list(prompt)],
+        sampler,
+        max_new_tokens=max_new_tokens,
+        eos_id=None,
+        generator=generator,
+        on_token=on_token,
+        on_step=on_step,
+        compiled=compiled,
+    )
+    sync(device)
+    end = time.perf_counter()
     return Trace(
         list(prompt),
         list(out[0].new_ids),

@@ -22,7 +22,8 @@
  *
  * Compiled once per instruction set from this one source (__AVX512VNNI__
  * selects the AVX-512 paths) by gptkit.plugins.quantizers.native; threads
- * (OpenMP) split the output channels, each reading two tiles at once.
+ * (OpenMP) split the output channels, each reading two tiles at once for up
+ * to 4 activation rows at a time.
  */
 #include <immintrin.h>
 #include <math.h>
@@ -203,55 +204,114 @@ static inline int32_t xdword(const int8_t* q) {
   return v;
 }
 
-/* The int32 dot of one block of 32 inputs for LANES channels: 8 weight loads. */
-static inline vi q8_block(const uint8_t* p, const int8_t* qx, int32_t c) {
-#if GK_VNNI
-  vi s0 = VI_SET1(c), s1 = VI_ZERO;
-  for (int j = 0; j < 8; j += 2) {
-    s0 = _mm512_dpbusd_epi32(s0, VI_LOAD(p + j * 64), VI_SET1(xdword(qx + 4 * j)));
-    s1 = _mm512_dpbusd_epi32(s1, VI_LOAD(p + (j + 1) * 64), VI_SET1(xdword(qx + 4 * j + 4)));
-  }
-  return VI_ADD(s0, s1);
-#else
-  (void)c;
-  const vi ones = _mm256_set1_epi16(1);
-  vi s0 = VI_ZERO, s1 = VI_ZERO;
-  for (int j = 0; j < 8; j += 2) {
-    vi w0 = VI_LOAD(p + j * 32), w1 = VI_LOAD(p + (j + 1) * 32);
-    vi x0 = VI_SET1(xdword(qx + 4 * j)), x1 = VI_SET1(xdword(qx + 4 * j + 4));
-    /* |w| x sign(x, w): unsigned x signed bytes, pairs <= 2 * 127 * 127 */
-    vi p0 = _mm256_maddubs_epi16(_mm256_sign_epi8(w0, w0), _mm256_sign_epi8(x0, w0));
-    vi p1 = _mm256_maddubs_epi16(_mm256_sign_epi8(w1, w1), _mm256_sign_epi8(x1, w1));
-    s0 = VI_ADD(s0, _mm256_madd_epi16(p0, ones));
-    s1 = VI_ADD(s1, _mm256_madd_epi16(p1, ones));
-  }
-  return VI_ADD(s0, s1);
+#ifndef ROWS
+#define ROWS 4 /* activation rows sharing each weight load */
 #endif
+#define INLINE static inline __attribute__((always_inline))
+
+/* One block of 32 inputs of two int8 tiles (8 weight loads each, shared by
+ * the R rows m0..m0+R-1): acc_a[r] / acc_b[r] += float(int32 dot) * d[r, b].
+ * Each row's arithmetic is the one-row kernel's (int32 sums are exact in any
+ * order), so a row's outputs do not depend on the rows beside it. */
+#if GK_VNNI
+INLINE void q8_rows2(const uint8_t* pa, const uint8_t* pb, const scratch_t* s, int64_t m0,
+                     const int R, int64_t K, int64_t b, vf* acc_a, vf* acc_b) {
+  const int64_t B = K / 32;
+  vi wa[8], wb[8]; /* AVX-512 has the registers for both tiles */
+  for (int j = 0; j < 8; ++j) wa[j] = VI_LOAD(pa + j * 64), wb[j] = VI_LOAD(pb + j * 64);
+  for (int r = 0; r < R; ++r) {
+    const int8_t* qx = s->q + (m0 + r) * K + b * 32;
+    vi a0 = VI_SET1(s->c[(m0 + r) * B + b]), a1 = VI_ZERO, b0 = a0, b1 = VI_ZERO;
+    for (int j = 0; j < 8; j += 2) {
+      vi x0 = VI_SET1(xdword(qx + 4 * j)), x1 = VI_SET1(xdword(qx + 4 * j + 4));
+      a0 = _mm512_dpbusd_epi32(a0, wa[j], x0);
+      b0 = _mm512_dpbusd_epi32(b0, wb[j], x0);
+      a1 = _mm512_dpbusd_epi32(a1, wa[j + 1], x1);
+      b1 = _mm512_dpbusd_epi32(b1, wb[j + 1], x1);
+    }
+    vf d = VF_SET1(s->d[(m0 + r) * B + b]);
+    acc_a[r] = VF_FMA(VF_CVT(VI_ADD(a0, a1)), d, acc_a[r]);
+    acc_b[r] = VF_FMA(VF_CVT(VI_ADD(b0, b1)), d, acc_b[r]);
+  }
+}
+#else
+/* One tile at a time (AVX2 has 16 registers). */
+INLINE void q8_rows(const uint8_t* p, const scratch_t* s, int64_t m0, const int R, int64_t K,
+                    int64_t b, vf* acc) {
+  const int64_t B = K / 32;
+  const vi ones = _mm256_set1_epi16(1);
+  vi w[8], a[8];
+  for (int j = 0; j < 8; ++j) {
+    w[j] = VI_LOAD(p + j * 32);
+    a[j] = _mm256_sign_epi8(w[j], w[j]);
+  }
+  for (int r = 0; r < R; ++r) {
+    const int8_t* qx = s->q + (m0 + r) * K + b * 32;
+    vi s0 = VI_ZERO, s1 = VI_ZERO;
+    for (int j = 0; j < 8; j += 2) {
+      /* |w| x sign(x, w): unsigned x signed bytes, pairs <= 2 * 127 * 127 */
+      vi p0 = _mm256_maddubs_epi16(a[j], _mm256_sign_epi8(VI_SET1(xdword(qx + 4 * j)), w[j]));
+      vi p1 = _mm256_maddubs_epi16(a[j + 1],
+                                   _mm256_sign_epi8(VI_SET1(xdword(qx + 4 * j + 4)), w[j + 1]));
+      s0 = VI_ADD(s0, _mm256_madd_epi16(p0, ones));
+      s1 = VI_ADD(s1, _mm256_madd_epi16(p1, ones));
+    }
+    acc[r] = VF_FMA(VF_CVT(VI_ADD(s0, s1)), VF_SET1(s->d[(m0 + r) * B + b]), acc[r]);
+  }
+}
+#endif
+
+/* Stores each row's LANES outputs of the two tiles. */
+INLINE void store_rows(const vf* acc_a, const vf* acc_b, const int R, int64_t m0,
+                       const float* scale, const float* bias, float* y, int64_t N, int64_t na,
+                       int64_t nb) {
+  int ra = N - na < LANES ? (int)(N - na) : LANES, rb = N - nb < LANES ? (int)(N - nb) : LANES;
+  for (int r = 0; r < R; ++r) {
+    store_out(acc_a[r], scale ? scale + na : NULL, bias ? bias + na : NULL, y + (m0 + r) * N + na,
+              ra);
+    store_out(acc_b[r], scale ? scale + nb : NULL, bias ? bias + nb : NULL, y + (m0 + r) * N + nb,
+              rb);
+  }
 }
 
 /* Two tiles at once, each its own contiguous stream: one core keeps more cache
  * misses in flight reading two streams than one (on a Zen 4 EPYC, cold: the
  * AVX-512 build 10-25% more GB/s, the AVX2 build's output head ~15%; the
  * AVX2 int4 768 x 3072 layer lost ~10%, which the per-machine choice, timed
- * cold, leaves to the AVX-512 build). */
+ * cold, leaves to the AVX-512 build). Up to ROWS rows per pass over the
+ * tiles, each weight load serving them all (beam search, verification,
+ * batches): a 124M model's int8 step of 4 rows took 2.7x one row's time with
+ * a pass per row, 2.0x so (AVX-512 build, Zen 4, 1 thread; compute-bound). */
+INLINE void q8_tile2_rows(const scratch_t* s, int64_t m0, const int R, int64_t K,
+                          const uint8_t* wa, const uint8_t* wb, const float* scale,
+                          const float* bias, float* y, int64_t N, int64_t na, int64_t nb) {
+  const int64_t block_bytes = 32 * LANES;
+  vf acc_a[ROWS], acc_b[ROWS];
+  for (int r = 0; r < R; ++r) acc_a[r] = acc_b[r] = VF_ZERO;
+  for (int64_t b = 0; b < K / 32; ++b) {
+#if GK_VNNI
+    q8_rows2(wa + b * block_bytes, wb + b * block_bytes, s, m0, R, K, b, acc_a, acc_b);
+#else
+    q8_rows(wa + b * block_bytes, s, m0, R, K, b, acc_a);
+    q8_rows(wb + b * block_bytes, s, m0, R, K, b, acc_b);
+#endif
+  }
+  store_rows(acc_a, acc_b, R, m0, scale, bias, y, N, na, nb);
+}
+
 static void q8_tile2(const scratch_t* s, int64_t M, int64_t K, const uint8_t* wa,
                      const uint8_t* wb, const float* scale, const float* bias, float* y,
                      int64_t N, int64_t na, int64_t nb) {
-  int64_t B = K / 32;
-  const int64_t block_bytes = 32 * LANES;
-  for (int64_t m = 0; m < M; ++m) {
-    const int8_t* qx = s->q + m * K;
-    const float* d = s->d + m * B;
-    const int32_t* c = s->c + m * B;
-    vf acc_a = VF_ZERO, acc_b = VF_ZERO;
-    for (int64_t b = 0; b < B; ++b) {
-      vf db = VF_SET1(d[b]);
-      acc_a = VF_FMA(VF_CVT(q8_block(wa + b * block_bytes, qx + b * 32, c[b])), db, acc_a);
-      acc_b = VF_FMA(VF_CVT(q8_block(wb + b * block_bytes, qx + b * 32, c[b])), db, acc_b);
-    }
-    int ra = N - na < LANES ? (int)(N - na) : LANES, rb = N - nb < LANES ? (int)(N - nb) : LANES;
-    store_out(acc_a, scale + na, bias ? bias + na : NULL, y + m * N + na, ra);
-    store_out(acc_b, scale + nb, bias ? bias + nb : NULL, y + m * N + nb, rb);
+  for (int64_t m0 = 0; m0 < M; m0 += ROWS) {
+    int left = M - m0 < ROWS ? (int)(M - m0) : ROWS;
+    if (left == ROWS) q8_tile2_rows(s, m0, ROWS, K, wa, wb, scale, bias, y, N, na, nb);
+#if ROWS > 3
+    else if (left == 3) q8_tile2_rows(s, m0, 3, K, wa, wb, scale, bias, y, N, na, nb);
+#endif
+#if ROWS > 2
+    else if (left == 2) q8_tile2_rows(s, m0, 2, K, wa, wb, scale, bias, y, N, na, nb);
+#endif
+    else q8_tile2_rows(s, m0, 1, K, wa, wb, scale, bias, y, N, na, nb);
   }
 }
 
@@ -284,64 +344,93 @@ int gk_q8_linear(const float* x, int64_t M, int64_t K, const uint8_t* packed,
 
 /* ---- int4 weights ------------------------------------------------------------ */
 
-/* The int32 dot of one block of 32 inputs for LANES channels: 4 weight loads. */
-static inline vi q4_block(const uint8_t* p, const int8_t* qx) {
+/* One block of 32 inputs of an int4 tile (4 weight loads, their nibbles
+ * split once for the R rows): acc[r] += float(int32 dot) * d[r, b]. */
+INLINE void q4_rows(const uint8_t* p, const scratch_t* s, int64_t m0, const int R, int64_t K,
+                    int64_t b, vf* acc) {
+  const int64_t B = K / 32;
 #if GK_VNNI
   const vi mask = _mm512_set1_epi8(15);
-  vi s0 = VI_ZERO, s1 = VI_ZERO;
+  vi lo[4], hi[4];
   for (int j = 0; j < 4; ++j) {
     vi v = VI_LOAD(p + j * 64);
-    vi lo = _mm512_and_si512(v, mask), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), mask);
-    s0 = _mm512_dpbusd_epi32(s0, lo, VI_SET1(xdword(qx + 8 * j)));
-    s1 = _mm512_dpbusd_epi32(s1, hi, VI_SET1(xdword(qx + 8 * j + 4)));
+    lo[j] = _mm512_and_si512(v, mask);
+    hi[j] = _mm512_and_si512(_mm512_srli_epi16(v, 4), mask);
   }
-  return VI_ADD(s0, s1);
+  for (int r = 0; r < R; ++r) {
+    const int8_t* qx = s->q + (m0 + r) * K + b * 32;
+    vi s0 = VI_ZERO, s1 = VI_ZERO;
+    for (int j = 0; j < 4; ++j) {
+      s0 = _mm512_dpbusd_epi32(s0, lo[j], VI_SET1(xdword(qx + 8 * j)));
+      s1 = _mm512_dpbusd_epi32(s1, hi[j], VI_SET1(xdword(qx + 8 * j + 4)));
+    }
+    acc[r] = VF_FMA(VF_CVT(VI_ADD(s0, s1)), VF_SET1(s->d[(m0 + r) * B + b]), acc[r]);
+  }
 #else
   const vi mask = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
-  vi s = VI_ZERO;
+  vi lo[4], hi[4];
   for (int j = 0; j < 4; ++j) {
     vi v = VI_LOAD(p + j * 32);
-    vi lo = _mm256_and_si256(v, mask), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
-    /* products <= 15 * 127; two pairs plus two pairs fit int16 (<= 7620) */
-    vi p16 = _mm256_add_epi16(_mm256_maddubs_epi16(lo, VI_SET1(xdword(qx + 8 * j))),
-                              _mm256_maddubs_epi16(hi, VI_SET1(xdword(qx + 8 * j + 4))));
-    s = VI_ADD(s, _mm256_madd_epi16(p16, ones));
+    lo[j] = _mm256_and_si256(v, mask);
+    hi[j] = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
   }
-  return s;
+  for (int r = 0; r < R; ++r) {
+    const int8_t* qx = s->q + (m0 + r) * K + b * 32;
+    vi sum = VI_ZERO;
+    for (int j = 0; j < 4; ++j) {
+      /* products <= 15 * 127; two pairs plus two pairs fit int16 (<= 7620) */
+      vi p16 = _mm256_add_epi16(_mm256_maddubs_epi16(lo[j], VI_SET1(xdword(qx + 8 * j))),
+                                _mm256_maddubs_epi16(hi[j], VI_SET1(xdword(qx + 8 * j + 4))));
+      sum = VI_ADD(sum, _mm256_madd_epi16(p16, ones));
+    }
+    acc[r] = VF_FMA(VF_CVT(sum), VF_SET1(s->d[(m0 + r) * B + b]), acc[r]);
+  }
 #endif
 }
 
-/* Two tiles at once, each its own contiguous stream (see q8_tile2). */
+/* Two tiles at once, up to ROWS rows per pass (see q8_tile2_rows); per group,
+ * total[r] += acc[r] * scale + zero * xsum[r, g]. */
+INLINE void q4_tile2_rows(const scratch_t* s, int64_t m0, const int R, int64_t K,
+                          const uint8_t* wa, const uint8_t* wb, int64_t group,
+                          const float* bias, float* y, int64_t N, int64_t na, int64_t nb) {
+  const int64_t G = K / group, per = group / 32, block_bytes = 16 * LANES;
+  const uint8_t* p = wa;
+  const uint8_t* q = wb;
+  vf total_a[ROWS], total_b[ROWS];
+  for (int r = 0; r < R; ++r) total_a[r] = total_b[r] = VF_ZERO;
+  for (int64_t g = 0, b = 0; g < G; ++g) {
+    vf acc_a[ROWS], acc_b[ROWS];
+    for (int r = 0; r < R; ++r) acc_a[r] = acc_b[r] = VF_ZERO;
+    for (int64_t e = b + per; b < e; ++b, p += block_bytes, q += block_bytes) {
+      q4_rows(p, s, m0, R, K, b, acc_a);
+      q4_rows(q, s, m0, R, K, b, acc_b);
+    }
+    vf scale_a = VF_LOAD((const float*)p), zero_a = VF_LOAD((const float*)p + LANES);
+    vf scale_b = VF_LOAD((const float*)q), zero_b = VF_LOAD((const float*)q + LANES);
+    for (int r = 0; r < R; ++r) {
+      vf xg = VF_SET1(s->xsum[(m0 + r) * G + g]);
+      total_a[r] = VF_FMA(zero_a, xg, VF_FMA(acc_a[r], scale_a, total_a[r]));
+      total_b[r] = VF_FMA(zero_b, xg, VF_FMA(acc_b[r], scale_b, total_b[r]));
+    }
+    p += 8 * LANES;
+    q += 8 * LANES;
+  }
+  store_rows(total_a, total_b, R, m0, NULL, bias, y, N, na, nb);
+}
+
 static void q4_tile2(const scratch_t* s, int64_t M, int64_t K, const uint8_t* wa,
                      const uint8_t* wb, int64_t group, const float* bias, float* y, int64_t N,
                      int64_t na, int64_t nb) {
-  int64_t B = K / 32, G = K / group, per = group / 32;
-  const int64_t block_bytes = 16 * LANES;
-  for (int64_t m = 0; m < M; ++m) {
-    const int8_t* qx = s->q + m * K;
-    const float* d = s->d + m * B;
-    const float* xs = s->xsum + m * G;
-    const uint8_t* p = wa;
-    const uint8_t* q = wb;
-    vf total_a = VF_ZERO, total_b = VF_ZERO;
-    for (int64_t g = 0, b = 0; g < G; ++g) {
-      vf acc_a = VF_ZERO, acc_b = VF_ZERO;
-      for (int64_t e = b + per; b < e; ++b, p += block_bytes, q += block_bytes) {
-        vf db = VF_SET1(d[b]);
-        acc_a = VF_FMA(VF_CVT(q4_block(p, qx + b * 32)), db, acc_a);
-        acc_b = VF_FMA(VF_CVT(q4_block(q, qx + b * 32)), db, acc_b);
-      }
-      vf xg = VF_SET1(xs[g]);
-      total_a = VF_FMA(acc_a, VF_LOAD((const float*)p), total_a);
-      total_a = VF_FMA(VF_LOAD((const float*)p + LANES), xg, total_a);
-      total_b = VF_FMA(acc_b, VF_LOAD((const float*)q), total_b);
-      total_b = VF_FMA(VF_LOAD((const float*)q + LANES), xg, total_b);
-      p += 8 * LANES;
-      q += 8 * LANES;
-    }
-    int ra = N - na < LANES ? (int)(N - na) : LANES, rb = N - nb < LANES ? (int)(N - nb) : LANES;
-    store_out(total_a, NULL, bias ? bias + na : NULL, y + m * N + na, ra);
-    store_out(total_b, NULL, bias ? bias + nb : NULL, y + m * N + nb, rb);
+  for (int64_t m0 = 0; m0 < M; m0 += ROWS) {
+    int left = M - m0 < ROWS ? (int)(M - m0) : ROWS;
+    if (left == ROWS) q4_tile2_rows(s, m0, ROWS, K, wa, wb, group, bias, y, N, na, nb);
+#if ROWS > 3
+    else if (left == 3) q4_tile2_rows(s, m0, 3, K, wa, wb, group, bias, y, N, na, nb);
+#endif
+#if ROWS > 2
+    else if (left == 2) q4_tile2_rows(s, m0, 2, K, wa, wb, group, bias, y, N, na, nb);
+#endif
+    else q4_tile2_rows(s, m0, 1, K, wa, wb, group, bias, y, N, na, nb);
   }
 }
 
