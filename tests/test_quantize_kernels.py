@@ -226,6 +226,19 @@ def test_kernel_choice_is_the_fastest_on_weights_streamed_from_memory(monkeypatc
     assert len(timed) == 1
 
 
+def test_a_cold_tie_goes_to_the_faster_warm_backend(monkeypatch):
+    """Within COLD_TIE cold, the memory is the limit for both: the faster
+    arithmetic (warm) wins, which also serves several rows best."""
+
+    def fake(kind, n, k, group, backends, copies=1, **kwargs):
+        warm = {"a": 1.0, "b": 1.5}
+        cold = {"a": 2.0 * (1 + tuning.COLD_TIE / 2), "b": 2.0}
+        return {b: (warm if copies == 1 else cold)[b] for b in backends}
+
+    monkeypatch.setattr(tuning, "time_backends", fake)
+    assert tuning.measure_choice("int8", 768, 768, 0, ["a", "b"])["backend"] == "a"
+
+
 def test_backend_option_overrides_the_choice(monkeypatch):
     monkeypatch.setattr(
         tuning, "time_backends", lambda *a, **k: pytest.fail("timed a fixed backend")

@@ -9,7 +9,9 @@ few milliseconds per shape), and the fastest is kept. Backends within
 copies of the weights that together exceed the CPU's last-level cache, as a
 decoding step streams every layer from memory: the kernel fastest on weights
 in the cache is not always the fastest on weights streamed from memory (on a
-Zen 4 EPYC the AVX2 tiles beat the AVX-512 ones cold and lose warm). The
+Zen 4 EPYC the AVX2 tiles beat the AVX-512 ones cold and lose warm); cold
+times within :data:`COLD_TIE` of the fastest are a tie, which the warm time
+breaks (the faster arithmetic, which also serves several rows best). The
 choice is kept — in memory and in
 ``<gptkit cache>/kernels/choices-<key>.json``, where ``key`` hashes the CPU
 model, all of its flags, the gptkit version, the torch version, the kernels'
@@ -40,8 +42,9 @@ TORCH_BACKENDS = ("aten", "torch")
 
 _MEMORY: dict[str, dict[str, Any]] = {}
 #: How choices are measured; part of the cache key, so that choices measured
-#: the old way (2: cold timing added) are measured again.
-METHOD = 2
+#: the old way (2: cold timing added; 3: cold ties go to the faster warm) are
+#: measured again.
+METHOD = 3
 
 
 def cache_key() -> str:
@@ -215,6 +218,11 @@ def time_backends(
 
 #: Backends within this factor of the fastest warm time are timed again cold.
 COLD_MARGIN = 2.0
+#: Cold times within this fraction of the fastest are a tie (the memory is the
+#: limit), broken by the warm time (the arithmetic): on a Zen 4 EPYC the AVX2
+#: and AVX-512 int8 tiles stream one row within 1% of each other, and the
+#: AVX-512 ones take half the time with the 4 rows of a beam search.
+COLD_TIE = 0.03
 #: Bytes the cold timing cycles through (past a last-level cache of up to half
 #: of it), and the most copies of one layer it makes.
 COLD_BYTES = 64 * 2**20
@@ -231,7 +239,8 @@ def cold_copies(kind: str, n: int, k: int) -> int:
 
 def measure_choice(kind: str, n: int, k: int, group: int, backends: list[str]) -> dict:
     """``{"backend", "us": warm times, "us_cold": cold times}`` (see the module
-    docs): the backend fastest cold among those close to the fastest warm."""
+    docs): the backend fastest cold among those close to the fastest warm,
+    a cold tie (:data:`COLD_TIE`) going to the faster warm."""
     warm = time_backends(kind, n, k, group, backends)
     fastest = min(warm.values())
     close = [b for b in backends if warm[b] <= COLD_MARGIN * fastest]
@@ -241,7 +250,9 @@ def measure_choice(kind: str, n: int, k: int, group: int, backends: list[str]) -
         return entry
     cold = time_backends(kind, n, k, group, close, copies=cold_copies(kind, n, k))
     entry["us_cold"] = {b: round(t * 1e6, 1) for b, t in cold.items()}
-    entry["backend"] = min(cold, key=cold.__getitem__)
+    fastest_cold = min(cold.values())
+    tied = [b for b in close if cold[b] <= (1 + COLD_TIE) * fastest_cold]
+    entry["backend"] = min(tied, key=warm.__getitem__)
     return entry
 
 
