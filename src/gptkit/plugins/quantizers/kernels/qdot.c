@@ -204,10 +204,19 @@ static inline int32_t xdword(const int8_t* q) {
   return v;
 }
 
-#ifndef ROWS
 #define ROWS 4 /* activation rows sharing each weight load */
-#endif
 #define INLINE static inline __attribute__((always_inline))
+
+/* TILE(s, m0, R, ...) for the rows in groups of up to ROWS, R a constant in
+ * each call so that the loops over a group's rows unroll. */
+#define ROW_GROUPS(M, TILE, ...)                   \
+  for (int64_t m0 = 0; m0 < (M); m0 += ROWS) {     \
+    int64_t left = (M) - m0;                       \
+    if (left >= 4) TILE(s, m0, 4, __VA_ARGS__);    \
+    else if (left == 3) TILE(s, m0, 3, __VA_ARGS__); \
+    else if (left == 2) TILE(s, m0, 2, __VA_ARGS__); \
+    else TILE(s, m0, 1, __VA_ARGS__);              \
+  }
 
 /* One block of 32 inputs of two int8 tiles (8 weight loads each, shared by
  * the R rows m0..m0+R-1): acc_a[r] / acc_b[r] += float(int32 dot) * d[r, b].
@@ -302,17 +311,7 @@ INLINE void q8_tile2_rows(const scratch_t* s, int64_t m0, const int R, int64_t K
 static void q8_tile2(const scratch_t* s, int64_t M, int64_t K, const uint8_t* wa,
                      const uint8_t* wb, const float* scale, const float* bias, float* y,
                      int64_t N, int64_t na, int64_t nb) {
-  for (int64_t m0 = 0; m0 < M; m0 += ROWS) {
-    int left = M - m0 < ROWS ? (int)(M - m0) : ROWS;
-    if (left == ROWS) q8_tile2_rows(s, m0, ROWS, K, wa, wb, scale, bias, y, N, na, nb);
-#if ROWS > 3
-    else if (left == 3) q8_tile2_rows(s, m0, 3, K, wa, wb, scale, bias, y, N, na, nb);
-#endif
-#if ROWS > 2
-    else if (left == 2) q8_tile2_rows(s, m0, 2, K, wa, wb, scale, bias, y, N, na, nb);
-#endif
-    else q8_tile2_rows(s, m0, 1, K, wa, wb, scale, bias, y, N, na, nb);
-  }
+  ROW_GROUPS(M, q8_tile2_rows, K, wa, wb, scale, bias, y, N, na, nb)
 }
 
 /* y = x W^T (+ bias) with W packed as above (int8). Returns 0, or -1 when out
@@ -344,46 +343,58 @@ int gk_q8_linear(const float* x, int64_t M, int64_t K, const uint8_t* packed,
 
 /* ---- int4 weights ------------------------------------------------------------ */
 
-/* One block of 32 inputs of an int4 tile (4 weight loads, their nibbles
- * split once for the R rows): acc[r] += float(int32 dot) * d[r, b]. */
-INLINE void q4_rows(const uint8_t* p, const scratch_t* s, int64_t m0, const int R, int64_t K,
-                    int64_t b, vf* acc) {
+/* One block of 32 inputs of two int4 tiles (4 weight loads each, their
+ * nibbles split once for the R rows): acc_a[r] / acc_b[r] += float(int32 dot)
+ * * d[r, b]; each broadcast activation serves both tiles. */
+INLINE void q4_rows2(const uint8_t* pa, const uint8_t* pb, const scratch_t* s, int64_t m0,
+                     const int R, int64_t K, int64_t b, vf* acc_a, vf* acc_b) {
   const int64_t B = K / 32;
 #if GK_VNNI
   const vi mask = _mm512_set1_epi8(15);
-  vi lo[4], hi[4];
+  vi la[4], ha[4], lb[4], hb[4];
   for (int j = 0; j < 4; ++j) {
-    vi v = VI_LOAD(p + j * 64);
-    lo[j] = _mm512_and_si512(v, mask);
-    hi[j] = _mm512_and_si512(_mm512_srli_epi16(v, 4), mask);
+    vi v = VI_LOAD(pa + j * 64), u = VI_LOAD(pb + j * 64);
+    la[j] = _mm512_and_si512(v, mask);
+    ha[j] = _mm512_and_si512(_mm512_srli_epi16(v, 4), mask);
+    lb[j] = _mm512_and_si512(u, mask);
+    hb[j] = _mm512_and_si512(_mm512_srli_epi16(u, 4), mask);
   }
   for (int r = 0; r < R; ++r) {
     const int8_t* qx = s->q + (m0 + r) * K + b * 32;
-    vi s0 = VI_ZERO, s1 = VI_ZERO;
+    vi a0 = VI_ZERO, a1 = VI_ZERO, b0 = VI_ZERO, b1 = VI_ZERO;
     for (int j = 0; j < 4; ++j) {
-      s0 = _mm512_dpbusd_epi32(s0, lo[j], VI_SET1(xdword(qx + 8 * j)));
-      s1 = _mm512_dpbusd_epi32(s1, hi[j], VI_SET1(xdword(qx + 8 * j + 4)));
+      vi x0 = VI_SET1(xdword(qx + 8 * j)), x1 = VI_SET1(xdword(qx + 8 * j + 4));
+      a0 = _mm512_dpbusd_epi32(a0, la[j], x0);
+      b0 = _mm512_dpbusd_epi32(b0, lb[j], x0);
+      a1 = _mm512_dpbusd_epi32(a1, ha[j], x1);
+      b1 = _mm512_dpbusd_epi32(b1, hb[j], x1);
     }
-    acc[r] = VF_FMA(VF_CVT(VI_ADD(s0, s1)), VF_SET1(s->d[(m0 + r) * B + b]), acc[r]);
+    vf d = VF_SET1(s->d[(m0 + r) * B + b]);
+    acc_a[r] = VF_FMA(VF_CVT(VI_ADD(a0, a1)), d, acc_a[r]);
+    acc_b[r] = VF_FMA(VF_CVT(VI_ADD(b0, b1)), d, acc_b[r]);
   }
-#else
+#else /* one tile at a time (AVX2 has 16 registers) */
   const vi mask = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
-  vi lo[4], hi[4];
-  for (int j = 0; j < 4; ++j) {
-    vi v = VI_LOAD(p + j * 32);
-    lo[j] = _mm256_and_si256(v, mask);
-    hi[j] = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
-  }
-  for (int r = 0; r < R; ++r) {
-    const int8_t* qx = s->q + (m0 + r) * K + b * 32;
-    vi sum = VI_ZERO;
+  for (int t = 0; t < 2; ++t) {
+    const uint8_t* p = t ? pb : pa;
+    vf* acc = t ? acc_b : acc_a;
+    vi lo[4], hi[4];
     for (int j = 0; j < 4; ++j) {
-      /* products <= 15 * 127; two pairs plus two pairs fit int16 (<= 7620) */
-      vi p16 = _mm256_add_epi16(_mm256_maddubs_epi16(lo[j], VI_SET1(xdword(qx + 8 * j))),
-                                _mm256_maddubs_epi16(hi[j], VI_SET1(xdword(qx + 8 * j + 4))));
-      sum = VI_ADD(sum, _mm256_madd_epi16(p16, ones));
+      vi v = VI_LOAD(p + j * 32);
+      lo[j] = _mm256_and_si256(v, mask);
+      hi[j] = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
     }
-    acc[r] = VF_FMA(VF_CVT(sum), VF_SET1(s->d[(m0 + r) * B + b]), acc[r]);
+    for (int r = 0; r < R; ++r) {
+      const int8_t* qx = s->q + (m0 + r) * K + b * 32;
+      vi sum = VI_ZERO;
+      for (int j = 0; j < 4; ++j) {
+        /* products <= 15 * 127; two pairs plus two pairs fit int16 (<= 7620) */
+        vi p16 = _mm256_add_epi16(_mm256_maddubs_epi16(lo[j], VI_SET1(xdword(qx + 8 * j))),
+                                  _mm256_maddubs_epi16(hi[j], VI_SET1(xdword(qx + 8 * j + 4))));
+        sum = VI_ADD(sum, _mm256_madd_epi16(p16, ones));
+      }
+      acc[r] = VF_FMA(VF_CVT(sum), VF_SET1(s->d[(m0 + r) * B + b]), acc[r]);
+    }
   }
 #endif
 }
@@ -402,8 +413,7 @@ INLINE void q4_tile2_rows(const scratch_t* s, int64_t m0, const int R, int64_t K
     vf acc_a[ROWS], acc_b[ROWS];
     for (int r = 0; r < R; ++r) acc_a[r] = acc_b[r] = VF_ZERO;
     for (int64_t e = b + per; b < e; ++b, p += block_bytes, q += block_bytes) {
-      q4_rows(p, s, m0, R, K, b, acc_a);
-      q4_rows(q, s, m0, R, K, b, acc_b);
+      q4_rows2(p, q, s, m0, R, K, b, acc_a, acc_b);
     }
     vf scale_a = VF_LOAD((const float*)p), zero_a = VF_LOAD((const float*)p + LANES);
     vf scale_b = VF_LOAD((const float*)q), zero_b = VF_LOAD((const float*)q + LANES);
@@ -421,17 +431,7 @@ INLINE void q4_tile2_rows(const scratch_t* s, int64_t m0, const int R, int64_t K
 static void q4_tile2(const scratch_t* s, int64_t M, int64_t K, const uint8_t* wa,
                      const uint8_t* wb, int64_t group, const float* bias, float* y, int64_t N,
                      int64_t na, int64_t nb) {
-  for (int64_t m0 = 0; m0 < M; m0 += ROWS) {
-    int left = M - m0 < ROWS ? (int)(M - m0) : ROWS;
-    if (left == ROWS) q4_tile2_rows(s, m0, ROWS, K, wa, wb, group, bias, y, N, na, nb);
-#if ROWS > 3
-    else if (left == 3) q4_tile2_rows(s, m0, 3, K, wa, wb, group, bias, y, N, na, nb);
-#endif
-#if ROWS > 2
-    else if (left == 2) q4_tile2_rows(s, m0, 2, K, wa, wb, group, bias, y, N, na, nb);
-#endif
-    else q4_tile2_rows(s, m0, 1, K, wa, wb, group, bias, y, N, na, nb);
-  }
+  ROW_GROUPS(M, q4_tile2_rows, K, wa, wb, group, bias, y, N, na, nb)
 }
 
 /* y = x W^T (+ bias) with int4 W packed as above (scales and zero points in
