@@ -156,3 +156,12 @@ def test_nucleus_threshold_declines_where_its_sums_would_not_be_exact():
     assert sampling.nucleus_threshold(torch.tensor([0.5, float("nan")]), 0.9) is None
     assert sampling.nucleus_threshold(torch.tensor([0.5, -0.1]), 0.9) is None
     assert sampling.nucleus_threshold(torch.tensor([3.0, 0.1]), 0.9) is None
+
+
+def test_nucleus_threshold_takes_only_float32_rows():
+    probs = torch.tensor([0.5, 0.3, 0.2])
+    assert sampling.nucleus_threshold(probs.double(), 0.6) is None
+    assert sampling.nucleus_threshold(probs[None], 0.6) is None
+    assert sampling.nucleus_threshold(probs, 0.6, probs, torch.empty(2)) is None
+    with pytest.raises(ValueError):
+        sampling.nucleus_threshold(probs, 0.6, logits=probs)

@@ -19,11 +19,13 @@ the vocabulary.
   sampling differs — or where it does not apply (a GPU, not float32, more
   than 2**24 categories). Invalid probabilities go to ``torch.multinomial``
   too, for its error.
-- :func:`nucleus_threshold` sums the probabilities by value buckets in
-  float64 — exact for values >= 2**-29, whose partial sums below 2 are
-  multiples of 2**-52 — and sorts only the bucket where the running sum
-  crosses ``p``. It returns None where that proof does not hold (the nucleus
-  reaches smaller values): the caller sorts.
+- :func:`nucleus_threshold` sums the probabilities by buckets of values,
+  exactly (in units of 2**-52: PyTorch's ``cumsum`` runs in float64, and
+  partial sums below 2 of float32 values >= 2**-29 are multiples of 2**-52,
+  so each running sum depends only on which values are larger, not on their
+  order), and sorts only the bucket where the running sum crosses ``p``. It
+  returns None where that proof does not hold (the nucleus reaches smaller
+  values): the caller sorts.
 
 Torch is imported by the functions only (this layer is torch-free at import).
 """
@@ -68,8 +70,18 @@ def nucleus_threshold(
     ``cumsum - value`` is below ``p`` (at least 1) — or None (sort instead).
     With ``logits`` and ``out`` (V,) float32 contiguous rows, ``out`` becomes
     ``logits`` with ``-inf`` where ``probs`` is below the threshold."""
+    if (logits is None) != (out is None):
+        raise ValueError("logits and out go together")
     lib = library()
-    if lib is None or probs.dim() != 1 or not probs.is_contiguous():
+    rows = [probs] if logits is None else [probs, logits, out]
+    if lib is None or any(
+        str(t.dtype) != "torch.float32"
+        or t.device.type != "cpu"
+        or t.dim() != 1
+        or not t.is_contiguous()
+        or t.numel() != probs.numel()
+        for t in rows
+    ):
         return None
     value = ctypes.c_float()
     status = lib.gk_nucleus(

@@ -9,8 +9,9 @@
  * values >= 2^-29 in float64 is exact below 2 (every partial sum is a multiple
  * of 2^-52), so the running sum at any position depends only on the set of
  * larger values, not on their order: buckets of values (by their top 16 bits)
- * are summed whole, and only the buckets where the running sum crosses p are
- * sorted. A value below 2^-29 on the way returns 2 (the caller sorts).
+ * are summed whole (as integers in units of 2^-52), and only the buckets where
+ * the running sum crosses p are sorted. A value below 2^-29 on the way returns
+ * 2 (the caller sorts).
  *
  * gk_multinomial: torch.multinomial(probs, 1) on the CPU draws q ~ Exp(1) per
  * entry (float64 from the generator's Mersenne Twister: u = 53 bits of two
@@ -30,6 +31,9 @@
 
 int gk_abi_version(void) { return 1; }
 
+/* A float's bits, read through a type that may alias it. */
+typedef uint32_t __attribute__((__may_alias__)) bits32;
+
 /* ---- nucleus ------------------------------------------------------------ */
 
 static int desc_float(const void* a, const void* b) {
@@ -39,7 +43,7 @@ static int desc_float(const void* a, const void* b) {
 
 /* The values of `probs` in bucket `key` (top 16 bits), sorted descending. */
 static int64_t gather(const float* probs, int64_t n, uint32_t key, float* out) {
-  const uint32_t* bits = (const uint32_t*)probs;
+  const bits32* bits = (const bits32*)probs;
   int64_t c = 0, i = 0;
 #ifdef __AVX2__
   const __m256i want = _mm256_set1_epi32((int32_t)key);
@@ -79,7 +83,7 @@ int gk_nucleus(const float* probs, int64_t n, float p, float* threshold,
   if (n <= 0) return 1;
   /* Non-negative finite floats are the bit patterns below +inf's, and order
    * as their bits do (-0.0 and NaN land above: refused). */
-  const uint32_t* bits = (const uint32_t*)probs;
+  const bits32* bits = (const bits32*)probs;
   uint32_t lo = UINT32_MAX, hi = 0;
   for (int64_t i = 0; i < n; i++) {
     lo = bits[i] < lo ? bits[i] : lo;
@@ -285,7 +289,7 @@ static inline void consider(Draw* d, const float* x, const uint32_t* w, int64_t 
  * -0.0), or a row has no positive one (the twister is untouched). */
 int gk_multinomial(const float* probs, int64_t rows, int64_t n, uint32_t* key,
                    int32_t* left, int64_t* next, int64_t* out) {
-  const uint32_t* bits = (const uint32_t*)probs;
+  const bits32* bits = (const bits32*)probs;
   for (int64_t r = 0; r < rows; r++) {
     uint32_t hi = 0;
     for (int64_t i = r * n; i < (r + 1) * n; i++) hi = bits[i] > hi ? bits[i] : hi;
