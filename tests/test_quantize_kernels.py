@@ -390,3 +390,22 @@ def test_half_precision_decoding_rows_take_the_kernel(kernel, dtype, kind):
     got = layer(x.to(dtype))
     assert got.dtype == dtype
     torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+def test_a_layer_keeps_its_packed_kernel_when_another_is_barely_faster(monkeypatch):
+    """Another thread count's choice: the layer keeps the tiles it holds when
+    their cold time is within KEEP_MARGIN (a repack costs more than it saves)."""
+    entry = {
+        "backend": "a",
+        "us": {"a": 1.0, "b": 1.5},
+        "us_cold": {"a": 10.0, "b": 10.5},
+    }
+    monkeypatch.setattr(tuning, "candidates", lambda kind, native_only: ["a", "b", "c"])
+    monkeypatch.setattr(tuning, "_choices", lambda: {"int8 64x128 t2": entry})
+    assert tuning.choose("int8", 64, 128, 0, threads=2) == "a"
+    assert tuning.choose("int8", 64, 128, 0, threads=2, keep="b") == "b"
+    assert (
+        tuning.choose("int8", 64, 128, 0, threads=2, keep="c") == "a"
+    )  # not timed cold
+    entry["us_cold"]["b"] = 10.0 * (1 + tuning.KEEP_MARGIN) + 0.5
+    assert tuning.choose("int8", 64, 128, 0, threads=2, keep="b") == "a"

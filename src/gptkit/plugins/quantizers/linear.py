@@ -372,6 +372,7 @@ class _QuantizedLinear(nn.Module):
                 threads,
                 native_only=backend == "native",
                 measure=not _compiling(),
+                keep=self._pack_kernel,
             )
             if not _compiling():
                 self._chosen[threads] = chosen

@@ -11,8 +11,9 @@ decoding step streams every layer from memory: the kernel fastest on weights
 in the cache is not always the fastest on weights streamed from memory (on a
 Zen 4 EPYC the AVX2 tiles beat the AVX-512 ones cold and lose warm); cold
 times within :data:`COLD_TIE` of the fastest are a tie, which the warm time
-breaks (the faster arithmetic, which also serves several rows best). The
-choice is kept — in memory and in
+breaks (the faster arithmetic, which also serves several rows best); a
+layer holding tiles of another choice (another thread count's) keeps them
+within :data:`KEEP_MARGIN`. The choice is kept — in memory and in
 ``<gptkit cache>/kernels/choices-<key>.json``, where ``key`` hashes the CPU
 model, all of its flags, the gptkit version, the torch version, the kernels'
 sources and the timing method (:data:`METHOD`). Another CPU, another version
@@ -223,6 +224,9 @@ COLD_MARGIN = 2.0
 #: and AVX-512 int8 tiles stream one row within 1% of each other, and the
 #: AVX-512 ones take half the time with the 4 rows of a beam search.
 COLD_TIE = 0.03
+#: A layer keeps the packed weights it holds (chosen at another thread count)
+#: when their backend's cold time is within this fraction of the choice's.
+KEEP_MARGIN = 0.10
 #: Bytes the cold timing cycles through (past a last-level cache of up to half
 #: of it), and the most copies of one layer it makes.
 COLD_BYTES = 64 * 2**20
@@ -264,9 +268,13 @@ def choose(
     threads: int,
     native_only: bool = False,
     measure: bool = True,
+    keep: str | None = None,
 ) -> str | None:
     """The backend for a layer (see the module docs); None when no native
-    kernel loads and ``native_only``."""
+    kernel loads and ``native_only``. ``keep``: the backend whose packed
+    weights the layer holds, kept when its cold time is within
+    :data:`KEEP_MARGIN` of the choice's (another thread count's choice: a
+    repack takes longer than the difference saves)."""
     names = candidates(kind, native_only)
     if not names:
         return None
@@ -274,6 +282,10 @@ def choose(
     key = shape_key(kind, n, k, group, threads) + (" native" if native_only else "")
     entry = choices.get(key)
     if entry is not None and entry.get("backend") in names:
+        cold = entry.get("us_cold", {})
+        if keep in names and keep in cold and entry["backend"] in cold:
+            if cold[keep] <= (1 + KEEP_MARGIN) * cold[entry["backend"]]:
+                return keep
         return str(entry["backend"])
     if not measure:
         prefix = key.rsplit(" t", 1)[0] + " t"
@@ -287,7 +299,7 @@ def choose(
     choices[key] = measure_choice(kind, n, k, group, names)
     torch.set_num_threads(before)
     _write(cache_file(), {key: choices[key]})
-    return str(choices[key]["backend"])
+    return choose(kind, n, k, group, threads, native_only, keep=keep)
 
 
 def forget() -> None:
