@@ -409,3 +409,29 @@ def test_a_layer_keeps_its_packed_kernel_when_another_is_barely_faster(monkeypat
     )  # not timed cold
     entry["us_cold"]["b"] = 10.0 * (1 + tuning.KEEP_MARGIN) + 0.5
     assert tuning.choose("int8", 64, 128, 0, threads=2, keep="b") == "a"
+
+
+@pytest.mark.skipif(
+    not {"avx2", "avx512vnni"} <= set(RUNNABLE), reason="needs both packed kernel sets"
+)
+def test_a_layer_keeps_a_pack_per_kernel_set_until_its_weights_change(monkeypatch):
+    """Thread counts whose choices differ alternate kernel sets: each keeps its
+    tiles (no repack at each switch); new weights drop them all."""
+    layer = Int8Linear.from_linear(_linear(40, 64), "avx2")
+    made = []
+    real = type(layer)._tiles
+    monkeypatch.setattr(
+        type(layer),
+        "_tiles",
+        lambda self, kernel: made.append(kernel) or real(self, kernel),
+    )
+    x = torch.randn(1, 64)
+    outputs = []
+    for backend in ("avx2", "avx512vnni", "avx2", "avx512vnni"):
+        layer.backend, layer._call = backend, None  # as a thread switch drops it
+        outputs.append(layer(x))
+    assert made == ["avx2", "avx512vnni"]
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=1e-4, atol=1e-4)
+    layer.load_state_dict(layer.state_dict())
+    layer(x)
+    assert made == ["avx2", "avx512vnni", "avx512vnni"] and len(layer._packs) == 1

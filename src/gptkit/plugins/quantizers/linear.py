@@ -239,10 +239,11 @@ class _QuantizedLinear(nn.Module):
         self.out_features = out_features
         self.backend = backend
         self._chosen: dict[int, str | None] = {}  # threads -> measured backend
-        # The weights in the layout of the kernel set last used (see _packed).
+        # The weights in the layout of each kernel set used (see _packed), the
+        # last one made, and the stored weights they were made from.
+        self._packs: dict[str, tuple[Tensor, ...]] = {}
         self._pack_kernel: str | None = None
         self._pack_key: int | None = None
-        self._pack: tuple[Tensor, ...] = ()
         self._call: tuple[Any, ...] | None = None  # see forward
 
     def _tiles(self, kernel: str) -> tuple[Tensor, ...]:
@@ -309,24 +310,29 @@ class _QuantizedLinear(nn.Module):
         """The weights repacked for ``kernel`` (:data:`PACKED`), made on first
         use and again when the stored weights were replaced or loaded into
         (``load_state_dict``); the stored weights (and so the state dict and
-        saved checkpoints) keep their format. Under torch.compile a pack made
-        in eager mode is used as is."""
-        if self._pack_kernel == kernel and (
+        saved checkpoints) keep their format. A layer run at thread counts
+        whose choices differ keeps both packs (no repack at each switch;
+        :func:`tuning.choose` keeps one where the two are close). Under
+        torch.compile a pack made in eager mode is used as is."""
+        pack = self._packs.get(kernel)
+        if pack is not None and (
             _compiling() or self._pack_key == self.weight.data_ptr()
         ):
-            return self._pack
+            return pack
         return self._repack(kernel)
 
     @torch.compiler.disable
     def _repack(self, kernel: str) -> tuple[Tensor, ...]:
         self._call = None
-        self._pack = ()  # free the old one first
-        self._pack = self._tiles(kernel)
+        if self._pack_key != self.weight.data_ptr():
+            self._packs = {}  # made from other weights: free them first
+        self._packs[kernel] = self._tiles(kernel)
         self._pack_kernel, self._pack_key = kernel, self.weight.data_ptr()
-        return self._pack
+        return self._packs[kernel]
 
     def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
-        self._pack_kernel, self._call = None, None  # the weights change in place
+        # the weights change in place
+        self._packs, self._pack_kernel, self._call = {}, None, None
         super()._load_from_state_dict(*args, **kwargs)
 
     def _lanes(self, kernel: str) -> int:

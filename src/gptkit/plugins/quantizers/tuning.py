@@ -12,8 +12,8 @@ in the cache is not always the fastest on weights streamed from memory (on a
 Zen 4 EPYC the AVX2 tiles beat the AVX-512 ones cold and lose warm); cold
 times within :data:`COLD_TIE` of the fastest are a tie, which the warm time
 breaks (the faster arithmetic, which also serves several rows best); a
-layer holding tiles of another choice (another thread count's) keeps them
-within :data:`KEEP_MARGIN`. The choice is kept — in memory and in
+layer holding tiles of another choice (another thread count's) keeps using
+them within :data:`KEEP_MARGIN` (no second copy). The choice is kept — in memory and in
 ``<gptkit cache>/kernels/choices-<key>.json``, where ``key`` hashes the CPU
 model, all of its flags, the gptkit version, the torch version, the kernels'
 sources and the timing method (:data:`METHOD`). Another CPU, another version
