@@ -13,11 +13,12 @@ Zen 4 EPYC the AVX2 tiles beat the AVX-512 ones cold and lose warm); cold
 times within :data:`COLD_TIE` of the fastest are a tie, which the warm time
 breaks (the faster arithmetic, which also serves several rows best); a
 layer holding tiles of another choice (another thread count's) keeps using
-them within :data:`KEEP_MARGIN` (no second copy). The choice is kept — in memory and in
-``<gptkit cache>/kernels/choices-<key>.json``, where ``key`` hashes the CPU
-model, all of its flags, the gptkit version, the torch version, the kernels'
-sources and the timing method (:data:`METHOD`). Another CPU, another version
-or changed kernels therefore never reuse a choice: they are measured again.
+them within :data:`KEEP_MARGIN` (no second copy). The choice is kept — in
+memory and in ``<gptkit cache>/kernels/choices-<key>.json``, where ``key``
+hashes the CPU model, all of its flags, the gptkit version, the torch
+version, the kernels' sources and the timing method (:data:`METHOD`).
+Another CPU, another version or changed kernels therefore never reuse a
+choice: they are measured again.
 ``-o backend=NAME`` (the quantizer option) skips all this.
 
 Under ``torch.compile`` nothing is timed (a traced forward must not run
@@ -272,9 +273,9 @@ def choose(
 ) -> str | None:
     """The backend for a layer (see the module docs); None when no native
     kernel loads and ``native_only``. ``keep``: the backend whose packed
-    weights the layer holds, kept when its cold time is within
-    :data:`KEEP_MARGIN` of the choice's (another thread count's choice: a
-    repack takes longer than the difference saves)."""
+    weights the layer holds (chosen at another thread count), kept when its
+    cold time is within :data:`KEEP_MARGIN` of the choice's, so that the
+    layer makes no second copy of its weights for a few per cent."""
     names = candidates(kind, native_only)
     if not names:
         return None
