@@ -624,3 +624,24 @@ def test_plain_torchrun_failure_summary_names_the_gptkit_line(tmp_path):
     summary = [line.strip() for line in err.splitlines() if "traceback :" in line]
     assert len(summary) == 2, err
     assert all("gptkit: error: corpus file not found" in s for s in summary), summary
+
+
+def test_a_peer_failure_is_recognised_after_the_group_is_gone(monkeypatch):
+    """A worker whose collective failed because another died raises through the
+    run's cleanup, which leaves the process group before the error reaches the
+    command line: the failure is still one "another process stopped" line."""
+    import torch.distributed  # noqa: F401  (loaded, as in a training process)
+
+    from gptkit.api.failures import peer_failure_message
+
+    error = RuntimeError(
+        "[gloo/transport/tcp/pair.cc:537] Read error [127.0.0.1]:6545:"
+        " Connection reset by peer. This is typically caused by a remote worker"
+    )
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    message = peer_failure_message(error)
+    assert message is not None and "another process of this run stopped" in message
+    assert "\n" not in message
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert peer_failure_message(error) is None  # one process: not a peer's failure
+    assert peer_failure_message(RuntimeError("shape mismatch")) is None

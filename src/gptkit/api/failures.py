@@ -44,7 +44,13 @@ def peer_failure_message(exc: BaseException) -> str | None:
         return None
     import torch.distributed as dist
 
-    if not (dist.is_available() and dist.is_initialized()):
+    # A run that torchrun started with several processes: by the time the
+    # error reaches the top, the run's cleanup has usually left the group.
+    try:
+        several = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    except ValueError:
+        several = False
+    if not (several or (dist.is_available() and dist.is_initialized())):
         return None
     backend_error = getattr(dist, "DistBackendError", ())
     text = str(exc)
