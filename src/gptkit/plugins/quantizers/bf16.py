@@ -183,7 +183,8 @@ class Bf16(Quantizer):
         return Bf16Linear.from_linear(linear, self.options.backend)  # type: ignore[arg-type,arg-type]
 
     def fused_step(self, model: nn.Module) -> fused.FusedStep | None:
-        """GPT-2's whole decoding step in C (:mod:`.fused`) on the kernel."""
+        """A GPT-2, Llama 3 or Qwen3 model's whole decoding step in C
+        (:mod:`.fused`) on the kernel."""
         return fused.fused_step(model) if self.options.backend != "torch" else None
 
 

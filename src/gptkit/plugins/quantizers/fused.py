@@ -314,12 +314,6 @@ class FusedStep:
         b.linear(head, h, 0)
         return p
 
-    def _part(self, parent: nn.Module, name: str) -> Any:
-        """``parent``'s submodule ``name`` (or None), kept for :meth:`_unchanged`."""
-        child = parent._modules.get(name)
-        self._parts.append((parent, name, child))
-        return child
-
 
 class _Builder:
     """What building a program for one cache and batch needs: the modules it
@@ -334,7 +328,11 @@ class _Builder:
         self._scratch: tuple[int, int] | None = None
 
     def part(self, parent: nn.Module, name: str) -> Any:
-        return self.step._part(parent, name)
+        """``parent``'s submodule ``name`` (or None), kept for the step's
+        :meth:`FusedStep._unchanged`."""
+        child = parent._modules.get(name)
+        self.step._parts.append((parent, name, child))
+        return child
 
     def children(self, parent: nn.Module, n: int, kind: type) -> list[Any] | None:
         """``parent``'s submodules "0" .. n-1, or None unless all are ``kind``."""

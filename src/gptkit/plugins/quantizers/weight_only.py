@@ -105,6 +105,7 @@ class Int4(Quantizer):
 
 
 def _fused_step(model: nn.Module, backend: str) -> fused.FusedStep | None:
-    """GPT-2's whole decoding step in C (:mod:`.fused`) where the layers run
-    gptkit's integer kernels; other backends keep the model's forward."""
+    """A GPT-2, Llama 3 or Qwen3 model's whole decoding step in C
+    (:mod:`.fused`) where the layers run gptkit's integer kernels; other
+    backends keep the model's forward."""
     return fused.fused_step(model) if backend in ("auto", "native", *KERNELS) else None
