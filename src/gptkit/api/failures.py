@@ -44,11 +44,14 @@ def peer_failure_message(exc: BaseException) -> str | None:
         return None
     import torch.distributed as dist
 
+    from gptkit.core.distributed import context_from_env
+    from gptkit.errors import GptkitError
+
     # A run that torchrun started with several processes: by the time the
     # error reaches the top, the run's cleanup has usually left the group.
     try:
-        several = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    except ValueError:
+        several = context_from_env().enabled
+    except GptkitError:  # a malformed environment: not a run of several
         several = False
     if not (several or (dist.is_available() and dist.is_initialized())):
         return None
