@@ -1,6 +1,6 @@
 """The sampling kernels (gptkit.system.sampling) give PyTorch's results bit for
 bit: torch.multinomial's indices and generator state, the top-p sort's
-threshold."""
+threshold, beam search's top candidates."""
 
 from __future__ import annotations
 
@@ -165,3 +165,47 @@ def test_nucleus_threshold_takes_only_float32_rows():
     assert sampling.nucleus_threshold(probs, 0.6, probs, torch.empty(2)) is None
     with pytest.raises(ValueError):
         sampling.nucleus_threshold(probs, 0.6, logits=probs)
+
+
+@pytest.mark.parametrize(
+    ("rows", "vocab", "k"),
+    [(4, 50257, 8), (1, 10, 2), (3, 7, 21), (2, 1000, 8), (6, 33, 12)],
+)
+def test_beam_top_equals_torch_topk_of_the_sums(rows, vocab, k):
+    g = torch.Generator().manual_seed(rows * vocab + k)
+    for scale in (0.5, 3.0, 30.0):
+        logprobs = torch.log_softmax(torch.randn(rows, vocab, generator=g) * scale, -1)
+        running = torch.randn(rows, generator=g) * scale
+        running[1:] -= 1e9 * (scale > 10)  # beam search's first step
+        got = sampling.beam_top(logprobs, running, k)
+        want = torch.topk((logprobs + running[:, None]).view(-1), k)
+        assert got is not None
+        assert torch.equal(got[0], want.values)
+        # Equal sums (the -1e9 rows' absorb their log-probabilities) may come
+        # in any order from torch; the kernel gives them by index.
+        for value in got[0].unique():
+            ours, theirs = got[1][got[0] == value], want.indices[want.values == value]
+            assert ours.tolist() == sorted(theirs.tolist())
+
+
+def test_beam_top_orders_ties_by_index_and_keeps_minus_infinity():
+    logprobs = torch.tensor(
+        [[-1.0, -2.0, -1.0, float("-inf")], [-2.0, -1.0, -9.0, -3.0]]
+    )
+    values, index = sampling.beam_top(logprobs, torch.zeros(2), 8)
+    assert index.tolist() == [0, 2, 5, 1, 4, 7, 6, 3]
+    assert values[-1] == float("-inf")
+
+
+def test_beam_top_declines_nan_and_what_it_cannot_take():
+    logprobs = torch.zeros(2, 50)
+    assert sampling.beam_top(logprobs, torch.tensor([0.0, float("nan")]), 4) is None
+    logprobs[1, 33] = float("nan")
+    assert sampling.beam_top(logprobs, torch.zeros(2), 4) is None
+    ok = torch.zeros(2, 50)
+    assert sampling.beam_top(ok, torch.zeros(2), 0) is None
+    assert sampling.beam_top(ok, torch.zeros(2), 257) is None
+    assert (
+        sampling.beam_top(ok.double(), torch.zeros(2, dtype=torch.float64), 4) is None
+    )
+    assert sampling.beam_top(ok, torch.zeros(3), 4) is None

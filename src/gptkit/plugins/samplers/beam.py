@@ -27,6 +27,7 @@ from gptkit.core.generate import (
 )
 from gptkit.core.interfaces import SearchStrategy
 from gptkit.core.model import GPTModel
+from gptkit.system import sampling
 
 _FLOOR = -1.0e9  # the score of an empty slot or a forbidden candidate
 _HUGE = 1.0e300  # the largest length normalisation
@@ -90,6 +91,7 @@ class BeamSearch(SearchStrategy):
         done_scores = torch.full((beams,), _FLOOR, device=device)
         done = torch.zeros(beams, dtype=torch.bool, device=device)
         top_slots = torch.arange(keep, device=device) < beams
+        eos = torch.tensor(req.eos_ids, device=device) if req.eos_ids else None
         improvable = True
         logits = decoder.prefill()
         for step in range(max_new):
@@ -97,19 +99,24 @@ class BeamSearch(SearchStrategy):
             generated = step + 1  # new tokens in every candidate
             logprobs = torch.log_softmax(next_token_logits(logits, req.vocab_limit), -1)
             logprobs = penalties.apply(logprobs)  # (beams, V)
-            total = (logprobs + running[:, None]).view(-1)  # (beams * V)
-            cand_scores, flat = torch.topk(total, keep)
+            cand_scores, flat = _top_candidates(logprobs, running, keep)
             parent = flat // logprobs.shape[-1]
             token = flat % logprobs.shape[-1]
-            hits = torch.full_like(token, generated >= max_new, dtype=torch.bool)
-            if req.eos_ids:
-                hits |= torch.isin(token, torch.tensor(req.eos_ids, device=device))
+            if generated >= max_new:
+                hits = torch.ones_like(token, dtype=torch.bool)
+            elif eos is not None:
+                hits = torch.isin(token, eos)
+            else:
+                hits = torch.zeros_like(token, dtype=torch.bool)
+            entering = hits & top_slots
             # Finished candidates among the first `beams` may enter the hypotheses.
-            if improvable and not (opts.early_stopping == "true" and bool(done.all())):
+            if (
+                improvable
+                and bool(entering.any())
+                and not (opts.early_stopping == "true" and bool(done.all()))
+            ):
                 normalised = cand_scores / length_norm(generated, lp)
-                normalised = torch.where(
-                    hits & top_slots, normalised, normalised + _FLOOR
-                )
+                normalised = torch.where(entering, normalised, normalised + _FLOOR)
                 merged = torch.cat([done_scores, normalised])
                 best = torch.topk(merged, beams).indices.tolist()
                 candidates = decoder.ids[parent]  # (keep, len) before the new token
@@ -120,7 +127,7 @@ class BeamSearch(SearchStrategy):
                     else:
                         j = i - beams
                         new_seqs.append(torch.cat([candidates[j], token[j : j + 1]]))
-                done = torch.cat([done, hits & top_slots])[best]
+                done = torch.cat([done, entering])[best]
                 done_scores = merged[best]
                 done_seqs = new_seqs
             # The best unfinished candidates continue.
@@ -167,6 +174,17 @@ class BeamSearch(SearchStrategy):
             else generated
         )
         return bool(running[0] / length_norm(length, lp) > done_scores.min())
+
+
+def _top_candidates(
+    logprobs: Tensor, running: Tensor, keep: int
+) -> tuple[Tensor, Tensor]:
+    """The ``keep`` best continuations of all beams: summed log-probabilities
+    (descending) and flat indices ``beam * V + token``."""
+    found = sampling.beam_top(logprobs, running, keep)
+    if found is not None:
+        return found
+    return torch.topk((logprobs + running[:, None]).view(-1), keep)
 
 
 def length_norm(length: int, penalty: float) -> float:

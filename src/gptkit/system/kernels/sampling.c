@@ -20,6 +20,11 @@
  * twister's words are needed for every entry; the logarithm only where the
  * entry can win: q >= u, so probs / q <= probs / u, and an entry whose bound
  * is below the best exact ratio so far is skipped.
+ *
+ * gk_beam_top: beam search's candidates, torch.topk((logprobs +
+ * running[:, None]).view(-1), k) without the (rows x V) sum: the same float32
+ * additions, one pass keeping the k largest (descending; of equal values the
+ * lower index first). A NaN returns 1 (the caller asks PyTorch).
  */
 #include <math.h>
 #ifdef __AVX2__
@@ -29,7 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-int gk_abi_version(void) { return 1; }
+int gk_abi_version(void) { return 2; }
 
 /* A float's bits, read through a type that may alias it. */
 typedef uint32_t __attribute__((__may_alias__)) bits32;
@@ -332,5 +337,70 @@ int gk_multinomial(const float* probs, int64_t rows, int64_t n, uint32_t* key,
   }
   *left = t.left;
   *next = t.next;
+  return 0;
+}
+
+/* ---- beam search's top candidates ---------------------------------------- */
+
+enum { BEAM_MAX_K = 256 };
+
+typedef struct {
+  float* v;
+  int64_t* at;
+  int64_t k, n; /* capacity, filled */
+} Best;
+
+/* Insert value x (flat index i, larger than every index so far) behind the
+ * kept values it does not exceed; the smallest drops out when full. */
+static inline void keep_best(Best* b, float x, int64_t i) {
+  int64_t j = b->n < b->k ? b->n++ : b->k - 1;
+  while (j > 0 && x > b->v[j - 1]) {
+    b->v[j] = b->v[j - 1];
+    b->at[j] = b->at[j - 1];
+    j--;
+  }
+  b->v[j] = x;
+  b->at[j] = i;
+}
+
+/* values[0..k) and index[0..k) (flat: row * n + column): the k largest of
+ * logprobs[r, c] + add[r] over rows x n values, k <= rows * n. Returns 0,
+ * 1 for a NaN (nothing to trust), 2 for k out of range. */
+int gk_beam_top(const float* logprobs, int64_t rows, int64_t n, const float* add, int64_t k,
+                float* values, int64_t* index) {
+  if (k < 1 || k > BEAM_MAX_K || k > rows * n) return 2;
+  Best b = {values, index, k, 0};
+  for (int64_t r = 0; r < rows; r++) {
+    const float* x = logprobs + r * n;
+    const float a = add[r];
+    if (a != a) return 1;
+    int64_t c = 0;
+    for (; c < n && b.n < b.k; c++) {
+      float t = x[c] + a;
+      if (t != t) return 1;
+      keep_best(&b, t, r * n + c);
+    }
+#ifdef __AVX2__
+    const __m256 av = _mm256_set1_ps(a);
+    for (; c + 8 <= n; c += 8) {
+      __m256 t = _mm256_add_ps(_mm256_loadu_ps(x + c), av);
+      __m256 bar = _mm256_set1_ps(b.v[b.k - 1]);
+      int nan = _mm256_movemask_ps(_mm256_cmp_ps(t, t, _CMP_UNORD_Q));
+      int hits = _mm256_movemask_ps(_mm256_cmp_ps(t, bar, _CMP_GT_OQ));
+      if (nan) return 1;
+      while (hits) {
+        int l = __builtin_ctz(hits);
+        float v = x[c + l] + a;
+        if (v > b.v[b.k - 1]) keep_best(&b, v, r * n + c + l);
+        hits &= hits - 1;
+      }
+    }
+#endif
+    for (; c < n; c++) {
+      float t = x[c] + a;
+      if (t != t) return 1;
+      if (t > b.v[b.k - 1]) keep_best(&b, t, r * n + c);
+    }
+  }
   return 0;
 }
