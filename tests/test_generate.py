@@ -117,3 +117,30 @@ def test_text_stream_holds_back_partial_characters_and_stop_prefixes():
     assert "\ufffd" not in out
     assert out == "naïve caf"  # "é" may still become "é!"
     assert stream.update(ids, True) == "é"
+
+
+def test_one_prompt_in_every_row_is_prefilled_once_with_the_batch_results():
+    """Beam search's rows share one prompt: the decoder prefills it once and
+    copies its cache slots; logits and every row's cache equal a batched
+    prefill's, and so do the next step's logits."""
+    from gptkit.core.generate import Decoder
+
+    torch.manual_seed(0)
+    model = tiny_model().eval()
+    prompt = [5, 9, 2, 7]
+    calls = []
+    model.register_forward_pre_hook(lambda m, args: calls.append(args[0].shape[0]))
+    with torch.inference_mode():
+        shared = Decoder(model, [prompt] * 3, 4)
+        got = shared.prefill()
+        batched = Decoder(model, [prompt] * 3, 4)
+        want = model(batched.ids, cache=batched.cache)[:, -1:]  # a batched prefill
+        assert calls == [1, 3]
+        torch.testing.assert_close(got, want)
+        assert shared.cache.lengths == batched.cache.lengths == [4, 4, 4]
+        torch.testing.assert_close(shared.cache.keys, batched.cache.keys)
+        torch.testing.assert_close(shared.cache.values, batched.cache.values)
+        step = torch.tensor([3, 1, 4])
+        torch.testing.assert_close(
+            shared.step(step), model(step[:, None], cache=batched.cache)
+        )

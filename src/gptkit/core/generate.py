@@ -177,7 +177,18 @@ class Decoder:
         """Logits (B, 1, V) after each row's prompt (NaN logits, which only
         broken weights give, are refused here, once per generation)."""
         assert self.cache is not None
-        if len(set(self.lengths)) == 1:
+        rows, n = len(self.lengths), self.lengths[0]
+        same = len(set(self.lengths)) == 1
+        if rows > 1 and same and bool((self.ids == self.ids[:1]).all()):
+            # One prompt for every row (beam search): prefill it once, copy its slots.
+            one = self.model(
+                self.ids[:1], cache=self.cache.rows(0), logits_at=self._last()[:1]
+            )
+            for store in (self.cache.keys, self.cache.values):
+                store[:, 1:, :, :n] = store[:, :1, :, :n]
+            self.cache.lengths = [n] * rows
+            logits = one.expand(rows, *one.shape[1:])
+        elif same:
             logits = self.model(self.ids, cache=self.cache, logits_at=self._last())
         else:
             # Right-pad for the prefill: row b's tokens sit at positions 0..len-1.
