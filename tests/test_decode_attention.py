@@ -1,7 +1,7 @@
 """The decoding attention kernel (gptkit.system.decode_attention): one query
 per row over a KV cache equals PyTorch's SDPA for every cache dtype, grouped
-heads, masks and thread counts, and the model falls back to SDPA where the
-kernel cannot run."""
+heads, masks, thread counts and both cache layouts (the same bits from each),
+and the model falls back to SDPA where the kernel cannot run."""
 
 from __future__ import annotations
 
@@ -54,6 +54,40 @@ def test_one_query_attention_equals_sdpa(
             torch.testing.assert_close(
                 out.float(), _sdpa(q, k, v, m), atol=tol, rtol=tol
             )
+    finally:
+        torch.set_num_threads(before)
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize(
+    ("rows", "heads", "kv_heads", "keys", "dim"),
+    [(4, 12, 12, 100, 64), (1, 12, 12, 37, 64), (2, 8, 2, 19, 128), (3, 6, 3, 9, 72)],
+)
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_position_major_cache_gives_the_head_major_bits(
+    dtype, rows, heads, kv_heads, keys, dim, threads
+):
+    """KVCache's layout (each position's heads side by side, swept once per
+    row or per share of its heads) gives the same bits as a cache with each
+    head's positions together (read head by head)."""
+    gen = torch.Generator().manual_seed(1)
+    head_major = torch.randn(2, rows, kv_heads, 130, dim, generator=gen).to(dtype)
+    position_major = head_major.transpose(2, 3).contiguous().transpose(2, 3)
+    q = torch.randn(rows, 1, heads, dim, generator=gen).to(dtype).transpose(1, 2)
+    lengths = torch.tensor([keys, max(1, keys // 2), 3, 1][:rows])
+    mask = torch.arange(keys)[None, None, None, :] < lengths[:, None, None, None]
+    mask[0, ..., :] = False  # a row with every key masked: zeros
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for m in (None, mask):
+            with torch.inference_mode():
+                got = [
+                    decode_attention.attend(q, c[0, :, :, :keys], c[1, :, :, :keys], m)
+                    for c in (head_major, position_major)
+                ]
+            assert got[0] is not None and torch.equal(got[0], got[1])
     finally:
         torch.set_num_threads(before)
 

@@ -192,7 +192,7 @@ def test_cached_decode_equals_uncached_forward(pair):
     with torch.no_grad():
         full = ours(ids)
         cache = KVCache.allocate(ours.cfg, 2, 40, "cpu", torch.float32)
-        assert cache.keys.shape[2] == ours.cfg.n_kv_heads
+        assert cache.keys.shape[3] == ours.cfg.n_kv_heads
         steps = [ours(ids[:, :10], cache=cache)]
         for t in range(10, 40):
             steps.append(ours(ids[:, t : t + 1], cache=cache))

@@ -185,7 +185,7 @@ class Decoder:
                 self.ids[:1], cache=self.cache.rows(0), logits_at=self._last()[:1]
             )
             for store in (self.cache.keys, self.cache.values):
-                store[:, 1:, :, :n] = store[:, :1, :, :n]
+                store[:, 1:, :n] = store[:, :1, :n]
             self.cache.lengths = [n] * rows
             logits = one.expand(rows, *one.shape[1:])
         elif same:

@@ -28,7 +28,10 @@ CAUSAL = "causal"
 class KVCache:
     """Preallocated keys and values of every layer, one row per sequence.
 
-    ``keys``/``values``: (n_layers, batch, n_heads, capacity, head_dim). Row ``b``
+    ``keys``/``values``: (n_layers, batch, capacity, n_heads, head_dim), each
+    position's heads side by side, so that a decoding step's attention streams a
+    row's cache as one run (:mod:`gptkit.system.decode_attention`); each layer is
+    seen as (batch, n_heads, capacity, head_dim) views. Row ``b``
     keeps the token at position ``p`` in slot ``p``, and ``lengths[b]`` slots of it
     are filled, so rows advance independently: a forward pass with the cache
     places its ``T`` tokens at positions ``lengths[b] .. lengths[b] + T - 1`` of
@@ -53,7 +56,7 @@ class KVCache:
             self.lengths = [0] * self.keys.shape[1]
         # each layer's (B, H, capacity, hd) views, made once
         pairs = zip(self.keys.unbind(0), self.values.unbind(0), strict=True)
-        self._layers = list(pairs)
+        self._layers = [(k.transpose(1, 2), v.transpose(1, 2)) for k, v in pairs]
 
     @classmethod
     def allocate(
@@ -66,7 +69,7 @@ class KVCache:
         *,
         static: bool = False,
     ) -> KVCache:
-        shape = (cfg.n_layers, batch_size, cfg.n_kv_heads, max_len, cfg.head_dim)
+        shape = (cfg.n_layers, batch_size, max_len, cfg.n_kv_heads, cfg.head_dim)
         # Zeros, not empty memory: a masked slot still enters attention as
         # 0 x value, and uninitialised NaNs there would poison the whole row.
         return cls(
@@ -77,7 +80,7 @@ class KVCache:
 
     @property
     def capacity(self) -> int:
-        return self.keys.shape[3]
+        return self.keys.shape[2]
 
     @property
     def length(self) -> int:
@@ -146,8 +149,8 @@ class KVCache:
             filled = slice(0, self.length)
             dst = torch.tensor(moved, device=index.device)
             src = index[dst]
-            self.keys[:, dst, :, filled] = self.keys[:, src, :, filled]
-            self.values[:, dst, :, filled] = self.values[:, src, :, filled]
+            self.keys[:, dst, filled] = self.keys[:, src, filled]
+            self.values[:, dst, filled] = self.values[:, src, filled]
         self.lengths = [self.lengths[i] for i in order]
 
 

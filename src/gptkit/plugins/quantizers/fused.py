@@ -380,7 +380,7 @@ class _Builder:
         size = keys.element_size()
         key_at = keys.data_ptr() + layer * keys.stride(0) * size
         value_at = values.data_ptr() + layer * values.stride(0) * size
-        strides = (keys.stride(1), keys.stride(2), keys.stride(3))
+        strides = (keys.stride(1), keys.stride(3), keys.stride(2))  # row, head, slot
         if self._scratch is None:
             self._scratch = (0, 0)
             if self.dtype != torch.float32:

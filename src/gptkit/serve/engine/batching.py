@@ -510,9 +510,9 @@ class BatchingEngine:
 
     def _copy_slot(self, src: int, dst: int, length: int) -> None:
         keys, values = self.cache.keys, self.cache.values
-        # (layers, rows, heads, positions, head_dim): one row's filled positions
-        keys[:, dst, :, :length] = keys[:, src, :, :length]
-        values[:, dst, :, :length] = values[:, src, :, :length]
+        # (layers, rows, positions, heads, head_dim): one row's filled positions
+        keys[:, dst, :length] = keys[:, src, :length]
+        values[:, dst, :length] = values[:, src, :length]
         self.cache.set_length(dst, length)
 
     def _decode_step(self) -> None:
