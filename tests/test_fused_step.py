@@ -175,6 +175,52 @@ def test_changed_weights_and_threads_rebuild_the_program():
     assert model.fused_step._program is not program
 
 
+def test_a_generation_checks_in_full_only_when_it_starts_or_something_registers(
+    monkeypatch,
+):
+    """The full check of what the program reads runs on a generation's first
+    step (another cache, a position that does not follow), not on the steps
+    after it — until a module, parameter or buffer is registered anywhere."""
+    model = _model(METHODS[0])
+    fused = model.fused_step
+    checks = []  # full checks and builds (a build reads everything anew)
+    for name in ("_unchanged", "_build"):
+        real = getattr(type(fused), name)
+        monkeypatch.setattr(
+            type(fused),
+            name,
+            lambda self, *a, real=real, name=name: (
+                checks.append(name) or real(self, *a)
+            ),
+        )
+    _steps(model, 1, True)  # 5 fused steps: built on the first, trusted after
+    assert len(checks) == 1
+    _steps(model, 1, True)  # another cache: checked (or rebuilt) once
+    assert len(checks) == 2
+    cache = KVCache.allocate(model.cfg, 1, 12, "cpu", torch.float32)
+    ids = torch.randint(0, model.cfg.vocab_size, (1, 12))
+    with torch.inference_mode():
+        model(ids[:, :5], cache=cache)
+        model(ids[:, 5:6], cache=cache)
+        assert len(checks) == 3
+        program = fused._program
+        block = model.trf_blocks[0]
+        swapped = copy.deepcopy(block.norm1)
+        swapped.scale.data.mul_(2.0)
+        block.norm1 = swapped  # registered: the next step checks and rebuilds
+        got = model(ids[:, 6:7], cache=cache)
+        assert checks[3:] == ["_unchanged", "_build"]
+        assert fused._program is not program
+        model.fused_step = None
+        cache.truncate([6])
+        want = model(ids[:, 6:7], cache=cache)
+        model.fused_step = fused
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+        cache.truncate([5])  # a position that does not follow the last step's
+        model(ids[:, 5:6], cache=cache)
+        assert checks[5:] == ["_unchanged"]
+
+
 def test_a_copy_steps_on_its_own_weights():
     model = _model(METHODS[1])
     _steps(model, 1, True)
