@@ -2,7 +2,9 @@
 distribution flat as a random-weight model's (logits ~ N(0, 0.5), top-p 0.9 at
 temperature 0.8, the bench's top-p settings): PyTorch's draw and numpy's sort
 against gptkit's C kernels (:mod:`gptkit.system.sampling`), which give the same
-tokens. "tokens/s" here is draws per second.
+tokens; and beam search's choice of candidates (4 beams: the top 8 of
+4 x 50,257 summed log-probabilities), ``torch.topk`` against ``beam_top``.
+"tokens/s" here is draws (choices) per second.
 
     pytest benchmarks/test_sampling_draw.py --benchmark-only
 
@@ -26,6 +28,7 @@ VOCAB = 50257
 ratio("gptkit multinomial", "torch.multinomial", 5.0)
 ratio("gptkit top-p warper", "top-p warper, numpy sort", 5.0)
 ratio("gptkit top-p sample", "top-p sample, torch draw + numpy sort", 3.0)
+ratio("gptkit beam candidates", "beam candidates, torch add + topk", 3.0)
 
 pytestmark = pytest.mark.skipif(
     sampling.library() is None, reason="no C compiler for the sampling kernels"
@@ -96,3 +99,30 @@ def test_top_p_sample(benchmark, recorder, logits):
     benchmark.group = "top-p sample"
     sampler = TopP(top_p=0.9, temperature=0.8)
     _bench(benchmark, recorder, "gptkit top-p sample", lambda: sampler.sample(logits))
+
+
+@pytest.fixture(scope="module")
+def beam_logprobs():
+    gen = torch.Generator().manual_seed(1)
+    return torch.log_softmax(torch.randn(4, VOCAB, generator=gen) * 0.5, -1)
+
+
+def test_beam_candidates_torch(benchmark, recorder, beam_logprobs):
+    benchmark.group = "beam candidates"
+    running = torch.tensor([-1.0, -1.5, -2.0, -2.5])
+    name = "beam candidates, torch add + topk"
+    _bench(
+        benchmark,
+        recorder,
+        name,
+        lambda: torch.topk((beam_logprobs + running[:, None]).view(-1), 8),
+    )
+
+
+def test_beam_candidates_in_c(benchmark, recorder, beam_logprobs):
+    benchmark.group = "beam candidates"
+    running = torch.tensor([-1.0, -1.5, -2.0, -2.5])
+    name = "gptkit beam candidates"
+    _bench(
+        benchmark, recorder, name, lambda: sampling.beam_top(beam_logprobs, running, 8)
+    )

@@ -160,9 +160,7 @@ class FusedStep:
         cache.advance(1)
         return logits
 
-    def _ready(
-        self, cache: KVCache, rows: int, pos: int
-    ) -> decode_step.Program | None:
+    def _ready(self, cache: KVCache, rows: int, pos: int) -> decode_step.Program | None:
         """The program for this cache and batch, rebuilt when anything it
         points at changed; None where the model does not qualify (yet)."""
         key = (
