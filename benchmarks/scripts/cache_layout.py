@@ -1,4 +1,3 @@
-# ruff: noqa: E402  (a measurement script: set-up before imports)
 """The decoding attention kernel (gptkit.system.decode_attention) over a KV
 cache in its two layouts, read cold as a decoding step reads it:
 
@@ -104,11 +103,12 @@ def main() -> None:
                     row[f"{name}_gbs"] = nbytes / best[name] / 1e9
                 row["speedup"] = best["head-major"] / best["position-major"]
                 results.append(row)
+                hm, pm = (row[f"{n}_ms_per_12_layers"] for n in layouts)
+                hg, pg = (row[f"{n}_gbs"] for n in layouts)
                 print(
                     f"{threads}t {rows} rows {length} positions: head-major "
-                    f"{row['head-major_ms_per_12_layers']:.3f} ms ({row['head-major_gbs']:.1f} GB/s), "
-                    f"position-major {row['position-major_ms_per_12_layers']:.3f} ms "
-                    f"({row['position-major_gbs']:.1f} GB/s): {row['speedup']:.2f}x, same bits {same}"
+                    f"{hm:.3f} ms ({hg:.1f} GB/s), position-major {pm:.3f} ms "
+                    f"({pg:.1f} GB/s): {row['speedup']:.2f}x, same bits {same}"
                 )
             del stores
     if args.json:
