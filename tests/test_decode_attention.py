@@ -88,6 +88,14 @@ def test_position_major_cache_gives_the_head_major_bits(
                     for c in (head_major, position_major)
                 ]
             assert got[0] is not None and torch.equal(got[0], got[1])
+        # a row with every key masked gives zeros, whatever its values hold
+        for c in (head_major, position_major):
+            c[1, 0, :, 0, 0] = float("inf")
+            with torch.inference_mode():
+                out = decode_attention.attend(
+                    q, c[0, :, :, :keys], c[1, :, :, :keys], mask
+                )
+            assert torch.equal(out[0], torch.zeros_like(out[0]))
     finally:
         torch.set_num_threads(before)
 

@@ -144,3 +144,21 @@ def test_one_prompt_in_every_row_is_prefilled_once_with_the_batch_results():
         torch.testing.assert_close(
             shared.step(step), model(step[:, None], cache=batched.cache)
         )
+
+
+def test_rows_of_one_prompt_get_logits_of_their_own():
+    """The one-prompt prefill's logits are each row's own (writable), so the
+    padded vocabulary's mask and the samplers' in-place steps work on them."""
+    from gptkit.plugins.samplers.beam import BeamSearch
+
+    torch.manual_seed(0)
+    model = tiny_model().eval()
+    limit = model.cfg.vocab_size - 7
+    prompt = [5, 9, 2, 7]
+    for sampler in (BeamSearch(num_beams=3), TopK(top_k=5)):
+        rows = [prompt] if isinstance(sampler, BeamSearch) else [prompt] * 3
+        got = generate_tokens(
+            model, rows, sampler, max_new_tokens=4, eos_id=None, vocab_limit=limit,
+            generator=torch.Generator().manual_seed(1),
+        )  # fmt: skip
+        assert got and all(t < limit for g in got for t in g.new_ids)

@@ -187,7 +187,7 @@ class Decoder:
             for store in (self.cache.keys, self.cache.values):
                 store[:, 1:, :n] = store[:, :1, :n]
             self.cache.lengths = [n] * rows
-            logits = one.expand(rows, *one.shape[1:])
+            logits = one.expand(rows, *one.shape[1:]).contiguous()  # rows' own
         elif same:
             logits = self.model(self.ids, cache=self.cache, logits_at=self._last())
         else:

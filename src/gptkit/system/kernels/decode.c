@@ -21,8 +21,9 @@
  * row's heads (attend_heads), so the cache streams as one run per row; a
  * cache with each head's positions together (head-major) is read head by head
  * (attend_head): short runs with gaps between them (the unfilled capacity),
- * which one Zen 4 core read at ~10-12 GB/s where the sweep reaches ~15-18
- * (4 rows x 100 positions of a 124M model). Both give the same bits.
+ * which one Zen 4 core read at ~10 GB/s where the sweep reaches ~13 (4 rows
+ * x 100 positions of a 124M model's cache, 260 slots; one thread;
+ * benchmarks/scripts/cache_layout.py). Both give the same bits.
  *
  * Threads (OpenMP) split the rows (and a row's heads when there are more
  * threads than rows; head-major: the (row, key/value head) pairs). D % 8 == 0.
@@ -177,12 +178,12 @@ static void attend_head(const float* q, int64_t qh, int64_t group, int64_t D, co
   }
 }
 
-/* kv heads j0 .. j1 of one row whose heads lie side by side at each position
- * (a cache laid out (positions, heads, D): head j's key s at k + j * hs +
- * s * st bytes, st >= (j1 - j0) * hs): the same arithmetic as attend_head, per
- * head, in the same order, but sweeping the positions once for all the heads,
- * so the cache streams from memory as one run instead of one short run per
- * head. w: (j1 - j0) * group * S floats; out: (j1 - j0) * group x D. */
+/* nj key/value heads of one row whose heads lie side by side at each
+ * position (a cache laid out (positions, heads, D): head j's key s at
+ * k + j * hs + s * st bytes, st >= nj * hs): the same arithmetic as
+ * attend_head, per head, in the same order, but sweeping the positions once
+ * for all the heads, so the cache streams from memory as one run instead of
+ * one short run per head. w: nj * group * S floats; out: nj * group x D. */
 static void attend_heads(const float* q, int64_t qh, int64_t group, int64_t D, const char* k,
                          const char* v, int64_t hs, int64_t st, int dtype, int64_t S, int64_t nj,
                          const uint8_t* mask, float scale, float* out, float* w) {
@@ -208,7 +209,7 @@ static void attend_heads(const float* q, int64_t qh, int64_t group, int64_t D, c
       if (mask && !mask[t]) wh[t] = -INFINITY;
       mx = wh[t] > mx ? wh[t] : mx;
     }
-    if (mx == -INFINITY) { /* every key masked: zero weights, zero output */
+    if (mx == -INFINITY) { /* every key masked: zeros (inv 0 marks it) */
       memset(wh, 0, sizeof(float) * (size_t)S);
       inv[h] = 0.0f;
       continue;
@@ -273,6 +274,10 @@ static void attend_heads(const float* q, int64_t qh, int64_t group, int64_t D, c
   for (int64_t h = 0; h < nq; ++h) {
     __m256 iv = _mm256_set1_ps(inv[h]);
     float* o = out + h * D;
+    if (inv[h] == 0.0f) { /* as attend_head: zeros, whatever the values hold */
+      memset(o, 0, sizeof(float) * (size_t)D);
+      continue;
+    }
     for (int64_t i = 0; i < D; i += 8) _mm256_storeu_ps(o + i, _mm256_mul_ps(iv, _mm256_loadu_ps(o + i)));
   }
 }
