@@ -162,3 +162,21 @@ def test_rows_of_one_prompt_get_logits_of_their_own():
             generator=torch.Generator().manual_seed(1),
         )  # fmt: skip
         assert got and all(t < limit for g in got for t in g.new_ids)
+
+
+@pytest.mark.parametrize("length_penalty", [-1e308, -2.0, 1e308])
+def test_beam_hypotheses_beat_empty_slots_even_at_minus_infinity(length_penalty):
+    """An extreme length penalty sends a hypothesis's score to -inf; it is
+    still a hypothesis (as in transformers), never beaten by an empty slot or
+    replaced by an unfinished candidate: every returned sequence runs to the
+    length limit."""
+    from gptkit.plugins.samplers.beam import BeamSearch
+
+    torch.manual_seed(0)
+    model = tiny_model().eval()
+    beam = BeamSearch(
+        num_beams=3, num_return_sequences=3, length_penalty=length_penalty
+    )
+    got = generate_tokens(model, [[5, 9, 2]], beam, max_new_tokens=4, eos_id=None)
+    assert len(got) == 3
+    assert all(len(r.new_ids) == 4 and r.finish_reason == "length" for r in got)

@@ -14,6 +14,7 @@ that bound at the maximum length when ``length_penalty`` > 0.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -115,19 +116,24 @@ class BeamSearch(SearchStrategy):
                 and bool(entering.any())
                 and not (opts.early_stopping == "true" and bool(done.all()))
             ):
-                normalised = cand_scores / length_norm(generated, lp)
-                normalised = torch.where(entering, normalised, normalised + _FLOOR)
+                slots = entering.nonzero().flatten()  # the candidates that enter
+                normalised = cand_scores[slots] / length_norm(generated, lp)
                 merged = torch.cat([done_scores, normalised])
-                best = torch.topk(merged, beams).indices.tolist()
+                real = torch.cat([done, torch.ones_like(slots, dtype=torch.bool)])
+                # An empty slot loses to every hypothesis, even one whose score
+                # overflowed to -inf (an extreme length_penalty), as in transformers.
+                lowest = torch.finfo(merged.dtype).min
+                rank = torch.where(real, merged.nan_to_num(neginf=lowest), -math.inf)
+                best = torch.topk(rank, beams).indices.tolist()
                 candidates = decoder.ids[parent]  # (keep, len) before the new token
                 new_seqs: list[Tensor | None] = []
                 for i in best:
                     if i < beams:
                         new_seqs.append(done_seqs[i])
                     else:
-                        j = i - beams
+                        j = int(slots[i - beams])
                         new_seqs.append(torch.cat([candidates[j], token[j : j + 1]]))
-                done = torch.cat([done, entering])[best]
+                done = real[best]
                 done_scores = merged[best]
                 done_seqs = new_seqs
             # The best unfinished candidates continue.
