@@ -122,13 +122,40 @@ static inline void wsum64(const float* w, const char* v, int64_t st, int64_t S, 
   _mm256_storeu_ps(o + 48, a6), _mm256_storeu_ps(o + 56, a7);
 }
 
+/* Scores w[0..S) (masked ones set to -inf here) become the weights
+ * e^(s - max) (0 where masked); returns their sum, or 0 when every key is
+ * masked (the sum is >= 1 otherwise: the maximum's own weight is 1). */
+static float softmax_weights(float* w, int64_t S, const uint8_t* mask) {
+  const __m256 ninf = _mm256_set1_ps(-INFINITY);
+  float mx = -INFINITY;
+  int64_t t;
+  for (t = 0; t < S; ++t) {
+    if (mask && !mask[t]) w[t] = -INFINITY;
+    mx = w[t] > mx ? w[t] : mx;
+  }
+  if (mx == -INFINITY) return 0.0f;
+  __m256 m8 = _mm256_set1_ps(mx), sum8 = _mm256_setzero_ps();
+  for (t = 0; t + 8 <= S; t += 8) {
+    __m256 s8 = _mm256_loadu_ps(w + t);
+    __m256 p = _mm256_andnot_ps(_mm256_cmp_ps(s8, ninf, _CMP_EQ_OQ), exp8(_mm256_sub_ps(s8, m8)));
+    _mm256_storeu_ps(w + t, p);
+    sum8 = _mm256_add_ps(sum8, p);
+  }
+  float sum = hsum8(sum8);
+  for (; t < S; ++t) {
+    w[t] = w[t] == -INFINITY ? 0.0f : expf(w[t] - mx);
+    sum += w[t];
+  }
+  return sum;
+}
+
 /* One (row, key/value head): its `group` query heads at q (head g at g * qh), the
  * head's keys and values at k, v (key s at s * st bytes), output at out
  * (group x D). w: S floats of scratch (scores, then weights). */
 static void attend_head(const float* q, int64_t qh, int64_t group, int64_t D, const char* k,
                         const char* v, int64_t st, int dtype, int64_t S,
                         const uint8_t* mask, float scale, float* out, float* w) {
-  const __m256 sc = _mm256_set1_ps(scale), ninf = _mm256_set1_ps(-INFINITY);
+  const __m256 sc = _mm256_set1_ps(scale);
   for (int64_t g = 0; g < group; ++g) {
     const float* qg = q + g * qh;
     float* o = out + g * D;
@@ -140,27 +167,10 @@ static void attend_head(const float* q, int64_t qh, int64_t group, int64_t D, co
       _mm256_storeu_ps(w + t, _mm256_mul_ps(sc, dot8(qg, k + t * st, st, D, dtype)));
     }
     for (; t < S; ++t) w[t] = scale * dot(qg, k + t * st, D, dtype);
-    float mx = -INFINITY;
-    for (t = 0; t < S; ++t) {
-      if (mask && !mask[t]) w[t] = -INFINITY;
-      mx = w[t] > mx ? w[t] : mx;
-    }
-    if (mx == -INFINITY) { /* every key masked: zeros */
+    float sum = softmax_weights(w, S, mask);
+    if (sum == 0.0f) { /* every key masked: zeros */
       memset(o, 0, sizeof(float) * (size_t)D);
       continue;
-    }
-    /* weights e^(s - max) (0 where masked), normalized */
-    __m256 m8 = _mm256_set1_ps(mx), sum8 = _mm256_setzero_ps();
-    for (t = 0; t + 8 <= S; t += 8) {
-      __m256 s8 = _mm256_loadu_ps(w + t);
-      __m256 p = _mm256_andnot_ps(_mm256_cmp_ps(s8, ninf, _CMP_EQ_OQ), exp8(_mm256_sub_ps(s8, m8)));
-      _mm256_storeu_ps(w + t, p);
-      sum8 = _mm256_add_ps(sum8, p);
-    }
-    float sum = hsum8(sum8);
-    for (; t < S; ++t) {
-      w[t] = w[t] == -INFINITY ? 0.0f : expf(w[t] - mx);
-      sum += w[t];
     }
     /* out = sum_t w[t] v_t / sum */
     int64_t i0 = 0;
@@ -187,7 +197,7 @@ static void attend_head(const float* q, int64_t qh, int64_t group, int64_t D, co
 static void attend_heads(const float* q, int64_t qh, int64_t group, int64_t D, const char* k,
                          const char* v, int64_t hs, int64_t st, int dtype, int64_t S, int64_t nj,
                          const uint8_t* mask, float scale, float* out, float* w) {
-  const __m256 sc = _mm256_set1_ps(scale), ninf = _mm256_set1_ps(-INFINITY);
+  const __m256 sc = _mm256_set1_ps(scale);
   const int64_t nq = nj * group;
   /* scores, 8 positions of every head at a time (no software prefetch: on a
    * Zen 4 it only lowered the rate the hardware's prefetchers reach) */
@@ -200,33 +210,12 @@ static void attend_heads(const float* q, int64_t qh, int64_t group, int64_t D, c
   for (; t < S; ++t)
     for (int64_t h = 0; h < nq; ++h)
       w[h * S + t] = scale * dot(q + h * qh, k + (h / group) * hs + t * st, D, dtype);
-  /* softmax of each head's scores, as attend_head */
+  /* softmax of each head's scores */
   float inv[nq];
   for (int64_t h = 0; h < nq; ++h) {
-    float* wh = w + h * S;
-    float mx = -INFINITY;
-    for (t = 0; t < S; ++t) {
-      if (mask && !mask[t]) wh[t] = -INFINITY;
-      mx = wh[t] > mx ? wh[t] : mx;
-    }
-    if (mx == -INFINITY) { /* every key masked: zeros (inv 0 marks it) */
-      memset(wh, 0, sizeof(float) * (size_t)S);
-      inv[h] = 0.0f;
-      continue;
-    }
-    __m256 m8 = _mm256_set1_ps(mx), sum8 = _mm256_setzero_ps();
-    for (t = 0; t + 8 <= S; t += 8) {
-      __m256 s8 = _mm256_loadu_ps(wh + t);
-      __m256 p = _mm256_andnot_ps(_mm256_cmp_ps(s8, ninf, _CMP_EQ_OQ), exp8(_mm256_sub_ps(s8, m8)));
-      _mm256_storeu_ps(wh + t, p);
-      sum8 = _mm256_add_ps(sum8, p);
-    }
-    float sum = hsum8(sum8);
-    for (; t < S; ++t) {
-      wh[t] = wh[t] == -INFINITY ? 0.0f : expf(wh[t] - mx);
-      sum += wh[t];
-    }
-    inv[h] = 1.0f / sum;
+    float sum = softmax_weights(w + h * S, S, mask);
+    if (sum == 0.0f) memset(w + h * S, 0, sizeof(float) * (size_t)S); /* all masked */
+    inv[h] = sum == 0.0f ? 0.0f : 1.0f / sum; /* 0 marks a head with every key masked */
   }
   /* out = sum_t w[t] v_t, blocks of positions for every head, each output
    * element summed in the order of t as in wsum64 */
