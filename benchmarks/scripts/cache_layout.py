@@ -22,13 +22,12 @@ layouts give the same bits (checked here too).
 
 import argparse
 import json
-import os
 import time
 
 import torch
 
-from gptkit.bench.measure import cpu_model
-from gptkit.system import cpu, decode_attention
+from gptkit.bench.measure import machine_info
+from gptkit.system import decode_attention
 
 HEADS, DIM = 12, 64
 
@@ -112,15 +111,13 @@ def main() -> None:
                 )
             del stores
     if args.json:
-        machine = {
-            "cpu": cpu_model(),
-            "cpu_features": cpu.features(),
-            "load_average_1min": os.getloadavg()[0],
-            "torch": torch.__version__,
-        }
         with open(args.json, "w") as f:
             json.dump(
-                {"machine": machine, "settings": vars(args), "rows": results},
+                {
+                    "machine": machine_info("cpu"),
+                    "settings": vars(args),
+                    "rows": results,
+                },
                 f,
                 indent=1,
             )

@@ -101,25 +101,39 @@ static inline __m256 dot8(const float* q, const char* k, int64_t st, int64_t D, 
   return _mm256_add_ps(_mm256_permute2f128_ps(h0, h1, 0x20), _mm256_permute2f128_ps(h0, h1, 0x31));
 }
 
-/* o[0 .. 64) += sum_t w[t] v_t[i0 .. i0 + 64): 8 accumulators in registers. */
-static inline void wsum64(const float* w, const char* v, int64_t st, int64_t S, int64_t i0,
-                          int dtype, float* o) {
-  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
-  for (int64_t t = 0; t < S; ++t) {
-    const char* vt = v + t * st;
-    __m256 x = _mm256_set1_ps(w[t]);
-    a0 = _mm256_fmadd_ps(x, load8(vt, i0, dtype), a0);
-    a1 = _mm256_fmadd_ps(x, load8(vt, i0 + 8, dtype), a1);
-    a2 = _mm256_fmadd_ps(x, load8(vt, i0 + 16, dtype), a2);
-    a3 = _mm256_fmadd_ps(x, load8(vt, i0 + 24, dtype), a3);
-    a4 = _mm256_fmadd_ps(x, load8(vt, i0 + 32, dtype), a4);
-    a5 = _mm256_fmadd_ps(x, load8(vt, i0 + 40, dtype), a5);
-    a6 = _mm256_fmadd_ps(x, load8(vt, i0 + 48, dtype), a6);
-    a7 = _mm256_fmadd_ps(x, load8(vt, i0 + 56, dtype), a7);
+/* o[0 .. D) += sum_{t0 <= t < t1} w[t] v_t, each element summed in the order
+ * of t: 64 values at a time in 8 registers, then the rest 8 at a time. */
+static inline void wsum(const float* w, const char* v, int64_t st, int64_t t0, int64_t t1,
+                        int64_t D, int dtype, float* o) {
+  int64_t i0 = 0;
+  for (; i0 + 64 <= D; i0 += 64) {
+    float* oi = o + i0;
+    __m256 a0 = _mm256_loadu_ps(oi), a1 = _mm256_loadu_ps(oi + 8);
+    __m256 a2 = _mm256_loadu_ps(oi + 16), a3 = _mm256_loadu_ps(oi + 24);
+    __m256 a4 = _mm256_loadu_ps(oi + 32), a5 = _mm256_loadu_ps(oi + 40);
+    __m256 a6 = _mm256_loadu_ps(oi + 48), a7 = _mm256_loadu_ps(oi + 56);
+    for (int64_t t = t0; t < t1; ++t) {
+      const char* vt = v + t * st;
+      __m256 x = _mm256_set1_ps(w[t]);
+      a0 = _mm256_fmadd_ps(x, load8(vt, i0, dtype), a0);
+      a1 = _mm256_fmadd_ps(x, load8(vt, i0 + 8, dtype), a1);
+      a2 = _mm256_fmadd_ps(x, load8(vt, i0 + 16, dtype), a2);
+      a3 = _mm256_fmadd_ps(x, load8(vt, i0 + 24, dtype), a3);
+      a4 = _mm256_fmadd_ps(x, load8(vt, i0 + 32, dtype), a4);
+      a5 = _mm256_fmadd_ps(x, load8(vt, i0 + 40, dtype), a5);
+      a6 = _mm256_fmadd_ps(x, load8(vt, i0 + 48, dtype), a6);
+      a7 = _mm256_fmadd_ps(x, load8(vt, i0 + 56, dtype), a7);
+    }
+    _mm256_storeu_ps(oi, a0), _mm256_storeu_ps(oi + 8, a1), _mm256_storeu_ps(oi + 16, a2);
+    _mm256_storeu_ps(oi + 24, a3), _mm256_storeu_ps(oi + 32, a4), _mm256_storeu_ps(oi + 40, a5);
+    _mm256_storeu_ps(oi + 48, a6), _mm256_storeu_ps(oi + 56, a7);
   }
-  _mm256_storeu_ps(o, a0), _mm256_storeu_ps(o + 8, a1), _mm256_storeu_ps(o + 16, a2);
-  _mm256_storeu_ps(o + 24, a3), _mm256_storeu_ps(o + 32, a4), _mm256_storeu_ps(o + 40, a5);
-  _mm256_storeu_ps(o + 48, a6), _mm256_storeu_ps(o + 56, a7);
+  if (i0 < D)
+    for (int64_t t = t0; t < t1; ++t) {
+      __m256 x = _mm256_set1_ps(w[t]);
+      for (int64_t i = i0; i < D; i += 8)
+        _mm256_storeu_ps(o + i, _mm256_fmadd_ps(x, load8(v + t * st, i, dtype), _mm256_loadu_ps(o + i)));
+    }
 }
 
 /* Scores w[0..S) (masked ones set to -inf here) become the weights
@@ -173,16 +187,8 @@ static void attend_head(const float* q, int64_t qh, int64_t group, int64_t D, co
       continue;
     }
     /* out = sum_t w[t] v_t / sum */
-    int64_t i0 = 0;
-    for (; i0 + 64 <= D; i0 += 64) wsum64(w, v, st, S, i0, dtype, o + i0);
-    if (i0 < D) {
-      for (int64_t i = i0; i < D; ++i) o[i] = 0.0f;
-      for (t = 0; t < S; ++t) {
-        __m256 x = _mm256_set1_ps(w[t]);
-        for (int64_t i = i0; i < D; i += 8)
-          _mm256_storeu_ps(o + i, _mm256_fmadd_ps(x, load8(v + t * st, i, dtype), _mm256_loadu_ps(o + i)));
-      }
-    }
+    memset(o, 0, sizeof(float) * (size_t)D);
+    wsum(w, v, st, 0, S, D, dtype, o);
     __m256 inv = _mm256_set1_ps(1.0f / sum);
     for (int64_t i = 0; i < D; i += 8) _mm256_storeu_ps(o + i, _mm256_mul_ps(inv, _mm256_loadu_ps(o + i)));
   }
@@ -214,51 +220,16 @@ static void attend_heads(const float* q, int64_t qh, int64_t group, int64_t D, c
   float inv[nq];
   for (int64_t h = 0; h < nq; ++h) {
     float sum = softmax_weights(w + h * S, S, mask);
-    if (sum == 0.0f) memset(w + h * S, 0, sizeof(float) * (size_t)S); /* all masked */
-    inv[h] = sum == 0.0f ? 0.0f : 1.0f / sum; /* 0 marks a head with every key masked */
+    inv[h] = sum == 0.0f ? 0.0f : 1.0f / sum; /* 0: every key masked (zeros below) */
   }
-  /* out = sum_t w[t] v_t, blocks of positions for every head, each output
-   * element summed in the order of t as in wsum64 */
+  /* out = sum_t w[t] v_t, blocks of positions for every head (as attend_head,
+   * each output element summed in the order of t) */
   memset(out, 0, sizeof(float) * (size_t)(nq * D));
   enum { BLOCK = 16 };
   for (int64_t t0 = 0; t0 < S; t0 += BLOCK) {
     int64_t t1 = t0 + BLOCK < S ? t0 + BLOCK : S;
-    for (int64_t h = 0; h < nq; ++h) {
-      const char* vh = v + (h / group) * hs;
-      const float* wh = w + h * S;
-      float* o = out + h * D;
-      for (int64_t i0 = 0; i0 < D; i0 += 64) {
-        if (i0 + 64 <= D) {
-          __m256 a0 = _mm256_loadu_ps(o + i0), a1 = _mm256_loadu_ps(o + i0 + 8);
-          __m256 a2 = _mm256_loadu_ps(o + i0 + 16), a3 = _mm256_loadu_ps(o + i0 + 24);
-          __m256 a4 = _mm256_loadu_ps(o + i0 + 32), a5 = _mm256_loadu_ps(o + i0 + 40);
-          __m256 a6 = _mm256_loadu_ps(o + i0 + 48), a7 = _mm256_loadu_ps(o + i0 + 56);
-          for (int64_t u = t0; u < t1; ++u) {
-            const char* vt = vh + u * st;
-            __m256 x = _mm256_set1_ps(wh[u]);
-            a0 = _mm256_fmadd_ps(x, load8(vt, i0, dtype), a0);
-            a1 = _mm256_fmadd_ps(x, load8(vt, i0 + 8, dtype), a1);
-            a2 = _mm256_fmadd_ps(x, load8(vt, i0 + 16, dtype), a2);
-            a3 = _mm256_fmadd_ps(x, load8(vt, i0 + 24, dtype), a3);
-            a4 = _mm256_fmadd_ps(x, load8(vt, i0 + 32, dtype), a4);
-            a5 = _mm256_fmadd_ps(x, load8(vt, i0 + 40, dtype), a5);
-            a6 = _mm256_fmadd_ps(x, load8(vt, i0 + 48, dtype), a6);
-            a7 = _mm256_fmadd_ps(x, load8(vt, i0 + 56, dtype), a7);
-          }
-          _mm256_storeu_ps(o + i0, a0), _mm256_storeu_ps(o + i0 + 8, a1);
-          _mm256_storeu_ps(o + i0 + 16, a2), _mm256_storeu_ps(o + i0 + 24, a3);
-          _mm256_storeu_ps(o + i0 + 32, a4), _mm256_storeu_ps(o + i0 + 40, a5);
-          _mm256_storeu_ps(o + i0 + 48, a6), _mm256_storeu_ps(o + i0 + 56, a7);
-        } else {
-          for (int64_t u = t0; u < t1; ++u) {
-            __m256 x = _mm256_set1_ps(wh[u]);
-            for (int64_t i = i0; i < D; i += 8)
-              _mm256_storeu_ps(o + i, _mm256_fmadd_ps(x, load8(vh + u * st, i, dtype),
-                                                      _mm256_loadu_ps(o + i)));
-          }
-        }
-      }
-    }
+    for (int64_t h = 0; h < nq; ++h)
+      wsum(w + h * S, v + (h / group) * hs, st, t0, t1, D, dtype, out + h * D);
   }
   for (int64_t h = 0; h < nq; ++h) {
     __m256 iv = _mm256_set1_ps(inv[h]);
