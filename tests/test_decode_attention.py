@@ -100,6 +100,50 @@ def test_position_major_cache_gives_the_head_major_bits(
         torch.set_num_threads(before)
 
 
+@needs_kernel
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize(
+    ("rows", "heads", "kv_heads", "keys", "dim", "shared"),
+    [
+        (4, 12, 12, 107, 64, 55),  # beam search: 4 rows sharing their history
+        (4, 12, 12, 107, 64, 107),  # every position shared
+        (2, 8, 2, 19, 128, 8),  # grouped heads, one shared block
+        (3, 6, 3, 40, 72, 37),  # a boundary inside a block of 8
+        (16, 4, 4, 9, 16, 9),  # 16 rows, the tail after the blocks
+        (4, 12, 12, 30, 64, 7),  # under one block: nothing read once
+    ],
+)
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_a_shared_prefix_read_once_gives_each_rows_bits(
+    dtype, rows, heads, kv_heads, keys, dim, shared, threads
+):
+    """Rows whose first ``shared`` positions are copies of one row's (beam
+    search's common history) are read there once for all rows, with the same
+    bits as each row reading its own copy."""
+    gen = torch.Generator().manual_seed(2)
+    cache = torch.randn(2, rows, 130, kv_heads, dim, generator=gen).to(dtype)
+    cache[:, 1:, :shared] = cache[:, :1, :shared]  # the copies
+    k, v = (c.transpose(1, 2)[:, :, :keys] for c in cache)  # KVCache's views
+    q = torch.randn(rows, 1, heads, dim, generator=gen).to(dtype).transpose(1, 2)
+    mask = torch.ones(rows, 1, 1, keys, dtype=torch.bool)
+    mask[-1, ..., keys // 2 :] = False  # a row of its own length
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for m in (None, mask):
+            with torch.inference_mode():
+                own = decode_attention.attend(q, k, v, m)
+                once = decode_attention.attend(q, k, v, m, shared=shared)
+            assert own is not None and torch.equal(own, once)
+        # the shared positions are really read from the first row only
+        cache[:, 1:, :8] = float("nan")
+        with torch.inference_mode():
+            once = decode_attention.attend(q, k, v, None, shared=shared)
+        assert bool(once.isfinite().all()) == (shared >= 8)
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_inputs_the_kernel_does_not_take_are_left_to_sdpa():
     q, kv = torch.randn(1, 2, 2, 8), torch.randn(1, 2, 5, 8)
     assert decode_attention.attend(q, kv, kv, None) is None  # two queries

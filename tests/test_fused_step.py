@@ -105,6 +105,52 @@ def test_greedy_and_beam_tokens_are_the_forwards(method, sampler):
     assert model.fused_step._program is not None
 
 
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_beams_read_their_common_history_once_with_the_same_bits(
+    method, threads, monkeypatch
+):
+    """Beam search tells the fused step which slots every beam holds as copies
+    of one computation; reading them once for all beams (and copying only the
+    rest when a beam takes another's history) changes no token and no score."""
+    from gptkit.core.generate import Decoder
+    from gptkit.plugins.samplers import beam
+
+    torch.set_num_threads(threads)
+    model = _model(method)
+    prompt = [(7 * i) % model.cfg.vocab_size for i in range(40)]
+    search = get_registry().samplers.create("beam", {"num_beams": 4})
+    seen, rows_agree = [], []
+    run = decode_step.Program.run
+
+    def spy(self, tokens, rows, pos, out, threads, shared=0):
+        seen.append(shared)
+        return run(self, tokens, rows, pos, out, threads, shared)
+
+    reorder = Decoder.reorder
+
+    def checked(self, index, start=0):
+        reorder(self, index, start)
+        n = self.cache.shared
+        keys = self.cache.keys[:, :, :n]
+        rows_agree.append(bool((keys == keys[:, :1]).all()))
+
+    monkeypatch.setattr(decode_step.Program, "run", spy)
+    monkeypatch.setattr(Decoder, "reorder", checked)
+
+    def search_once():
+        return generate_tokens(model, [prompt], search, max_new_tokens=20, eos_id=None)
+
+    once = search_once()
+    assert max(seen) >= 40 and all(rows_agree)  # the prompt at least, read once
+    monkeypatch.setattr(beam._History, "shared", lambda self: 0)
+    monkeypatch.setattr(beam._History, "reorder", lambda self, order, n: 0)
+    seen.clear()
+    own = search_once()
+    assert max(seen) == 0
+    assert [(r.new_ids, r.score) for r in once] == [(r.new_ids, r.score) for r in own]
+
+
 def test_it_steps_aside_where_it_does_not_apply():
     model = _model(METHODS[0])
     step = model.fused_step

@@ -130,6 +130,31 @@ def test_cache_reorder_copies_rows_like_a_gather():
     assert torch.equal(cache.values[:, :, :5], want_v[:, :, :5])
 
 
+def test_cache_reorder_copies_only_what_the_rows_do_not_share():
+    """Slots below ``start`` (or the cache's ``shared``), which a moved row
+    already holds as its source does, are not copied; rollbacks and refilled
+    rows lower ``shared``."""
+    cfg = tiny_config()
+    cache = KVCache.allocate(cfg, 3, 8, "cpu", torch.float32)
+    cache.keys.normal_(), cache.values.normal_()
+    cache.keys[:, 1:, :4] = cache.keys[:, :1, :4]  # rows share slots 0..3
+    cache.values[:, 1:, :4] = cache.values[:, :1, :4]
+    cache.lengths, cache.shared = [6, 6, 6], 2
+    index = torch.tensor([2, 0, 0])
+    want_k, want_v = cache.keys[:, index].clone(), cache.values[:, index].clone()
+    mark = float("inf")  # copied slots below 4 would overwrite the marks
+    cache.keys[:, :, 3, 0, 0] = cache.values[:, :, 3, 0, 0] = mark
+    cache.reorder(index, start=4)
+    assert bool((cache.keys[:, :, 3, 0, 0] == mark).all())
+    assert torch.equal(cache.keys[:, :, 4:6], want_k[:, :, 4:6])
+    assert torch.equal(cache.values[:, :, 4:6], want_v[:, :, 4:6])
+    assert cache.shared == 2  # kept: set by the cache's user
+    cache.truncate([5, 1, 5])
+    assert cache.shared == 1
+    cache.set_length(0, 0)
+    assert cache.shared == 0
+
+
 def test_half_precision_decoding_attention_runs_in_float32_on_the_cpu():
     from gptkit.core.model import attention
 

@@ -186,7 +186,7 @@ class Decoder:
             )
             for store in (self.cache.keys, self.cache.values):
                 store[:, 1:, :n] = store[:, :1, :n]
-            self.cache.lengths = [n] * rows
+            self.cache.lengths, self.cache.shared = [n] * rows, n
             logits = one.expand(rows, *one.shape[1:]).contiguous()  # rows' own
         elif same:
             logits = self.model(self.ids, cache=self.cache, logits_at=self._last())
@@ -230,14 +230,15 @@ class Decoder:
             attention_mask=mask if padded else None,
         )[:, -1:]
 
-    def reorder(self, index: Tensor) -> None:
-        """Row i continues old row ``index[i]`` (beam search)."""
+    def reorder(self, index: Tensor, start: int = 0) -> None:
+        """Row i continues old row ``index[i]`` (beam search; ``start``: see
+        :meth:`KVCache.reorder`)."""
         self.ids = self.ids[index]
         self.mask = self.mask[index]
         order = index.tolist()
         self.lengths = [self.lengths[i] for i in order]
         if self.cache is not None:
-            self.cache.reorder(index)
+            self.cache.reorder(index, start)
 
 
 def generate_tokens(

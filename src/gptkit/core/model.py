@@ -44,6 +44,9 @@ class KVCache:
     ``lengths`` is host-side bookkeeping (plain ints: no device sync per step). A
     ``static`` cache always attends over the whole capacity (a fixed shape, for
     ``torch.compile`` and CUDA graphs); otherwise attention reads the filled prefix.
+    ``shared``: the first slots, which every row holds the same bits in (copies
+    of one row's, as the cache's user declares: a prompt prefilled once, beam
+    search's common history): a decoding step may read them once for all rows.
     """
 
     keys: Tensor
@@ -54,6 +57,7 @@ class KVCache:
     def __post_init__(self) -> None:
         if not self.lengths:
             self.lengths = [0] * self.keys.shape[1]
+        self.shared = 0
         # each layer's (B, H, capacity, hd) views, made once
         pairs = zip(self.keys.unbind(0), self.values.unbind(0), strict=True)
         self._layers = [(k.transpose(1, 2), v.transpose(1, 2)) for k, v in pairs]
@@ -134,19 +138,22 @@ class KVCache:
         if not 0 <= length <= self.capacity:
             raise ValueError(f"length {length} outside the cache's {self.capacity}")
         self.lengths[row] = length
+        self.shared = min(self.shared, length)
 
     def truncate(self, lengths: list[int]) -> None:
         """Forget every slot past ``lengths[b]`` in row ``b`` (a rollback)."""
         if any(n > m for n, m in zip(lengths, self.lengths, strict=True)):
             raise ValueError("truncate cannot lengthen a row")
         self.lengths = list(lengths)
+        self.shared = min(self.shared, *lengths)
 
-    def reorder(self, index: Tensor) -> None:
-        """Select batch rows (beam search): row i becomes old row ``index[i]``."""
+    def reorder(self, index: Tensor, start: int = 0) -> None:
+        """Select batch rows (beam search): row i becomes old row ``index[i]``;
+        slots below ``start`` already hold the same bits in both (not copied)."""
         order = index.tolist()
         moved = [i for i, j in enumerate(order) if i != j]  # only these are copied
         if moved:
-            filled = slice(0, self.length)
+            filled = slice(max(start, self.shared), self.length)
             dst = torch.tensor(moved, device=index.device)
             src = index[dst]
             self.keys[:, dst, filled] = self.keys[:, src, filled]

@@ -36,23 +36,11 @@ from gptkit.errors import GptkitError, SettingError
 S = TypeVar("S", bound="Settings")
 
 FIXED, ADJUSTABLE, NOT_SAVED = "fixed", "adjustable", "none"
-PRESET_NAMES = (
-    "gpt2-124m",
-    "gpt2-355m",
-    "gpt2-774m",
-    "gpt2-1558m",
-    "tiny",
-    "mini",
-    "small",
-    "llama-3.2-1b",
-    "llama-3.2-3b",
-    "llama-tiny",
-    "qwen3-0.6b",
-    "qwen3-1.7b",
-    "qwen3-4b",
-    "qwen3-8b",
-    "qwen3-tiny",
-)
+PRESET_NAMES = (  # by family: GPT-2 (and the book's small ones), Llama 3, Qwen3
+    "gpt2-124m", "gpt2-355m", "gpt2-774m", "gpt2-1558m", "tiny", "mini", "small",
+    "llama-3.2-1b", "llama-3.2-3b", "llama-tiny",
+    "qwen3-0.6b", "qwen3-1.7b", "qwen3-4b", "qwen3-8b", "qwen3-tiny",
+)  # fmt: skip
 MODEL_FIELDS = (
     "context_length",
     "emb_dim",

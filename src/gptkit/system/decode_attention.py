@@ -32,23 +32,25 @@ def library() -> ctypes.CDLL | None:
     """The decoding kernels (attention, :mod:`gptkit.system.decode_step`'s
     step), or None where they cannot be built or run."""
     lib = ckernels.load(
-        "decode", _SOURCE, ckernels.AVX2_FLAGS, ("avx2", "fma", "f16c"), 2
+        "decode", _SOURCE, ckernels.AVX2_FLAGS, ("avx2", "fma", "f16c"), 3
     )
     if lib is not None:
         p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
-        lib.gk_attend.argtypes = [p, i64, i64, i64, i64, i64, i64, p, p, i32, i64,
-                                  i64, i64, i64, p, ctypes.c_float, p, i32]  # fmt: skip
+        lib.gk_attend.argtypes = [p, i64, i64, i64, i64, i64, i64, p, p, i32, i64, i64,
+                                  i64, i64, p, i64, ctypes.c_float, p, i32]  # fmt: skip
         lib.gk_attend.restype = i32
-        lib.gk_step.argtypes = [p, i64, p, i64, i64, p, i32]
+        lib.gk_step.argtypes = [p, i64, p, i64, i64, i64, p, i32]
         lib.gk_step.restype = i32
     return lib
 
 
-def attend(q: Any, k: Any, v: Any, mask: Any) -> Any:
+def attend(q: Any, k: Any, v: Any, mask: Any, shared: int = 0) -> Any:
     """``softmax(q k^T / sqrt(D)) v`` for queries (B, H, 1, D) over keys and
     values (B, H / group, S, D), ``mask`` None or boolean, broadcastable to
     (B, 1, 1, S); the output (B, H, 1, D) in q's dtype — or None where the
-    kernel does not apply (see the module)."""
+    kernel does not apply (see the module). ``shared``: the leading positions
+    whose keys and values are the same bits in every row (read once for all
+    rows; a wrong value gives wrong results)."""
     import torch
 
     b, h, t, d = q.shape
@@ -84,7 +86,7 @@ def attend(q: Any, k: Any, v: Any, mask: Any) -> Any:
         qf.data_ptr(), qf.stride(0), qf.stride(1), b, h, h // k.shape[1], d,
         k.data_ptr(), v.data_ptr(), _DTYPES[str(k.dtype)], k.stride(0),
         k.stride(1), k.stride(2), s, None if keep is None else keep.data_ptr(),
-        d**-0.5, out.data_ptr(), torch.get_num_threads(),
+        shared, d**-0.5, out.data_ptr(), torch.get_num_threads(),
     )  # fmt: skip
     if status != 0:
         raise MemoryError("attention kernel: out of memory")

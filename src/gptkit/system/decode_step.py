@@ -136,8 +136,11 @@ class Program:
         """GELU (tanh approximation) in place, ``dim`` values per row."""
         self._add(GELU, buffer, dim)
 
-    def run(self, tokens: int, rows: int, pos: int, out: int, threads: int) -> int:
-        """Run the step for ``rows`` int64 ``tokens`` at position ``pos``;
+    def run(
+        self, tokens: int, rows: int, pos: int, out: int, threads: int, shared: int = 0
+    ) -> int:
+        """Run the step for ``rows`` int64 ``tokens`` at position ``pos``, the
+        first ``shared`` positions of the cache the same bits in every row;
         returns gk_step's status (0, or a key of :data:`ERRORS`)."""
         lib = decode_attention.library()
         if lib is None:
@@ -148,5 +151,7 @@ class Program:
                 flat[i * _WORDS : i * _WORDS + len(op)] = op
             self._array = (ctypes.c_int64 * len(flat))(*flat)
         return int(
-            lib.gk_step(self._array, len(self._ops), tokens, rows, pos, out, threads)
+            lib.gk_step(
+                self._array, len(self._ops), tokens, rows, pos, shared, out, threads
+            )
         )

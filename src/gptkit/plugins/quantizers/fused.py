@@ -150,7 +150,10 @@ class FusedStep:
         tokens = in_idx if in_idx.is_contiguous() else in_idx.contiguous()
         logits = torch.empty((rows, 1, model.cfg.vocab_size), dtype=self._dtype)
         threads = torch.get_num_threads()
-        status = program.run(tokens.data_ptr(), rows, pos, logits.data_ptr(), threads)
+        shared = min(cache.shared, pos)  # rows' slots read once for all rows
+        status = program.run(
+            tokens.data_ptr(), rows, pos, logits.data_ptr(), threads, shared
+        )
         if status == -2:
             return None  # a bad token id or position: the forward raises
         if status:

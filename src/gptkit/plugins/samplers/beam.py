@@ -10,6 +10,13 @@ kept. ``early_stopping``: ``true`` stops once ``num_beams`` hypotheses are
 finished; ``false`` also stops when the best running beam, normalised at its
 current length, cannot beat the worst kept hypothesis; ``never`` estimates
 that bound at the maximum length when ``length_penalty`` > 0.
+
+The beams' key/value cache rows track their common history: which slots each
+pair of rows holds as copies of one computation (the prompt, prefilled once;
+the history a beam took from another). A beam that takes another's history
+copies only the slots past those, and a decoding step reads the slots every
+beam shares once for all of them (:attr:`KVCache.shared`; the fused CPU
+step's attention), with the same bits.
 """
 
 from __future__ import annotations
@@ -95,6 +102,7 @@ class BeamSearch(SearchStrategy):
         eos = torch.tensor(req.eos_ids, device=device) if req.eos_ids else None
         improvable = True
         logits = decoder.prefill()
+        history = _History(decoder.cache.shared if decoder.cache else 0, beams)
         for step in range(max_new):
             req.step_done()
             generated = step + 1  # new tokens in every candidate
@@ -150,7 +158,13 @@ class BeamSearch(SearchStrategy):
             )
             if stop_now:
                 break
-            decoder.reorder(parent[chosen])
+            if decoder.cache is not None:
+                order = parent[chosen].tolist()
+                start = history.reorder(order, decoder.cache.length)
+                decoder.reorder(parent[chosen], start)
+                decoder.cache.shared = history.shared()
+            else:
+                decoder.reorder(parent[chosen])
             penalties.reorder(parent[chosen].tolist())
             penalties.update(token[chosen].tolist())
             logits = decoder.step(token[chosen])
@@ -180,6 +194,27 @@ class BeamSearch(SearchStrategy):
             else generated
         )
         return bool(running[0] / length_norm(length, lp) > done_scores.min())
+
+
+class _History:
+    """``common[i][j]``: the leading cache slots beams ``i`` and ``j`` hold as
+    copies of one computation (new positions are each beam's own; a beam that
+    takes another's history holds all of its slots)."""
+
+    def __init__(self, shared: int, beams: int) -> None:
+        self.common = [[shared] * beams for _ in range(beams)]
+
+    def reorder(self, order: list[int], length: int) -> int:
+        """Row i takes old row ``order[i]``, whose ``length`` slots are filled;
+        returns the slots the moved rows already hold (not to be copied)."""
+        old = self.common
+        start = min((old[i][j] for i, j in enumerate(order) if i != j), default=length)
+        self.common = [[length if a == b else old[a][b] for b in order] for a in order]
+        return start
+
+    def shared(self) -> int:
+        """The slots every beam holds the same bits in."""
+        return min(map(min, self.common))
 
 
 def _top_candidates(

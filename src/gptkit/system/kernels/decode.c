@@ -25,8 +25,13 @@
  * x 100 positions of a 124M model's cache, 260 slots; one thread;
  * benchmarks/scripts/cache_layout.py). Both give the same bits.
  *
+ * Rows whose leading positions are copies of one computation (beam search's
+ * common history, a prompt prefilled once for every row) read those positions
+ * once for all rows (the same bits as reading each row's copy).
+ *
  * Threads (OpenMP) split the rows (and a row's heads when there are more
- * threads than rows; head-major: the (row, key/value head) pairs). D % 8 == 0.
+ * threads than rows; with a shared prefix, the heads; head-major: the (row,
+ * key/value head) pairs). D % 8 == 0.
  */
 #include <immintrin.h>
 #include <math.h>
@@ -35,7 +40,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-int gk_abi_version(void) { return 2; }
+int gk_abi_version(void) { return 3; }
 
 enum { F32 = 0, BF16 = 1, F16 = 2 };
 
@@ -194,85 +199,116 @@ static void attend_head(const float* q, int64_t qh, int64_t group, int64_t D, co
   }
 }
 
-/* nj key/value heads of one row whose heads lie side by side at each
- * position (a cache laid out (positions, heads, D): head j's key s at
- * k + j * hs + s * st bytes, st >= nj * hs): the same arithmetic as
- * attend_head, per head, in the same order, but sweeping the positions once
- * for all the heads, so the cache streams from memory as one run instead of
- * one short run per head. w: nj * group * S floats; out: nj * group x D. */
-static void attend_heads(const float* q, int64_t qh, int64_t group, int64_t D, const char* k,
-                         const char* v, int64_t hs, int64_t st, int dtype, int64_t S, int64_t nj,
-                         const uint8_t* mask, float scale, float* out, float* w) {
+/* nj key/value heads of R rows whose heads lie side by side at each position
+ * (a cache laid out (positions, heads, D): row r's head j's key s at
+ * k + r * rb + j * hs + s * st bytes, st >= nj * hs): the same arithmetic as
+ * attend_head, per row and head, in the same order, but sweeping the
+ * positions once for all the heads, so the cache streams from memory as one
+ * run instead of one short run per head. Positions below `shared` hold the
+ * same bits in every row (copies of one computation: beam search's common
+ * history, a prompt prefilled once); their blocks of 8 are read from row 0
+ * once for all R rows (the same bits again: each score and each running sum
+ * takes the same values in the same order). q: row r's head h at
+ * q + r * qb + h * qh; w: R * nj * group * S floats; out: row r's heads at
+ * out + r * ob, nj * group x D. */
+static void attend_heads(const float* q, int64_t qb, int64_t qh, int64_t R, int64_t group,
+                         int64_t D, const char* k, const char* v, int64_t rb, int64_t hs,
+                         int64_t st, int dtype, int64_t S, int64_t shared, int64_t nj,
+                         const uint8_t* mask, float scale, float* out, int64_t ob, float* w) {
   const __m256 sc = _mm256_set1_ps(scale);
-  const int64_t nq = nj * group;
+  const int64_t nq = nj * group, S8 = S / 8 * 8;
+  const int64_t sh = R > 1 ? (shared < S8 ? shared : S8) / 8 * 8 : 0;
+#define SCORES8(r, base, t, h)                                                                \
+  _mm256_storeu_ps(w + ((r) * nq + (h)) * S + (t),                                            \
+                   _mm256_mul_ps(sc, dot8(q + (r) * qb + (h) * qh,                            \
+                                          (base) + ((h) / group) * hs + (t) * st, st, D, dtype)))
   /* scores, 8 positions of every head at a time (no software prefetch: on a
-   * Zen 4 it only lowered the rate the hardware's prefetchers reach) */
-  int64_t t = 0;
-  for (; t + 8 <= S; t += 8) {
+   * Zen 4 it only lowered the rate the hardware's prefetchers reach); the
+   * shared blocks once for every row */
+  for (int64_t t = 0; t < sh; t += 8)
     for (int64_t h = 0; h < nq; ++h)
-      _mm256_storeu_ps(w + h * S + t,
-                       _mm256_mul_ps(sc, dot8(q + h * qh, k + (h / group) * hs + t * st, st, D, dtype)));
+      for (int64_t r = 0; r < R; ++r) SCORES8(r, k, t, h);
+  for (int64_t r = 0; r < R; ++r) {
+    for (int64_t t = sh; t < S8; t += 8)
+      for (int64_t h = 0; h < nq; ++h) SCORES8(r, k + r * rb, t, h);
+    for (int64_t t = S8; t < S; ++t)
+      for (int64_t h = 0; h < nq; ++h)
+        w[(r * nq + h) * S + t] =
+            scale * dot(q + r * qb + h * qh, k + r * rb + (h / group) * hs + t * st, D, dtype);
   }
-  for (; t < S; ++t)
-    for (int64_t h = 0; h < nq; ++h)
-      w[h * S + t] = scale * dot(q + h * qh, k + (h / group) * hs + t * st, D, dtype);
-  /* softmax of each head's scores */
-  float inv[nq];
-  for (int64_t h = 0; h < nq; ++h) {
-    float sum = softmax_weights(w + h * S, S, mask);
-    inv[h] = sum == 0.0f ? 0.0f : 1.0f / sum; /* 0: every key masked (zeros below) */
+#undef SCORES8
+  /* softmax of each row's and head's scores */
+  float inv[R * nq];
+  for (int64_t i = 0; i < R * nq; ++i) {
+    float sum = softmax_weights(w + i * S, S, mask ? mask + (i / nq) * S : NULL);
+    inv[i] = sum == 0.0f ? 0.0f : 1.0f / sum; /* 0: every key masked (zeros below) */
   }
   /* out = sum_t w[t] v_t, blocks of positions for every head (as attend_head,
-   * each output element summed in the order of t) */
-  memset(out, 0, sizeof(float) * (size_t)(nq * D));
+   * each output element summed in the order of t): the shared blocks for
+   * every row, then each row's own */
+  for (int64_t r = 0; r < R; ++r) memset(out + r * ob, 0, sizeof(float) * (size_t)(nq * D));
   enum { BLOCK = 16 };
-  for (int64_t t0 = 0; t0 < S; t0 += BLOCK) {
-    int64_t t1 = t0 + BLOCK < S ? t0 + BLOCK : S;
+  for (int64_t t0 = 0; t0 < sh; t0 += BLOCK) {
+    int64_t t1 = t0 + BLOCK < sh ? t0 + BLOCK : sh;
     for (int64_t h = 0; h < nq; ++h)
-      wsum(w + h * S, v + (h / group) * hs, st, t0, t1, D, dtype, out + h * D);
+      for (int64_t r = 0; r < R; ++r)
+        wsum(w + (r * nq + h) * S, v + (h / group) * hs, st, t0, t1, D, dtype, out + r * ob + h * D);
   }
-  for (int64_t h = 0; h < nq; ++h) {
-    __m256 iv = _mm256_set1_ps(inv[h]);
-    float* o = out + h * D;
-    if (inv[h] == 0.0f) { /* as attend_head: zeros, whatever the values hold */
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t t0 = sh; t0 < S; t0 += BLOCK) {
+      int64_t t1 = t0 + BLOCK < S ? t0 + BLOCK : S;
+      for (int64_t h = 0; h < nq; ++h)
+        wsum(w + (r * nq + h) * S, v + r * rb + (h / group) * hs, st, t0, t1, D, dtype,
+             out + r * ob + h * D);
+    }
+  for (int64_t i = 0; i < R * nq; ++i) {
+    __m256 iv = _mm256_set1_ps(inv[i]);
+    float* o = out + (i / nq) * ob + (i % nq) * D;
+    if (inv[i] == 0.0f) { /* as attend_head: zeros, whatever the values hold */
       memset(o, 0, sizeof(float) * (size_t)D);
       continue;
     }
-    for (int64_t i = 0; i < D; i += 8) _mm256_storeu_ps(o + i, _mm256_mul_ps(iv, _mm256_loadu_ps(o + i)));
+    for (int64_t j = 0; j < D; j += 8) _mm256_storeu_ps(o + j, _mm256_mul_ps(iv, _mm256_loadu_ps(o + j)));
   }
 }
 
 /* q: (B, H, D) float32, element (b, h, i) at b * qb + h * qh + i; k, v: the
  * cache, element (b, j, s, i) at b * sb + j * sh + s * st + i (the same
- * strides for both), H / group heads; mask: (B, S) bytes or NULL; out:
- * (B, H, D) float32, contiguous. Returns 0, or -1 when out of memory. */
+ * strides for both), H / group heads; mask: (B, S) bytes or NULL; shared:
+ * the leading positions whose keys and values are the same bits in every row
+ * (0: none known; used where heads lie side by side); out: (B, H, D)
+ * float32, contiguous. Returns 0, or -1 when out of memory. */
 int gk_attend(const float* q, int64_t qb, int64_t qh, int64_t B, int64_t H, int64_t group, int64_t D,
               const void* k, const void* v, int dtype, int64_t sb, int64_t sh,
-              int64_t st, int64_t S, const uint8_t* mask, float scale, float* out,
-              int threads) {
+              int64_t st, int64_t S, const uint8_t* mask, int64_t shared, float scale,
+              float* out, int threads) {
   int64_t kv_heads = H / group;
   size_t esize = dtype == F32 ? 4 : 2;
   /* heads side by side at each position: sweep the positions once per row
-   * (or per share of its heads, when there are more threads than rows) */
+   * (or per share of its heads, when there are more threads than rows); with
+   * a shared prefix, once for all rows, threads splitting the heads */
   int sweep = sh > 0 && st >= kv_heads * sh;
-  int64_t chunks = sweep ? (B >= threads ? 1 : (threads + B - 1) / B) : kv_heads;
+  int together = sweep && B > 1 && shared >= 8;
+  int64_t R = together ? B : 1; /* rows per item */
+  int64_t chunks = !sweep ? kv_heads : together ? threads : (B >= threads ? 1 : (threads + B - 1) / B);
   if (chunks > kv_heads) chunks = kv_heads;
-  int64_t per_chunk = (kv_heads + chunks - 1) / chunks, items = B * chunks;
-  size_t per = sweep ? (size_t)(per_chunk * group) * ((size_t)S + 8) : (size_t)S + 8;
+  int64_t per_chunk = (kv_heads + chunks - 1) / chunks, items = B / R * chunks;
+  size_t per = sweep ? (size_t)(R * per_chunk * group) * ((size_t)S + 8) : (size_t)S + 8;
   int team = threads > 1 && items > 1 ? threads : 1;
   float* work = (float*)malloc(sizeof(float) * per * (size_t)team);
   if (!work) return -1;
 #pragma omp parallel for num_threads(team) schedule(static) if (team > 1)
   for (int64_t p = 0; p < items; ++p) {
-    int64_t b = p / chunks, j = (p % chunks) * per_chunk;
+    int64_t b = p / chunks * R, j = (p % chunks) * per_chunk;
     float* w = work + per * (size_t)omp_get_thread_num();
     size_t off = (size_t)(b * sb + j * sh) * esize;
     if (sweep) {
       int64_t nj = j + per_chunk <= kv_heads ? per_chunk : kv_heads - j;
       if (nj > 0)
-        attend_heads(q + b * qb + j * group * qh, qh, group, D, (const char*)k + off,
-                     (const char*)v + off, sh * (int64_t)esize, st * (int64_t)esize, dtype, S,
-                     nj, mask ? mask + b * S : NULL, scale, out + (b * H + j * group) * D, w);
+        attend_heads(q + b * qb + j * group * qh, qb, qh, R, group, D, (const char*)k + off,
+                     (const char*)v + off, sb * (int64_t)esize, sh * (int64_t)esize,
+                     st * (int64_t)esize, dtype, S, shared, nj, mask ? mask + b * S : NULL,
+                     scale, out + (b * H + j * group) * D, H * D, w);
     } else {
       attend_head(q + b * qb + j * group * qh, qh, group, D, (const char*)k + off,
                   (const char*)v + off, st * (int64_t)esize, dtype, S,
@@ -442,7 +478,8 @@ static int linear(const gk_op* op, int64_t rows, void* out, int threads) {
 /* q (rows, H * hd) in dt; keys and values in the cache's dtype; the output
  * (rows, H * hd) in dt. A bfloat16 program attends on float32 copies of its
  * queries (scratch q32, o32), as PyTorch's forward does. */
-static int attend_op(const int64_t* a, int64_t rows, int64_t pos, int threads, int dt) {
+static int attend_op(const int64_t* a, int64_t rows, int64_t pos, int64_t shared, int threads,
+                     int dt) {
   int64_t H = a[6], hd = a[8], n = rows * H * hd;
   const float* q = (const float*)a[0];
   float* o = (float*)a[9];
@@ -451,19 +488,21 @@ static int attend_op(const int64_t* a, int64_t rows, int64_t pos, int threads, i
     q = (const float*)a[11], o = (float*)a[12];
   }
   int status = gk_attend(q, H * hd, hd, rows, H, a[7], hd, (const void*)a[1], (const void*)a[2],
-                         (int)a[13], a[3], a[4], a[5], pos + 1, NULL, (float)as_double(a[10]),
+                         (int)a[13], a[3], a[4], a[5], pos + 1, NULL, shared, (float)as_double(a[10]),
                          o, threads);
   if (dt != F32)
     for (int64_t i = 0; i < n; ++i) put((void*)a[9], i, o[i], dt);
   return status;
 }
 
-/* One decoding step: `tokens` (rows) at position `pos` of every row; the
- * operation whose output is 0 writes to `out` (the logits). Returns 0, -1 out
+/* One decoding step: `tokens` (rows) at position `pos` of every row, whose
+ * first `shared` positions hold the same keys and values in every row (see
+ * attend_heads; 0: none known); the operation whose output is 0 writes to
+ * `out` (the logits). Returns 0, -1 out
  * of memory, -2 a token or position outside the embeddings (nothing written),
  * -3 a malformed operation. */
 int gk_step(const gk_op* ops, int64_t n_ops, const int64_t* tokens, int64_t rows, int64_t pos,
-            void* out, int threads) {
+            int64_t shared, void* out, int threads) {
   for (int64_t o = 0; o < n_ops; ++o) {
     const gk_op* op = ops + o;
     const int64_t* a = op->a;
@@ -501,7 +540,7 @@ int gk_step(const gk_op* ops, int64_t n_ops, const int64_t* tokens, int64_t rows
         break;
       }
       case OP_ATTEND: /* q, keys, values, strides, H, group, hd, dst, scale, q32, o32, cache dtype */
-        status = attend_op(a, rows, pos, threads, dt);
+        status = attend_op(a, rows, pos, shared, threads, dt);
         break;
       case OP_ADD: /* dst += src, D values per row */
         for (int64_t i = 0; i < rows * a[2]; ++i)
