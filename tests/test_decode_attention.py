@@ -107,6 +107,7 @@ def test_position_major_cache_gives_the_head_major_bits(
     [
         (4, 12, 12, 107, 64, 55),  # beam search: 4 rows sharing their history
         (4, 12, 12, 107, 64, 107),  # every position shared
+        (4, 12, 12, 107, 64, 24),  # a short history: threads split the rows
         (2, 8, 2, 19, 128, 8),  # grouped heads, one shared block
         (3, 6, 3, 40, 72, 37),  # a boundary inside a block of 8
         (16, 4, 4, 9, 16, 9),  # 16 rows, the tail after the blocks
@@ -135,11 +136,12 @@ def test_a_shared_prefix_read_once_gives_each_rows_bits(
                 own = decode_attention.attend(q, k, v, m)
                 once = decode_attention.attend(q, k, v, m, shared=shared)
             assert own is not None and torch.equal(own, once)
-        # the shared positions are really read from the first row only
+        # the shared positions are really read from the first row only (where
+        # every thread has rows of its own)
         cache[:, 1:, :8] = float("nan")
         with torch.inference_mode():
             once = decode_attention.attend(q, k, v, None, shared=shared)
-        assert bool(once.isfinite().all()) == (shared >= 8)
+        assert bool(once.isfinite().all()) == (shared >= 8 and rows >= threads)
     finally:
         torch.set_num_threads(before)
 
