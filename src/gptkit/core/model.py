@@ -46,7 +46,8 @@ class KVCache:
     ``torch.compile`` and CUDA graphs); otherwise attention reads the filled prefix.
     ``shared``: the first slots, which every row holds the same bits in (copies
     of one row's, as the cache's user declares: a prompt prefilled once, beam
-    search's common history): a decoding step may read them once for all rows.
+    search's common history; :meth:`set_length` and :meth:`truncate` lower it):
+    a decoding step may read them once for all rows.
     """
 
     keys: Tensor

@@ -23,6 +23,10 @@ them). Steps in between trust it: the program holds every tensor it reads, so
 their memory stays valid, and a weight swapped through ``.data`` in the middle
 of a generation is seen from the next one.
 
+Where the cache's rows share their first slots (``KVCache.shared``: beam
+search's common history), the step's attention reads those once for all rows
+(the same bits as each row reading its own copy).
+
 The arithmetic is the Python path's: the same matrix-product kernels; the
 norms, GELU / SwiGLU's gate, the rotary embedding and the residual adds in C,
 which round like PyTorch's to within a few units in the last place (a bf16

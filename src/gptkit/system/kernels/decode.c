@@ -30,8 +30,8 @@
  * once for all rows (the same bits as reading each row's copy).
  *
  * Threads (OpenMP) split the rows (and a row's heads when there are more
- * threads than rows; with a shared prefix, the heads; head-major: the (row,
- * key/value head) pairs). D % 8 == 0.
+ * threads than rows; with a mostly shared prefix, the heads; head-major: the
+ * (row, key/value head) pairs). D % 8 == 0.
  */
 #include <immintrin.h>
 #include <math.h>
@@ -207,8 +207,9 @@ static void attend_head(const float* q, int64_t qh, int64_t group, int64_t D, co
  * run instead of one short run per head. Positions below `shared` hold the
  * same bits in every row (copies of one computation: beam search's common
  * history, a prompt prefilled once); their blocks of 8 are read from one row
- * (at k0, v0: the batch's first, the same for every thread) once for all R rows (the same bits again: each score and each running sum
- * takes the same values in the same order). q: row r's head h at
+ * (at k0, v0: the batch's first, the same for every thread) once for all R
+ * rows (the same bits again: each score and each running sum takes the same
+ * values in the same order). q: row r's head h at
  * q + r * qb + h * qh; w: R * nj * group * S floats; out: row r's heads at
  * out + r * ob, nj * group x D. */
 static void attend_heads(const float* q, int64_t qb, int64_t qh, int64_t R, int64_t group,
