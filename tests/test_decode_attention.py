@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from gptkit.bench.measure import torch_threads
 from gptkit.core.config import GPTConfig
 from gptkit.core.generate import generate_tokens
 from gptkit.core.model import GPTModel
@@ -43,9 +44,7 @@ def test_one_query_attention_equals_sdpa(
     q = torch.randn(rows, 1, heads, dim, generator=gen).to(dtype).transpose(1, 2)
     lengths = torch.tensor([keys, max(1, keys // 2), 3][:rows])
     mask = torch.arange(keys)[None, None, None, :] < lengths[:, None, None, None]
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         for m in (None, mask):
             with torch.inference_mode():
                 out = decode_attention.attend(q, k, v, m)
@@ -54,8 +53,6 @@ def test_one_query_attention_equals_sdpa(
             torch.testing.assert_close(
                 out.float(), _sdpa(q, k, v, m), atol=tol, rtol=tol
             )
-    finally:
-        torch.set_num_threads(before)
 
 
 @needs_kernel
@@ -78,9 +75,7 @@ def test_position_major_cache_gives_the_head_major_bits(
     lengths = torch.tensor([keys, max(1, keys // 2), 3, 1][:rows])
     mask = torch.arange(keys)[None, None, None, :] < lengths[:, None, None, None]
     mask[0, ..., :] = False  # a row with every key masked: zeros
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         for m in (None, mask):
             with torch.inference_mode():
                 got = [
@@ -96,8 +91,6 @@ def test_position_major_cache_gives_the_head_major_bits(
                     q, c[0, :, :, :keys], c[1, :, :, :keys], mask
                 )
             assert torch.equal(out[0], torch.zeros_like(out[0]))
-    finally:
-        torch.set_num_threads(before)
 
 
 @needs_kernel
@@ -128,9 +121,7 @@ def test_a_shared_prefix_read_once_gives_each_rows_bits(
     q = torch.randn(rows, 1, heads, dim, generator=gen).to(dtype).transpose(1, 2)
     mask = torch.ones(rows, 1, 1, keys, dtype=torch.bool)
     mask[-1, ..., keys // 2 :] = False  # a row of its own length
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         for m in (None, mask):
             with torch.inference_mode():
                 own = decode_attention.attend(q, k, v, m)
@@ -142,8 +133,6 @@ def test_a_shared_prefix_read_once_gives_each_rows_bits(
         with torch.inference_mode():
             once = decode_attention.attend(q, k, v, None, shared=shared)
         assert bool(once.isfinite().all()) == (shared >= 8 and rows >= threads)
-    finally:
-        torch.set_num_threads(before)
 
 
 def test_inputs_the_kernel_does_not_take_are_left_to_sdpa():

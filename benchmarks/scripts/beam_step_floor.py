@@ -22,19 +22,19 @@ from gptkit.bench.limits import bandwidth_bound, machine_limits, weight_bytes_pe
 from gptkit.bench.measure import machine_info, torch_threads
 from gptkit.bench.runners import bench_model
 from gptkit.core.quantize import quantize_model
-from gptkit.plugins.quantizers.linear import _QuantizedLinear
+from gptkit.plugins.quantizers.linear import _QuantizedLinear, kernel_call
 
 
-def _calls(layers, rows: int, threads: int) -> list[tuple]:
+def _calls(layers, rows: int) -> list[tuple]:
     """Each layer's kernel call for ``rows`` rows (the fused step's arguments)."""
     out = []
     for layer in layers:
-        fn, extras = layer._call[2], layer._call[3]
+        plan, _, extras = kernel_call(layer)
         x, y = (
             torch.randn(rows, layer.in_features),
             torch.empty(rows, layer.out_features),
         )
-        out.append((fn, x, rows, layer.in_features, extras, y, layer.out_features))
+        out.append((plan[2], x, rows, layer.in_features, extras, y, layer.out_features))
     return out
 
 
@@ -67,9 +67,9 @@ def measure(method: str, threads: int, rounds: int) -> list[dict]:
         bound_ms = 1e3 / bandwidth_bound(weight_bytes, bandwidth)
         rows_out = []
         for rows in (1, 4):
-            cold = _best(_calls(layers, rows, threads), threads, rounds)
+            cold = _best(_calls(layers, rows), threads, rounds)
             probe = layers[1]  # the attention's output projection, 768 x 768
-            warm = _best(_calls([probe], rows, threads), threads, rounds, repeat=50)
+            warm = _best(_calls([probe], rows), threads, rounds, repeat=50)
             warm *= macs / (probe.in_features * probe.out_features)
             rows_out.append(
                 {

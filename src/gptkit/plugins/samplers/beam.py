@@ -158,14 +158,13 @@ class BeamSearch(SearchStrategy):
             )
             if stop_now:
                 break
-            if decoder.cache is not None:
-                order = parent[chosen].tolist()
-                start = history.reorder(order, decoder.cache.length)
-                decoder.reorder(parent[chosen], start)
-                decoder.cache.shared = history.shared()
-            else:
-                decoder.reorder(parent[chosen])
-            penalties.reorder(parent[chosen].tolist())
+            index = parent[chosen]
+            order, cache = index.tolist(), decoder.cache
+            start = 0 if cache is None else history.reorder(order, cache.length)
+            decoder.reorder(index, start)
+            if cache is not None:
+                cache.shared = history.shared()
+            penalties.reorder(order)
             penalties.update(token[chosen].tolist())
             logits = decoder.step(token[chosen])
         order = torch.argsort(done_scores, descending=True, stable=True)

@@ -297,8 +297,13 @@ int gk_attend(const float* q, int64_t qb, int64_t qh, int64_t B, int64_t H, int6
   int sweep = sh > 0 && st >= kv_heads * sh;
   int together = sweep && B > 1 && shared >= 8 && B >= threads;
   int by_heads = together && 2 * shared >= S;
-  int64_t R = by_heads ? B : together ? (B + threads - 1) / threads : 1; /* rows per item */
-  int64_t chunks = !sweep ? kv_heads : by_heads ? threads : (B >= threads ? 1 : (threads + B - 1) / B);
+  int64_t R = 1, chunks = kv_heads; /* rows per item, shares of the heads */
+  if (by_heads)
+    R = B, chunks = threads;
+  else if (together)
+    R = (B + threads - 1) / threads, chunks = 1;
+  else if (sweep)
+    chunks = B >= threads ? 1 : (threads + B - 1) / B;
   if (chunks > kv_heads) chunks = kv_heads;
   int64_t per_chunk = (kv_heads + chunks - 1) / chunks, items = (B + R - 1) / R * chunks;
   size_t per = sweep ? (size_t)(R * per_chunk * group) * ((size_t)S + 8) : (size_t)S + 8;
@@ -317,8 +322,7 @@ int gk_attend(const float* q, int64_t qb, int64_t qh, int64_t B, int64_t H, int6
                      (const char*)k + off, (const char*)v + off, (const char*)k + off0,
                      (const char*)v + off0, sb * (int64_t)esize, sh * (int64_t)esize,
                      st * (int64_t)esize, dtype, S, together ? shared : 0, nj,
-                     mask ? mask + b * S : NULL,
-                     scale, out + (b * H + j * group) * D, H * D, w);
+                     mask ? mask + b * S : NULL, scale, out + (b * H + j * group) * D, H * D, w);
     } else {
       attend_head(q + b * qb + j * group * qh, qh, group, D, (const char*)k + off,
                   (const char*)v + off, st * (int64_t)esize, dtype, S,
